@@ -1,0 +1,1 @@
+//! torrc-compatible configuration. TODO

@@ -1,0 +1,1 @@
+//! Control plane: key rotation, signals, snapshots handed to workers. TODO

@@ -1,0 +1,1 @@
+//! TODO: ntor_v3

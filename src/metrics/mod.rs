@@ -1,0 +1,1 @@
+//! Per-core counters collected by the control thread. TODO
