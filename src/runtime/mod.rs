@@ -1,1 +1,13 @@
-//! Per-core data plane: worker threads, io_uring and epoll drivers. TODO
+//! The per-core data plane: worker threads, each owning an I/O driver
+//! (io_uring, or epoll where io_uring is unavailable), its listener on the
+//! ORPort, and everything that the channels it accepted lead to.
+//!
+//! This module moves bytes; the protocol logic lives in `proto`.
+
+pub mod driver;
+pub mod epoll;
+mod slots;
+pub mod uring;
+
+#[cfg(test)]
+mod tests;

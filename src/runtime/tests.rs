@@ -1,0 +1,253 @@
+//! Both backends against real loopback sockets, with the same handler:
+//! what one does, the other must do too.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::driver::{self, Backend, Driver, Event, Handler, Ops, Token, Waker};
+
+fn backends() -> Vec<Backend> {
+    assert!(driver::uring_available(), "io_uring is expected to work on the machines we test on");
+    vec![Backend::Uring, Backend::Epoll]
+}
+
+fn turn_until(d: &mut dyn Driver, h: &mut dyn Handler, mut done: impl FnMut(&dyn Handler) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(h) {
+        assert!(Instant::now() < deadline, "{} driver: timed out", d.name());
+        d.turn(Some(Duration::from_millis(20)), h).unwrap();
+    }
+}
+
+#[derive(Default)]
+struct Echo {
+    accepted: usize,
+    closed: usize,
+    bytes: usize,
+    paused: Option<Token>,
+    pause_after: Option<usize>,
+}
+
+impl Handler for Echo {
+    fn on_event(&mut self, ev: Event<'_>, ops: &mut dyn Ops) {
+        match ev {
+            Event::Accepted { fd, .. } => {
+                self.accepted += 1;
+                ops.add_conn(fd).unwrap();
+            }
+            Event::Recv(t, data) => {
+                self.bytes += data.len();
+                ops.out_buf(t).unwrap().extend_from_slice(data);
+                if self.pause_after.is_some_and(|n| self.bytes >= n) && self.paused.is_none() {
+                    ops.set_recv(t, false);
+                    self.paused = Some(t);
+                }
+            }
+            Event::RecvClosed(t, _) => {
+                self.closed += 1;
+                ops.close(t, true);
+            }
+            Event::SendFailed(t, _) => ops.close(t, false),
+            _ => {}
+        }
+    }
+    fn end_of_turn(&mut self, _ops: &mut dyn Ops) {}
+}
+
+fn listener(d: &mut dyn Driver) -> SocketAddr {
+    let fd = driver::reuseport_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = driver::local_addr(&fd).unwrap();
+    d.listen(fd).unwrap();
+    addr
+}
+
+#[test]
+fn echo_large_transfer_on_both_backends() {
+    for b in backends() {
+        let mut d = driver::new_driver(b, Arc::new(Waker::new().unwrap())).unwrap();
+        let addr = listener(d.as_mut());
+        let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let expect = data.clone();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let mut r = s.try_clone().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).unwrap();
+                got
+            });
+            s.write_all(&data).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            reader.join().unwrap()
+        });
+        let mut h = Echo::default();
+        turn_until(d.as_mut(), &mut h, |_| client.is_finished());
+        let got = client.join().unwrap();
+        assert_eq!(got.len(), expect.len(), "{b:?}");
+        assert!(got == expect, "{b:?}: echoed bytes differ");
+    }
+}
+
+#[test]
+fn pause_and_resume_receiving() {
+    for b in backends() {
+        let mut d = driver::new_driver(b, Arc::new(Waker::new().unwrap())).unwrap();
+        let addr = listener(d.as_mut());
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&[7u8; 1000]).unwrap();
+        let mut h = Echo { pause_after: Some(1), ..Default::default() };
+        turn_until(d.as_mut(), &mut h, |h| {
+            let h = unsafe_downcast(h);
+            h.paused.is_some()
+        });
+        let before = h.bytes;
+        s.write_all(&[8u8; 5000]).unwrap();
+        for _ in 0..10 {
+            d.turn(Some(Duration::from_millis(5)), &mut h).unwrap();
+        }
+        // Data already received in the pausing turn may be delivered; nothing
+        // written after the pause may be.
+        assert!(h.bytes <= before.max(1000), "{b:?}: received while paused");
+        let t = h.paused.unwrap();
+        h.pause_after = None;
+        d.ops().set_recv(t, true);
+        turn_until(d.as_mut(), &mut h, |h| unsafe_downcast(h).bytes >= 6000);
+        let mut back = vec![0u8; 6000];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(&back[..1000], &[7u8; 1000][..]);
+        assert_eq!(&back[1000..], &[8u8; 5000][..]);
+    }
+}
+
+// The handler in these tests is always an `Echo`; `turn_until`'s predicate
+// sees it as `&dyn Handler`.
+fn unsafe_downcast(h: &dyn Handler) -> &Echo {
+    // SAFETY: every caller passes an `Echo`.
+    unsafe { &*(h as *const dyn Handler as *const Echo) }
+}
+
+#[derive(Default)]
+struct Dialer {
+    connected: Option<Result<(), std::io::ErrorKind>>,
+    got: Vec<u8>,
+    closed: bool,
+}
+
+impl Handler for Dialer {
+    fn on_event(&mut self, ev: Event<'_>, ops: &mut dyn Ops) {
+        match ev {
+            Event::Connected(t, r) => {
+                self.connected = Some(r.as_ref().map(|_| ()).map_err(|e| e.kind()));
+                if r.is_ok() {
+                    ops.out_buf(t).unwrap().extend_from_slice(b"ping");
+                } else {
+                    ops.close(t, false);
+                }
+            }
+            Event::Recv(_, data) => self.got.extend_from_slice(data),
+            Event::RecvClosed(t, _) => {
+                self.closed = true;
+                ops.close(t, false);
+            }
+            _ => {}
+        }
+    }
+    fn end_of_turn(&mut self, _ops: &mut dyn Ops) {}
+}
+
+#[test]
+fn outgoing_connect_and_refused_connect() {
+    for b in backends() {
+        let mut d = driver::new_driver(b, Arc::new(Waker::new().unwrap())).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"hello").unwrap();
+            buf
+        });
+        d.ops().connect(addr).unwrap();
+        let mut h = Dialer::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !h.closed {
+            assert!(Instant::now() < deadline, "{b:?}: timed out");
+            d.turn(Some(Duration::from_millis(20)), &mut h).unwrap();
+        }
+        assert_eq!(h.connected, Some(Ok(())));
+        assert_eq!(h.got, b"hello");
+        assert_eq!(&server.join().unwrap(), b"ping");
+
+        // A port nobody listens on: the connect completes with an error.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        d.ops().connect(dead).unwrap();
+        let mut h = Dialer::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.connected.is_none() {
+            assert!(Instant::now() < deadline, "{b:?}: timed out");
+            d.turn(Some(Duration::from_millis(20)), &mut h).unwrap();
+        }
+        assert_eq!(h.connected, Some(Err(std::io::ErrorKind::ConnectionRefused)), "{b:?}");
+    }
+}
+
+#[derive(Default)]
+struct Datagrams {
+    got: Vec<Vec<u8>>,
+    woken: bool,
+}
+
+impl Handler for Datagrams {
+    fn on_event(&mut self, ev: Event<'_>, _ops: &mut dyn Ops) {
+        match ev {
+            Event::Recv(_, data) => self.got.push(data.to_vec()),
+            Event::Woken => self.woken = true,
+            _ => {}
+        }
+    }
+    fn end_of_turn(&mut self, _ops: &mut dyn Ops) {}
+}
+
+#[test]
+fn udp_datagrams_keep_boundaries_and_waker_wakes() {
+    for b in backends() {
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut d = driver::new_driver(b, waker.clone()).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ours.connect(peer.local_addr().unwrap()).unwrap();
+        peer.connect(ours.local_addr().unwrap()).unwrap();
+        let t = d.ops().add_udp(OwnedFd::from(ours)).unwrap();
+        d.ops().send_datagram(t, b"query").unwrap();
+        let mut buf = [0u8; 64];
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"query");
+        peer.send(b"one").unwrap();
+        peer.send(b"two!").unwrap();
+        let mut h = Datagrams::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.got.len() < 2 {
+            assert!(Instant::now() < deadline, "{b:?}: timed out");
+            d.turn(Some(Duration::from_millis(20)), &mut h).unwrap();
+        }
+        assert_eq!(h.got, vec![b"one".to_vec(), b"two!".to_vec()]);
+
+        let w = waker.clone();
+        let th = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake();
+        });
+        let start = Instant::now();
+        while !h.woken {
+            assert!(start.elapsed() < Duration::from_secs(10), "{b:?}: not woken");
+            d.turn(None, &mut h).unwrap();
+        }
+        th.join().unwrap();
+    }
+}

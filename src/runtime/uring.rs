@@ -1,0 +1,594 @@
+//! The io_uring backend: one ring per worker thread.
+//!
+//! The ring is created `SINGLE_ISSUER | DEFER_TASKRUN`: only the owning
+//! worker submits, and completions are processed only when it waits, so
+//! each turn gathers a whole batch of completions. Receives are multishot
+//! into a provided-buffer ring owned by this worker (one SQE per socket for
+//! its whole life, one kernel-chosen buffer per completion); accepts are
+//! multishot too. Output queued by the worker during a turn becomes `SEND`
+//! SQEs that go to the kernel with the next `io_uring_enter`, which is also
+//! the wait: one syscall per turn.
+//!
+//! Ownership (see monoio's lifecycle notes): a buffer handed to the kernel
+//! (the send buffer, the connect address, the eventfd counter) lives in the
+//! socket's slot until the operation's final completion arrives, even after
+//! the worker closed the socket. A slot is reused only when it has no
+//! operation in flight, so `user_data` is never ambiguous.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::driver::{self, Driver, Event, Handler, Ops, Token, Waker};
+use super::slots::Slots;
+
+const RING_ENTRIES: u32 = 1024;
+/// Provided receive buffers per worker: 16 KiB each covers a full TLS record.
+const BUF_COUNT: u16 = 1024;
+const BUF_SIZE: usize = 16 * 1024;
+const BGID: u16 = 0;
+
+// user_data = op << 56 | generation << 32 | token. Reserved values use a
+// token field that no slot has.
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_CONNECT: u64 = 4;
+const OP_WAKE: u64 = 5;
+const OP_CANCEL: u64 = 6;
+
+fn ud(op: u64, t: Token, generation: u32) -> u64 {
+    (op << 56) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(t.0)
+}
+
+struct Conn {
+    fd: OwnedFd,
+    udp: bool,
+    /// Operations whose final completion has not arrived yet.
+    inflight: u32,
+    recv_armed: bool,
+    recv_on: bool,
+    connecting: bool,
+    /// The bytes the kernel is sending now; never touched while in flight.
+    sending: Vec<u8>,
+    send_off: usize,
+    send_inflight: bool,
+    /// Bytes queued by the worker since the last send was submitted.
+    out: Vec<u8>,
+    connect_addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
+    /// Closed by the worker after its output drains.
+    closing: bool,
+    /// Closed by the worker; freed when `inflight` reaches zero.
+    dead: bool,
+    dirty: bool,
+}
+
+/// The provided-buffer ring: `BUF_COUNT` entries the kernel picks from.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    entries_len: usize,
+    mem: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new() -> io::Result<Self> {
+        let entries_len = usize::from(BUF_COUNT) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: anonymous private mapping; checked for MAP_FAILED. The
+        // kernel requires the ring to be page aligned, which mmap guarantees.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BufRing { entries: ptr.cast(), entries_len, mem: vec![0; usize::from(BUF_COUNT) * BUF_SIZE], tail: 0 })
+    }
+
+    /// Hand buffer `bid` back to the kernel.
+    fn give(&mut self, bid: u16) {
+        let mask = BUF_COUNT - 1;
+        let idx = usize::from(self.tail & mask);
+        // SAFETY: idx < BUF_COUNT, the mapping holds BUF_COUNT entries, and
+        // the buffer address points into `mem`, which lives as long as the ring.
+        unsafe {
+            let e = &mut *self.entries.add(idx);
+            e.set_addr(self.mem.as_ptr().add(usize::from(bid) * BUF_SIZE) as u64);
+            e.set_len(BUF_SIZE as u32);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publish the entries added by `give` to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved field;
+        // the kernel reads it with acquire semantics, so store with release.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * BUF_SIZE;
+        let len = len.min(BUF_SIZE);
+        self.mem.get(start..start + len).unwrap_or(&[])
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in new(); the ring that
+        // used it is dropped first (field order in UringDriver).
+        unsafe {
+            libc::munmap(self.entries.cast(), self.entries_len);
+        }
+    }
+}
+
+struct State {
+    ring: IoUring,
+    conns: Slots<Conn>,
+    dirty: Vec<Token>,
+    /// Sockets whose multishot receive ended and must be re-armed.
+    rearm: Vec<Token>,
+}
+
+pub struct UringDriver {
+    // Field order matters: the ring (in `st`) must be dropped before the
+    // buffer memory it points at.
+    st: State,
+    bufs: BufRing,
+    listeners: Vec<OwnedFd>,
+    waker: Arc<Waker>,
+    wake_buf: Box<u64>,
+    cqes: Vec<(u64, i32, u32)>,
+    recycled: bool,
+}
+
+impl UringDriver {
+    fn build_ring() -> io::Result<IoUring> {
+        IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .setup_cqsize(RING_ENTRIES * 8)
+            .build(RING_ENTRIES)
+    }
+
+    /// Whether this kernel gives us the ring we need.
+    pub fn probe() -> io::Result<()> {
+        let ring = Self::build_ring()?;
+        let bufs = BufRing::new()?;
+        // SAFETY: the ring memory is valid until unregistered just below.
+        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, BUF_COUNT, BGID, 0)? };
+        ring.submitter().unregister_buf_ring(BGID)?;
+        Ok(())
+    }
+
+    pub fn new(waker: Arc<Waker>) -> io::Result<Self> {
+        let ring = Self::build_ring()?;
+        let mut bufs = BufRing::new()?;
+        for bid in 0..BUF_COUNT {
+            bufs.give(bid);
+        }
+        bufs.publish();
+        // SAFETY: the entries mapping and buffer memory live in `bufs`, which
+        // outlives the ring (dropped after it).
+        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, BUF_COUNT, BGID, 0)? };
+        let mut d = UringDriver {
+            st: State { ring, conns: Slots::new(), dirty: Vec::new(), rearm: Vec::new() },
+            bufs,
+            listeners: Vec::new(),
+            waker,
+            wake_buf: Box::new(0),
+            cqes: Vec::with_capacity(RING_ENTRIES as usize * 8),
+            recycled: false,
+        };
+        d.arm_waker();
+        Ok(d)
+    }
+
+    fn arm_waker(&mut self) {
+        let sqe = opcode::Read::new(types::Fd(self.waker.raw_fd()), (&mut *self.wake_buf as *mut u64).cast(), 8)
+            .build()
+            .user_data(ud(OP_WAKE, Token(u32::MAX), 0));
+        self.st.push(sqe);
+    }
+}
+
+impl State {
+    fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every buffer an SQE points at lives in a slot (or the
+            // driver) until its completion arrives; see the module doc.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            // Queue full: hand what we have to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("io_uring submit failed: {e}");
+                return;
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, t: Token) {
+        let generation = self.conns.generation(t);
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.recv_armed || !c.recv_on || c.dead || c.connecting {
+            return;
+        }
+        c.recv_armed = true;
+        c.inflight += 1;
+        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID).build().user_data(ud(OP_RECV, t, generation));
+        self.push(sqe);
+    }
+
+    fn cancel_all(&mut self, t: Token) {
+        let Some(c) = self.conns.get(t) else { return };
+        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all())
+            .build()
+            .user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
+        self.push(sqe);
+    }
+
+    /// Start sending `out` if nothing is in flight.
+    fn kick_send(&mut self, t: Token) {
+        let generation = self.conns.generation(t);
+        let Some(c) = self.conns.get_mut(t) else { return };
+        c.dirty = false;
+        if c.send_inflight || c.connecting || c.dead {
+            return;
+        }
+        if c.send_off >= c.sending.len() {
+            if c.out.is_empty() {
+                return;
+            }
+            c.sending.clear();
+            c.send_off = 0;
+            std::mem::swap(&mut c.sending, &mut c.out);
+        }
+        let rest = &c.sending[c.send_off..];
+        let len = rest.len().min(u32::MAX as usize) as u32;
+        let sqe = opcode::Send::new(types::Fd(c.fd.as_raw_fd()), rest.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(ud(OP_SEND, t, generation));
+        c.send_inflight = true;
+        c.inflight += 1;
+        self.push(sqe);
+    }
+
+    /// Free the slot if the worker closed it and the kernel is done with it.
+    fn maybe_free(&mut self, t: Token) {
+        if self.conns.get(t).is_some_and(|c| c.dead && c.inflight == 0) {
+            self.conns.remove(t);
+        }
+    }
+
+    fn kill(&mut self, t: Token) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        c.dead = true;
+        c.recv_on = false;
+        if c.inflight > 0 {
+            self.cancel_all(t);
+        }
+        self.maybe_free(t);
+    }
+
+    fn new_conn(&mut self, fd: OwnedFd, udp: bool, connecting: bool) -> Token {
+        self.conns
+            .insert(Conn {
+                fd,
+                udp,
+                inflight: 0,
+                recv_armed: false,
+                recv_on: true,
+                connecting,
+                sending: Vec::new(),
+                send_off: 0,
+                send_inflight: false,
+                out: Vec::new(),
+                connect_addr: None,
+                closing: false,
+                dead: false,
+                dirty: false,
+            })
+            .0
+    }
+}
+
+impl Ops for State {
+    fn add_conn(&mut self, fd: OwnedFd) -> io::Result<Token> {
+        driver::set_nodelay(&fd);
+        let t = self.new_conn(fd, false, false);
+        self.arm_recv(t);
+        Ok(t)
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<Token> {
+        let fd = driver::nonblocking_tcp_socket(&addr)?;
+        let t = self.new_conn(fd, false, true);
+        let generation = self.conns.generation(t);
+        let Some(c) = self.conns.get_mut(t) else { return Err(io::ErrorKind::NotFound.into()) };
+        let boxed = Box::new(driver::to_sockaddr(&addr));
+        let sqe = opcode::Connect::new(types::Fd(c.fd.as_raw_fd()), (&boxed.0 as *const libc::sockaddr_storage).cast(), boxed.1)
+            .build()
+            .user_data(ud(OP_CONNECT, t, generation));
+        c.connect_addr = Some(boxed);
+        c.inflight += 1;
+        self.push(sqe);
+        Ok(t)
+    }
+
+    fn add_udp(&mut self, fd: OwnedFd) -> io::Result<Token> {
+        let t = self.new_conn(fd, true, false);
+        self.arm_recv(t);
+        Ok(t)
+    }
+
+    fn send_datagram(&mut self, t: Token, data: &[u8]) -> io::Result<()> {
+        let c = self.conns.get(t).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        // DNS queries are few and small: a direct non-blocking send keeps
+        // datagram boundaries without a queue of buffers.
+        // SAFETY: send from a live slice on a live fd.
+        let n = unsafe {
+            libc::send(c.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+        };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    fn out_buf(&mut self, t: Token) -> Option<&mut Vec<u8>> {
+        let c = self.conns.get_mut(t)?;
+        if c.dead || c.closing {
+            return None;
+        }
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(t);
+        }
+        Some(&mut c.out)
+    }
+
+    fn queued(&self, t: Token) -> usize {
+        self.conns.get(t).map_or(0, |c| c.out.len() + c.sending.len().saturating_sub(c.send_off))
+    }
+
+    fn set_recv(&mut self, t: Token, enabled: bool) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.dead {
+            return;
+        }
+        c.recv_on = enabled;
+        if enabled {
+            self.arm_recv(t);
+        } else if c.recv_armed {
+            // The multishot receive ends with -ECANCELED; data already in the
+            // socket stays there until we re-arm.
+            let generation = self.conns.generation(t);
+            let sqe = opcode::AsyncCancel::new(ud(OP_RECV, t, generation)).build().user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
+            self.push(sqe);
+        }
+    }
+
+    fn close(&mut self, t: Token, flush: bool) {
+        let Some(c) = self.conns.get_mut(t) else { return };
+        if c.dead || c.closing {
+            return;
+        }
+        let pending = !c.out.is_empty() || c.send_inflight;
+        if flush && pending && !c.connecting {
+            c.closing = true;
+            c.recv_on = false;
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(t);
+            }
+        } else {
+            self.kill(t);
+        }
+    }
+}
+
+impl UringDriver {
+    fn handle_cqe(&mut self, user_data: u64, res: i32, flags: u32, handler: &mut dyn Handler) {
+        let op = user_data >> 56;
+        let t = Token(user_data as u32);
+        let generation = ((user_data >> 32) & 0x00ff_ffff) as u32;
+        match op {
+            OP_WAKE => {
+                self.arm_waker();
+                handler.on_event(Event::Woken, &mut self.st);
+            }
+            OP_CANCEL => {}
+            OP_ACCEPT => {
+                if !cqueue::more(flags) {
+                    if let Some(l) = self.listeners.get(t.index()) {
+                        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
+                            .flags(libc::SOCK_CLOEXEC)
+                            .build()
+                            .user_data(user_data);
+                        self.st.push(sqe);
+                    }
+                }
+                if res >= 0 {
+                    // SAFETY: a successful accept completion carries a fresh fd.
+                    let fd = unsafe { OwnedFd::from_raw_fd(res) };
+                    let peer = driver::peer_addr(&fd);
+                    handler.on_event(Event::Accepted { fd, peer }, &mut self.st);
+                } else {
+                    tracing::warn!("accept failed: {}", io::Error::from_raw_os_error(-res));
+                }
+            }
+            OP_RECV => {
+                let bid = cqueue::buffer_select(flags);
+                let more = cqueue::more(flags);
+                let live = match self.st.conns.get_generation_mut(t, generation) {
+                    Some(c) => {
+                        if !more {
+                            c.recv_armed = false;
+                            c.inflight = c.inflight.saturating_sub(1);
+                        }
+                        !c.dead && c.recv_on
+                    }
+                    None => false,
+                };
+                if res > 0 && live {
+                    if let Some(bid) = bid {
+                        let data = self.bufs.get(bid, res as usize);
+                        handler.on_event(Event::Recv(t, data), &mut self.st);
+                    }
+                } else if res == 0 && live && !self.st.conns.get(t).is_some_and(|c| c.udp) {
+                    if let Some(c) = self.st.conns.get_mut(t) {
+                        c.recv_on = false;
+                    }
+                    handler.on_event(Event::RecvClosed(t, None), &mut self.st);
+                } else if res < 0 && live {
+                    let errno = -res;
+                    // ENOBUFS (every buffer in use) ends the multishot receive
+                    // with recv_on still set: it is re-armed below once
+                    // buffers come back. ECANCELED is our own pause.
+                    if errno != libc::ENOBUFS && errno != libc::ECANCELED {
+                        if let Some(c) = self.st.conns.get_mut(t) {
+                            c.recv_on = false;
+                        }
+                        handler.on_event(Event::RecvClosed(t, Some(io::Error::from_raw_os_error(errno))), &mut self.st);
+                    }
+                }
+                if let Some(bid) = bid {
+                    self.bufs.give(bid);
+                    self.recycled = true;
+                }
+                if !more {
+                    if self.st.conns.get(t).is_some_and(|c| c.recv_on && !c.dead) {
+                        self.st.rearm.push(t);
+                    }
+                    self.st.maybe_free(t);
+                }
+            }
+            OP_SEND => {
+                let Some(c) = self.st.conns.get_generation_mut(t, generation) else { return };
+                c.send_inflight = false;
+                c.inflight = c.inflight.saturating_sub(1);
+                if c.dead {
+                    self.st.maybe_free(t);
+                    return;
+                }
+                if res < 0 {
+                    let err = io::Error::from_raw_os_error(-res);
+                    c.out.clear();
+                    c.sending.clear();
+                    c.send_off = 0;
+                    if c.closing {
+                        self.st.kill(t);
+                    } else {
+                        handler.on_event(Event::SendFailed(t, err), &mut self.st);
+                    }
+                    return;
+                }
+                c.send_off += res as usize;
+                let drained = c.send_off >= c.sending.len() && c.out.is_empty();
+                if !drained {
+                    self.st.kick_send(t);
+                } else if c.closing {
+                    self.st.kill(t);
+                } else {
+                    handler.on_event(Event::SendDrained(t), &mut self.st);
+                }
+            }
+            OP_CONNECT => {
+                let Some(c) = self.st.conns.get_generation_mut(t, generation) else { return };
+                c.inflight = c.inflight.saturating_sub(1);
+                c.connecting = false;
+                c.connect_addr = None;
+                if c.dead {
+                    self.st.maybe_free(t);
+                    return;
+                }
+                let res = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(()) };
+                let ok = res.is_ok();
+                handler.on_event(Event::Connected(t, res), &mut self.st);
+                if ok {
+                    self.st.arm_recv(t);
+                    if self.st.conns.get(t).is_some_and(|c| !c.out.is_empty()) {
+                        self.st.kick_send(t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Driver for UringDriver {
+    fn listen(&mut self, fd: OwnedFd) -> io::Result<()> {
+        let idx = self.listeners.len() as u32;
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ud(OP_ACCEPT, Token(idx), 0));
+        self.listeners.push(fd);
+        self.st.push(sqe);
+        Ok(())
+    }
+
+    fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
+        let busy = !self.st.dirty.is_empty() || !self.st.rearm.is_empty();
+        let res = match (busy, timeout) {
+            (false, None) => self.st.ring.submit_and_wait(1),
+            (busy, t) => {
+                let d = if busy { Duration::ZERO } else { t.unwrap_or(Duration::ZERO) };
+                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.st.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) => {}
+                _ => return Err(e),
+            }
+        }
+        self.cqes.clear();
+        self.cqes.extend(self.st.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        let cqes = std::mem::take(&mut self.cqes);
+        for &(u, r, f) in &cqes {
+            self.handle_cqe(u, r, f, handler);
+        }
+        self.cqes = cqes;
+        if self.recycled {
+            self.bufs.publish();
+            self.recycled = false;
+        }
+        handler.end_of_turn(&mut self.st);
+        for t in std::mem::take(&mut self.st.rearm) {
+            self.st.arm_recv(t);
+        }
+        for t in std::mem::take(&mut self.st.dirty) {
+            self.st.kick_send(t);
+        }
+        Ok(())
+    }
+
+    fn ops(&mut self) -> &mut dyn Ops {
+        &mut self.st
+    }
+
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+}
