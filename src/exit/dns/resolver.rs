@@ -77,7 +77,7 @@ struct Lookup {
     /// earlier attempt is as good as any.
     sent_to: Vec<SocketAddr>,
     deadline: Option<Instant>,
-    /// The failure code of the last attempt that answered with one.
+    /// The failure code of the last attempt that ended (`None`: timeout).
     last_rcode: Option<ResponseCode>,
 }
 
@@ -263,7 +263,7 @@ impl<R: rand::CryptoRng> Resolver<R> {
     /// Take a datagram that arrived on the resolver socket from `from`.
     /// Datagrams that do not answer a question in flight are dropped.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let Some(txid) = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        let Some(txid) = data.first_chunk::<2>().map(|b| u16::from_be_bytes(*b)) else {
             self.stats.responses_rejected += 1;
             return;
         };
@@ -345,11 +345,10 @@ impl<R: rand::CryptoRng> Resolver<R> {
         let Some(lookup) = self.lookups.get_mut(&id) else {
             return;
         };
-        if rcode.is_some() {
-            lookup.last_rcode = rcode;
-            if let Some(old) = lookup.deadline.take() {
-                self.timers.remove(&(old, id));
-            }
+        // The final error reflects the last attempt that ended.
+        lookup.last_rcode = rcode;
+        if let Some(old) = lookup.deadline.take() {
+            self.timers.remove(&(old, id));
         }
         if lookup.attempts < self.config.attempts.max(1) {
             lookup.server += 1;

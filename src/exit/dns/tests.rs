@@ -549,3 +549,23 @@ fn fuzzy_ttl_range() {
         assert!((3360..=3840).contains(&high), "{high}");
     }
 }
+
+#[test]
+fn final_error_reflects_the_last_attempt() {
+    let mut h = Harness::new();
+    assert_eq!(h.resolve("flaky.example", QueryKind::A, 1), None);
+    let tx = h.transmit();
+    h.answer(&tx, ResponseCode::Refused, vec![]);
+    // The refused attempt's timer is gone; the retry has its own.
+    let _ = h.transmit();
+    assert_eq!(h.r.poll_timeout(), Some(h.now + Duration::from_secs(1)));
+    h.advance(1);
+    let err = h.events().remove(0).1.unwrap_err();
+    assert_eq!(
+        err,
+        ResolveError::Timeout {
+            name: "flaky.example".into(),
+            attempts: 2
+        }
+    );
+}
