@@ -1,0 +1,435 @@
+//! The resolver state machine: questions in, datagrams out, datagrams in,
+//! results out, with time passed in (quinn-proto's contract: `handle_*`
+//! for inputs, `poll_*` for outputs; after any input, drain
+//! `poll_transmit`, then read `poll_timeout`, then drain `poll_event`).
+//!
+//! One DNS question (name, type) is in flight at most once: identical
+//! questions from several streams are merged and all get the result, as in
+//! C tor (dns.c:dns_resolve_impl puts later streams on the pending list of
+//! the resolve already launched).
+//!
+//! Safety against off-path spoofing: each question gets a random 16-bit
+//! transaction id, unique among those in flight; a response is accepted
+//! only if it comes from a nameserver address this question was sent to,
+//! carries that id, and echoes the question (name compared
+//! case-insensitively, type, class IN). Anything else is dropped and the
+//! question keeps waiting. The driver adds source-port entropy by binding
+//! its UDP socket to a kernel-chosen port. There is no 0x20 case
+//! randomisation (C tor's ServerDNSRandomizeCase) yet.
+//!
+//! Retries: an attempt that times out, or answers SERVFAIL or another
+//! failure code, is retried on the next nameserver (rotating through the
+//! list) until `attempts` sends were made. NXDOMAIN and "no data" are
+//! final. A truncated answer is final and transient: there is no TCP
+//! fallback.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use super::cache::{Cache, Cached, Key};
+use super::message::{Outcome, build_query, parse_response};
+use super::{Answer, Query, ResolveError, ResolverConfig, clip_dns_ttl};
+
+/// A query to send: the driver sends `payload` to `dst` from the worker's
+/// resolver socket.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Counters for the metrics module (per worker; plain integers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResolverStats {
+    pub cache_hits: u64,
+    pub queries_sent: u64,
+    pub responses_accepted: u64,
+    /// Datagrams dropped: unknown id, wrong source, wrong question,
+    /// undecodable.
+    pub responses_rejected: u64,
+    pub timeouts: u64,
+}
+
+/// One stream waiting for a question.
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    token: u64,
+    /// Ask for this type next if the question has no data.
+    fallback: Option<RecordType>,
+}
+
+/// One question in flight.
+#[derive(Debug)]
+struct Lookup {
+    key: Key,
+    txid: u16,
+    waiters: Vec<Waiter>,
+    /// Sends made so far.
+    attempts: u32,
+    /// Index (modulo the list) of the nameserver for the next send.
+    server: usize,
+    /// Every nameserver this question was sent to: a late answer to an
+    /// earlier attempt is as good as any.
+    sent_to: Vec<SocketAddr>,
+    deadline: Option<Instant>,
+    /// The failure code of the last attempt that ended (`None`: timeout).
+    last_rcode: Option<ResponseCode>,
+}
+
+type Result_ = Result<Answer, ResolveError>;
+
+/// See the module documentation. `R` supplies transaction ids.
+#[derive(Debug)]
+pub struct Resolver<R> {
+    config: ResolverConfig,
+    rng: R,
+    cache: Cache,
+    lookups: HashMap<u64, Lookup>,
+    by_key: HashMap<Key, u64>,
+    by_txid: HashMap<u16, u64>,
+    to_send: VecDeque<u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    events: VecDeque<(u64, Result_)>,
+    next_lookup: u64,
+    stats: ResolverStats,
+}
+
+impl<R: rand::CryptoRng> Resolver<R> {
+    /// A resolver with an empty cache. `config.nameservers` must not be
+    /// empty ([`ResolverConfig::from_resolv_conf`] guarantees it).
+    pub fn new(config: ResolverConfig, rng: R) -> Resolver<R> {
+        Resolver {
+            cache: Cache::new(config.cache_capacity),
+            config,
+            rng,
+            lookups: HashMap::new(),
+            by_key: HashMap::new(),
+            by_txid: HashMap::new(),
+            to_send: VecDeque::new(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+            next_lookup: 0,
+            stats: ResolverStats::default(),
+        }
+    }
+
+    /// Ask `query` on behalf of `token`. `Some` is the result now (a cache
+    /// hit, positive or negative, or a refusal); `None` means the result
+    /// will come from [`Resolver::poll_event`] with the same token.
+    pub fn resolve(&mut self, now: Instant, query: Query, token: u64) -> Option<Result_> {
+        let first = query.kind.first_type();
+        let waiter = Waiter {
+            token,
+            fallback: query.kind.fallback_type(),
+        };
+        self.resolve_type(now, query.name, first, waiter)
+    }
+
+    fn resolve_type(
+        &mut self,
+        now: Instant,
+        name: String,
+        rtype: RecordType,
+        waiter: Waiter,
+    ) -> Option<Result_> {
+        let key = (name, rtype);
+        match self.cache.get(now, &key) {
+            Some((cached, left)) => {
+                self.stats.cache_hits += 1;
+                match settle(&key, cached, left, waiter) {
+                    Settled::Done(result) => Some(result),
+                    Settled::Fallback(next) => {
+                        let waiter = Waiter {
+                            fallback: None,
+                            ..waiter
+                        };
+                        self.resolve_type(now, key.0, next, waiter)
+                    }
+                }
+            }
+            None => self.enqueue(key, waiter).err().map(Err),
+        }
+    }
+
+    /// Put `waiter` on the question `key`, launching it if needed.
+    fn enqueue(&mut self, key: Key, waiter: Waiter) -> Result<(), ResolveError> {
+        if let Some(lookup) = self
+            .by_key
+            .get(&key)
+            .and_then(|id| self.lookups.get_mut(id))
+        {
+            lookup.waiters.push(waiter);
+            return Ok(());
+        }
+        let overloaded = || ResolveError::Overloaded {
+            name: key.0.clone(),
+            limit: self.config.max_in_flight,
+        };
+        if self.lookups.len() >= self.config.max_in_flight {
+            return Err(overloaded());
+        }
+        // A fresh id unused by any question in flight. With at most
+        // `max_in_flight` (well under 65536) ids taken, a few tries suffice.
+        let txid = (0..64)
+            .map(|_| self.rng.next_u32() as u16)
+            .find(|id| !self.by_txid.contains_key(id))
+            .ok_or_else(overloaded)?;
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        self.by_key.insert(key.clone(), id);
+        self.by_txid.insert(txid, id);
+        self.lookups.insert(
+            id,
+            Lookup {
+                key,
+                txid,
+                waiters: vec![waiter],
+                attempts: 0,
+                server: 0,
+                sent_to: Vec::new(),
+                deadline: None,
+                last_rcode: None,
+            },
+        );
+        self.to_send.push_back(id);
+        Ok(())
+    }
+
+    /// The next query to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        while let Some(id) = self.to_send.pop_front() {
+            let Some(lookup) = self.lookups.get_mut(&id) else {
+                continue;
+            };
+            let servers = &self.config.nameservers;
+            let Some(&dst) = servers.get(lookup.server % servers.len().max(1)) else {
+                // No nameserver at all: fail now instead of waiting.
+                let name = lookup.key.0.clone();
+                let attempts = lookup.attempts;
+                self.finish(id, Err(ResolveError::Timeout { name, attempts }));
+                continue;
+            };
+            let payload = match build_query(lookup.txid, &lookup.key.0, lookup.key.1) {
+                Ok(p) => p,
+                Err(reason) => {
+                    let name = lookup.key.0.clone();
+                    self.finish(id, Err(ResolveError::BadName { name, reason }));
+                    continue;
+                }
+            };
+            lookup.attempts += 1;
+            if !lookup.sent_to.contains(&dst) {
+                lookup.sent_to.push(dst);
+            }
+            let deadline = now + self.config.timeout;
+            if let Some(old) = lookup.deadline.replace(deadline) {
+                self.timers.remove(&(old, id));
+            }
+            self.timers.insert((deadline, id));
+            self.stats.queries_sent += 1;
+            return Some(Transmit { dst, payload });
+        }
+        None
+    }
+
+    /// When [`Resolver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Expire attempts whose deadline has passed: retry them on the next
+    /// nameserver, or fail them. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.remove(&(deadline, id));
+            self.stats.timeouts += 1;
+            let Some(lookup) = self.lookups.get_mut(&id) else {
+                continue;
+            };
+            lookup.deadline = None;
+            tracing::debug!(name = %lookup.key.0, attempt = lookup.attempts, "DNS attempt timed out");
+            self.retry_or_fail(id, None);
+        }
+    }
+
+    /// Take a datagram that arrived on the resolver socket from `from`.
+    /// Datagrams that do not answer a question in flight are dropped.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(txid) = data.first_chunk::<2>().map(|b| u16::from_be_bytes(*b)) else {
+            self.stats.responses_rejected += 1;
+            return;
+        };
+        let Some((id, lookup)) = self
+            .by_txid
+            .get(&txid)
+            .and_then(|id| self.lookups.get(id).map(|l| (*id, l)))
+        else {
+            self.stats.responses_rejected += 1;
+            tracing::debug!(%from, txid, "DNS response for no question in flight; dropped");
+            return;
+        };
+        if !lookup.sent_to.contains(&from) {
+            self.stats.responses_rejected += 1;
+            tracing::debug!(%from, txid, "DNS response from a server not asked; dropped");
+            return;
+        }
+        let outcome = match parse_response(data, txid, &lookup.key.0, lookup.key.1) {
+            Ok(o) => o,
+            Err(why) => {
+                self.stats.responses_rejected += 1;
+                tracing::debug!(%from, txid, %why, "DNS response dropped");
+                return;
+            }
+        };
+        self.stats.responses_accepted += 1;
+        let key = lookup.key.clone();
+        let name = key.0.clone();
+        match outcome {
+            Outcome::Records {
+                addrs,
+                hostname,
+                ttl,
+            } => {
+                let cached = Cached::Records { addrs, hostname };
+                self.cache.insert_records(now, key, cached.clone(), ttl);
+                self.finish_cached(now, id, cached, ttl);
+            }
+            Outcome::NoData { negative_ttl } => {
+                self.cache
+                    .insert_negative(now, key, Cached::NoData, negative_ttl);
+                self.finish_cached(now, id, Cached::NoData, 0);
+            }
+            Outcome::NxDomain { negative_ttl } => {
+                self.cache
+                    .insert_negative(now, key, Cached::NxDomain, negative_ttl);
+                self.finish_cached(now, id, Cached::NxDomain, 0);
+            }
+            Outcome::Truncated => self.finish(id, Err(ResolveError::Truncated { name })),
+            Outcome::Rcode(rcode) => self.retry_or_fail(id, Some(rcode)),
+        }
+    }
+
+    /// The next result for a token whose [`Resolver::resolve`] returned
+    /// `None`. Tokens of streams that closed meanwhile still come out: the
+    /// caller ignores them.
+    pub fn poll_event(&mut self) -> Option<(u64, Result_)> {
+        self.events.pop_front()
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> ResolverStats {
+        self.stats
+    }
+
+    /// Questions in flight.
+    pub fn in_flight(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Drop expired cache entries (the cache also drops them lazily).
+    pub fn purge_cache(&mut self, now: Instant) {
+        self.cache.purge_expired(now);
+    }
+
+    /// After a failed attempt (timeout, or `rcode`): send again to the next
+    /// nameserver if attempts remain, else fail the question.
+    fn retry_or_fail(&mut self, id: u64, rcode: Option<ResponseCode>) {
+        let Some(lookup) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        // The final error reflects the last attempt that ended.
+        lookup.last_rcode = rcode;
+        if let Some(old) = lookup.deadline.take() {
+            self.timers.remove(&(old, id));
+        }
+        if lookup.attempts < self.config.attempts.max(1) {
+            lookup.server += 1;
+            self.to_send.push_back(id);
+            return;
+        }
+        let name = lookup.key.0.clone();
+        let attempts = lookup.attempts;
+        let err = match lookup.last_rcode {
+            Some(ResponseCode::ServFail) => ResolveError::ServerFailure { name, attempts },
+            Some(rcode) => ResolveError::Rcode {
+                name,
+                rcode,
+                attempts,
+            },
+            None => ResolveError::Timeout { name, attempts },
+        };
+        self.finish(id, Err(err));
+    }
+
+    /// Finish question `id` with a cacheable outcome: each waiter gets its
+    /// answer, or moves on to its fallback type.
+    fn finish_cached(&mut self, now: Instant, id: u64, cached: Cached, ttl: u32) {
+        let Some(lookup) = self.remove_lookup(id) else {
+            return;
+        };
+        for waiter in lookup.waiters {
+            match settle(&lookup.key, cached.clone(), ttl, waiter) {
+                Settled::Done(result) => self.events.push_back((waiter.token, result)),
+                Settled::Fallback(next) => {
+                    let w = Waiter {
+                        token: waiter.token,
+                        fallback: None,
+                    };
+                    if let Some(result) = self.resolve_type(now, lookup.key.0.clone(), next, w) {
+                        self.events.push_back((waiter.token, result));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finish question `id` with the same result for every waiter.
+    fn finish(&mut self, id: u64, result: Result_) {
+        if let Some(lookup) = self.remove_lookup(id) {
+            for waiter in lookup.waiters {
+                self.events.push_back((waiter.token, result.clone()));
+            }
+        }
+    }
+
+    fn remove_lookup(&mut self, id: u64) -> Option<Lookup> {
+        let lookup = self.lookups.remove(&id)?;
+        self.by_key.remove(&lookup.key);
+        self.by_txid.remove(&lookup.txid);
+        if let Some(deadline) = lookup.deadline {
+            self.timers.remove(&(deadline, id));
+        }
+        Some(lookup)
+    }
+}
+
+/// What a cached or fresh outcome means for one waiter.
+enum Settled {
+    Done(Result_),
+    /// No data of this type; ask for this one instead.
+    Fallback(RecordType),
+}
+
+fn settle(key: &Key, cached: Cached, ttl: u32, waiter: Waiter) -> Settled {
+    let name = key.0.clone();
+    match cached {
+        Cached::Records { addrs, hostname } => Settled::Done(Ok(Answer {
+            addrs,
+            ttl: clip_dns_ttl(ttl),
+            hostname,
+        })),
+        Cached::NxDomain => Settled::Done(Err(ResolveError::NxDomain { name })),
+        Cached::NoData => match waiter.fallback {
+            Some(next) => Settled::Fallback(next),
+            None => Settled::Done(Err(ResolveError::NoData { name, rtype: key.1 })),
+        },
+    }
+}
