@@ -86,13 +86,11 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
             if s.get(pos) == Some(&b'\r') && s.get(pos + 1) == Some(&b'\n') {
                 pos += 1;
             }
-            if let Some(&b) = s.get(pos) {
-                if b != b'#' && b != b'\n' {
-                    return Err(LexError {
-                        line: key_line,
-                        message: "unexpected text after the closing quote".into(),
-                    });
-                }
+            if s.get(pos).is_some_and(|&b| b != b'#' && b != b'\n') {
+                return Err(LexError {
+                    line: key_line,
+                    message: "unexpected text after the closing quote".into(),
+                });
             }
         } else {
             // Unquoted: up to the end of the line, following `\`-newline
