@@ -1,1 +1,471 @@
-//! torrc-compatible configuration. TODO
+//! torrc-compatible configuration: reading files (`%include` included),
+//! turning option lines into a typed [`Config`], and describing the result.
+//!
+//! What this module owns: the torrc syntax ([`lexer`]), file and `%include`
+//! handling ([`include`]), the option table and value syntax ([`options`]),
+//! and the list of C tor options oxit accepts but ignores ([`known`]). The
+//! reference of every option is `docs/options.md`.
+//!
+//! What it does not own: logging (warnings are *returned* in the parse
+//! result; `main` logs them), enumerating interfaces or resolving addresses
+//! (the caller passes them to [`Config::build_exit_policy`]), and the exit
+//! policy semantics themselves (`crate::exit::policy`).
+//!
+//! Every error names the file, the line and the problem; any error stops
+//! startup.
+
+mod include;
+mod known;
+mod lexer;
+mod options;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::exit::policy::{ExitPolicy, ExitPolicyOptions, PolicyParseError, PolicyRule};
+
+pub use known::KNOWN_UNIMPLEMENTED;
+
+/// `0`, `1` or `auto` (C tor's autobool).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoBool {
+    Off,
+    On,
+    Auto,
+}
+
+impl AutoBool {
+    /// `Some(bool)` for 0/1, `None` for auto.
+    pub fn as_option(self) -> Option<bool> {
+        match self {
+            AutoBool::Off => Some(false),
+            AutoBool::On => Some(true),
+            AutoBool::Auto => None,
+        }
+    }
+}
+
+impl fmt::Display for AutoBool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AutoBool::Off => "0",
+            AutoBool::On => "1",
+            AutoBool::Auto => "auto",
+        })
+    }
+}
+
+/// `IOBackend`: which data-plane driver to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring if the kernel allows it, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Uring => "uring",
+            IoBackend::Epoll => "epoll",
+        })
+    }
+}
+
+/// One `ORPort` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrPort {
+    /// Where to listen (and, unless `no_advertise`, what to publish).
+    pub addr: SocketAddr,
+    /// `NoAdvertise`: listen but do not publish.
+    pub no_advertise: bool,
+    /// `NoListen`: publish but do not listen (a port forwarded to us).
+    pub no_listen: bool,
+}
+
+impl fmt::Display for OrPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        if self.no_advertise {
+            f.write_str(" NoAdvertise")?;
+        }
+        if self.no_listen {
+            f.write_str(" NoListen")?;
+        }
+        Ok(())
+    }
+}
+
+/// Log severities, least severe first (C: debug, info, notice, warn, err).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Debug,
+    Info,
+    Notice,
+    Warn,
+    Err,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Debug => "debug",
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::Warn => "warn",
+            Severity::Err => "err",
+        })
+    }
+}
+
+/// `[domain,...]min[-max]`: messages from `min` up to `max` severity. An
+/// empty `domains` means every domain; a domain starting with `~` excludes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeverityRange {
+    pub domains: Vec<String>,
+    pub min: Severity,
+    pub max: Severity,
+}
+
+/// Where a `Log` line sends messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    Syslog,
+    File(PathBuf),
+}
+
+/// One `Log` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSpec {
+    pub ranges: Vec<SeverityRange>,
+    pub target: LogTarget,
+}
+
+impl LogSpec {
+    /// The least severe level this line ever logs (for a subscriber filter
+    /// that does not know domains).
+    pub fn min_severity(&self) -> Severity {
+        self.ranges
+            .iter()
+            .map(|r| r.min)
+            .min()
+            .unwrap_or(Severity::Notice)
+    }
+}
+
+impl fmt::Display for LogSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.ranges {
+            if !r.domains.is_empty() {
+                write!(f, "[{}]", r.domains.join(","))?;
+            }
+            write!(f, "{}", r.min)?;
+            if r.max != Severity::Err {
+                write!(f, "-{}", r.max)?;
+            }
+            f.write_str(" ")?;
+        }
+        match &self.target {
+            LogTarget::Stdout => f.write_str("stdout"),
+            LogTarget::Stderr => f.write_str("stderr"),
+            LogTarget::Syslog => f.write_str("syslog"),
+            LogTarget::File(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+/// The relay's configuration. [`Config::default`] is a working exit relay
+/// without any file; see `docs/options.md` for each field's option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `ORPort` (default `127.0.0.1:9001`; C tor has none).
+    pub or_ports: Vec<OrPort>,
+    /// `Address`: at most one IPv4 and one IPv6 address to publish. Empty:
+    /// discover.
+    pub addresses: Vec<IpAddr>,
+    /// `DataDirectory`.
+    pub data_directory: PathBuf,
+    /// `Nickname` (default `Unnamed`).
+    pub nickname: String,
+    /// `ContactInfo`.
+    pub contact_info: Option<String>,
+    /// `ExitRelay` (default 1 in oxit; auto in C tor).
+    pub exit_relay: AutoBool,
+    /// `ExitPolicy` lines, in order; `None` when no line was given.
+    pub exit_policy: Option<Vec<PolicyRule>>,
+    /// `ExitPolicyRejectPrivate` (default 1).
+    pub exit_policy_reject_private: bool,
+    /// `ExitPolicyRejectLocalInterfaces` (default 0).
+    pub exit_policy_reject_local_interfaces: bool,
+    /// `ReducedExitPolicy` (default 0).
+    pub reduced_exit_policy: bool,
+    /// `IPv6Exit` (default 0).
+    pub ipv6_exit: bool,
+    /// `RefuseUnknownExits` (default auto: follow the consensus parameter
+    /// `refuseunknownexits`).
+    pub refuse_unknown_exits: AutoBool,
+    /// `ExtendAllowPrivateAddresses` (default 0).
+    pub extend_allow_private_addresses: bool,
+    /// `ServerDNSResolvConfFile` (default `/etc/resolv.conf`).
+    pub server_dns_resolv_conf_file: PathBuf,
+    /// `NumCPUs`: worker threads; 0 = one per available core.
+    pub num_cpus: u32,
+    /// `Log` lines (default: `notice stdout`).
+    pub logs: Vec<LogSpec>,
+    /// `ShutdownWaitLength` (default 30 s): how long to keep relaying after
+    /// a shutdown request before exiting.
+    pub shutdown_wait_length: Duration,
+    /// `MetricsPort`: where to serve Prometheus metrics (default: nowhere).
+    pub metrics_port: Option<SocketAddr>,
+    /// `IOBackend` (oxit only; default auto).
+    pub io_backend: IoBackend,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            or_ports: vec![options::default_or_port()],
+            addresses: Vec::new(),
+            data_directory: default_data_directory(),
+            nickname: "Unnamed".to_owned(),
+            contact_info: None,
+            exit_relay: AutoBool::On,
+            exit_policy: None,
+            exit_policy_reject_private: true,
+            exit_policy_reject_local_interfaces: false,
+            reduced_exit_policy: false,
+            ipv6_exit: false,
+            refuse_unknown_exits: AutoBool::Auto,
+            extend_allow_private_addresses: false,
+            server_dns_resolv_conf_file: PathBuf::from("/etc/resolv.conf"),
+            num_cpus: 0,
+            logs: vec![options::default_log()],
+            shutdown_wait_length: Duration::from_secs(30),
+            metrics_port: None,
+            io_backend: IoBackend::Auto,
+        }
+    }
+}
+
+/// `/var/lib/oxit` for root, `$HOME/.oxit` for anyone else (`./.oxit` if
+/// HOME is unset). C tor's compiled-in default is a build option
+/// (`/var/lib/tor` on Debian, `~/.tor` for users); oxit's is fixed.
+pub fn default_data_directory() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    data_directory_for(root, std::env::var_os("HOME").map(PathBuf::from))
+}
+
+fn data_directory_for(root: bool, home: Option<PathBuf>) -> PathBuf {
+    if root {
+        PathBuf::from("/var/lib/oxit")
+    } else {
+        home.unwrap_or_else(|| PathBuf::from(".")).join(".oxit")
+    }
+}
+
+/// A fault in the configuration; startup stops.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A problem on a given line of a given file.
+    #[error("{origin}:{line}: {kind}")]
+    At {
+        origin: String,
+        line: usize,
+        kind: ErrorKind,
+    },
+    /// The top-level file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn at(origin: &str, line: usize, kind: ErrorKind) -> ConfigError {
+        ConfigError::At {
+            origin: origin.to_owned(),
+            line,
+            kind,
+        }
+    }
+
+    /// The file (or origin name) and line, when the error has one.
+    pub fn location(&self) -> Option<(&str, usize)> {
+        match self {
+            ConfigError::At { origin, line, .. } => Some((origin, *line)),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// What was wrong on a line.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("bad value {value:?} for {option}: expected {expected}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("bad ExitPolicy: {0}")]
+    BadPolicy(#[from] PolicyParseError),
+    #[error("cannot %include {path:?}: {reason}")]
+    Include { path: String, reason: String },
+    #[error("%include loop: {0}")]
+    IncludeLoop(String),
+    #[error("more than {0} nested %include levels")]
+    IncludeTooDeep(usize),
+}
+
+/// A C tor option that oxit accepts but does not implement, reported once
+/// per option (at its first occurrence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub origin: String,
+    pub line: usize,
+    /// The option's canonical name.
+    pub option: &'static str,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} is a C tor option that oxit does not implement; ignoring it",
+            self.origin, self.line, self.option
+        )
+    }
+}
+
+impl Config {
+    /// Read and parse a torrc file (and whatever it `%include`s).
+    pub fn parse_file(path: impl AsRef<Path>) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Self::parse_with_stack(&text, &path.display().to_string(), vec![canon])
+    }
+
+    /// Parse torrc text; `origin_name` is how errors name it (a file name,
+    /// `<command line>`...). `%include` still reads files.
+    pub fn parse_str(
+        text: &str,
+        origin_name: &str,
+    ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        Self::parse_with_stack(text, origin_name, Vec::new())
+    }
+
+    fn parse_with_stack(
+        text: &str,
+        origin: &str,
+        mut stack: Vec<PathBuf>,
+    ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let mut lines = Vec::new();
+        include::expand(text, origin, &mut stack, &mut lines)?;
+        options::apply(&lines)
+    }
+
+    /// The exit-policy builder's inputs: our options plus the addresses we
+    /// publish and listen on, and the interface addresses the caller found.
+    pub fn exit_policy_options(&self, interface_addresses: &[IpAddr]) -> ExitPolicyOptions {
+        let mut port_addresses: Vec<IpAddr> = self.or_ports.iter().map(|p| p.addr.ip()).collect();
+        port_addresses.extend(self.metrics_port.map(|m| m.ip()));
+        ExitPolicyOptions {
+            exit_relay: self.exit_relay.as_option(),
+            user_rules: self.exit_policy.clone(),
+            ipv6_exit: self.ipv6_exit,
+            reject_private: self.exit_policy_reject_private,
+            reject_local_interfaces: self.exit_policy_reject_local_interfaces,
+            reduced: self.reduced_exit_policy,
+            published_addresses: self.addresses.clone(),
+            port_addresses,
+            interface_addresses: interface_addresses.to_vec(),
+        }
+    }
+
+    /// The effective exit policy (see `crate::exit::policy`).
+    pub fn build_exit_policy(&self, interface_addresses: &[IpAddr]) -> ExitPolicy {
+        ExitPolicy::build(&self.exit_policy_options(interface_addresses))
+    }
+
+    /// The whole effective configuration in torrc form, one option per
+    /// line, followed by the effective exit policy (built without interface
+    /// addresses), for `check-config`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let mut line = |k: &str, v: &dyn fmt::Display| {
+            let _ = writeln!(s, "{k} {v}");
+        };
+        for p in &self.or_ports {
+            line("ORPort", p);
+        }
+        if self.addresses.is_empty() {
+            line("Address", &"(discover)");
+        }
+        for a in &self.addresses {
+            line("Address", a);
+        }
+        line("DataDirectory", &self.data_directory.display());
+        line("Nickname", &self.nickname);
+        if let Some(c) = &self.contact_info {
+            line("ContactInfo", c);
+        }
+        line("ExitRelay", &self.exit_relay);
+        for r in self.exit_policy.iter().flatten() {
+            line("ExitPolicy", r);
+        }
+        line(
+            "ExitPolicyRejectPrivate",
+            &u8::from(self.exit_policy_reject_private),
+        );
+        line(
+            "ExitPolicyRejectLocalInterfaces",
+            &u8::from(self.exit_policy_reject_local_interfaces),
+        );
+        line("ReducedExitPolicy", &u8::from(self.reduced_exit_policy));
+        line("IPv6Exit", &u8::from(self.ipv6_exit));
+        line("RefuseUnknownExits", &self.refuse_unknown_exits);
+        line(
+            "ExtendAllowPrivateAddresses",
+            &u8::from(self.extend_allow_private_addresses),
+        );
+        line(
+            "ServerDNSResolvConfFile",
+            &self.server_dns_resolv_conf_file.display(),
+        );
+        line("NumCPUs", &self.num_cpus);
+        for l in &self.logs {
+            line("Log", l);
+        }
+        line(
+            "ShutdownWaitLength",
+            &format_args!("{} seconds", self.shutdown_wait_length.as_secs()),
+        );
+        if let Some(m) = &self.metrics_port {
+            line("MetricsPort", m);
+        }
+        line("IOBackend", &self.io_backend);
+        let policy = self.build_exit_policy(&[]);
+        let _ = writeln!(s, "# effective exit policy: {policy}");
+        s
+    }
+}

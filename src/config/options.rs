@@ -1,0 +1,541 @@
+//! The option table: which keywords oxit knows, the syntax of each value,
+//! and how repeated lines combine (C tor's rules, confmgt/confmgt.c
+//! config_assign_line): a scalar option takes its last value; a list option
+//! (ORPort, Address, ExitPolicy, Log) accumulates, the first line replacing
+//! the default; an empty value resets the option to its default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::include::SourcedLine;
+use super::{
+    AutoBool, Config, ConfigError, ConfigWarning, ErrorKind, IoBackend, LogSpec, LogTarget, OrPort,
+    Severity, SeverityRange, known,
+};
+use crate::exit::policy::parse_policy_list;
+
+pub(super) fn default_or_port() -> OrPort {
+    OrPort {
+        addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001)),
+        no_advertise: false,
+        no_listen: false,
+    }
+}
+
+pub(super) fn default_log() -> LogSpec {
+    LogSpec {
+        ranges: vec![SeverityRange {
+            domains: Vec::new(),
+            min: Severity::Notice,
+            max: Severity::Err,
+        }],
+        target: LogTarget::Stdout,
+    }
+}
+
+/// The options oxit implements, in their canonical spelling.
+const OPTIONS: &[&str] = &[
+    "ORPort",
+    "Address",
+    "DataDirectory",
+    "Nickname",
+    "ContactInfo",
+    "ExitRelay",
+    "ExitPolicy",
+    "ExitPolicyRejectPrivate",
+    "ExitPolicyRejectLocalInterfaces",
+    "ReducedExitPolicy",
+    "IPv6Exit",
+    "RefuseUnknownExits",
+    "ExtendAllowPrivateAddresses",
+    "ServerDNSResolvConfFile",
+    "NumCPUs",
+    "Log",
+    "ShutdownWaitLength",
+    "MetricsPort",
+    "IOBackend",
+];
+
+/// Apply every line in order to a default configuration.
+pub(super) fn apply(lines: &[SourcedLine]) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    let mut cfg = Config::default();
+    let mut warnings: Vec<ConfigWarning> = Vec::new();
+    // List options whose default has already been replaced by a user line.
+    let mut replaced: Vec<&'static str> = Vec::new();
+
+    for l in lines {
+        let key = l.raw.key.as_str();
+        let at = |kind| ConfigError::at(&l.origin, l.raw.line, kind);
+        let Some(name) = OPTIONS
+            .iter()
+            .copied()
+            .find(|o| o.eq_ignore_ascii_case(key))
+        else {
+            if let Some(name) = known::lookup(key) {
+                if !warnings.iter().any(|w| w.option == name) {
+                    warnings.push(ConfigWarning {
+                        origin: l.origin.clone(),
+                        line: l.raw.line,
+                        option: name,
+                    });
+                }
+                continue;
+            }
+            return Err(at(ErrorKind::UnknownOption(key.to_owned())));
+        };
+        let value = l.raw.value.as_str();
+        let bad = |expected: &str| {
+            at(ErrorKind::BadValue {
+                option: name,
+                value: value.to_owned(),
+                expected: expected.to_owned(),
+            })
+        };
+        let d = Config::default();
+        let reset = value.is_empty();
+        // The first user line of a list option replaces its default.
+        let first = !replaced.contains(&name);
+        if first {
+            replaced.push(name);
+        }
+
+        match name {
+            "ORPort" => {
+                if first || reset {
+                    cfg.or_ports.clear();
+                }
+                if reset {
+                    cfg.or_ports = d.or_ports;
+                } else {
+                    cfg.or_ports
+                        .push(parse_or_port(value).map_err(|e| bad(&e))?);
+                }
+            }
+            "Address" => {
+                if first || reset {
+                    cfg.addresses.clear();
+                }
+                if !reset {
+                    let ip: IpAddr = value.parse().map_err(|_| {
+                        bad("an IPv4 or IPv6 address (oxit does not resolve host names here)")
+                    })?;
+                    if cfg.addresses.iter().any(|a| a.is_ipv4() == ip.is_ipv4()) {
+                        return Err(bad("at most one Address per address family"));
+                    }
+                    cfg.addresses.push(ip);
+                }
+            }
+            "DataDirectory" => {
+                cfg.data_directory = if reset {
+                    d.data_directory
+                } else {
+                    PathBuf::from(value)
+                };
+            }
+            "Nickname" => {
+                cfg.nickname = if reset {
+                    d.nickname
+                } else if (1..=19).contains(&value.len())
+                    && value.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    value.to_owned()
+                } else {
+                    return Err(bad("1 to 19 characters, each A-Z, a-z or 0-9"));
+                };
+            }
+            "ContactInfo" => cfg.contact_info = (!reset).then(|| value.to_owned()),
+            "ExitRelay" => {
+                cfg.exit_relay = if reset {
+                    d.exit_relay
+                } else {
+                    autobool(value).ok_or_else(|| bad("0, 1 or auto"))?
+                }
+            }
+            "RefuseUnknownExits" => {
+                cfg.refuse_unknown_exits = if reset {
+                    d.refuse_unknown_exits
+                } else {
+                    autobool(value).ok_or_else(|| bad("0, 1 or auto"))?
+                }
+            }
+            "ExitPolicy" => {
+                if reset {
+                    cfg.exit_policy = None;
+                } else {
+                    let rules =
+                        parse_policy_list(value).map_err(|e| at(ErrorKind::BadPolicy(e)))?;
+                    cfg.exit_policy.get_or_insert_with(Vec::new).extend(rules);
+                }
+            }
+            "ExitPolicyRejectPrivate" => {
+                cfg.exit_policy_reject_private =
+                    boolean(value, d.exit_policy_reject_private).ok_or_else(|| bad("0 or 1"))?
+            }
+            "ExitPolicyRejectLocalInterfaces" => {
+                cfg.exit_policy_reject_local_interfaces =
+                    boolean(value, d.exit_policy_reject_local_interfaces)
+                        .ok_or_else(|| bad("0 or 1"))?
+            }
+            "ReducedExitPolicy" => {
+                cfg.reduced_exit_policy =
+                    boolean(value, d.reduced_exit_policy).ok_or_else(|| bad("0 or 1"))?
+            }
+            "IPv6Exit" => {
+                cfg.ipv6_exit = boolean(value, d.ipv6_exit).ok_or_else(|| bad("0 or 1"))?
+            }
+            "ExtendAllowPrivateAddresses" => {
+                cfg.extend_allow_private_addresses =
+                    boolean(value, d.extend_allow_private_addresses).ok_or_else(|| bad("0 or 1"))?
+            }
+            "ServerDNSResolvConfFile" => {
+                cfg.server_dns_resolv_conf_file = if reset {
+                    d.server_dns_resolv_conf_file
+                } else {
+                    PathBuf::from(value)
+                }
+            }
+            "NumCPUs" => {
+                cfg.num_cpus = if reset {
+                    d.num_cpus
+                } else {
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= 1024)
+                        .ok_or_else(|| bad("a whole number from 0 (all cores) to 1024"))?
+                }
+            }
+            "Log" => {
+                if first || reset {
+                    cfg.logs.clear();
+                }
+                if reset {
+                    cfg.logs = d.logs;
+                } else {
+                    cfg.logs.push(parse_log(value).map_err(|e| bad(&e))?);
+                }
+            }
+            "ShutdownWaitLength" => {
+                cfg.shutdown_wait_length = if reset {
+                    d.shutdown_wait_length
+                } else {
+                    parse_interval(value).ok_or_else(|| {
+                        bad("an interval such as \"30 seconds\", \"2 minutes\" (units: seconds, minutes, hours, days, weeks)")
+                    })?
+                }
+            }
+            "MetricsPort" => {
+                cfg.metrics_port = if reset {
+                    None
+                } else {
+                    Some(parse_metrics_port(value).map_err(|e| bad(&e))?)
+                }
+            }
+            "IOBackend" => {
+                cfg.io_backend = match value.to_ascii_lowercase().as_str() {
+                    "" => d.io_backend,
+                    "auto" => IoBackend::Auto,
+                    "uring" | "io_uring" => IoBackend::Uring,
+                    "epoll" => IoBackend::Epoll,
+                    _ => return Err(bad("auto, uring or epoll")),
+                }
+            }
+            // OPTIONS and this match list the same names; a name in one but
+            // not the other is a bug caught by the tests.
+            _ => return Err(at(ErrorKind::UnknownOption(key.to_owned()))),
+        }
+    }
+    Ok((cfg, warnings))
+}
+
+/// C's boolean type: exactly `0` or `1`; empty means the default.
+fn boolean(v: &str, default: bool) -> Option<bool> {
+    match v {
+        "" => Some(default),
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+fn autobool(v: &str) -> Option<AutoBool> {
+    match v.to_ascii_lowercase().as_str() {
+        "0" => Some(AutoBool::Off),
+        "1" => Some(AutoBool::On),
+        "auto" => Some(AutoBool::Auto),
+        _ => None,
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|&p| p != 0)
+}
+
+/// `PORT` (all IPv4 addresses), `IPV4:PORT` or `[IPV6]:PORT`.
+fn parse_addr_port(s: &str) -> Result<SocketAddr, String> {
+    let expected = "PORT, IPv4:PORT or [IPv6]:PORT with a port from 1 to 65535";
+    if let Some(port) = parse_port(s) {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    let sa: SocketAddr = s.parse().map_err(|_| expected.to_owned())?;
+    if sa.port() == 0 {
+        return Err(expected.to_owned());
+    }
+    Ok(sa)
+}
+
+/// `ORPort [ADDRESS:]PORT [NoAdvertise|NoListen|IPv4Only|IPv6Only]...`.
+fn parse_or_port(v: &str) -> Result<OrPort, String> {
+    let mut words = v.split_ascii_whitespace();
+    let addr = parse_addr_port(words.next().unwrap_or(""))?;
+    let mut p = OrPort {
+        addr,
+        no_advertise: false,
+        no_listen: false,
+    };
+    for flag in words {
+        match flag.to_ascii_lowercase().as_str() {
+            "noadvertise" => p.no_advertise = true,
+            "nolisten" => p.no_listen = true,
+            // Only meaningful for a host name or bare port in C; with an
+            // explicit address the family is already fixed.
+            "ipv4only" if p.addr.is_ipv4() => {}
+            "ipv6only" if p.addr.is_ipv6() => {}
+            _ => {
+                return Err(format!(
+                    "an address and port, then the flags NoAdvertise, NoListen, IPv4Only or IPv6Only \
+                     (matching the address family); {flag:?} is not one of them"
+                ));
+            }
+        }
+    }
+    if p.no_advertise && p.no_listen {
+        return Err("NoAdvertise and NoListen together (the port would do nothing)".into());
+    }
+    Ok(p)
+}
+
+/// `MetricsPort ADDRESS:PORT [prometheus]`.
+fn parse_metrics_port(v: &str) -> Result<SocketAddr, String> {
+    let mut words = v.split_ascii_whitespace();
+    let addr = parse_addr_port(words.next().unwrap_or(""))?;
+    match words.next() {
+        None => Ok(addr),
+        Some(f) if f.eq_ignore_ascii_case("prometheus") && words.next().is_none() => Ok(addr),
+        Some(_) => Err("ADDRESS:PORT optionally followed by \"prometheus\"".into()),
+    }
+}
+
+fn severity(s: &str) -> Option<Severity> {
+    match s.to_ascii_lowercase().as_str() {
+        "debug" => Some(Severity::Debug),
+        "info" => Some(Severity::Info),
+        "notice" => Some(Severity::Notice),
+        "warn" => Some(Severity::Warn),
+        "err" => Some(Severity::Err),
+        _ => None,
+    }
+}
+
+/// C tor's log domains (log.c:domain_list), accepted in `[...]`.
+const LOG_DOMAINS: &[&str] = &[
+    "general",
+    "crypto",
+    "net",
+    "config",
+    "fs",
+    "protocol",
+    "mm",
+    "http",
+    "app",
+    "control",
+    "circ",
+    "rend",
+    "bug",
+    "dir",
+    "dirserv",
+    "or",
+    "edge",
+    "acct",
+    "hist",
+    "handshake",
+    "heartbeat",
+    "channel",
+    "sched",
+    "guard",
+    "consdiff",
+    "dos",
+    "process",
+    "pt",
+    "btrack",
+    "mesg",
+    "*",
+];
+
+/// `Log [DOMAINS]MIN[-MAX] ... (stdout|stderr|syslog|file PATH)`
+/// (log.c:parse_log_severity_config, config.c:options_init_logs). With no
+/// destination, C logs to stdout.
+fn parse_log(v: &str) -> Result<LogSpec, String> {
+    let expected = "severity ranges such as \"notice\", \"info-err\" or \"[net]debug\", then stdout, \
+                    stderr, syslog or \"file PATH\"";
+    let mut rest = v.trim_start();
+    let mut ranges = Vec::new();
+    loop {
+        let word_end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let word = &rest[..word_end];
+        let (domains, sev) = match word.strip_prefix('[') {
+            Some(inner) => {
+                let close = inner
+                    .find(']')
+                    .ok_or_else(|| format!("unclosed '[' in {word:?}; {expected}"))?;
+                let doms: Vec<String> = inner[..close]
+                    .split(',')
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .collect();
+                for d in &doms {
+                    if !LOG_DOMAINS.contains(&d.trim_start_matches('~')) {
+                        return Err(format!("unknown log domain {d:?}; {expected}"));
+                    }
+                }
+                (doms, &inner[close + 1..])
+            }
+            None => (Vec::new(), word),
+        };
+        let (lo, hi) = match sev.split_once('-') {
+            Some((lo, "")) => (severity(lo), Some(Severity::Err)),
+            Some((lo, hi)) => (severity(lo), severity(hi)),
+            None => (severity(sev), Some(Severity::Err)),
+        };
+        match (lo, hi) {
+            (Some(min), Some(max)) => {
+                if min > max {
+                    return Err(format!("severity range {sev:?} runs backwards; {expected}"));
+                }
+                ranges.push(SeverityRange { domains, min, max });
+                rest = rest[word_end..].trim_start();
+            }
+            _ if !domains.is_empty() || ranges.is_empty() => {
+                return Err(format!("{word:?} is not a severity; {expected}"));
+            }
+            _ => break,
+        }
+        if rest.is_empty() {
+            break;
+        }
+    }
+    let mut dest = rest.splitn(2, |c: char| c.is_ascii_whitespace());
+    let kind = dest.next().unwrap_or("").to_ascii_lowercase();
+    let arg = dest.next().map(str::trim).unwrap_or("");
+    let target = match (kind.as_str(), arg) {
+        ("" | "stdout", "") => LogTarget::Stdout,
+        ("stderr", "") => LogTarget::Stderr,
+        ("syslog", "") => LogTarget::Syslog,
+        ("file", path) if !path.is_empty() => LogTarget::File(PathBuf::from(path)),
+        _ => return Err(format!("bad destination {rest:?}; {expected}")),
+    };
+    Ok(LogSpec { ranges, target })
+}
+
+/// C tor's interval syntax (confmgt/unitparse.c, time_units): a whole
+/// number and an optional unit; no unit means seconds.
+fn parse_interval(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v.get(..split)?.parse().ok()?;
+    let unit = v.get(split..)?.trim().to_ascii_lowercase();
+    let mult = match unit.as_str() {
+        "" | "second" | "seconds" | "sec" | "secs" => 1,
+        "minute" | "minutes" | "min" | "mins" => 60,
+        "hour" | "hours" => 3600,
+        "day" | "days" => 86400,
+        "week" | "weeks" => 7 * 86400,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+pub(super) fn option_names() -> &'static [&'static str] {
+    OPTIONS
+}
+
+#[cfg(test)]
+pub(super) mod value_tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("2 minutes"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_interval("1 hour"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_interval("1 fortnight"), None);
+        assert_eq!(parse_interval("minutes"), None);
+    }
+
+    #[test]
+    fn logs() {
+        let l = parse_log("notice stdout").unwrap();
+        assert_eq!(
+            (l.min_severity(), &l.target),
+            (Severity::Notice, &LogTarget::Stdout)
+        );
+        let l = parse_log("info-warn file /var/log/oxit/info log.txt").unwrap();
+        assert_eq!(
+            l.target,
+            LogTarget::File(PathBuf::from("/var/log/oxit/info log.txt"))
+        );
+        assert_eq!(
+            (l.ranges[0].min, l.ranges[0].max),
+            (Severity::Info, Severity::Warn)
+        );
+        let l = parse_log("[handshake]debug [~net,~mm]info notice stderr").unwrap();
+        assert_eq!(l.ranges.len(), 3);
+        assert_eq!(l.min_severity(), Severity::Debug);
+        assert_eq!(
+            l.to_string(),
+            "[handshake]debug [~net,~mm]info notice stderr"
+        );
+        assert_eq!(parse_log("err").unwrap().target, LogTarget::Stdout);
+        assert_eq!(parse_log("warn syslog").unwrap().target, LogTarget::Syslog);
+        for bad in [
+            "loud stdout",
+            "err-debug stdout",
+            "notice file",
+            "notice tty",
+            "[nope]info stdout",
+            "",
+        ] {
+            assert!(parse_log(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn or_ports() {
+        assert_eq!(
+            parse_or_port("9001").unwrap().addr,
+            "0.0.0.0:9001".parse().unwrap()
+        );
+        assert_eq!(
+            parse_or_port("[::1]:443").unwrap().addr,
+            "[::1]:443".parse().unwrap()
+        );
+        assert!(parse_or_port("1.2.3.4:443 NoListen").unwrap().no_listen);
+        for bad in [
+            "0",
+            "70000",
+            "1.2.3.4",
+            "1.2.3.4:0",
+            "host:9001",
+            "9001 Bogus",
+            "9001 IPv6Only",
+        ] {
+            assert!(parse_or_port(bad).is_err(), "{bad:?}");
+        }
+    }
+}
