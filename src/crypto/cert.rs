@@ -90,7 +90,9 @@ pub enum CertError {
         expiration_hours: u32,
     },
     /// The certificate is not of the type the caller needs.
-    #[error("expected a certificate of type {expected:#04x} with key type {expected_key_type:#04x}, got type {got:#04x} key type {got_key_type:#04x}")]
+    #[error(
+        "expected a certificate of type {expected:#04x} with key type {expected_key_type:#04x}, got type {got:#04x} key type {got_key_type:#04x}"
+    )]
     WrongType {
         /// Expected CERT_TYPE.
         expected: u8,
@@ -216,9 +218,7 @@ impl Ed25519Cert {
                 return Err(CertError::UnknownCriticalExtension { ext_type });
             }
         }
-        let sig = bytes
-            .get(pos..pos + SIG_LEN)
-            .ok_or(trunc("signature"))?;
+        let sig = bytes.get(pos..pos + SIG_LEN).ok_or(trunc("signature"))?;
         let mut signature = [0u8; 64];
         signature.copy_from_slice(sig);
         let extra = len - (pos + SIG_LEN);
@@ -390,7 +390,10 @@ mod tests {
         let b = c.as_bytes();
         for cut in 0..b.len() {
             assert!(
-                matches!(Ed25519Cert::decode(&b[..cut]), Err(CertError::Truncated { .. })),
+                matches!(
+                    Ed25519Cert::decode(&b[..cut]),
+                    Err(CertError::Truncated { .. })
+                ),
                 "cut {cut}"
             );
         }

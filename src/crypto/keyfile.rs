@@ -210,6 +210,33 @@ pub fn write_new_file(path: &Path, data: &[u8]) -> Result<(), KeyFileError> {
     }
 }
 
+/// Replace `path` (which may exist) atomically with `data`, mode 0600:
+/// for medium-term keys C tor regenerates in place (signing key and cert,
+/// INIT_ED_KEY_REPLACE; onion keys, rotate_onion_key). Never use this for
+/// identity keys.
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), KeyFileError> {
+    let io_err = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    write_new_file(&tmp, data)?;
+    fs::rename(&tmp, path).map_err(io_err)
+}
+
+/// [`replace_file`] for a tagged file.
+pub fn replace_tagged(path: &Path, typ: &str, tag: &str, body: &[u8]) -> Result<(), KeyFileError> {
+    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
+    data.extend_from_slice(&tagged_header(typ, tag)?);
+    data.extend_from_slice(body);
+    let res = replace_file(path, &data);
+    zeroize::Zeroize::zeroize(&mut data);
+    res
+}
+
 /// Create `dir` with mode 0700 if missing (C: check_private_dir with
 /// CPD_CREATE), and tighten an existing one to 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyFileError> {
@@ -217,7 +244,11 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyFileError> {
         path: dir.to_path_buf(),
         source,
     };
-    match fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
+    match fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) => return Err(io_err(e)),
     }
@@ -251,7 +282,10 @@ mod tests {
         let d = tmpdir("rt");
         let p = d.join("k");
         write_tagged(&p, "ed25519v1-public", "type0", &[7; 32]).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(
             read_tagged(&p, "ed25519v1-public", "type0", 32).unwrap(),
             vec![7; 32]
@@ -263,7 +297,11 @@ mod tests {
         assert_eq!(read_file(&p).unwrap()[32..], [7; 32]);
         assert!(matches!(
             read_tagged(&p, "ed25519v1-public", "type0", 31),
-            Err(KeyFileError::WrongLength { got: 32, expected: 31, .. })
+            Err(KeyFileError::WrongLength {
+                got: 32,
+                expected: 31,
+                ..
+            })
         ));
         assert!(matches!(
             read_tagged(&p, "ed25519v1-secret", "type0", 32),

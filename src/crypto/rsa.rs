@@ -32,8 +32,8 @@ pub const DIGEST_INFO_SHA1: [u8; 15] = [
 ];
 /// DER DigestInfo prefix for SHA-256 (RFC 8017 §9.2 note 1).
 pub const DIGEST_INFO_SHA256: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-    0x05, 0x00, 0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 /// Errors from RSA key handling.
@@ -269,7 +269,10 @@ impl RsaPrivate {
     }
 
     /// Generate a key of `bits` bits with e = 65537.
-    pub fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R, bits: usize) -> Result<Self, RsaError> {
+    pub fn generate<R: rand::CryptoRng + ?Sized>(
+        rng: &mut R,
+        bits: usize,
+    ) -> Result<Self, RsaError> {
         let key =
             PrivateKey::new(rng, bits).map_err(|source| RsaError::Generate { bits, source })?;
         Self::from_key(key)
@@ -363,7 +366,11 @@ pub(crate) mod tests {
         let sig = k2.sign_raw(&mut rng, &digest).unwrap();
         assert_eq!(sig.len(), 128);
         k.public().verify_raw(&digest, &sig).unwrap();
-        assert!(k.public().verify_raw(&Sha1::digest(b"other"), &sig).is_err());
+        assert!(
+            k.public()
+                .verify_raw(&Sha1::digest(b"other"), &sig)
+                .is_err()
+        );
         let pk = RsaPublic::from_der_tor(k.public().der(), 1024).unwrap();
         assert_eq!(pk.identity(), k.public().identity());
         assert!(matches!(
@@ -398,7 +405,10 @@ pub(crate) mod tests {
             0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
         ]);
         assert_eq!(id.hex_upper(), "ABCDEF012345678900112233445566778899AABB");
-        assert_eq!(id.spaced(), "ABCD EF01 2345 6789 0011 2233 4455 6677 8899 AABB");
+        assert_eq!(
+            id.spaced(),
+            "ABCD EF01 2345 6789 0011 2233 4455 6677 8899 AABB"
+        );
         assert_eq!(id.to_string(), id.hex_upper());
     }
 }

@@ -66,7 +66,9 @@ pub enum X509Error {
     #[error("peer identity certificate: {0}")]
     Rsa(#[from] RsaError),
     /// Outside its validity period (with slop).
-    #[error("peer identity certificate is not valid now: valid {not_before}..{not_after} (unix), now {now}")]
+    #[error(
+        "peer identity certificate is not valid now: valid {not_before}..{not_after} (unix), now {now}"
+    )]
     NotValidNow {
         /// notBefore.
         not_before: u64,
@@ -91,7 +93,10 @@ pub fn random_hostname<R: Rng + ?Sized>(rng: &mut R, suffix: &str) -> String {
     let len = 8 + (rng.next_u32() % 13) as usize;
     let mut s = String::from("www.");
     for _ in 0..len {
-        let c = B32.get((rng.next_u32() % 32) as usize).copied().unwrap_or(b'a');
+        let c = B32
+            .get((rng.next_u32() % 32) as usize)
+            .copied()
+            .unwrap_or(b'a');
         s.push(char::from(c));
     }
     s.push_str(suffix);
@@ -197,7 +202,14 @@ pub fn create_identity_cert<R: CryptoRng + ?Sized>(
 ) -> Result<Vec<u8>, X509Error> {
     let cn = random_hostname(rng, ".com");
     let validity = pick_validity(rng, now, IDENTITY_CERT_LIFETIME);
-    create_cert(rng, rsa_spki(identity.public())?, identity, &cn, &cn, validity)
+    create_cert(
+        rng,
+        rsa_spki(identity.public())?,
+        identity,
+        &cn,
+        &cn,
+        validity,
+    )
 }
 
 /// The TLS link key and certificate rustls presents. C tor uses RSA-2048
@@ -318,7 +330,10 @@ mod tests {
         assert_eq!(cert.tbs_certificate().serial_number().as_bytes().len(), 8);
         let cn = cert.tbs_certificate().subject().to_string();
         assert!(cn.starts_with("CN=www.") && cn.ends_with(".com"), "{cn}");
-        assert_eq!(cert.tbs_certificate().issuer(), cert.tbs_certificate().subject());
+        assert_eq!(
+            cert.tbs_certificate().issuer(),
+            cert.tbs_certificate().subject()
+        );
         // Far in the future: expired even with slop.
         assert!(matches!(
             verify_identity_cert(&der, now + Duration::from_secs(400 * 86400)),
@@ -335,11 +350,18 @@ mod tests {
         let mut rng = test_rng(22);
         let id = RsaPrivate::generate_1024(&mut rng).unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
-        let t = TlsLinkCert::generate(&mut rng, &id, now, Duration::from_secs(86400 * 10))
-            .unwrap();
-        assert_eq!(t.cert_sha256(), &<[u8; 32]>::from(Sha256::digest(t.cert_der())));
+        let t = TlsLinkCert::generate(&mut rng, &id, now, Duration::from_secs(86400 * 10)).unwrap();
+        assert_eq!(
+            t.cert_sha256(),
+            &<[u8; 32]>::from(Sha256::digest(t.cert_der()))
+        );
         let cert = Certificate::from_der(t.cert_der()).unwrap();
-        assert!(cert.tbs_certificate().subject().to_string().ends_with(".net"));
+        assert!(
+            cert.tbs_certificate()
+                .subject()
+                .to_string()
+                .ends_with(".net")
+        );
         // A 2048-bit link key is not an identity cert.
         assert!(matches!(
             verify_identity_cert(t.cert_der(), now),
