@@ -286,10 +286,12 @@ impl RsaPrivate {
     /// Parse `-----BEGIN RSA PRIVATE KEY-----` PEM (PKCS#1), the form C tor
     /// writes with PEM_write_bio_RSAPrivateKey (crypto_rsa_openssl.c).
     pub fn from_pkcs1_pem(pem: &str) -> Result<Self, RsaError> {
-        // C tor's files end with a newline and may carry CRLF if edited on
-        // another system: the PEM decoder wants exactly one block, so trim.
-        let key = PrivateKey::from_pkcs1_pem(pem.trim())
-            .map_err(|e| RsaError::PrivateKey(e.to_string()))?;
+        // C tor writes the PEM string *with its terminating NUL*
+        // (crypto_pk_write_private_key_to_filename), and files may carry
+        // stray whitespace: the PEM decoder wants exactly one block.
+        let pem = pem.trim_matches(|c: char| c == '\0' || c.is_ascii_whitespace());
+        let key =
+            PrivateKey::from_pkcs1_pem(pem).map_err(|e| RsaError::PrivateKey(e.to_string()))?;
         Self::from_key(key)
     }
 
@@ -361,6 +363,9 @@ pub(crate) mod tests {
         let pem = k.to_pkcs1_pem().unwrap();
         assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
         let k2 = RsaPrivate::from_pkcs1_pem(&pem).unwrap();
+        // As C tor writes it: with a trailing NUL.
+        let k3 = RsaPrivate::from_pkcs1_pem(&format!("{}\0", &*pem)).unwrap();
+        assert_eq!(k3.public(), k.public());
         assert_eq!(k.public(), k2.public());
         let digest = Sha1::digest(b"hello");
         let sig = k2.sign_raw(&mut rng, &digest).unwrap();
