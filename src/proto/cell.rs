@@ -196,7 +196,7 @@ impl fmt::Display for ChanCmd {
 ///
 /// Every variant is a definite fault: "not enough bytes yet" is
 /// `Ok(None)` from [`decode`], never an error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CellError {
     /// A field ran past the end of the body.
     #[error("{parsing} truncated: a field needed {wanted} bytes, {available} left")]

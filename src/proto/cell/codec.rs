@@ -106,7 +106,7 @@ impl<'a> SliceWriter<'a> {
     }
 
     /// Bytes written so far.
-    pub fn len(&self) -> usize {
+    pub fn written(&self) -> usize {
         self.pos
     }
 
@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(w.put_u16(0xabcd), Ok(()));
         assert_eq!(w.put_u16(1), Err(Overflow { wanted: 2, room: 1 }));
         assert_eq!(w.put_u8(7), Ok(()));
-        assert_eq!(w.len(), 3);
+        assert_eq!(w.written(), 3);
         assert_eq!(buf, [0xab, 0xcd, 7]);
     }
 }

@@ -50,7 +50,7 @@ impl Versions {
 impl ChanBody for Versions {
     const CMD: ChanCmd = ChanCmd::VERSIONS;
     fn decode(body: &[u8]) -> Result<Self, CellError> {
-        if body.len() % 2 != 0 {
+        if !body.len().is_multiple_of(2) {
             return Err(CellError::OddVersionsLength(body.len()));
         }
         let versions = body
