@@ -34,7 +34,11 @@ pub const HKDF_SHA256_MAX: usize = 255 * 32;
 /// `out.len()` (tor-spec §5.2.1; C tor `crypto_expand_key_material_TAP`).
 pub fn kdf_tor(k0: &[u8], out: &mut [u8]) -> Result<(), KdfError> {
     if out.len() > KDF_TOR_MAX {
-        return Err(KdfError { kdf: "KDF-TOR", requested: out.len(), max: KDF_TOR_MAX });
+        return Err(KdfError {
+            kdf: "KDF-TOR",
+            requested: out.len(),
+            max: KDF_TOR_MAX,
+        });
     }
     for (counter, chunk) in (0u8..=255).zip(out.chunks_mut(20)) {
         let mut h = Sha1::new();
@@ -57,6 +61,49 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Resu
         requested: out.len(),
         max: HKDF_SHA256_MAX,
     })
+}
+
+/// Length of the tor1 relay key material: Df(20) | Db(20) | Kf(16) | Kb(16)
+/// (requirements.md §3.5; C tor `CPATH_KEY_MATERIAL_LEN`).
+pub const TOR1_KEY_LEN: usize = 72;
+/// Length of KH (the value that proves the key, and the rendezvous nonce).
+pub const KH_LEN: usize = 20;
+
+/// What a circuit handshake yields for a tor1 circuit: the relay key
+/// material and KH. Wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CircuitKeys {
+    /// Df | Db | Kf | Kb, input of `tor1::Tor1RelayCrypto::new`.
+    pub tor1: [u8; TOR1_KEY_LEN],
+    /// KH (CREATE_FAST proof of the key) / rendezvous nonce.
+    pub kh: [u8; KH_LEN],
+}
+
+impl CircuitKeys {
+    /// Split `tor1 | kh`, the order ntor and ntor-v3 derive them in.
+    pub fn from_tor1_then_kh(material: &[u8; TOR1_KEY_LEN + KH_LEN]) -> Self {
+        let mut keys = Self {
+            tor1: [0; TOR1_KEY_LEN],
+            kh: [0; KH_LEN],
+        };
+        let (a, b) = material.split_at(TOR1_KEY_LEN);
+        keys.tor1.copy_from_slice(a);
+        keys.kh.copy_from_slice(b);
+        keys
+    }
+}
+
+impl Drop for CircuitKeys {
+    fn drop(&mut self) {
+        self.tor1.zeroize();
+        self.kh.zeroize();
+    }
+}
+
+impl core::fmt::Debug for CircuitKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CircuitKeys(..)")
+    }
 }
 
 /// ENCAP(s) = u64 big-endian length of `s` (prop332 §"Notation").
@@ -108,7 +155,10 @@ pub struct Shake256 {
 
 impl Default for Shake256 {
     fn default() -> Self {
-        Self { state: [0; 25], pos: 0 }
+        Self {
+            state: [0; 25],
+            pos: 0,
+        }
     }
 }
 
@@ -158,7 +208,10 @@ impl Shake256 {
         xor_byte(&mut self.state, self.pos, 0x1f);
         xor_byte(&mut self.state, SHAKE256_RATE - 1, 0x80);
         permute(&mut self.state);
-        ShakeReader { state: self.state, pos: 0 }
+        ShakeReader {
+            state: self.state,
+            pos: 0,
+        }
     }
 }
 
