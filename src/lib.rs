@@ -5,7 +5,10 @@
 //! actions, per-core drivers that move those bytes (`runtime`), and a small
 //! control plane (`control`, `config`, `metrics`). Nothing under `proto`,
 //! `crypto` or `exit` opens a socket, reads the clock or spawns a thread.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod config;
 pub mod control;

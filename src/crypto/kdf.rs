@@ -146,20 +146,11 @@ const SHAKE256_RATE: usize = 136;
 /// SHAKE-256 (FIPS 202) on the Keccak-f[1600] permutation. ntor-v3 uses it
 /// as its KDF (prop332: `KDF = SHAKE256`). Absorb with [`Shake256::put`] /
 /// [`Shake256::encap`], then [`Shake256::finish`] gives a reader.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Shake256 {
     state: [u64; 25],
     /// Bytes of the current block already absorbed (0..RATE).
     pos: usize,
-}
-
-impl Default for Shake256 {
-    fn default() -> Self {
-        Self {
-            state: [0; 25],
-            pos: 0,
-        }
-    }
 }
 
 impl Drop for Shake256 {

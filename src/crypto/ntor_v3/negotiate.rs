@@ -127,7 +127,7 @@ pub fn encode_extensions(exts: &[Extension<'_>]) -> Vec<u8> {
 /// Check a SUBPROTO body: strictly sorted pairs, then refuse any capability
 /// since we support none (onion_crypto.c:relay_process_subproto_ext).
 fn check_subproto(data: &[u8]) -> Result<(), NegotiationError> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return Err(NegotiationError::SubprotoOddLength { len: data.len() });
     }
     let mut prev: Option<(u8, u8)> = None;
