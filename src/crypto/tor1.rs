@@ -11,12 +11,11 @@
 //! side, for tests and benchmarks, is in `tor1/client.rs`.
 
 mod client;
+mod ctr;
 
 pub use client::{Tor1ClientCircuit, Tor1ClientLayer};
 
-use aes::Aes128;
-use ctr::Ctr128BE;
-use ctr::cipher::{KeyIvInit, StreamCipher};
+use self::ctr::Aes128CtrStream;
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -37,14 +36,14 @@ const DIGEST: core::ops::Range<usize> = 5..9;
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct SendmeTag(pub [u8; 20]);
 
-type Aes128Ctr = Ctr128BE<Aes128>;
-
 /// One direction of one hop: its AES-128-CTR stream and running SHA-1.
 /// Relays decrypt-and-check forward and digest-and-encrypt backward;
 /// clients the opposite, so both sides share this.
 pub(crate) struct Tor1Direction {
-    cipher: Aes128Ctr,
+    cipher: Aes128CtrStream,
     digest: Sha1,
+    /// Keystream of a whole batch, so AES runs over many blocks per call.
+    scratch: Vec<u8>,
 }
 
 impl Tor1Direction {
@@ -54,15 +53,36 @@ impl Tor1Direction {
         let mut digest = Sha1::new();
         digest.update(digest_seed);
         Self {
-            cipher: Aes128Ctr::new(key.into(), &[0u8; 16].into()),
+            cipher: Aes128CtrStream::new(key),
             digest,
+            scratch: Vec::new(),
         }
     }
 
     /// Apply this direction's keystream; the stream continues across calls.
     #[inline]
     pub(crate) fn crypt(&mut self, cell: &mut CellBody) {
-        self.cipher.apply_keystream(cell);
+        self.cipher.apply(cell);
+    }
+
+    /// [`Self::crypt`] over several cells in order: their keystream is made
+    /// in one pass, then XORed into each cell.
+    pub(crate) fn crypt_batch(&mut self, cells: &mut [&mut CellBody]) {
+        if cells.len() < 2 {
+            cells.iter_mut().for_each(|c| self.cipher.apply(&mut c[..]));
+            return;
+        }
+        self.scratch.clear();
+        self.scratch.resize(cells.len() * CELL_BODY_LEN, 0);
+        self.cipher.apply(&mut self.scratch);
+        for (cell, ks) in cells
+            .iter_mut()
+            .zip(self.scratch.chunks_exact(CELL_BODY_LEN))
+        {
+            for (d, k) in cell.iter_mut().zip(ks) {
+                *d ^= k;
+            }
+        }
     }
 
     /// The recognized check on a decrypted cell (tor1_relay_digest_matches_v0):
@@ -157,9 +177,7 @@ impl Tor1RelayCrypto {
         recognized: &mut [Option<SendmeTag>],
     ) {
         debug_assert_eq!(cells.len(), recognized.len());
-        for cell in cells.iter_mut() {
-            self.forward.crypt(cell);
-        }
+        self.forward.crypt_batch(cells);
         for (cell, out) in cells.iter_mut().zip(recognized.iter_mut()) {
             *out = self.forward.check_recognized(cell);
         }
@@ -168,9 +186,7 @@ impl Tor1RelayCrypto {
     /// Cells travelling toward the client that another hop originated
     /// (we are a middle): AES-CTR with Kb only.
     pub fn encrypt_backward_batch(&mut self, cells: &mut [&mut CellBody]) {
-        for cell in cells.iter_mut() {
-            self.backward.crypt(cell);
-        }
+        self.backward.crypt_batch(cells);
     }
 
     /// Cells we originate toward the client (we are the exit), plaintext
@@ -186,9 +202,7 @@ impl Tor1RelayCrypto {
         for (cell, tag) in cells.iter_mut().zip(tags.iter_mut()) {
             *tag = self.backward.set_digest(cell);
         }
-        for cell in cells.iter_mut() {
-            self.backward.crypt(cell);
-        }
+        self.backward.crypt_batch(cells);
     }
 
     /// One-cell [`Self::decrypt_forward_batch`].
