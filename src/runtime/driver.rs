@@ -32,7 +32,10 @@ impl Token {
 pub enum Event<'a> {
     /// A listener accepted a connection. The worker decides whether to
     /// keep it ([`Ops::add_conn`]) or drop the fd.
-    Accepted { fd: OwnedFd, peer: Option<SocketAddr> },
+    Accepted {
+        fd: OwnedFd,
+        peer: Option<SocketAddr>,
+    },
     /// Bytes arrived. The slice is only valid during the call.
     Recv(Token, &'a [u8]),
     /// The peer closed its side, or the socket failed. No more `Recv` for
@@ -96,7 +99,9 @@ impl Waker {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh, owned descriptor.
-        Ok(Waker { fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) } })
+        Ok(Waker {
+            fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        })
     }
 
     pub fn wake(&self) {
@@ -160,10 +165,18 @@ pub fn uring_available() -> bool {
 }
 
 pub(crate) fn nonblocking_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain syscall; the fd is checked before use.
     let fd = unsafe {
-        libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -213,7 +226,9 @@ pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::s
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -225,7 +240,9 @@ pub(crate) fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::s
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
@@ -254,7 +271,11 @@ fn sock_name(fd: &OwnedFd, peer: bool) -> Option<SocketAddr> {
     let ptr = (&mut storage as *mut libc::sockaddr_storage).cast();
     // SAFETY: pointers to live locals with the right length.
     let rc = unsafe {
-        if peer { libc::getpeername(raw, ptr, &mut len) } else { libc::getsockname(raw, ptr, &mut len) }
+        if peer {
+            libc::getpeername(raw, ptr, &mut len)
+        } else {
+            libc::getsockname(raw, ptr, &mut len)
+        }
     };
     if rc != 0 {
         return None;
@@ -266,13 +287,15 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: family says this is a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
             Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: family says this is a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(std::net::SocketAddrV6::new(
                 ip,
@@ -288,9 +311,19 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
 /// A per-core listener: `SO_REUSEPORT` lets every worker bind the same
 /// ORPort and the kernel spreads incoming connections across them.
 pub fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain syscall, checked.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -301,7 +334,13 @@ pub fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
     for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
         // SAFETY: setsockopt with a live int.
         let rc = unsafe {
-            libc::setsockopt(raw, libc::SOL_SOCKET, opt, (&one as *const libc::c_int).cast(), 4)
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());

@@ -73,7 +73,12 @@ impl EpollDriver {
             ready: Vec::new(),
             dirty: Vec::new(),
         };
-        st.ctl(libc::EPOLL_CTL_ADD, waker.raw_fd(), libc::EPOLLIN as u32, WAKER_TAG)?;
+        st.ctl(
+            libc::EPOLL_CTL_ADD,
+            waker.raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKER_TAG,
+        )?;
         Ok(EpollDriver {
             st,
             waker,
@@ -124,7 +129,9 @@ impl State {
     /// Write as much queued output as the socket takes. Returns true when
     /// the queue went from non-empty to empty.
     fn flush_one(&mut self, t: Token) -> Result<bool, io::Error> {
-        let Some(c) = self.conns.get_mut(t) else { return Ok(false) };
+        let Some(c) = self.conns.get_mut(t) else {
+            return Ok(false);
+        };
         c.dirty = false;
         if c.connecting || c.out.is_empty() {
             return Ok(false);
@@ -135,7 +142,12 @@ impl State {
             // SAFETY: writes from a live slice. MSG_NOSIGNAL: a closed peer is
             // an error to report, not a SIGPIPE.
             let n = unsafe {
-                libc::send(c.fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL)
+                libc::send(
+                    c.fd.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -169,7 +181,13 @@ impl Ops for State {
         let fd = driver::nonblocking_tcp_socket(&addr)?;
         let (sa, len) = driver::to_sockaddr(&addr);
         // SAFETY: sa is a valid sockaddr of length len.
-        let rc = unsafe { libc::connect(fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len) };
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
         if rc != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
@@ -187,10 +205,24 @@ impl Ops for State {
     }
 
     fn send_datagram(&mut self, t: Token, data: &[u8]) -> io::Result<()> {
-        let c = self.conns.get(t).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let c = self
+            .conns
+            .get(t)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         // SAFETY: send from a live slice on a live fd.
-        let n = unsafe { libc::send(c.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        let n = unsafe {
+            libc::send(
+                c.fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn out_buf(&mut self, t: Token) -> Option<&mut Vec<u8>> {
@@ -222,7 +254,9 @@ impl Ops for State {
     }
 
     fn close(&mut self, t: Token, flush: bool) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if flush && !c.out.is_empty() && !c.connecting {
             c.closing = true;
             c.recv_on = false;
@@ -239,10 +273,17 @@ impl Ops for State {
 impl EpollDriver {
     fn accept_all(&mut self, li: usize, handler: &mut dyn Handler) {
         loop {
-            let Some(l) = self.st.listeners.get(li) else { return };
+            let Some(l) = self.st.listeners.get(li) else {
+                return;
+            };
             // SAFETY: accept4 on a live listening socket; no address wanted.
             let fd = unsafe {
-                libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                libc::accept4(
+                    l.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
             };
             if fd < 0 {
                 let e = io::Error::last_os_error();
@@ -268,7 +309,9 @@ impl EpollDriver {
     fn read_one(&mut self, t: Token, handler: &mut dyn Handler) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(c) = self.st.conns.get_mut(t) else { return };
+            let Some(c) = self.st.conns.get_mut(t) else {
+                return;
+            };
             if !c.recv_on || c.closing {
                 return;
             }
@@ -280,7 +323,14 @@ impl EpollDriver {
                 return;
             }
             // SAFETY: reads into the live scratch buffer.
-            let n = unsafe { libc::recv(c.fd.as_raw_fd(), self.scratch.as_mut_ptr().cast(), self.scratch.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    c.fd.as_raw_fd(),
+                    self.scratch.as_mut_ptr().cast(),
+                    self.scratch.len(),
+                    0,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -348,7 +398,12 @@ impl Driver for EpollDriver {
     fn listen(&mut self, fd: OwnedFd) -> io::Result<()> {
         driver::set_nonblocking(&fd)?;
         let idx = self.st.listeners.len() as u64;
-        self.st.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), libc::EPOLLIN as u32, LISTENER_TAG | idx)?;
+        self.st.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            LISTENER_TAG | idx,
+        )?;
         self.st.listeners.push(fd);
         Ok(())
     }
@@ -365,7 +420,12 @@ impl Driver for EpollDriver {
         };
         // SAFETY: the events buffer is live and its length is passed.
         let n = unsafe {
-            libc::epoll_wait(self.st.ep.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, ms)
+            libc::epoll_wait(
+                self.st.ep.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -388,10 +448,14 @@ impl Driver for EpollDriver {
             }
             let t = Token(data as u32);
             let generation = (data >> 32) as u32;
-            let Some(c) = self.st.conns.get_generation_mut(t, generation) else { continue };
+            let Some(c) = self.st.conns.get_generation_mut(t, generation) else {
+                continue;
+            };
             let err = bits & (libc::EPOLLERR as u32) != 0;
             if c.connecting {
-                if bits & (libc::EPOLLOUT as u32 | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) == 0 {
+                if bits & (libc::EPOLLOUT as u32 | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32)
+                    == 0
+                {
                     continue;
                 }
                 c.connecting = false;
@@ -404,7 +468,9 @@ impl Driver for EpollDriver {
                 if !ok {
                     continue;
                 }
-                let Some(c) = self.st.conns.get_generation_mut(t, generation) else { continue };
+                let Some(c) = self.st.conns.get_generation_mut(t, generation) else {
+                    continue;
+                };
                 if !c.out.is_empty() && !c.dirty {
                     c.dirty = true;
                     self.st.dirty.push(t);
@@ -415,7 +481,9 @@ impl Driver for EpollDriver {
                 }
                 continue;
             }
-            if bits & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLHUP as u32) != 0 || err {
+            if bits & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLHUP as u32) != 0
+                || err
+            {
                 c.readable = true;
                 ready.push(t);
             }
@@ -451,10 +519,20 @@ fn so_error(fd: &OwnedFd) -> io::Result<()> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt into a live int of the given length.
     let rc = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    if err != 0 { Err(io::Error::from_raw_os_error(err)) } else { Ok(()) }
+    if err != 0 {
+        Err(io::Error::from_raw_os_error(err))
+    } else {
+        Ok(())
+    }
 }

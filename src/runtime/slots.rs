@@ -19,7 +19,10 @@ struct Entry<T> {
 
 impl<T> Slots<T> {
     pub fn new() -> Self {
-        Slots { entries: Vec::new(), free: Vec::new() }
+        Slots {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
     }
 
     pub fn insert(&mut self, val: T) -> (Token, u32) {
@@ -29,7 +32,10 @@ impl<T> Slots<T> {
             (Token(i), e.generation)
         } else {
             let i = self.entries.len() as u32;
-            self.entries.push(Entry { generation: 0, val: Some(val) });
+            self.entries.push(Entry {
+                generation: 0,
+                val: Some(val),
+            });
             (Token(i), 0)
         }
     }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use super::driver::{self, Backend, Driver, Event, Handler, Ops, Token, Waker};
 
 fn backends() -> Vec<Backend> {
-    assert!(driver::uring_available(), "io_uring is expected to work on the machines we test on");
+    assert!(
+        driver::uring_available(),
+        "io_uring is expected to work on the machines we test on"
+    );
     vec![Backend::Uring, Backend::Epoll]
 }
 
@@ -69,7 +72,9 @@ fn echo_large_transfer_on_both_backends() {
     for b in backends() {
         let mut d = driver::new_driver(b, Arc::new(Waker::new().unwrap())).unwrap();
         let addr = listener(d.as_mut());
-        let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let expect = data.clone();
         let client = std::thread::spawn(move || {
             let mut s = TcpStream::connect(addr).unwrap();
@@ -98,7 +103,10 @@ fn pause_and_resume_receiving() {
         let addr = listener(d.as_mut());
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&[7u8; 1000]).unwrap();
-        let mut h = Echo { pause_after: Some(1), ..Default::default() };
+        let mut h = Echo {
+            pause_after: Some(1),
+            ..Default::default()
+        };
         turn_until(d.as_mut(), &mut h, |h| {
             let h = unsafe_downcast(h);
             h.paused.is_some()
@@ -193,7 +201,11 @@ fn outgoing_connect_and_refused_connect() {
             assert!(Instant::now() < deadline, "{b:?}: timed out");
             d.turn(Some(Duration::from_millis(20)), &mut h).unwrap();
         }
-        assert_eq!(h.connected, Some(Err(std::io::ErrorKind::ConnectionRefused)), "{b:?}");
+        assert_eq!(
+            h.connected,
+            Some(Err(std::io::ErrorKind::ConnectionRefused)),
+            "{b:?}"
+        );
     }
 }
 
@@ -245,7 +257,10 @@ fn udp_datagrams_keep_boundaries_and_waker_wakes() {
         });
         let start = Instant::now();
         while !h.woken {
-            assert!(start.elapsed() < Duration::from_secs(10), "{b:?}: not woken");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{b:?}: not woken"
+            );
             d.turn(None, &mut h).unwrap();
         }
         th.join().unwrap();

@@ -94,7 +94,12 @@ impl BufRing {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(BufRing { entries: ptr.cast(), entries_len, mem: vec![0; usize::from(BUF_COUNT) * BUF_SIZE], tail: 0 })
+        Ok(BufRing {
+            entries: ptr.cast(),
+            entries_len,
+            mem: vec![0; usize::from(BUF_COUNT) * BUF_SIZE],
+            tail: 0,
+        })
     }
 
     /// Hand buffer `bid` back to the kernel.
@@ -174,7 +179,14 @@ impl UringDriver {
         let ring = Self::build_ring()?;
         let bufs = BufRing::new()?;
         // SAFETY: the ring memory is valid until unregistered just below.
-        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, BUF_COUNT, BGID, 0)? };
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries as u64,
+                BUF_COUNT,
+                BGID,
+                0,
+            )?
+        };
         ring.submitter().unregister_buf_ring(BGID)?;
         Ok(())
     }
@@ -188,9 +200,21 @@ impl UringDriver {
         bufs.publish();
         // SAFETY: the entries mapping and buffer memory live in `bufs`, which
         // outlives the ring (dropped after it).
-        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, BUF_COUNT, BGID, 0)? };
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries as u64,
+                BUF_COUNT,
+                BGID,
+                0,
+            )?
+        };
         let mut d = UringDriver {
-            st: State { ring, conns: Slots::new(), dirty: Vec::new(), rearm: Vec::new() },
+            st: State {
+                ring,
+                conns: Slots::new(),
+                dirty: Vec::new(),
+                rearm: Vec::new(),
+            },
             bufs,
             listeners: Vec::new(),
             waker,
@@ -203,9 +227,13 @@ impl UringDriver {
     }
 
     fn arm_waker(&mut self) {
-        let sqe = opcode::Read::new(types::Fd(self.waker.raw_fd()), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(ud(OP_WAKE, Token(u32::MAX), 0));
+        let sqe = opcode::Read::new(
+            types::Fd(self.waker.raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(OP_WAKE, Token(u32::MAX), 0));
         self.st.push(sqe);
     }
 }
@@ -228,28 +256,35 @@ impl State {
 
     fn arm_recv(&mut self, t: Token) {
         let generation = self.conns.generation(t);
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.recv_armed || !c.recv_on || c.dead || c.connecting {
             return;
         }
         c.recv_armed = true;
         c.inflight += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID).build().user_data(ud(OP_RECV, t, generation));
+        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID)
+            .build()
+            .user_data(ud(OP_RECV, t, generation));
         self.push(sqe);
     }
 
     fn cancel_all(&mut self, t: Token) {
         let Some(c) = self.conns.get(t) else { return };
-        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all())
-            .build()
-            .user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
+        let sqe =
+            opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(c.fd.as_raw_fd())).all())
+                .build()
+                .user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
         self.push(sqe);
     }
 
     /// Start sending `out` if nothing is in flight.
     fn kick_send(&mut self, t: Token) {
         let generation = self.conns.generation(t);
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         c.dirty = false;
         if c.send_inflight || c.connecting || c.dead {
             return;
@@ -281,7 +316,9 @@ impl State {
     }
 
     fn kill(&mut self, t: Token) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         c.dead = true;
         c.recv_on = false;
         if c.inflight > 0 {
@@ -324,11 +361,17 @@ impl Ops for State {
         let fd = driver::nonblocking_tcp_socket(&addr)?;
         let t = self.new_conn(fd, false, true);
         let generation = self.conns.generation(t);
-        let Some(c) = self.conns.get_mut(t) else { return Err(io::ErrorKind::NotFound.into()) };
+        let Some(c) = self.conns.get_mut(t) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
         let boxed = Box::new(driver::to_sockaddr(&addr));
-        let sqe = opcode::Connect::new(types::Fd(c.fd.as_raw_fd()), (&boxed.0 as *const libc::sockaddr_storage).cast(), boxed.1)
-            .build()
-            .user_data(ud(OP_CONNECT, t, generation));
+        let sqe = opcode::Connect::new(
+            types::Fd(c.fd.as_raw_fd()),
+            (&boxed.0 as *const libc::sockaddr_storage).cast(),
+            boxed.1,
+        )
+        .build()
+        .user_data(ud(OP_CONNECT, t, generation));
         c.connect_addr = Some(boxed);
         c.inflight += 1;
         self.push(sqe);
@@ -342,14 +385,26 @@ impl Ops for State {
     }
 
     fn send_datagram(&mut self, t: Token, data: &[u8]) -> io::Result<()> {
-        let c = self.conns.get(t).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let c = self
+            .conns
+            .get(t)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         // DNS queries are few and small: a direct non-blocking send keeps
         // datagram boundaries without a queue of buffers.
         // SAFETY: send from a live slice on a live fd.
         let n = unsafe {
-            libc::send(c.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            libc::send(
+                c.fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn out_buf(&mut self, t: Token) -> Option<&mut Vec<u8>> {
@@ -365,11 +420,15 @@ impl Ops for State {
     }
 
     fn queued(&self, t: Token) -> usize {
-        self.conns.get(t).map_or(0, |c| c.out.len() + c.sending.len().saturating_sub(c.send_off))
+        self.conns.get(t).map_or(0, |c| {
+            c.out.len() + c.sending.len().saturating_sub(c.send_off)
+        })
     }
 
     fn set_recv(&mut self, t: Token, enabled: bool) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.dead {
             return;
         }
@@ -380,13 +439,17 @@ impl Ops for State {
             // The multishot receive ends with -ECANCELED; data already in the
             // socket stays there until we re-arm.
             let generation = self.conns.generation(t);
-            let sqe = opcode::AsyncCancel::new(ud(OP_RECV, t, generation)).build().user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
+            let sqe = opcode::AsyncCancel::new(ud(OP_RECV, t, generation))
+                .build()
+                .user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
             self.push(sqe);
         }
     }
 
     fn close(&mut self, t: Token, flush: bool) {
-        let Some(c) = self.conns.get_mut(t) else { return };
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
         if c.dead || c.closing {
             return;
         }
@@ -466,7 +529,10 @@ impl UringDriver {
                         if let Some(c) = self.st.conns.get_mut(t) {
                             c.recv_on = false;
                         }
-                        handler.on_event(Event::RecvClosed(t, Some(io::Error::from_raw_os_error(errno))), &mut self.st);
+                        handler.on_event(
+                            Event::RecvClosed(t, Some(io::Error::from_raw_os_error(errno))),
+                            &mut self.st,
+                        );
                     }
                 }
                 if let Some(bid) = bid {
@@ -481,7 +547,9 @@ impl UringDriver {
                 }
             }
             OP_SEND => {
-                let Some(c) = self.st.conns.get_generation_mut(t, generation) else { return };
+                let Some(c) = self.st.conns.get_generation_mut(t, generation) else {
+                    return;
+                };
                 c.send_inflight = false;
                 c.inflight = c.inflight.saturating_sub(1);
                 if c.dead {
@@ -511,7 +579,9 @@ impl UringDriver {
                 }
             }
             OP_CONNECT => {
-                let Some(c) = self.st.conns.get_generation_mut(t, generation) else { return };
+                let Some(c) = self.st.conns.get_generation_mut(t, generation) else {
+                    return;
+                };
                 c.inflight = c.inflight.saturating_sub(1);
                 c.connecting = false;
                 c.connect_addr = None;
@@ -519,7 +589,11 @@ impl UringDriver {
                     self.st.maybe_free(t);
                     return;
                 }
-                let res = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(()) };
+                let res = if res < 0 {
+                    Err(io::Error::from_raw_os_error(-res))
+                } else {
+                    Ok(())
+                };
                 let ok = res.is_ok();
                 handler.on_event(Event::Connected(t, res), &mut self.st);
                 if ok {
@@ -551,8 +625,14 @@ impl Driver for UringDriver {
         let res = match (busy, timeout) {
             (false, None) => self.st.ring.submit_and_wait(1),
             (busy, t) => {
-                let d = if busy { Duration::ZERO } else { t.unwrap_or(Duration::ZERO) };
-                let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let d = if busy {
+                    Duration::ZERO
+                } else {
+                    t.unwrap_or(Duration::ZERO)
+                };
+                let ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.st.ring.submitter().submit_with_args(1, &args)
             }
@@ -564,7 +644,12 @@ impl Driver for UringDriver {
             }
         }
         self.cqes.clear();
-        self.cqes.extend(self.st.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        self.cqes.extend(
+            self.st
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         let cqes = std::mem::take(&mut self.cqes);
         for &(u, r, f) in &cqes {
             self.handle_cqe(u, r, f, handler);
