@@ -68,12 +68,4 @@ impl<T> Slots<T> {
     pub fn generation(&self, t: Token) -> u32 {
         self.entries.get(t.index()).map_or(0, |e| e.generation)
     }
-
-    pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.val.is_some())
-            .map(|(i, _)| Token(i as u32))
-    }
 }

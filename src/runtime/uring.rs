@@ -66,6 +66,11 @@ struct Conn {
     /// Closed by the worker; freed when `inflight` reaches zero.
     dead: bool,
     dirty: bool,
+    /// EOF or a receive error was seen: never re-arm.
+    ended: bool,
+    /// Bytes received after a pause was requested, delivered on resume.
+    stash: Vec<u8>,
+    stash_end: Option<Option<io::Error>>,
 }
 
 /// The provided-buffer ring: `BUF_COUNT` entries the kernel picks from.
@@ -150,6 +155,8 @@ struct State {
     dirty: Vec<Token>,
     /// Sockets whose multishot receive ended and must be re-armed.
     rearm: Vec<Token>,
+    /// Sockets resumed with stashed input to deliver.
+    resumed: Vec<Token>,
 }
 
 pub struct UringDriver {
@@ -214,6 +221,7 @@ impl UringDriver {
                 conns: Slots::new(),
                 dirty: Vec::new(),
                 rearm: Vec::new(),
+                resumed: Vec::new(),
             },
             bufs,
             listeners: Vec::new(),
@@ -259,7 +267,7 @@ impl State {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        if c.recv_armed || !c.recv_on || c.dead || c.connecting {
+        if c.recv_armed || !c.recv_on || c.dead || c.connecting || c.ended {
             return;
         }
         c.recv_armed = true;
@@ -344,6 +352,9 @@ impl State {
                 closing: false,
                 dead: false,
                 dirty: false,
+                ended: false,
+                stash: Vec::new(),
+                stash_end: None,
             })
             .0
     }
@@ -432,8 +443,12 @@ impl Ops for State {
         if c.dead {
             return;
         }
+        let was = c.recv_on;
         c.recv_on = enabled;
         if enabled {
+            if !was && (!c.stash.is_empty() || c.stash_end.is_some()) {
+                self.resumed.push(t);
+            }
             self.arm_recv(t);
         } else if c.recv_armed {
             // The multishot receive ends with -ECANCELED; data already in the
@@ -500,51 +515,54 @@ impl UringDriver {
             OP_RECV => {
                 let bid = cqueue::buffer_select(flags);
                 let more = cqueue::more(flags);
-                let live = match self.st.conns.get_generation_mut(t, generation) {
+                let (alive, on, udp) = match self.st.conns.get_generation_mut(t, generation) {
                     Some(c) => {
                         if !more {
                             c.recv_armed = false;
                             c.inflight = c.inflight.saturating_sub(1);
                         }
-                        !c.dead && c.recv_on
+                        (!c.dead && !c.ended, c.recv_on, c.udp)
                     }
-                    None => false,
+                    None => (false, false, false),
                 };
-                if res > 0 && live {
-                    if let Some(bid) = bid {
-                        let data = self.bufs.get(bid, res as usize);
-                        handler.on_event(Event::Recv(t, data), &mut self.st);
-                    }
-                } else if res == 0 && live && !self.st.conns.get(t).is_some_and(|c| c.udp) {
-                    if let Some(c) = self.st.conns.get_mut(t) {
-                        c.recv_on = false;
-                    }
-                    handler.on_event(Event::RecvClosed(t, None), &mut self.st);
-                } else if res < 0 && live {
-                    let errno = -res;
-                    // ENOBUFS (every buffer in use) ends the multishot receive
-                    // with recv_on still set: it is re-armed below once
-                    // buffers come back. ECANCELED is our own pause.
-                    if errno != libc::ENOBUFS && errno != libc::ECANCELED {
-                        if let Some(c) = self.st.conns.get_mut(t) {
-                            c.recv_on = false;
+                if alive {
+                    let end = if res == 0 && !udp {
+                        Some(None)
+                    } else if res < 0 && -res != libc::ENOBUFS && -res != libc::ECANCELED {
+                        // ENOBUFS (every buffer in use) ends the multishot
+                        // receive; it is re-armed below once buffers come
+                        // back. ECANCELED is our own pause.
+                        Some(Some(io::Error::from_raw_os_error(-res)))
+                    } else {
+                        None
+                    };
+                    if res > 0 {
+                        if let Some(bid) = bid {
+                            let data = self.bufs.get(bid, res as usize);
+                            if on || udp {
+                                handler.on_event(Event::Recv(t, data), &mut self.st);
+                            } else if let Some(c) = self.st.conns.get_mut(t) {
+                                // Completions that raced with our pause: the
+                                // kernel already took these bytes from the
+                                // socket, so keep them for the resume.
+                                c.stash.extend_from_slice(data);
+                            }
                         }
-                        handler.on_event(
-                            Event::RecvClosed(t, Some(io::Error::from_raw_os_error(errno))),
-                            &mut self.st,
-                        );
+                    } else if let Some(end) = end {
+                        if let Some(c) = self.st.conns.get_mut(t) {
+                            c.ended = true;
+                            if on {
+                                c.recv_on = false;
+                            } else {
+                                c.stash_end = Some(end);
+                                // Delivered on resume, after the stash.
+                                return self.recycle(bid, more, t);
+                            }
+                        }
+                        handler.on_event(Event::RecvClosed(t, end), &mut self.st);
                     }
                 }
-                if let Some(bid) = bid {
-                    self.bufs.give(bid);
-                    self.recycled = true;
-                }
-                if !more {
-                    if self.st.conns.get(t).is_some_and(|c| c.recv_on && !c.dead) {
-                        self.st.rearm.push(t);
-                    }
-                    self.st.maybe_free(t);
-                }
+                self.recycle(bid, more, t);
             }
             OP_SEND => {
                 let Some(c) = self.st.conns.get_generation_mut(t, generation) else {
@@ -608,6 +626,52 @@ impl UringDriver {
     }
 }
 
+impl UringDriver {
+    /// Return a receive buffer to the kernel and re-arm or free the socket
+    /// when its multishot receive ended.
+    fn recycle(&mut self, bid: Option<u16>, more: bool, t: Token) {
+        if let Some(bid) = bid {
+            self.bufs.give(bid);
+            self.recycled = true;
+        }
+        if !more {
+            if self
+                .st
+                .conns
+                .get(t)
+                .is_some_and(|c| c.recv_on && !c.dead && !c.ended)
+            {
+                self.st.rearm.push(t);
+            }
+            self.st.maybe_free(t);
+        }
+    }
+
+    /// Deliver what arrived while a socket was paused, before anything its
+    /// re-armed receive brings.
+    fn deliver_resumed(&mut self, handler: &mut dyn Handler) {
+        for t in std::mem::take(&mut self.st.resumed) {
+            let Some(c) = self.st.conns.get_mut(t) else {
+                continue;
+            };
+            if c.dead || !c.recv_on {
+                continue;
+            }
+            let stash = std::mem::take(&mut c.stash);
+            let end = c.stash_end.take();
+            if !stash.is_empty() {
+                handler.on_event(Event::Recv(t, &stash), &mut self.st);
+            }
+            if let Some(end) = end {
+                if let Some(c) = self.st.conns.get_mut(t) {
+                    c.recv_on = false;
+                }
+                handler.on_event(Event::RecvClosed(t, end), &mut self.st);
+            }
+        }
+    }
+}
+
 impl Driver for UringDriver {
     fn listen(&mut self, fd: OwnedFd) -> io::Result<()> {
         let idx = self.listeners.len() as u32;
@@ -643,6 +707,7 @@ impl Driver for UringDriver {
                 _ => return Err(e),
             }
         }
+        self.deliver_resumed(handler);
         self.cqes.clear();
         self.cqes.extend(
             self.st
