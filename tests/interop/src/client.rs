@@ -116,8 +116,8 @@ pub enum Error {
     Proto {
         /// What was being done.
         context: String,
-        /// The tor-proto error.
-        source: tor_proto::Error,
+        /// The tor-proto error (boxed: it is large).
+        source: Box<tor_proto::Error>,
     },
     /// The exit answered the stream request with RELAY_END.
     #[error("{context}: stream refused with END reason {reason} ({name})")]
@@ -156,7 +156,10 @@ impl Error {
                 reason: r.into(),
                 name: r.to_string(),
             },
-            source => Self::Proto { context, source },
+            source => Self::Proto {
+                context,
+                source: Box::new(source),
+            },
         }
     }
 

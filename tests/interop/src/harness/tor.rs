@@ -7,10 +7,14 @@
 //! (`__OwningControllerProcess`), so it exits even if the test process is
 //! killed before Drop runs.
 //!
-//! The options are the smallest set found (by trying each removal against
-//! tests/ctor_baseline.rs) that lets a C tor 0.4.9 relay with no consensus
-//! accept CREATE2/EXTEND2 and act as an exit towards 127.0.0.1. Each carries
-//! its reason in [`TorProcess::torrc`].
+//! The options are the smallest set found (by removing each in turn and
+//! running tests/ctor_baseline.rs) that lets a C tor 0.4.9 relay with no
+//! consensus accept CREATE2/EXTEND2 and act as an exit towards 127.0.0.1,
+//! plus two for isolation. Each carries its reason in [`TorProcess::torrc`].
+//! Found unnecessary: `Address` (with `ORPort 127.0.0.1:P` the relay works
+//! without it), `AssumeReachable` (nothing waits for self-testing),
+//! `ServerDNSDetectHijacking 0` (dnsmasq answers the probes quickly) and
+//! `TestingTorNetwork` (its useful defaults are set one by one here).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,25 +135,17 @@ impl TorProcess {
             "server mode; bound to loopback on a port we picked",
         );
         opt(
-            "Address 127.0.0.1".into(),
-            "no address discovery (no network); a private Address is only \
-             accepted because the DirAuthority set is not the default one",
-        );
-        opt(
             "DirAuthority dummy orport=1 no-v2 v3ident=0000000000000000000000000000000000000000 \
              127.0.0.1:1 0000000000000000000000000000000000000000"
                 .into(),
-            "never contact the real authorities; a non-default authority set \
-             is also what lets Address be 127.0.0.1",
+            "isolation, not function: with the default authorities a relay on \
+             a connected machine would fetch the real consensus (and its \
+             refuseunknownexits etc.) and try to publish",
         );
         opt(
             "PublishServerDescriptor 0".into(),
-            "nothing to publish to; the descriptor is still built and used \
-             for our own exit policy",
-        );
-        opt(
-            "AssumeReachable 1".into(),
-            "skip ORPort self-testing, which needs a consensus",
+            "isolation: never upload a descriptor; C tor still builds it \
+             and enforces the exit policy it contains",
         );
         opt(
             format!("__OwningControllerProcess {owner_pid}"),
@@ -182,7 +178,8 @@ impl TorProcess {
                 opt(
                     "ExtendAllowPrivateAddresses 1".into(),
                     "EXTEND2 to 127.0.0.1 is refused by default \
-                     (circuit_extend_addr_port_is_valid)",
+                     (circuit_extend_addr_port_is_valid): the client sees \
+                     its circuit destroyed",
                 );
             }
             TorRole::Exit { .. } => {
@@ -190,24 +187,19 @@ impl TorProcess {
                 opt("ExitPolicy accept *:*".into(), "allow every port");
                 opt(
                     "ExitPolicyRejectPrivate 0".into(),
-                    "the HTTP server is on 127.0.0.1, rejected by default",
+                    "the HTTP server is on 127.0.0.1, rejected by default \
+                     (BEGIN gets END EXITPOLICY)",
                 );
                 opt(
                     "RefuseUnknownExits 0".into(),
-                    "with no consensus every relay is 'unknown'; C tor would \
-                     refuse BEGIN from it with END MISC",
+                    "with no consensus every relay is 'unknown': BEGIN from \
+                     an authenticated relay gets END MISC \
+                     (connection_exit_begin_conn, should_refuse_unknown_exits)",
                 );
                 opt(
                     format!("ServerDNSResolvConfFile {}", resolv_conf.display()),
-                    "resolve through the test's dnsmasq",
-                );
-                opt(
-                    "ServerDNSDetectHijacking 0".into(),
-                    "no wildcard probes of random names at startup",
-                );
-                opt(
-                    "ExtendAllowPrivateAddresses 1".into(),
-                    "so the exit can also be a middle towards 127.0.0.1",
+                    "resolve through the test's dnsmasq (needed for RESOLVE; \
+                     evdns accepts `nameserver IP:PORT`)",
                 );
             }
         }
