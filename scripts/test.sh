@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, then build and run all of it.
+#
+#   scripts/test.sh            # from anywhere inside the checkout
+#
+# The interop tests (tests/interop) start real programs on 127.0.0.1:
+#   /usr/bin/tor          Debian package `tor`          C tor relays as peers
+#   /usr/sbin/dnsmasq     Debian package `dnsmasq-base` a DNS server for RESOLVE
+# They fail (never skip) when these are missing, so install them first.
+# Tests that need the `oxit` binary run it from the workspace target dir
+# (target/debug/oxit), which `cargo build --workspace --all-targets` makes.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/bin/tor ] || missing+=(tor)
+[ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --workspace --all-targets
+cargo test --workspace
