@@ -1,1 +1,48 @@
-//! Control plane: key rotation, signals, snapshots handed to workers. TODO
+//! The control plane: what is slow or global. It owns configuration, keys
+//! and their rotation, signals and the relay's start and stop; it hands the
+//! per-core workers immutable snapshots and never touches a cell.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::runtime::driver::Waker;
+
+/// A one-way "stop now" shared by the signal handler, the control thread
+/// and every worker. Workers check it once per loop turn (an atomic load,
+/// not on the per-cell path) and register their waker so a blocked
+/// `io_uring_enter` or `epoll_wait` returns at once.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    wakers: Mutex<Vec<Arc<Waker>>>,
+}
+
+impl Shutdown {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Shutdown::default())
+    }
+
+    /// Ask everything to stop, and wake every registered worker.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Ok(w) = self.wakers.lock() {
+            for w in w.iter() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// Register a worker's waker (woken at once if already triggered).
+    pub fn add_waker(&self, w: Arc<Waker>) {
+        if let Ok(mut v) = self.wakers.lock() {
+            v.push(w.clone());
+        }
+        if self.is_triggered() {
+            w.wake();
+        }
+    }
+}

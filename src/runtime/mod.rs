@@ -6,8 +6,12 @@
 
 pub mod driver;
 pub mod epoll;
+pub mod relay;
 mod slots;
 pub mod uring;
+mod worker;
+
+pub use relay::{RunError, run};
 
 #[cfg(test)]
 mod tests;
