@@ -144,8 +144,18 @@ impl BuilderProfile for TorProfile {
         _issuer_spk: SubjectPublicKeyInfoRef<'_>,
         _tbs: &x509_cert::TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
-        // C tor's certificates carry no extensions.
-        Ok(Vec::new())
+        // C tor's certificates are X.509 v3 with no extensions, but this
+        // builder emits v1 when there are none, and webpki (which rustls
+        // uses to check the TLS handshake signature) only accepts v3. A
+        // non-critical basicConstraints cA:FALSE (an empty SEQUENCE) makes
+        // it v3; C tor checks only signature, validity and key size.
+        let value = der::asn1::OctetString::new(vec![0x30, 0x00])
+            .map_err(x509_cert::builder::Error::from)?;
+        Ok(vec![Extension {
+            extn_id: der::oid::ObjectIdentifier::new_unwrap("2.5.29.19"),
+            critical: false,
+            extn_value: value,
+        }])
     }
 }
 

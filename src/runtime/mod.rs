@@ -8,6 +8,7 @@ pub mod driver;
 pub mod epoll;
 pub mod relay;
 mod slots;
+pub mod tls;
 pub mod uring;
 mod worker;
 
