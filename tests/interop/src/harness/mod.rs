@@ -9,10 +9,12 @@
 
 mod dnsmasq;
 mod http;
+mod oxit;
 mod tor;
 
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
+pub use oxit::{IoBackend, OxitOptions, OxitProcess, oxit_binary};
 pub use tor::{TorProcess, TorRole};
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
