@@ -5,4 +5,5 @@
 //! threads and no `Instant::now()` live here.
 
 pub mod cell;
+pub mod channel;
 pub mod relay_msg;
