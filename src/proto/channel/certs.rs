@@ -56,7 +56,7 @@ fn invalid(cert_type: u8) -> impl Fn(String) -> CertsError {
     move |detail| CertsError::Invalid { cert_type, detail }
 }
 
-fn get(certs: &Certs, t: u8, why: &'static str) -> Result<&[u8], CertsError> {
+fn get<'a>(certs: &'a Certs, t: u8, why: &'static str) -> Result<&'a [u8], CertsError> {
     certs.get(t).ok_or(CertsError::Missing(t, why))
 }
 
