@@ -98,10 +98,6 @@ impl Channel {
             Role::Responder {
                 own_tls_cert_sha256,
             } => {
-                // VERSIONS still goes out with a 2-byte circuit ID; C sets
-                // wide_circ_ids right after sending it.
-                self.send_versions()?;
-                self.wide = true;
                 let keys = std::sync::Arc::clone(&self.keys);
                 if keys.tls_cert_sha256 != Some(own_tls_cert_sha256) {
                     return Err(ChannelError::OwnKeys(format!(
@@ -110,6 +106,10 @@ impl Channel {
                         hex::encode(own_tls_cert_sha256)
                     )));
                 }
+                // VERSIONS still goes out with a 2-byte circuit ID; C sets
+                // wide_circ_ids right after sending it.
+                self.send_versions()?;
+                self.wide = true;
                 let certs = keys
                     .responder_certs
                     .as_ref()
