@@ -494,14 +494,15 @@ impl UringDriver {
             }
             OP_CANCEL => {}
             OP_ACCEPT => {
-                if !cqueue::more(flags) {
-                    if let Some(l) = self.listeners.get(t.index()) {
-                        let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
-                            .flags(libc::SOCK_CLOEXEC)
-                            .build()
-                            .user_data(user_data);
-                        self.st.push(sqe);
-                    }
+                // A multishot accept that ended (e.g. on EMFILE) is re-armed.
+                if !cqueue::more(flags)
+                    && let Some(l) = self.listeners.get(t.index())
+                {
+                    let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                        .user_data(user_data);
+                    self.st.push(sqe);
                 }
                 if res >= 0 {
                     // SAFETY: a successful accept completion carries a fresh fd.

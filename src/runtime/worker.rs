@@ -98,11 +98,7 @@ struct Worker {
 impl Handler for Worker {
     fn on_event(&mut self, ev: Event<'_>, ops: &mut dyn Ops) {
         match ev {
-            Event::Accepted { fd, .. } => {
-                if ops.add_conn(fd).is_ok() {
-                    self.conns += 1;
-                }
-            }
+            Event::Accepted { fd, .. } if ops.add_conn(fd).is_ok() => self.conns += 1,
             Event::RecvClosed(t, _) | Event::SendFailed(t, _) => ops.close(t, false),
             _ => {}
         }

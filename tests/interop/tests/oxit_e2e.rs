@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use oxit_interop::client::{self, Handshake};
 use oxit_interop::harness::{
-    Dnsmasq, HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for, sha256_hex,
+    Dnsmasq, HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for,
+    sha256_hex,
 };
 
 /// Bound on every network step; generous for a loaded 2-core debug run.
@@ -23,19 +24,41 @@ const END_EXITPOLICY: u8 = 4;
 const END_TORPROTOCOL: u8 = 13;
 const END_NOTDIRECTORY: u8 = 14;
 
-async fn step<T>(what: &str, oxit: &OxitProcess, f: impl Future<Output = Result<T, client::Error>>) -> T {
+async fn step<T>(
+    what: &str,
+    oxit: &OxitProcess,
+    f: impl Future<Output = Result<T, client::Error>>,
+) -> T {
     match tokio::time::timeout(STEP, f).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => panic!("{what}: {e}\n--- oxit log ---\n{}", oxit.log()),
-        Err(_) => panic!("{what}: no answer within {STEP:?}\n--- oxit log ---\n{}", oxit.log()),
+        Err(_) => panic!(
+            "{what}: no answer within {STEP:?}\n--- oxit log ---\n{}",
+            oxit.log()
+        ),
     }
 }
 
-async fn get_checked(tunnel: &client::Tunnel, http: &HttpServer, n: usize, oxit: &OxitProcess, what: &str) {
+async fn get_checked(
+    tunnel: &client::Tunnel,
+    http: &HttpServer,
+    n: usize,
+    oxit: &OxitProcess,
+    what: &str,
+) {
     let port = http.addr().port();
-    let body = step(what, oxit, client::http_get(tunnel, "127.0.0.1", port, &format!("/bytes/{n}"))).await;
+    let body = step(
+        what,
+        oxit,
+        client::http_get(tunnel, "127.0.0.1", port, &format!("/bytes/{n}")),
+    )
+    .await;
     assert_eq!(body.len(), n, "{what}: length");
-    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(n)), "{what}: sha256");
+    assert_eq!(
+        sha256_hex(&body),
+        sha256_hex(&body_for(n)),
+        "{what}: sha256"
+    );
 }
 
 /// client → C tor relay → oxit (exit): ntor and ntor-v3 circuits, a 20 MiB
@@ -45,40 +68,82 @@ async fn oxit_as_exit(backend: IoBackend) {
     let dns = Dnsmasq::start().expect("start dnsmasq");
     let http = HttpServer::start().expect("start HTTP server");
     let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
-    let oxit = OxitProcess::start(&OxitOptions { backend, dns: Some(dns.addr()), rejected_port: Some(REJECTED_PORT) })
-        .expect("start oxit");
-    let middle = middle.join().expect("middle thread").expect("start C tor middle");
+    let oxit = OxitProcess::start(&OxitOptions {
+        backend,
+        dns: Some(dns.addr()),
+        rejected_port: Some(REJECTED_PORT),
+    })
+    .expect("start oxit");
+    let middle = middle
+        .join()
+        .expect("middle thread")
+        .expect("start C tor middle");
     let m = middle.hop(Handshake::Ntor).expect("middle hop");
 
-    let ntor = step("build C relay → oxit (ntor)", &oxit, client::build_circuit(&[m.clone(), oxit.hop(Handshake::Ntor).unwrap()])).await;
+    let ntor = step(
+        "build C relay → oxit (ntor)",
+        &oxit,
+        client::build_circuit(&[m.clone(), oxit.hop(Handshake::Ntor).unwrap()]),
+    )
+    .await;
     get_checked(&ntor, &http, 20 << 20, &oxit, "20 MiB through oxit (ntor)").await;
 
-    let v3 = step("build C relay → oxit (ntor-v3)", &oxit, client::build_circuit(&[m, oxit.hop(Handshake::NtorV3).unwrap()])).await;
+    let v3 = step(
+        "build C relay → oxit (ntor-v3)",
+        &oxit,
+        client::build_circuit(&[m, oxit.hop(Handshake::NtorV3).unwrap()]),
+    )
+    .await;
     get_checked(&v3, &http, 20 << 20, &oxit, "20 MiB through oxit (ntor-v3)").await;
 
     let port = http.addr().port();
     let sizes: Vec<usize> = (0..20).map(|i| 50_000 + i * 7919).collect();
     let gets = sizes.iter().map(|&n| {
         let t = v3.clone();
-        async move { (n, client::http_get(&t, "127.0.0.1", port, &format!("/bytes/{n}")).await) }
+        async move {
+            (
+                n,
+                client::http_get(&t, "127.0.0.1", port, &format!("/bytes/{n}")).await,
+            )
+        }
     });
-    let results = tokio::time::timeout(STEP, futures::future::join_all(gets)).await.expect("20 streams in time");
+    let results = tokio::time::timeout(STEP, futures::future::join_all(gets))
+        .await
+        .expect("20 streams in time");
     for (n, body) in results {
         let body = body.unwrap_or_else(|e| panic!("stream of {n} bytes: {e}\n{}", oxit.log()));
-        assert_eq!(sha256_hex(&body), sha256_hex(&body_for(n)), "{n}-byte stream");
+        assert_eq!(
+            sha256_hex(&body),
+            sha256_hex(&body_for(n)),
+            "{n}-byte stream"
+        );
     }
 
     let ips = step("RESOLVE", &oxit, client::resolve(&ntor, Dnsmasq::NAME)).await;
-    assert!(ips.contains(&Dnsmasq::V4.into()), "expected {} among {ips:?}", Dnsmasq::V4);
+    assert!(
+        ips.contains(&Dnsmasq::V4.into()),
+        "expected {} among {ips:?}",
+        Dnsmasq::V4
+    );
 
-    let err = tokio::time::timeout(STEP, client::http_get(&ntor, "127.0.0.1", REJECTED_PORT, "/"))
-        .await
-        .expect("an answer to BEGIN")
-        .expect_err("a rejected port must be refused");
-    assert_eq!(err.end_reason(), Some(END_EXITPOLICY), "END EXITPOLICY expected, got {err}");
+    let err = tokio::time::timeout(
+        STEP,
+        client::http_get(&ntor, "127.0.0.1", REJECTED_PORT, "/"),
+    )
+    .await
+    .expect("an answer to BEGIN")
+    .expect_err("a rejected port must be refused");
+    assert_eq!(
+        err.end_reason(),
+        Some(END_EXITPOLICY),
+        "END EXITPOLICY expected, got {err}"
+    );
     // The circuit is still good after a refused stream.
     get_checked(&ntor, &http, 100_000, &oxit, "GET after a refused stream").await;
-    assert!(oxit.stop().expect("stop oxit"), "oxit must exit 0 on SIGTERM");
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
 }
 
 /// client → oxit → C tor exit: oxit extends with CREATE2 over a channel it
@@ -91,11 +156,26 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
         let dns = dns.addr();
         move || TorProcess::start(TorRole::Exit { dns })
     });
-    let oxit = OxitProcess::start(&OxitOptions { backend, dns: Some(dns.addr()), rejected_port: None }).expect("start oxit");
+    let oxit = OxitProcess::start(&OxitOptions {
+        backend,
+        dns: Some(dns.addr()),
+        rejected_port: None,
+    })
+    .expect("start oxit");
     let exit = exit.join().expect("exit thread").expect("start C tor exit");
-    let hops = [oxit.hop(Handshake::Ntor).unwrap(), exit.hop(Handshake::NtorV3).expect("exit hop")];
+    let hops = [
+        oxit.hop(Handshake::Ntor).unwrap(),
+        exit.hop(Handshake::NtorV3).expect("exit hop"),
+    ];
     let tunnel = step("build oxit → C exit", &oxit, client::build_circuit(&hops)).await;
-    get_checked(&tunnel, &http, 20 << 20, &oxit, "20 MiB through oxit and the C exit").await;
+    get_checked(
+        &tunnel,
+        &http,
+        20 << 20,
+        &oxit,
+        "20 MiB through oxit and the C exit",
+    )
+    .await;
 }
 
 /// client → oxit as the only hop: BEGIN is refused with END TORPROTOCOL
@@ -103,21 +183,45 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
 /// is answered (END NOTDIRECTORY: oxit serves no directory yet).
 async fn one_hop_begin_refused(backend: IoBackend) {
     let http = HttpServer::start().expect("start HTTP server");
-    let oxit = OxitProcess::start(&OxitOptions { backend, dns: None, rejected_port: None }).expect("start oxit");
+    let oxit = OxitProcess::start(&OxitOptions {
+        backend,
+        dns: None,
+        rejected_port: None,
+    })
+    .expect("start oxit");
     for hs in [Handshake::Ntor, Handshake::Fast] {
-        let tunnel = step("one-hop circuit", &oxit, client::build_circuit(&[oxit.hop(hs).unwrap()])).await;
-        let err = tokio::time::timeout(STEP, client::http_get(&tunnel, "127.0.0.1", http.addr().port(), "/bytes/10"))
-            .await
-            .expect("an answer to BEGIN")
-            .expect_err("a first-hop BEGIN must be refused");
-        assert_eq!(err.end_reason(), Some(END_TORPROTOCOL), "{hs:?}: END TORPROTOCOL expected, got {err}");
+        let tunnel = step(
+            "one-hop circuit",
+            &oxit,
+            client::build_circuit(&[oxit.hop(hs).unwrap()]),
+        )
+        .await;
+        let err = tokio::time::timeout(
+            STEP,
+            client::http_get(&tunnel, "127.0.0.1", http.addr().port(), "/bytes/10"),
+        )
+        .await
+        .expect("an answer to BEGIN")
+        .expect_err("a first-hop BEGIN must be refused");
+        assert_eq!(
+            err.end_reason(),
+            Some(END_TORPROTOCOL),
+            "{hs:?}: END TORPROTOCOL expected, got {err}"
+        );
         let err = tokio::time::timeout(STEP, client::begin_dir(&tunnel, "/tor/server/authority"))
             .await
             .expect("an answer to BEGIN_DIR")
             .expect_err("oxit serves no directory yet");
-        assert_eq!(err.end_reason(), Some(END_NOTDIRECTORY), "{hs:?}: END NOTDIRECTORY expected, got {err}");
+        assert_eq!(
+            err.end_reason(),
+            Some(END_NOTDIRECTORY),
+            "{hs:?}: END NOTDIRECTORY expected, got {err}"
+        );
     }
-    assert!(oxit.stop().expect("stop oxit"), "oxit must exit 0 on SIGTERM");
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

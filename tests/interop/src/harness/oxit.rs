@@ -74,11 +74,17 @@ impl OxitProcess {
     /// are on disk.
     pub fn start(opts: &OxitOptions) -> Result<Self, HarnessError> {
         let bin = oxit_binary()?;
-        let dir = tempfile::Builder::new().prefix("oxit-interop-relay-").tempdir().map_err(io_err("oxit temp dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("oxit-interop-relay-")
+            .tempdir()
+            .map_err(io_err("oxit temp dir"))?;
         let data_dir = dir.path().join("data");
         let or_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         let resolv = dir.path().join("resolv.conf");
-        let dns = opts.dns.map_or_else(|| "nameserver 127.0.0.1\n".to_string(), |d| format!("nameserver {d}\n"));
+        let dns = opts.dns.map_or_else(
+            || "nameserver 127.0.0.1\n".to_string(),
+            |d| format!("nameserver {d}\n"),
+        );
         std::fs::write(&resolv, dns).map_err(io_err("write resolv.conf"))?;
         let log = dir.path().join("oxit.log");
         let mut torrc = String::new();
@@ -112,7 +118,13 @@ impl OxitProcess {
             .spawn()
             .map_err(io_err(format!("spawn {}", bin.display())))?;
         let keys_ready = || {
-            ["fingerprint", "fingerprint-ed25519", "keys/secret_onion_key_ntor"].iter().all(|f| data_dir.join(f).exists())
+            [
+                "fingerprint",
+                "fingerprint-ed25519",
+                "keys/secret_onion_key_ntor",
+            ]
+            .iter()
+            .all(|f| data_dir.join(f).exists())
         };
         let ready = wait_until(
             "oxit",
@@ -121,7 +133,11 @@ impl OxitProcess {
             || keys_ready() && tcp_listening(or_addr),
             || tail(&log, 40),
         );
-        let mut me = OxitProcess { child, dir, or_addr };
+        let mut me = OxitProcess {
+            child,
+            dir,
+            or_addr,
+        };
         if let Err(e) = ready {
             kill_child(&mut me.child);
             return Err(e);
@@ -131,7 +147,11 @@ impl OxitProcess {
 
     /// The relay as a circuit hop.
     pub fn hop(&self, handshake: Handshake) -> Result<HopSpec, HarnessError> {
-        Ok(HopSpec::from_c_tor_data_dir(&self.dir.path().join("data"), self.or_addr, handshake)?)
+        Ok(HopSpec::from_c_tor_data_dir(
+            &self.dir.path().join("data"),
+            self.or_addr,
+            handshake,
+        )?)
     }
 
     pub fn or_addr(&self) -> SocketAddr {
