@@ -5,4 +5,6 @@
 //! threads and no `Instant::now()` live here.
 
 pub mod cell;
+pub mod circuit;
 pub mod relay_msg;
+pub mod stream;
