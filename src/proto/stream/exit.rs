@@ -121,10 +121,10 @@ impl CircuitTable {
         }
         match begin.target() {
             BeginTarget::Ipv4(a) => {
-                self.policy_then_connect(key, IpAddr::V4(*a), DEFAULT_DNS_TTL, rng)
+                self.policy_then_connect(key, IpAddr::V4(*a), clip_dns_ttl(DEFAULT_DNS_TTL), rng)
             }
             BeginTarget::Ipv6(a) => {
-                self.policy_then_connect(key, IpAddr::V6(*a), DEFAULT_DNS_TTL, rng)
+                self.policy_then_connect(key, IpAddr::V6(*a), clip_dns_ttl(DEFAULT_DNS_TTL), rng)
             }
             BeginTarget::Hostname(h) => {
                 let query = classify_address(h, Purpose::Connect)
@@ -210,6 +210,8 @@ impl CircuitTable {
 
     /// Exit policy on the (resolved) address, then connect
     /// (connection_exit_connect → my_exit_policy_rejects).
+    /// `ttl` is already clipped (an [`Answer::ttl`] is; clipping twice
+    /// would turn 300 into 3600).
     fn policy_then_connect(
         &mut self,
         key: StreamKey,
@@ -217,7 +219,6 @@ impl CircuitTable {
         ttl: u32,
         rng: &mut impl CryptoRng,
     ) {
-        let ttl = clip_dns_ttl(ttl);
         let Some(s) = self.streams.get_mut(&key) else {
             return;
         };
