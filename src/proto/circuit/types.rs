@@ -99,6 +99,10 @@ impl ExtendFailure {
 }
 
 /// What the table asks the worker to do, in order.
+///
+/// `SendCell` carries its body inline: boxing it would cost a heap
+/// allocation per relayed cell.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     /// Write this cell on channel `chan`.
