@@ -6,4 +6,6 @@
 
 pub mod cell;
 pub mod channel;
+pub mod circuit;
 pub mod relay_msg;
+pub mod stream;

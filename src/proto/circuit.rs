@@ -1,0 +1,389 @@
+//! The per-worker circuit table: every circuit, and every exit stream, of
+//! the channels one worker thread owns (requirements.md §3, §4, §5, §8.1).
+//!
+//! Sans-IO. The worker feeds it cells from open channels
+//! ([`CircuitTable::handle_cells`]), results of DNS lookups, TCP connects
+//! and channel launches, bytes read from exit sockets and the clock; the
+//! table answers with [`Action`]s from [`CircuitTable::poll_action`]: cells
+//! to write, lookups and connects to start, bytes to write to sockets.
+//!
+//! Owns: circuit creation (CREATE2 ntor / ntor-v3, CREATE_FAST), relay
+//! crypto dispatch (recognized → our hop, else forward), RELAY_EARLY limits,
+//! DESTROY / TRUNCATE, EXTEND2 towards a next hop and the forwarding that
+//! follows, circuit-level SENDME windows (v1 authenticated). Stream state
+//! and the exit side of BEGIN / RESOLVE / DATA / END live in
+//! [`crate::proto::stream`].
+//!
+//! Does not own: the link layer (it hands over [`IncomingCell`]s and says
+//! who the peer is), cell and relay-message codecs (`proto::cell`,
+//! `proto::relay_msg`), the handshakes and tor1 crypto (`crypto`), DNS and
+//! the exit policy (`exit`), sockets. Link protocol ≥ 4 (4-byte circuit
+//! IDs) is assumed for the circuit-ID rules.
+
+mod create;
+mod relay;
+pub mod types;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::CryptoRng;
+
+use crate::crypto::tor1::{SendmeTag, Tor1RelayCrypto};
+use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Create2, Destroy, DestroyReason};
+use crate::proto::relay_msg::{RelayBody, StreamId, encode_relay_msg};
+use crate::proto::stream::{Stream, StreamState};
+
+pub use types::{
+    Action, ChanId, CircuitConfig, ExtendFailure, ExtendKey, IncomingCell, PeerKind, StreamKey,
+    errno_to_end_reason,
+};
+
+/// Circuit deliver window at creation (`CIRCWINDOW_START`, or.h).
+pub const CIRCWINDOW_START: i32 = 1000;
+/// Largest circuit package window (`CIRCWINDOW_START_MAX`).
+pub const CIRCWINDOW_START_MAX: i32 = 1000;
+/// Cells acknowledged by one circuit SENDME (`CIRCWINDOW_INCREMENT`).
+pub const CIRCWINDOW_INCREMENT: i32 = 100;
+/// RELAY_EARLY cells a circuit may carry forward
+/// (`MAX_RELAY_EARLY_CELLS_PER_CIRCUIT`, §4.4).
+pub const MAX_RELAY_EARLY: u8 = 8;
+/// Consensus `AllowNonearlyExtend` (default 0): EXTEND2 outside RELAY_EARLY
+/// is dropped (§4.4).
+pub const ALLOW_NONEARLY_EXTEND: bool = false;
+/// Oldest SENDME version accepted (`sendme_accept_min_version`, default 0).
+pub const SENDME_ACCEPT_MIN_VERSION: u8 = 0;
+
+/// Internal circuit handle.
+pub(crate) type CircIdx = u64;
+
+/// Which side of a circuit a (channel, circuit ID) pair names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Toward the client: cells from here travel forward.
+    Prev,
+    /// Toward the next hop: cells from here travel backward.
+    Next,
+}
+
+/// The next hop of a circuit.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// We are the last hop.
+    None,
+    /// EXTEND2 accepted, waiting for the worker to find a channel.
+    Pending { key: ExtendKey, create: Create2 },
+    /// CREATE2 sent, waiting for CREATED2.
+    Created { chan: ChanId, id: CircId },
+    /// Extended: unrecognized forward cells go here.
+    Open { chan: ChanId, id: CircId },
+}
+
+/// Circuit-level flow control (non-congestion-control circuits, §5.7).
+#[derive(Debug)]
+pub(crate) struct CircWindows {
+    pub package: i32,
+    pub deliver: i32,
+    /// Tags of every 100th DATA cell we packaged, oldest first: the next
+    /// SENDME v1 must carry the first (sendme.c:sendme_record_cell_digest_on_circ).
+    pub expected_tags: VecDeque<[u8; 20]>,
+    /// Tag of the last DATA cell we recognized: what our SENDME carries.
+    pub last_data_tag: [u8; 20],
+}
+
+pub(crate) struct Circuit {
+    pub prev_chan: ChanId,
+    pub prev_id: CircId,
+    pub next: Next,
+    pub crypto: Tor1RelayCrypto,
+    pub early_left: u8,
+    pub windows: CircWindows,
+    pub streams: HashMap<StreamId, StreamKey>,
+    /// SendCell actions of this circuit not yet taken by the worker.
+    pub queued: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChanInfo {
+    pub peer: Option<PeerKind>,
+    /// We opened this channel: we pick circuit IDs with the high bit set,
+    /// and the peer's CREATEs must have it clear (channel.c:channel_set_circid_type).
+    pub initiator: bool,
+}
+
+/// See the module documentation.
+pub struct CircuitTable {
+    pub(crate) cfg: Arc<CircuitConfig>,
+    pub(crate) chans: HashMap<ChanId, ChanInfo>,
+    pub(crate) circs: HashMap<CircIdx, Circuit>,
+    pub(crate) ids: HashMap<(ChanId, CircId), (CircIdx, Side)>,
+    pub(crate) streams: HashMap<StreamKey, Stream>,
+    pub(crate) extends: HashMap<ExtendKey, CircIdx>,
+    pub(crate) deadlines: BinaryHeap<Reverse<(Instant, StreamKey)>>,
+    next_idx: u64,
+    pub(crate) next_key: u64,
+    actions: VecDeque<(Action, Option<CircIdx>)>,
+    tag_scratch: Vec<Option<SendmeTag>>,
+}
+
+impl CircuitTable {
+    pub fn new(cfg: Arc<CircuitConfig>) -> Self {
+        CircuitTable {
+            cfg,
+            chans: HashMap::new(),
+            circs: HashMap::new(),
+            ids: HashMap::new(),
+            streams: HashMap::new(),
+            extends: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_idx: 1,
+            next_key: 1,
+            actions: VecDeque::new(),
+            tag_scratch: Vec::new(),
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: Arc<CircuitConfig>) {
+        self.cfg = cfg;
+    }
+
+    /// A channel we accepted finished its handshake.
+    pub fn channel_opened(&mut self, chan: ChanId, peer: PeerKind) {
+        self.chans.insert(
+            chan,
+            ChanInfo {
+                peer: Some(peer),
+                initiator: false,
+            },
+        );
+    }
+
+    /// A channel we opened (for an EXTEND2) finished its handshake. A
+    /// channel first named by [`Self::handle_extend_channel`] counts as ours too.
+    pub fn channel_opened_outbound(&mut self, chan: ChanId, peer: PeerKind) {
+        self.chans.insert(
+            chan,
+            ChanInfo {
+                peer: Some(peer),
+                initiator: true,
+            },
+        );
+    }
+
+    /// The channel is gone: DESTROY(CHANNEL_CLOSED) the other side of each
+    /// of its circuits and close their streams.
+    pub fn channel_closed(&mut self, chan: ChanId) {
+        self.chans.remove(&chan);
+        let mut victims: Vec<(CircIdx, Side)> = self
+            .ids
+            .iter()
+            .filter(|((c, _), _)| *c == chan)
+            .map(|(_, v)| *v)
+            .collect();
+        victims.sort_unstable_by_key(|(i, _)| *i);
+        for (idx, side) in victims {
+            // The dead side gets nothing; the other side learns why.
+            let (to_prev, to_next) = match side {
+                Side::Prev => (None, Some(DestroyReason::CHANNEL_CLOSED)),
+                Side::Next => (Some(DestroyReason::CHANNEL_CLOSED), None),
+            };
+            self.close_circuit(idx, to_prev, to_next);
+        }
+    }
+
+    /// A batch of cells from one channel, in arrival order. Consecutive
+    /// RELAY / RELAY_EARLY cells of one circuit go through tor1 as a group.
+    pub fn handle_cells(
+        &mut self,
+        chan: ChanId,
+        cells: &mut [IncomingCell],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let mut rest = cells;
+        while let Some(first) = rest.first() {
+            let is_relay =
+                |c: &IncomingCell| matches!(c.cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY);
+            let n = if is_relay(first) {
+                let id = first.circ_id;
+                rest.iter()
+                    .take_while(|c| is_relay(c) && c.circ_id == id)
+                    .count()
+            } else {
+                1
+            };
+            let (group, tail) = rest.split_at_mut(n);
+            if let [cell] = group
+                && !is_relay(cell)
+            {
+                self.handle_control_cell(chan, cell, rng);
+            } else {
+                self.handle_relay_group(chan, group, now, rng);
+            }
+            rest = tail;
+        }
+    }
+
+    /// Circuits with a side on `chan`.
+    pub fn circuit_count(&self, chan: ChanId) -> usize {
+        self.ids.keys().filter(|(c, _)| *c == chan).count()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let (action, circ) = self.actions.pop_front()?;
+        if let Some(c) = circ.and_then(|i| self.circs.get_mut(&i)) {
+            c.queued = c.queued.saturating_sub(1);
+        }
+        Some(action)
+    }
+
+    pub(crate) fn push_action(&mut self, a: Action) {
+        self.actions.push_back((a, None));
+    }
+
+    pub(crate) fn alloc_idx(&mut self) -> CircIdx {
+        let i = self.next_idx;
+        self.next_idx += 1;
+        i
+    }
+
+    pub(crate) fn alloc_key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    /// Queue a cell of circuit `idx` (or of no circuit) for the worker,
+    /// enforcing `circ_max_cell_queue_size` (relay.c:append_cell_to_circuit_queue
+    /// closes with RESOURCELIMIT).
+    pub(crate) fn push_cell(
+        &mut self,
+        idx: Option<CircIdx>,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+    ) {
+        if let Some(c) = idx.and_then(|i| self.circs.get_mut(&i)) {
+            if c.queued >= self.cfg.max_queue {
+                if let Some(i) = idx {
+                    self.close_circuit(
+                        i,
+                        Some(DestroyReason::RESOURCELIMIT),
+                        Some(DestroyReason::RESOURCELIMIT),
+                    );
+                }
+                return;
+            }
+            c.queued += 1;
+        }
+        self.actions.push_back((
+            Action::SendCell {
+                chan,
+                circ_id,
+                cmd,
+                body,
+            },
+            idx,
+        ));
+    }
+
+    /// A DESTROY for a circuit ID that has (or never had) no circuit.
+    pub(crate) fn send_destroy(&mut self, chan: ChanId, circ_id: CircId, reason: DestroyReason) {
+        let mut body = [0u8; CELL_BODY_LEN];
+        body[0] = Destroy::new(reason).reason().get();
+        self.push_cell(None, chan, circ_id, ChanCmd::DESTROY, body);
+    }
+
+    /// Originate a relay message at our hop toward the client.
+    pub(crate) fn send_back<'m, M: RelayBody<'m>>(
+        &mut self,
+        idx: CircIdx,
+        stream_id: StreamId,
+        msg: &M,
+        rng: &mut impl CryptoRng,
+    ) -> Option<SendmeTag> {
+        let mut body = [0u8; CELL_BODY_LEN];
+        // Messages we build always fit a cell.
+        encode_relay_msg(stream_id, msg, rng, &mut body).ok()?;
+        let c = self.circs.get_mut(&idx)?;
+        let tag = c.crypto.originate_backward(&mut body);
+        let (chan, id) = (c.prev_chan, c.prev_id);
+        self.push_cell(Some(idx), chan, id, ChanCmd::RELAY, body);
+        Some(tag)
+    }
+
+    /// Tear a circuit down: DESTROY toward the sides given a reason, close
+    /// its streams, forget its IDs and any pending extend.
+    pub(crate) fn close_circuit(
+        &mut self,
+        idx: CircIdx,
+        to_prev: Option<DestroyReason>,
+        to_next: Option<DestroyReason>,
+    ) {
+        let Some(c) = self.circs.remove(&idx) else {
+            return;
+        };
+        self.ids.remove(&(c.prev_chan, c.prev_id));
+        if let Some(reason) = to_prev {
+            self.send_destroy(c.prev_chan, c.prev_id, reason);
+        }
+        match c.next {
+            Next::Pending { key, .. } => {
+                self.extends.remove(&key);
+            }
+            Next::Created { chan, id } | Next::Open { chan, id } => {
+                self.ids.remove(&(chan, id));
+                if let Some(reason) = to_next {
+                    self.send_destroy(chan, id, reason);
+                }
+            }
+            Next::None => {}
+        }
+        let mut keys: Vec<StreamKey> = c.streams.values().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            if self.streams.remove(&key).is_some() {
+                self.push_action(Action::CloseStream { key });
+            }
+        }
+    }
+
+    /// Close for a protocol violation at our hop: PROTOCOL both ways
+    /// (circuit_mark_for_close with END_CIRC_REASON_TORPROTOCOL).
+    pub(crate) fn close_protocol(&mut self, idx: CircIdx) {
+        self.close_circuit(
+            idx,
+            Some(DestroyReason::PROTOCOL),
+            Some(DestroyReason::PROTOCOL),
+        );
+    }
+
+    /// Connect / resolve deadlines of streams and half-done work.
+    /// Takes an rng because a timed-out stream is answered with an END
+    /// cell, whose padding must be random (§4.1).
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl CryptoRng) {
+        while let Some(Reverse((when, key))) = self.deadlines.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.deadlines.pop();
+            self.stream_setup_timeout(key, now, rng);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Whether stream `key` still is in `state` (for tests and the worker's
+    /// sanity checks).
+    pub fn stream_state(&self, key: StreamKey) -> Option<StreamState> {
+        self.streams.get(&key).map(|s| s.state)
+    }
+}

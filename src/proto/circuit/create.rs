@@ -1,0 +1,217 @@
+//! Non-relay circuit cells: CREATE / CREATE_FAST / CREATE2 from a previous
+//! hop, CREATED2 from a next hop, DESTROY from either
+//! (requirements.md §3.1–§3.4, §3.7, §1.8; command.c:command_process_create_cell,
+//! command_process_created_cell, command_process_destroy_cell).
+
+use std::collections::{HashMap, VecDeque};
+
+use rand::CryptoRng;
+
+use super::{
+    CIRCWINDOW_START, ChanId, CircWindows, Circuit, CircuitTable, IncomingCell, MAX_RELAY_EARLY,
+    Next, Side,
+};
+use crate::crypto::kdf::CircuitKeys;
+use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate_circ_params};
+use crate::crypto::tor1::Tor1RelayCrypto;
+use crate::crypto::{fast, ntor, ntor_v3};
+use crate::proto::cell::{
+    CELL_BODY_LEN, ChanBody, ChanCmd, CircId, Create2, Created2, Destroy, DestroyReason,
+    HandshakeType,
+};
+use crate::proto::relay_msg::{Extended2, StreamId};
+
+/// Why a create cell is refused with DESTROY. Every case is PROTOCOL in
+/// 0.4.9 (command.c, onion.c:check_create_cell, cpuworker reply handling).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CreateError {
+    #[error("CREATE (TAP) is not supported")]
+    Tap,
+    #[error("circuit ID {0} has the wrong high bit for this channel's direction")]
+    WrongCircIdType(CircId),
+    #[error("malformed CREATE2: {0}")]
+    Cell(#[from] crate::proto::cell::CellError),
+    #[error("CREATE2 with unsupported handshake type {0}")]
+    Htype(HandshakeType),
+    #[error("ntor handshake failed: {0}")]
+    Ntor(#[from] ntor::NtorError),
+    #[error("ntor-v3 handshake failed: {0}")]
+    Ntor3(#[from] ntor_v3::Ntor3Error),
+    #[error("CREATE_FAST failed: {0}")]
+    Fast(#[from] fast::FastError),
+}
+
+impl CreateError {
+    pub(crate) fn destroy_reason(&self) -> DestroyReason {
+        DestroyReason::PROTOCOL
+    }
+}
+
+impl CircuitTable {
+    pub(super) fn handle_control_cell(
+        &mut self,
+        chan: ChanId,
+        cell: &IncomingCell,
+        rng: &mut impl CryptoRng,
+    ) {
+        match cell.cmd {
+            ChanCmd::CREATE | ChanCmd::CREATE_FAST | ChanCmd::CREATE2 => {
+                self.handle_create(chan, cell, rng)
+            }
+            ChanCmd::CREATED2 | ChanCmd::CREATED_FAST | ChanCmd::CREATED => {
+                self.handle_created(chan, cell, rng)
+            }
+            ChanCmd::DESTROY => self.handle_destroy(chan, cell),
+            // PADDING and the rest belong to the link layer or are dropped.
+            _ => {}
+        }
+    }
+
+    fn handle_create(&mut self, chan: ChanId, cell: &IncomingCell, rng: &mut impl CryptoRng) {
+        // CircID 0, or one in use on this channel: drop silently.
+        if cell.circ_id.is_channel() || self.ids.contains_key(&(chan, cell.circ_id)) {
+            return;
+        }
+        match self.run_create(chan, cell, rng) {
+            Ok((reply_cmd, reply, keys)) => {
+                let idx = self.alloc_idx();
+                let circ = Circuit {
+                    prev_chan: chan,
+                    prev_id: cell.circ_id,
+                    next: Next::None,
+                    crypto: Tor1RelayCrypto::new(&keys.tor1),
+                    early_left: MAX_RELAY_EARLY,
+                    windows: CircWindows {
+                        package: i32::from(self.cfg.circwindow),
+                        deliver: CIRCWINDOW_START,
+                        expected_tags: VecDeque::new(),
+                        last_data_tag: [0; 20],
+                    },
+                    streams: HashMap::new(),
+                    queued: 0,
+                };
+                self.circs.insert(idx, circ);
+                self.ids.insert((chan, cell.circ_id), (idx, Side::Prev));
+                self.push_cell(Some(idx), chan, cell.circ_id, reply_cmd, reply);
+            }
+            Err(e) => {
+                tracing::debug!(?chan, circ_id = %cell.circ_id, "refusing create: {e}");
+                self.send_destroy(chan, cell.circ_id, e.destroy_reason());
+            }
+        }
+    }
+
+    /// Check and run one create cell; returns the reply command and body.
+    fn run_create(
+        &self,
+        chan: ChanId,
+        cell: &IncomingCell,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys), CreateError> {
+        // Responder channels (CIRC_ID_TYPE_LOWER) get high-bit IDs from the
+        // peer, initiator channels low-bit ones (command.c; §1.8).
+        let initiator = self.chans.get(&chan).is_some_and(|c| c.initiator);
+        if cell.circ_id.has_high_bit() == initiator {
+            return Err(CreateError::WrongCircIdType(cell.circ_id));
+        }
+        let mut out = [0u8; CELL_BODY_LEN];
+        match cell.cmd {
+            ChanCmd::CREATE_FAST => {
+                let (reply, keys) = fast::server_handshake(&cell.body, rng)?;
+                put(&mut out, &reply);
+                Ok((ChanCmd::CREATED_FAST, out, keys))
+            }
+            ChanCmd::CREATE2 => {
+                let c2 = Create2::decode(&cell.body)?;
+                let cfg = &self.cfg;
+                let (reply, keys) = match c2.htype() {
+                    HandshakeType::NTOR => {
+                        let o =
+                            ntor::server_handshake(c2.hdata(), &cfg.rsa_id, &cfg.onion_keys, rng)?;
+                        (o.reply.to_vec(), o.keys)
+                    }
+                    HandshakeType::NTOR_V3 => {
+                        let o = ntor_v3::server_handshake(
+                            c2.hdata(),
+                            &cfg.ed_id,
+                            &cfg.onion_keys,
+                            NTOR3_CIRC_VERIFICATION,
+                            rng,
+                            negotiate_circ_params,
+                        )?;
+                        (o.reply, o.keys)
+                    }
+                    other => return Err(CreateError::Htype(other)),
+                };
+                let created = Created2::new(reply)?;
+                let mut v = Vec::with_capacity(CELL_BODY_LEN);
+                created.encode_onto(&mut v)?;
+                put(&mut out, &v);
+                Ok((ChanCmd::CREATED2, out, keys))
+            }
+            _ => Err(CreateError::Tap),
+        }
+    }
+
+    /// CREATED2 from the next hop answers our CREATE2: wrap it as EXTENDED2
+    /// toward the client (command_process_created_cell).
+    fn handle_created(&mut self, chan: ChanId, cell: &IncomingCell, rng: &mut impl CryptoRng) {
+        let Some(&(idx, Side::Next)) = self.ids.get(&(chan, cell.circ_id)) else {
+            return;
+        };
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return;
+        };
+        let Next::Created { chan: nc, id } = c.next else {
+            // A second CREATED2: protocol violation by the next hop.
+            self.close_protocol(idx);
+            return;
+        };
+        let ext = (cell.cmd == ChanCmd::CREATED2)
+            .then(|| Created2::decode(&cell.body).ok())
+            .flatten()
+            .and_then(|c2| Extended2::from_created2(c2).ok());
+        let Some(ext) = ext else {
+            self.close_protocol(idx);
+            return;
+        };
+        c.next = Next::Open { chan: nc, id };
+        self.send_back(idx, StreamId::CIRCUIT, &ext, rng);
+    }
+
+    /// DESTROY from either side: close the circuit and its streams, and
+    /// DESTROY the other side with reason DESTROYED, not the one received
+    /// (§3.7; tor-spec §5.4).
+    fn handle_destroy(&mut self, chan: ChanId, cell: &IncomingCell) {
+        let Some(&(idx, side)) = self.ids.get(&(chan, cell.circ_id)) else {
+            return;
+        };
+        let reason = Destroy::decode(&cell.body).map(|d| d.reason()).ok();
+        tracing::debug!(?chan, circ_id = %cell.circ_id, ?side, ?reason, "DESTROY received");
+        // The side that sent DESTROY already forgot the circuit.
+        self.ids.remove(&(chan, cell.circ_id));
+        if side == Side::Next
+            && let Some(c) = self.circs.get_mut(&idx)
+        {
+            c.next = Next::None;
+        }
+        let (to_prev, to_next) = match side {
+            Side::Prev => (None, Some(DestroyReason::DESTROYED)),
+            Side::Next => (Some(DestroyReason::DESTROYED), None),
+        };
+        if side == Side::Prev
+            && let Some(c) = self.circs.get_mut(&idx)
+        {
+            // Do not answer the prev side: mark its ID as already gone.
+            c.prev_id = CircId::CHANNEL;
+        }
+        self.close_circuit(idx, to_prev, to_next);
+    }
+}
+
+fn put(out: &mut [u8; CELL_BODY_LEN], data: &[u8]) {
+    let n = data.len().min(CELL_BODY_LEN);
+    if let (Some(dst), Some(src)) = (out.get_mut(..n), data.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+}

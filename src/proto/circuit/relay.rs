@@ -1,0 +1,378 @@
+//! RELAY / RELAY_EARLY cells: tor1 over a group of cells, then per cell
+//! either our hop (dispatch), the next hop (forward) or the previous hop
+//! (backward); circuit-level messages (SENDME, EXTEND2, TRUNCATE, DROP)
+//! and the circuit windows (requirements.md §3.7, §4, §5.7, §8.1;
+//! command.c:command_process_relay_cell, relay.c, sendme.c,
+//! circuitbuild_relay.c).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::CryptoRng;
+
+use super::{
+    ALLOW_NONEARLY_EXTEND, CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId,
+    ChanInfo, CircIdx, CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind,
+    SENDME_ACCEPT_MIN_VERSION, Side,
+};
+use crate::crypto::tor1::{CellBody, SendmeTag};
+use crate::exit::dns::address::is_internal;
+use crate::proto::cell::{CELL_BODY_LEN, ChanBody, ChanCmd, CircId, DestroyReason};
+use crate::proto::relay_msg::{
+    CircuitMsg, Extend2, Extend2Target, RelayCmd, Sendme, StreamId, Truncated, parse_relay_body,
+};
+
+/// Why an EXTEND2 is refused beyond [`Extend2::validate`]
+/// (circuitbuild_relay.c:circuit_extend_lspec_valid_helper,
+/// circuit_extend_addr_port_is_valid). All close the circuit (PROTOCOL).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExtendError {
+    #[error("{0}")]
+    Invalid(#[from] crate::proto::relay_msg::Extend2Error),
+    #[error("EXTEND2 while the circuit already has (or awaits) a next hop")]
+    AlreadyExtended,
+    #[error("EXTEND2 to ourselves")]
+    ToSelf,
+    #[error("EXTEND2 back to the previous hop")]
+    ToPrevious,
+    #[error("EXTEND2 to a zero port or unspecified address: {0}")]
+    ZeroAddress(SocketAddr),
+    #[error("EXTEND2 to a private address {0} (ExtendAllowPrivateAddresses is off)")]
+    Private(SocketAddr),
+}
+
+impl CircuitTable {
+    pub(super) fn handle_relay_group(
+        &mut self,
+        chan: ChanId,
+        group: &mut [IncomingCell],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(first) = group.first() else { return };
+        let Some(&(idx, side)) = self.ids.get(&(chan, first.circ_id)) else {
+            return; // unknown circuit: drop (command.c)
+        };
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return;
+        };
+        match side {
+            Side::Next => {
+                // Backward: one more layer, then on to the previous hop.
+                if group.iter().any(|g| g.cmd == ChanCmd::RELAY_EARLY) {
+                    // Inbound RELAY_EARLY (command_process_relay_cell).
+                    self.close_protocol(idx);
+                    return;
+                }
+                let mut refs: Vec<&mut CellBody> = group.iter_mut().map(|g| &mut g.body).collect();
+                c.crypto.encrypt_backward_batch(&mut refs);
+                let (pc, pid) = (c.prev_chan, c.prev_id);
+                for g in group.iter() {
+                    self.push_cell(Some(idx), pc, pid, ChanCmd::RELAY, g.body);
+                    if !self.circs.contains_key(&idx) {
+                        return;
+                    }
+                }
+            }
+            Side::Prev => {
+                let mut tags = std::mem::take(&mut self.tag_scratch);
+                tags.clear();
+                tags.resize(group.len(), None);
+                {
+                    let mut refs: Vec<&mut CellBody> =
+                        group.iter_mut().map(|g| &mut g.body).collect();
+                    c.crypto.decrypt_forward_batch(&mut refs, &mut tags);
+                }
+                for (g, tag) in group.iter().zip(tags.iter()) {
+                    let Some(c) = self.circs.get_mut(&idx) else {
+                        break;
+                    };
+                    let early = g.cmd == ChanCmd::RELAY_EARLY;
+                    if early {
+                        if c.early_left == 0 {
+                            self.close_protocol(idx);
+                            break;
+                        }
+                        c.early_left -= 1;
+                    }
+                    match tag {
+                        Some(tag) => self.handle_recognized(idx, &g.body, *tag, early, now, rng),
+                        None => match c.next {
+                            Next::Open { chan: nc, id } => {
+                                self.push_cell(Some(idx), nc, id, g.cmd, g.body);
+                            }
+                            // Not for us and nowhere to go (§3.7; tor-spec §5.5.2.2).
+                            _ => self.close_protocol(idx),
+                        },
+                    }
+                }
+                self.tag_scratch = tags;
+            }
+        }
+    }
+
+    fn handle_recognized(
+        &mut self,
+        idx: CircIdx,
+        body: &[u8; CELL_BODY_LEN],
+        tag: SendmeTag,
+        early: bool,
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Ok((hdr, data)) = parse_relay_body(body) else {
+            self.close_protocol(idx);
+            return;
+        };
+        if hdr.cmd == RelayCmd::DATA {
+            // DATA counts for the circuit window even on stream 0 or an
+            // unknown stream (relay.c handle_relay_cell_command).
+            if !self.circuit_data_received(idx, tag, rng) {
+                return;
+            }
+            if !hdr.stream_id.is_circuit() {
+                self.stream_data(idx, hdr.stream_id, data, now, rng);
+            }
+            return;
+        }
+        if !hdr.stream_id.is_circuit() {
+            self.stream_cell(idx, hdr.cmd, hdr.stream_id, data, now, rng);
+            return;
+        }
+        if hdr.cmd.needs_stream() {
+            return; // "Relay command %u with zero stream_id. Dropping."
+        }
+        match CircuitMsg::decode(hdr.cmd, data) {
+            Err(e) => {
+                tracing::debug!("bad circuit-level relay message: {e}");
+                self.close_protocol(idx);
+            }
+            Ok(None) | Ok(Some(CircuitMsg::Drop(_))) => {}
+            Ok(Some(CircuitMsg::Sendme(s))) => self.circuit_sendme(idx, &s),
+            Ok(Some(CircuitMsg::Extend(_))) => self.close_protocol(idx),
+            Ok(Some(CircuitMsg::Extend2(e))) => {
+                if !early && !ALLOW_NONEARLY_EXTEND {
+                    return; // dropped (§4.4)
+                }
+                if let Err(err) = self.extend(idx, e) {
+                    tracing::debug!("refusing EXTEND2: {err}");
+                    self.close_protocol(idx);
+                }
+            }
+            Ok(Some(CircuitMsg::Truncate(t))) => {
+                if let Some(c) = self.circs.get_mut(&idx) {
+                    let next = std::mem::replace(&mut c.next, Next::None);
+                    match next {
+                        Next::Pending { key, .. } => {
+                            self.extends.remove(&key);
+                        }
+                        Next::Created { chan, id } | Next::Open { chan, id } => {
+                            self.ids.remove(&(chan, id));
+                            self.send_destroy(chan, id, t.reason());
+                        }
+                        Next::None => {}
+                    }
+                }
+                let msg = Truncated::new(DestroyReason::REQUESTED);
+                self.send_back(idx, StreamId::CIRCUIT, &msg, rng);
+            }
+        }
+    }
+
+    /// A DATA cell for our hop: deliver window, SENDME emission. Returns
+    /// false if the circuit was closed.
+    fn circuit_data_received(
+        &mut self,
+        idx: CircIdx,
+        tag: SendmeTag,
+        rng: &mut impl CryptoRng,
+    ) -> bool {
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return false;
+        };
+        c.windows.deliver -= 1;
+        c.windows.last_data_tag = tag.0;
+        if c.windows.deliver < 0 {
+            self.close_protocol(idx);
+            return false;
+        }
+        // sendme.c:sendme_circuit_consider_sending, emitting v1.
+        while let Some(c) = self.circs.get_mut(&idx)
+            && c.windows.deliver <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT
+        {
+            c.windows.deliver += CIRCWINDOW_INCREMENT;
+            let msg = Sendme::V1 {
+                tag: c.windows.last_data_tag,
+            };
+            self.send_back(idx, StreamId::CIRCUIT, &msg, rng);
+        }
+        self.circs.contains_key(&idx)
+    }
+
+    /// A circuit SENDME (sendme.c:sendme_process_circuit_level,
+    /// sendme_is_valid).
+    fn circuit_sendme(&mut self, idx: CircIdx, s: &Sendme) {
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return;
+        };
+        let expected = c.windows.expected_tags.pop_front();
+        let valid = match (expected, s) {
+            (None, _) => false,
+            (Some(_), Sendme::V0) => SENDME_ACCEPT_MIN_VERSION == 0,
+            (Some(exp), Sendme::V1 { tag }) => {
+                bool::from(subtle::ConstantTimeEq::ct_eq(&exp[..], &tag[..]))
+            }
+            (Some(_), Sendme::Unknown { .. }) => false,
+        };
+        if !valid {
+            self.close_protocol(idx);
+            return;
+        }
+        c.windows.package += CIRCWINDOW_INCREMENT;
+        if c.windows.package > CIRCWINDOW_START_MAX {
+            self.close_protocol(idx);
+            return;
+        }
+        self.resume_streams(idx);
+    }
+
+    /// Account for one DATA cell we are about to package: the window must
+    /// be open; every 100th cell's tag will be required back
+    /// (sendme.c:circuit_sendme_cell_is_next on the package window).
+    pub(crate) fn circuit_package_ok(&self, idx: CircIdx) -> bool {
+        self.circs.get(&idx).is_some_and(|c| c.windows.package > 0)
+    }
+
+    pub(crate) fn circuit_packaged(&mut self, idx: CircIdx, tag: SendmeTag) {
+        if let Some(c) = self.circs.get_mut(&idx) {
+            let w = c.windows.package;
+            if w != CIRCWINDOW_START && (w - 1) % CIRCWINDOW_INCREMENT == 0 {
+                c.windows.expected_tags.push_back(tag.0);
+            }
+            c.windows.package -= 1;
+        }
+    }
+
+    fn extend(&mut self, idx: CircIdx, e: Extend2) -> Result<(), ExtendError> {
+        let target = e.validate()?;
+        let c = self.circs.get(&idx).ok_or(ExtendError::AlreadyExtended)?;
+        if !matches!(c.next, Next::None) {
+            return Err(ExtendError::AlreadyExtended);
+        }
+        let cfg = &self.cfg;
+        if target.rsa_id == cfg.rsa_id || target.ed25519_id == Some(cfg.ed_id) {
+            return Err(ExtendError::ToSelf);
+        }
+        if let Some(ChanInfo {
+            peer: Some(PeerKind::Relay { rsa_id, ed_id }),
+            ..
+        }) = self.chans.get(&c.prev_chan)
+            && (*rsa_id == target.rsa_id || target.ed25519_id == Some(*ed_id))
+        {
+            return Err(ExtendError::ToPrevious);
+        }
+        for addr in target_addrs(&target) {
+            if addr.port() == 0 || addr.ip().is_unspecified() {
+                return Err(ExtendError::ZeroAddress(addr));
+            }
+            if !cfg.extend_allow_private && is_internal(addr.ip()) {
+                return Err(ExtendError::Private(addr));
+            }
+            if cfg.own_addrs.contains(&addr) {
+                return Err(ExtendError::ToSelf);
+            }
+        }
+        let create = crate::proto::cell::Create2::new(e.htype(), e.hdata().to_vec())
+            .map_err(|_| crate::proto::relay_msg::Extend2Error::NoAddress)?;
+        let key = ExtendKey(self.alloc_key());
+        if let Some(c) = self.circs.get_mut(&idx) {
+            c.next = Next::Pending { key, create };
+        }
+        self.extends.insert(key, idx);
+        self.push_action(super::Action::OpenChannel { key, target });
+        Ok(())
+    }
+
+    /// The worker has a channel to the EXTEND2 target, or gave up.
+    pub fn handle_extend_channel(
+        &mut self,
+        key: ExtendKey,
+        res: Result<ChanId, ExtendFailure>,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(idx) = self.extends.remove(&key) else {
+            return;
+        };
+        let chan = match res {
+            Ok(chan) => chan,
+            Err(f) => {
+                tracing::debug!("extend failed: {f}");
+                if let Some(c) = self.circs.get_mut(&idx) {
+                    c.next = Next::None;
+                }
+                self.close_circuit(idx, Some(f.destroy_reason()), None);
+                return;
+            }
+        };
+        let initiator = self
+            .chans
+            .entry(chan)
+            .or_insert(ChanInfo {
+                peer: None,
+                initiator: true,
+            })
+            .initiator;
+        let Some(id) = self.pick_circ_id(chan, initiator, rng) else {
+            self.close_circuit(idx, Some(DestroyReason::RESOURCELIMIT), None);
+            return;
+        };
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return;
+        };
+        let Next::Pending { create, .. } =
+            std::mem::replace(&mut c.next, Next::Created { chan, id })
+        else {
+            return;
+        };
+        let mut v = Vec::with_capacity(CELL_BODY_LEN);
+        let mut body = [0u8; CELL_BODY_LEN];
+        if create.encode_onto(&mut v).is_err() || v.len() > CELL_BODY_LEN {
+            self.close_protocol(idx);
+            return;
+        }
+        if let Some(dst) = body.get_mut(..v.len()) {
+            dst.copy_from_slice(&v);
+        }
+        self.ids.insert((chan, id), (idx, Side::Next));
+        self.push_cell(Some(idx), chan, id, ChanCmd::CREATE2, body);
+    }
+
+    /// A random unused circuit ID on `chan`: high bit set on channels we
+    /// opened, clear on channels we accepted (channel.c:get_unique_circ_id_by_chan).
+    fn pick_circ_id(
+        &self,
+        chan: ChanId,
+        initiator: bool,
+        rng: &mut impl CryptoRng,
+    ) -> Option<CircId> {
+        for _ in 0..64 {
+            let raw = rng.next_u32();
+            let v = if initiator {
+                raw | 0x8000_0000
+            } else {
+                raw & 0x7fff_ffff
+            };
+            let id = CircId::new(v);
+            if v != 0 && !self.ids.contains_key(&(chan, id)) {
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
+fn target_addrs(t: &Extend2Target) -> impl Iterator<Item = SocketAddr> {
+    let v4 = t.ipv4.map(SocketAddr::V4);
+    let v6 = t.ipv6.map(SocketAddr::V6);
+    v4.into_iter().chain(v6)
+}

@@ -1,0 +1,710 @@
+//! Circuit-table tests: a fake client built from the client sides in
+//! `crypto` (ntor, ntor-v3, CREATE_FAST, tor1) drives one or two tables
+//! with cells; no sockets, a fixed clock, seeded rngs.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
+
+use super::*;
+use crate::crypto::ntor::{NtorKeypair, NtorOnionKeys};
+use crate::crypto::ntor_v3::NTOR3_CIRC_VERIFICATION;
+use crate::crypto::tor1::Tor1ClientCircuit;
+use crate::crypto::{fast, ntor, ntor_v3};
+use crate::exit::policy::{self, AddrPattern, ExitPolicy, PolicyRule, PortRange};
+use crate::proto::cell::{ChanBody, Create2, Created2, CreatedFast, HandshakeType};
+use crate::proto::relay_msg::{
+    Extend2, Extended2, LinkSpec, RelayCmd, RelayHeader, encode_relay_data, parse_relay_body,
+};
+
+pub(crate) const CLIENT_CHAN: ChanId = ChanId(1);
+pub(crate) const RELAY_CHAN: ChanId = ChanId(5);
+pub(crate) const PREV_RELAY: [u8; 20] = [0x77; 20];
+
+pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
+    CircuitConfig {
+        onion_keys: NtorOnionKeys {
+            current: NtorKeypair::generate(rng),
+            previous: None,
+        },
+        rsa_id: [id_byte; 20],
+        ed_id: [id_byte; 32],
+        exit_policy: ExitPolicy::from_rules([PolicyRule::new(
+            policy::Action::Reject,
+            AddrPattern::ANY4,
+            PortRange::single(25),
+        )]),
+        ipv6_exit: true,
+        refuse_unknown_exits: true,
+        known_relays: [PREV_RELAY].into_iter().collect(),
+        extend_allow_private: false,
+        own_addrs: vec!["203.0.113.1:9001".parse().unwrap()],
+        circwindow: 1000,
+        max_queue: 2500,
+    }
+}
+
+/// A relay and the handles to talk to it.
+pub(crate) struct Relay {
+    pub t: CircuitTable,
+    pub cfg: Arc<CircuitConfig>,
+}
+
+pub(crate) fn relay(rng: &mut StdRng, id_byte: u8) -> Relay {
+    let cfg = Arc::new(config(rng, id_byte));
+    let mut t = CircuitTable::new(cfg.clone());
+    t.channel_opened(CLIENT_CHAN, PeerKind::Client);
+    t.channel_opened(
+        RELAY_CHAN,
+        PeerKind::Relay {
+            rsa_id: PREV_RELAY,
+            ed_id: [0x77; 32],
+        },
+    );
+    Relay { t, cfg }
+}
+
+pub(crate) struct Client {
+    pub circ: Tor1ClientCircuit,
+    pub chan: ChanId,
+    pub id: CircId,
+}
+
+pub(crate) fn now() -> Instant {
+    // A fixed instant: the table only compares instants it was given.
+    static T: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T.get_or_init(Instant::now)
+}
+
+pub(crate) fn cell(circ_id: CircId, cmd: ChanCmd, body: [u8; 509]) -> IncomingCell {
+    IncomingCell { circ_id, cmd, body }
+}
+
+pub(crate) fn drain(t: &mut CircuitTable) -> Vec<Action> {
+    std::iter::from_fn(|| t.poll_action()).collect()
+}
+
+pub(crate) fn body_of(data: &[u8]) -> [u8; 509] {
+    let mut b = [0u8; 509];
+    b[..data.len()].copy_from_slice(data);
+    b
+}
+
+pub(crate) fn sent_cells(actions: &[Action]) -> Vec<(ChanId, CircId, ChanCmd, [u8; 509])> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendCell {
+                chan,
+                circ_id,
+                cmd,
+                body,
+            } => Some((*chan, *circ_id, *cmd, *body)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Build a one-hop circuit with ntor on `chan`.
+pub(crate) fn create_ntor(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32) -> Client {
+    let b = r.cfg.onion_keys.current.public_bytes();
+    let (st, hdata) = ntor::client_create(rng, &r.cfg.rsa_id, &b);
+    let mut v = Vec::new();
+    Create2::new(HandshakeType::NTOR, hdata.to_vec())
+        .unwrap()
+        .encode_onto(&mut v)
+        .unwrap();
+    let circ_id = CircId::new(id);
+    r.t.handle_cells(
+        chan,
+        &mut [cell(circ_id, ChanCmd::CREATE2, body_of(&v))],
+        now(),
+        rng,
+    );
+    let acts = drain(&mut r.t);
+    let cells = sent_cells(&acts);
+    assert_eq!(cells.len(), 1, "{acts:?}");
+    let (c, cid, cmd, body) = cells[0];
+    assert_eq!((c, cid, cmd), (chan, circ_id, ChanCmd::CREATED2));
+    let created = Created2::decode(&body).unwrap();
+    let keys = ntor::client_finish(st, created.hdata()).unwrap();
+    let mut circ = Tor1ClientCircuit::new();
+    circ.push_hop(&keys.tor1);
+    Client {
+        circ,
+        chan,
+        id: circ_id,
+    }
+}
+
+/// Encrypt a relay cell from the client for hop `hop`.
+pub(crate) fn client_cell(
+    cl: &mut Client,
+    rng: &mut StdRng,
+    hop: usize,
+    cmd: RelayCmd,
+    sid: u16,
+    data: &[u8],
+    early: bool,
+) -> IncomingCell {
+    let mut body = [0u8; 509];
+    encode_relay_data(cmd, StreamId::new(sid), data, rng, &mut body).unwrap();
+    cl.circ.encrypt_forward(hop, &mut body).unwrap();
+    let c = if early {
+        ChanCmd::RELAY_EARLY
+    } else {
+        ChanCmd::RELAY
+    };
+    cell(cl.id, c, body)
+}
+
+pub(crate) fn client_msg<'m, M: RelayBody<'m>>(
+    cl: &mut Client,
+    rng: &mut StdRng,
+    hop: usize,
+    sid: u16,
+    msg: &M,
+    early: bool,
+) -> IncomingCell {
+    let mut body = [0u8; 509];
+    encode_relay_msg(StreamId::new(sid), msg, rng, &mut body).unwrap();
+    let tag = cl.circ.encrypt_forward(hop, &mut body).unwrap();
+    let _ = tag;
+    let c = if early {
+        ChanCmd::RELAY_EARLY
+    } else {
+        ChanCmd::RELAY
+    };
+    cell(cl.id, c, body)
+}
+
+/// Decrypt a backward cell at the client: (hop, header, data, tag).
+pub(crate) fn client_recv(
+    cl: &mut Client,
+    mut body: [u8; 509],
+) -> (usize, RelayHeader, Vec<u8>, [u8; 20]) {
+    let (hop, tag) = cl.circ.decrypt_backward(&mut body).expect("recognized");
+    let (hdr, data) = parse_relay_body(&body).unwrap();
+    (hop, hdr, data.to_vec(), tag.0)
+}
+
+fn destroy_reasons(acts: &[Action]) -> Vec<(ChanId, CircId, u8)> {
+    sent_cells(acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| (c.0, c.1, c.3[0]))
+        .collect()
+}
+
+#[test]
+fn create2_ntor_then_drop_cell() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut r = relay(&mut rng, 1);
+    let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+    // A DROP is recognized (the keys agree) and ignored.
+    let mut c = [client_cell(
+        &mut cl,
+        &mut rng,
+        0,
+        RelayCmd::DROP,
+        0,
+        b"",
+        false,
+    )];
+    r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+}
+
+#[test]
+fn create2_ntor_v3_succeeds_and_declines_cc() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut r = relay(&mut rng, 1);
+    let b = r.cfg.onion_keys.current.public_bytes();
+    let (st, hdata) = ntor_v3::client_create(
+        &mut rng,
+        &r.cfg.ed_id,
+        &b,
+        &[1, 1, 0],
+        NTOR3_CIRC_VERIFICATION,
+    )
+    .unwrap();
+    let mut v = Vec::new();
+    Create2::new(HandshakeType::NTOR_V3, hdata)
+        .unwrap()
+        .encode_onto(&mut v)
+        .unwrap();
+    let id = CircId::new(0x8000_0002);
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(id, ChanCmd::CREATE2, body_of(&v))],
+        now(),
+        &mut rng,
+    );
+    let cells = sent_cells(&drain(&mut r.t));
+    assert_eq!(cells[0].2, ChanCmd::CREATED2);
+    let created = Created2::decode(&cells[0].3).unwrap();
+    let (msg, _keys) =
+        ntor_v3::client_finish(st, created.hdata(), NTOR3_CIRC_VERIFICATION).unwrap();
+    assert_eq!(msg, vec![0], "empty extension list: CC declined");
+}
+
+#[test]
+fn create_fast_succeeds() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut r = relay(&mut rng, 1);
+    let (st, x) = fast::client_create(&mut rng);
+    let id = CircId::new(0x8000_0003);
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(id, ChanCmd::CREATE_FAST, body_of(&x))],
+        now(),
+        &mut rng,
+    );
+    let cells = sent_cells(&drain(&mut r.t));
+    assert_eq!(cells[0].2, ChanCmd::CREATED_FAST);
+    let cf = CreatedFast::decode(&cells[0].3).unwrap();
+    let mut reply = cf.y().to_vec();
+    reply.extend_from_slice(cf.kh());
+    fast::client_finish(st, &reply).unwrap();
+}
+
+#[test]
+fn create_refusals() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut r = relay(&mut rng, 1);
+    let hi = |n: u32| CircId::new(0x8000_0000 | n);
+    // CREATE (TAP) → DESTROY(PROTOCOL).
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(hi(1), ChanCmd::CREATE, [0; 509])],
+        now(),
+        &mut rng,
+    );
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, hi(1), 1)]
+    );
+    // CREATE2 with TAP HTYPE → PROTOCOL.
+    let mut v = Vec::new();
+    Create2::new(HandshakeType::TAP, vec![0; 186])
+        .unwrap()
+        .encode_onto(&mut v)
+        .unwrap();
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(hi(2), ChanCmd::CREATE2, body_of(&v))],
+        now(),
+        &mut rng,
+    );
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, hi(2), 1)]
+    );
+    // ntor to another NODEID → PROTOCOL.
+    let b = r.cfg.onion_keys.current.public_bytes();
+    let (_, hdata) = ntor::client_create(&mut rng, &[9; 20], &b);
+    let mut v = Vec::new();
+    Create2::new(HandshakeType::NTOR, hdata.to_vec())
+        .unwrap()
+        .encode_onto(&mut v)
+        .unwrap();
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(hi(3), ChanCmd::CREATE2, body_of(&v))],
+        now(),
+        &mut rng,
+    );
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, hi(3), 1)]
+    );
+    // Low-bit circuit ID on a channel we accepted → PROTOCOL.
+    let (_, x) = fast::client_create(&mut rng);
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(CircId::new(7), ChanCmd::CREATE_FAST, body_of(&x))],
+        now(),
+        &mut rng,
+    );
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, CircId::new(7), 1)]
+    );
+    // Circuit ID 0: dropped.
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(CircId::new(0), ChanCmd::CREATE_FAST, body_of(&x))],
+        now(),
+        &mut rng,
+    );
+    assert!(drain(&mut r.t).is_empty());
+    // In use: dropped silently, the circuit survives.
+    let _cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0010);
+    r.t.handle_cells(
+        CLIENT_CHAN,
+        &mut [cell(hi(0x10), ChanCmd::CREATE_FAST, body_of(&x))],
+        now(),
+        &mut rng,
+    );
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+}
+
+#[test]
+fn relay_early_limit_and_unrecognized_at_last_hop() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut r = relay(&mut rng, 1);
+    let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    let mut cells: Vec<_> = (0..9)
+        .map(|_| client_cell(&mut cl, &mut rng, 0, RelayCmd::DROP, 0, b"", true))
+        .collect();
+    r.t.handle_cells(CLIENT_CHAN, &mut cells[..8], now(), &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+    r.t.handle_cells(CLIENT_CHAN, &mut cells[8..], now(), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, cl.id, 1)]
+    );
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 0);
+
+    // A cell no hop recognizes at the last hop closes the circuit.
+    let cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0002);
+    let mut junk = [cell(cl.id, ChanCmd::RELAY, [0x55; 509])];
+    r.t.handle_cells(CLIENT_CHAN, &mut junk, now(), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, cl.id, 1)]
+    );
+}
+
+/// Two relays A (first hop) and B (second); the client extends through A.
+pub(crate) struct TwoHop {
+    pub a: Relay,
+    pub b: Relay,
+    pub cl: Client,
+    /// A's circuit ID toward B (on A's channel `A_TO_B`).
+    pub ab_id: CircId,
+}
+
+pub(crate) const A_TO_B: ChanId = ChanId(2);
+
+pub(crate) fn two_hop(rng: &mut StdRng) -> TwoHop {
+    let mut a = relay(rng, 1);
+    let mut b = relay(rng, 2);
+    let mut cl = create_ntor(&mut a, rng, CLIENT_CHAN, 0x8000_0001);
+    let bb = b.cfg.onion_keys.current.public_bytes();
+    let (st, hdata) = ntor::client_create(rng, &b.cfg.rsa_id, &bb);
+    let specs = vec![
+        LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 9001)),
+        LinkSpec::LegacyId(b.cfg.rsa_id),
+    ];
+    let ext = Extend2::new(specs, HandshakeType::NTOR, hdata.to_vec());
+    let mut c = [client_msg(&mut cl, rng, 0, 0, &ext, true)];
+    a.t.handle_cells(CLIENT_CHAN, &mut c, now(), rng);
+    let acts = drain(&mut a.t);
+    let [Action::OpenChannel { key, target }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(target.rsa_id, b.cfg.rsa_id);
+    a.t.handle_extend_channel(*key, Ok(A_TO_B), rng);
+    let cells = sent_cells(&drain(&mut a.t));
+    let (ch, ab_id, cmd, body) = cells[0];
+    assert_eq!((ch, cmd), (A_TO_B, ChanCmd::CREATE2));
+    assert!(ab_id.has_high_bit(), "we initiated the channel");
+    assert_eq!(Create2::decode(&body).unwrap().hdata(), &hdata[..]);
+    // B sees it on its channel from A (a known relay).
+    b.t.handle_cells(
+        RELAY_CHAN,
+        &mut [cell(ab_id, ChanCmd::CREATE2, body)],
+        now(),
+        rng,
+    );
+    let cells = sent_cells(&drain(&mut b.t));
+    assert_eq!(cells[0].2, ChanCmd::CREATED2);
+    a.t.handle_cells(
+        A_TO_B,
+        &mut [cell(ab_id, ChanCmd::CREATED2, cells[0].3)],
+        now(),
+        rng,
+    );
+    let cells = sent_cells(&drain(&mut a.t));
+    assert_eq!(cells.len(), 1);
+    let (hop, hdr, data, _) = client_recv(&mut cl, cells[0].3);
+    assert_eq!((hop, hdr.cmd), (0, RelayCmd::EXTENDED2));
+    let ext2 = Extended2::decode(&data).unwrap();
+    let keys = ntor::client_finish(st, ext2.hdata()).unwrap();
+    cl.circ.push_hop(&keys.tor1);
+    TwoHop { a, b, cl, ab_id }
+}
+
+/// Move every cell A sent toward B into B, and every cell B sent back
+/// into A; return what A sent to the client.
+pub(crate) fn pump(th: &mut TwoHop, rng: &mut StdRng) -> Vec<Action> {
+    let mut to_client = Vec::new();
+    for _ in 0..8 {
+        let mut moved = false;
+        for act in drain(&mut th.a.t) {
+            match act {
+                Action::SendCell {
+                    chan: A_TO_B,
+                    circ_id,
+                    cmd,
+                    body,
+                } => {
+                    moved = true;
+                    th.b.t
+                        .handle_cells(RELAY_CHAN, &mut [cell(circ_id, cmd, body)], now(), rng);
+                }
+                other => to_client.push(other),
+            }
+        }
+        for act in drain(&mut th.b.t) {
+            if let Action::SendCell {
+                circ_id, cmd, body, ..
+            } = act
+            {
+                moved = true;
+                th.a.t
+                    .handle_cells(A_TO_B, &mut [cell(circ_id, cmd, body)], now(), rng);
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    to_client
+}
+
+#[test]
+fn extend2_and_forwarding_both_ways() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut th = two_hop(&mut rng);
+    // RESOLVE of an IP literal at hop 2 travels A → B and back.
+    let mut c = [client_cell(
+        &mut th.cl,
+        &mut rng,
+        1,
+        RelayCmd::RESOLVE,
+        3,
+        b"192.0.2.9\0",
+        false,
+    )];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    let out = pump(&mut th, &mut rng);
+    let cells = sent_cells(&out);
+    assert_eq!(cells.len(), 1);
+    let (hop, hdr, data, _) = client_recv(&mut th.cl, cells[0].3);
+    assert_eq!(
+        (hop, hdr.cmd, hdr.stream_id.get()),
+        (1, RelayCmd::RESOLVED, 3)
+    );
+    assert_eq!(data, [4, 4, 192, 0, 2, 9, 0, 0, 0x0e, 0x10]);
+    // EXTEND2 again on an extended circuit → close.
+    assert_eq!(th.a.t.circuit_count(A_TO_B), 1);
+}
+
+#[test]
+fn destroy_propagates_as_destroyed() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut th = two_hop(&mut rng);
+    let mut d = [cell(th.cl.id, ChanCmd::DESTROY, body_of(&[9]))];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut d, now(), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut th.a.t)),
+        vec![(A_TO_B, th.ab_id, 11)]
+    );
+    assert_eq!(th.a.t.circuit_count(CLIENT_CHAN), 0);
+    assert_eq!(th.a.t.circuit_count(A_TO_B), 0);
+
+    // From ahead: DESTROYED toward the client.
+    let mut th = two_hop(&mut rng);
+    let mut d = [cell(th.ab_id, ChanCmd::DESTROY, body_of(&[6]))];
+    th.a.t.handle_cells(A_TO_B, &mut d, now(), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut th.a.t)),
+        vec![(CLIENT_CHAN, th.cl.id, 11)]
+    );
+
+    // Backward RELAY_EARLY closes the circuit both ways.
+    let mut th = two_hop(&mut rng);
+    let mut e = [cell(th.ab_id, ChanCmd::RELAY_EARLY, [0; 509])];
+    th.a.t.handle_cells(A_TO_B, &mut e, now(), &mut rng);
+    let mut got = destroy_reasons(&drain(&mut th.a.t));
+    got.sort();
+    assert_eq!(got, vec![(CLIENT_CHAN, th.cl.id, 1), (A_TO_B, th.ab_id, 1)]);
+
+    // Channel closed: CHANNEL_CLOSED to the other side.
+    let mut th = two_hop(&mut rng);
+    th.a.t.channel_closed(A_TO_B);
+    assert_eq!(
+        destroy_reasons(&drain(&mut th.a.t)),
+        vec![(CLIENT_CHAN, th.cl.id, 8)]
+    );
+}
+
+#[test]
+fn extend2_refusals() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let cases: Vec<(Vec<LinkSpec>, bool)> = vec![
+        // To ourselves (our RSA id).
+        (
+            vec![
+                LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 9001)),
+                LinkSpec::LegacyId([1; 20]),
+            ],
+            true,
+        ),
+        // Private address.
+        (
+            vec![
+                LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9001)),
+                LinkSpec::LegacyId([3; 20]),
+            ],
+            true,
+        ),
+        // Our own ORPort.
+        (
+            vec![
+                LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 9001)),
+                LinkSpec::LegacyId([3; 20]),
+            ],
+            true,
+        ),
+        // No legacy id.
+        (
+            vec![LinkSpec::Ipv4(SocketAddrV4::new(
+                Ipv4Addr::new(198, 51, 100, 7),
+                9001,
+            ))],
+            true,
+        ),
+        // Fine, but not in RELAY_EARLY: dropped, circuit stays.
+        (
+            vec![
+                LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 9001)),
+                LinkSpec::LegacyId([3; 20]),
+            ],
+            false,
+        ),
+    ];
+    for (i, (specs, early)) in cases.into_iter().enumerate() {
+        let mut r = relay(&mut rng, 1);
+        let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+        let ext = Extend2::new(specs, HandshakeType::NTOR, vec![0; 84]);
+        let mut c = [client_msg(&mut cl, &mut rng, 0, 0, &ext, early)];
+        r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+        let acts = drain(&mut r.t);
+        if early {
+            assert_eq!(
+                destroy_reasons(&acts),
+                vec![(CLIENT_CHAN, cl.id, 1)],
+                "case {i}"
+            );
+        } else {
+            assert!(acts.is_empty(), "case {i}: {acts:?}");
+            assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+        }
+    }
+    // Extend failure → DESTROY(CONNECTFAILED).
+    let mut r = relay(&mut rng, 1);
+    let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    let specs = vec![
+        LinkSpec::Ipv4(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 9001)),
+        LinkSpec::LegacyId([3; 20]),
+    ];
+    let ext = Extend2::new(specs, HandshakeType::NTOR, vec![0; 84]);
+    let mut c = [client_msg(&mut cl, &mut rng, 0, 0, &ext, true)];
+    r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    let Some(Action::OpenChannel { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    let err = ExtendFailure::Launch(std::io::Error::other("no route"));
+    r.t.handle_extend_channel(key, Err(err), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![(CLIENT_CHAN, cl.id, 6)]
+    );
+}
+
+/// Random cells, valid-crypto cells with random payloads, random control
+/// cells: nothing panics, and the table stays usable.
+#[test]
+fn random_input_never_panics() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut th = two_hop(&mut rng);
+    let mut r = relay(&mut rng, 3);
+    let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    for i in 0..3000u32 {
+        let mut body = [0u8; 509];
+        rng.fill_bytes(&mut body);
+        let len = rng.random_range(0..40usize);
+        let cmds = [
+            RelayCmd::BEGIN,
+            RelayCmd::DATA,
+            RelayCmd::END,
+            RelayCmd::SENDME,
+            RelayCmd::EXTEND2,
+            RelayCmd::EXTEND,
+            RelayCmd::TRUNCATE,
+            RelayCmd::RESOLVE,
+            RelayCmd::BEGIN_DIR,
+            RelayCmd::new(rng.random()),
+        ];
+        let cmd = cmds[rng.random_range(0..cmds.len())];
+        let sid = rng.random_range(0..3u16);
+        if r.t.circuit_count(CLIENT_CHAN) == 0 {
+            cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001 + i);
+        }
+        let early = rng.random_bool(0.2);
+        let mut c = [client_cell(
+            &mut cl,
+            &mut rng,
+            0,
+            cmd,
+            sid,
+            &body[..len],
+            early,
+        )];
+        r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+        // Raw garbage of any command on random circuit IDs, both tables.
+        let raw_cmd = ChanCmd::new(rng.random_range(0..16u8));
+        let id = CircId::new(if rng.random_bool(0.5) {
+            cl.id.get()
+        } else {
+            rng.random()
+        });
+        r.t.handle_cells(CLIENT_CHAN, &mut [cell(id, raw_cmd, body)], now(), &mut rng);
+        th.a.t.handle_cells(
+            A_TO_B,
+            &mut [cell(th.ab_id, raw_cmd, body)],
+            now(),
+            &mut rng,
+        );
+        // Answer whatever the table asked for with random outcomes.
+        for a in drain(&mut r.t) {
+            match a {
+                Action::Resolve { key, .. } => r.t.handle_resolved(
+                    key,
+                    Ok(crate::exit::dns::Answer {
+                        addrs: vec!["192.0.2.1".parse().unwrap()],
+                        ttl: 300,
+                        hostname: None,
+                    }),
+                    now(),
+                    &mut rng,
+                ),
+                Action::Connect { key, addr } => {
+                    r.t.handle_connected(key, Ok(addr), now(), &mut rng)
+                }
+                _ => {}
+            }
+        }
+        drain(&mut th.a.t);
+    }
+    r.t.handle_timeout(now() + std::time::Duration::from_secs(3600), &mut rng);
+    drain(&mut r.t);
+}

@@ -1,0 +1,170 @@
+//! The types the worker and the circuit table exchange: identifiers,
+//! incoming cells, peer kinds, the configuration snapshot and the actions
+//! the table asks the worker to perform.
+//!
+//! `IncomingCell` and `PeerKind` mirror the link layer's types of the same
+//! name (they are unified at integration).
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::crypto::ntor::NtorOnionKeys;
+use crate::exit::dns::Query;
+use crate::exit::policy::ExitPolicy;
+use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, DestroyReason};
+use crate::proto::relay_msg::{EndReason, Extend2Target};
+
+/// A channel, numbered by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChanId(pub u32);
+
+/// An exit stream (or a pending RESOLVE), numbered by the table; opaque to
+/// the worker, which uses it to name the socket or DNS lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey(pub u64);
+
+/// A pending EXTEND2 waiting for a channel to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtendKey(pub u64);
+
+/// One fixed-size cell from an open channel.
+#[derive(Debug, Clone)]
+pub struct IncomingCell {
+    pub circ_id: CircId,
+    pub cmd: ChanCmd,
+    pub body: [u8; CELL_BODY_LEN],
+}
+
+/// Who is at the other end of a channel, as the link handshake proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// The peer did not authenticate: a client (or a relay acting as one).
+    Client,
+    /// An authenticated relay.
+    Relay { rsa_id: [u8; 20], ed_id: [u8; 32] },
+}
+
+/// Immutable snapshot from the control plane, swapped on key rotation or
+/// reload. Circuits already built keep their keys; new handshakes and new
+/// streams use the current snapshot.
+#[derive(Debug, Clone)]
+pub struct CircuitConfig {
+    /// Current and previous ntor onion key.
+    pub onion_keys: NtorOnionKeys,
+    /// SHA-1 of our RSA identity key (ntor NODEID).
+    pub rsa_id: [u8; 20],
+    /// Our Ed25519 identity (ntor-v3 ID).
+    pub ed_id: [u8; 32],
+    pub exit_policy: ExitPolicy,
+    /// IPv6Exit.
+    pub ipv6_exit: bool,
+    /// `refuseunknownexits`: refuse BEGIN from an authenticated relay that
+    /// is not in [`CircuitConfig::known_relays`] (END MISC).
+    pub refuse_unknown_exits: bool,
+    /// RSA identity digests of the relays in the current consensus.
+    pub known_relays: std::collections::HashSet<[u8; 20]>,
+    /// ExtendAllowPrivateAddresses.
+    pub extend_allow_private: bool,
+    /// Our ORPorts: never extend to ourselves.
+    pub own_addrs: Vec<SocketAddr>,
+    /// Consensus `circwindow`: the initial circuit package window.
+    pub circwindow: u16,
+    /// Consensus `circ_max_cell_queue_size`.
+    pub max_queue: usize,
+}
+
+/// Why the worker could not give an EXTEND2 a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtendFailure {
+    /// No connection could be launched at all (no usable address, out of
+    /// sockets): C tor closes with CONNECTFAILED
+    /// (circuitbuild_relay.c:circuit_open_connection_for_extend).
+    #[error("could not launch a connection to the extend target: {0}")]
+    Launch(io::Error),
+    /// The connection or its link handshake failed, or the peer's identity
+    /// was not the requested one: C tor closes the waiting circuits with
+    /// CHANNEL_CLOSED (circuitbuild_relay.c:circuit_n_chan_done).
+    #[error("channel to the extend target failed: {0}")]
+    Channel(String),
+}
+
+impl ExtendFailure {
+    /// The DESTROY reason sent back toward the client.
+    pub fn destroy_reason(&self) -> DestroyReason {
+        match self {
+            ExtendFailure::Launch(_) => DestroyReason::CONNECTFAILED,
+            ExtendFailure::Channel(_) => DestroyReason::CHANNEL_CLOSED,
+        }
+    }
+}
+
+/// What the table asks the worker to do, in order.
+///
+/// `SendCell` carries its body inline: boxing it would cost a heap
+/// allocation per relayed cell.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Action {
+    /// Write this cell on channel `chan`.
+    SendCell {
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+    },
+    /// Resolve for a BEGIN or RESOLVE; answer with
+    /// [`super::CircuitTable::handle_resolved`].
+    Resolve { key: StreamKey, query: Query },
+    /// Open a TCP connection (the exit policy already allowed `addr`);
+    /// answer with [`super::CircuitTable::handle_connected`].
+    Connect { key: StreamKey, addr: SocketAddr },
+    /// Bytes from DATA cells to write to the exit socket.
+    StreamWrite { key: StreamKey, data: Vec<u8> },
+    /// Stop reading the exit socket: the windows are closed.
+    PauseRead { key: StreamKey },
+    /// Reading may resume.
+    ResumeRead { key: StreamKey },
+    /// Close the exit socket after its queued output is flushed (or abandon
+    /// the connect / lookup). The key is dead afterwards.
+    CloseStream { key: StreamKey },
+    /// Find or open an authenticated channel to this relay; answer with
+    /// [`super::CircuitTable::handle_extend_channel`].
+    OpenChannel {
+        key: ExtendKey,
+        target: Extend2Target,
+    },
+}
+
+/// Map a connect or socket error to an END reason
+/// (connection_edge.c:errno_to_stream_end_reason).
+pub fn errno_to_end_reason(err: &io::Error) -> EndReason {
+    if let Some(code) = err.raw_os_error() {
+        return match code {
+            libc::EPIPE => EndReason::DONE,
+            libc::EBADF
+            | libc::EFAULT
+            | libc::EINVAL
+            | libc::EISCONN
+            | libc::ENOTSOCK
+            | libc::EPROTONOSUPPORT
+            | libc::EAFNOSUPPORT
+            | libc::ENOTCONN => EndReason::INTERNAL,
+            libc::ECONNABORTED | libc::ECONNRESET | libc::ENETRESET => EndReason::CONNRESET,
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EPERM => {
+                EndReason::NOROUTE
+            }
+            libc::ECONNREFUSED => EndReason::CONNECTREFUSED,
+            libc::ETIMEDOUT => EndReason::TIMEOUT,
+            libc::ENOBUFS | libc::ENOMEM | libc::ENFILE | libc::EMFILE => EndReason::RESOURCELIMIT,
+            _ => EndReason::MISC,
+        };
+    }
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => EndReason::CONNECTREFUSED,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => EndReason::CONNRESET,
+        io::ErrorKind::TimedOut => EndReason::TIMEOUT,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => EndReason::NOROUTE,
+        io::ErrorKind::BrokenPipe => EndReason::DONE,
+        _ => EndReason::MISC,
+    }
+}

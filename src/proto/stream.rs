@@ -1,0 +1,89 @@
+//! Exit streams of the circuits in a [`crate::proto::circuit::CircuitTable`]:
+//! BEGIN → resolve → exit policy → connect → CONNECTED, DATA both ways
+//! within the stream windows, END, RESOLVE → RESOLVED, BEGIN_DIR refused
+//! (requirements.md §5.1–§5.7; connection_edge.c:connection_exit_begin_conn,
+//! connected_cell_format_payload, connection_edge_end; relay.c; sendme.c;
+//! dns.c:send_resolved_cell).
+//!
+//! Owns the per-stream state and windows. Does not own sockets or the DNS
+//! resolver (the worker runs them on [`crate::proto::circuit::Action`]s),
+//! nor circuit-level windows (the circuit module).
+
+mod exit;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::proto::circuit::CircIdx;
+use crate::proto::relay_msg::{BeginFlags, StreamId};
+
+/// Stream windows at creation (`STREAMWINDOW_START`, or.h).
+pub const STREAMWINDOW_START: i32 = 500;
+/// Cells acknowledged by one stream SENDME (`STREAMWINDOW_INCREMENT`).
+pub const STREAMWINDOW_INCREMENT: i32 = 50;
+/// A stream SENDME goes out only while fewer cells than this wait to be
+/// written to the exit socket (sendme.c:sendme_connection_edge_consider_sending,
+/// `connection_outbuf_too_full`).
+pub const MAX_QUEUED_CELLS_FOR_SENDME: u32 = 10;
+/// How long a stream may stay resolving or connecting before it is ended
+/// with TIMEOUT.
+pub const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Optimistic data kept for a stream that is not connected yet: a full
+/// stream window.
+pub const MAX_OPTIMISTIC_BYTES: usize = 500 * 498;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// BEGIN to a host name: waiting for DNS.
+    Resolving,
+    /// Waiting for the TCP connect.
+    Connecting,
+    /// CONNECTED sent; data flows.
+    Open,
+    /// A RESOLVE request: waiting for DNS, then RESOLVED; no socket.
+    ResolveOnly,
+}
+
+/// One exit stream (or pending RESOLVE).
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub circ: CircIdx,
+    pub id: StreamId,
+    pub state: StreamState,
+    pub port: u16,
+    pub flags: BeginFlags,
+    /// The address connected to, for CONNECTED.
+    pub addr: Option<IpAddr>,
+    /// Clipped TTL for CONNECTED / END(EXITPOLICY).
+    pub ttl: u32,
+    pub package: i32,
+    pub deliver: i32,
+    /// Optimistic DATA received before CONNECTED.
+    pub pending: Vec<u8>,
+    /// We asked the worker to pause reading.
+    pub paused: bool,
+    /// DATA cells written to the socket since it last drained.
+    pub queued_cells: u32,
+}
+
+impl Stream {
+    pub(crate) fn new(circ: CircIdx, id: StreamId, state: StreamState) -> Self {
+        Stream {
+            circ,
+            id,
+            state,
+            port: 0,
+            flags: BeginFlags::default(),
+            addr: None,
+            ttl: 0,
+            package: STREAMWINDOW_START,
+            deliver: STREAMWINDOW_START,
+            pending: Vec::new(),
+            paused: false,
+            queued_cells: 0,
+        }
+    }
+}

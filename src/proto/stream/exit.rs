@@ -1,0 +1,516 @@
+//! The exit side of streams: what a recognized stream cell does, and what
+//! the worker's DNS, connect and socket events do to a stream.
+
+use std::cmp::Reverse;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use rand::CryptoRng;
+
+use super::{
+    MAX_OPTIMISTIC_BYTES, MAX_QUEUED_CELLS_FOR_SENDME, STREAM_SETUP_TIMEOUT,
+    STREAMWINDOW_INCREMENT, STREAMWINDOW_START, Stream, StreamState,
+};
+use crate::exit::dns::{
+    Answer, DEFAULT_DNS_TTL, MIN_DNS_TTL, Purpose, QueryKind, ResolveError, Target,
+    classify_address, clip_dns_ttl,
+};
+use crate::proto::circuit::{
+    Action, CircIdx, CircuitTable, PeerKind, StreamKey, errno_to_end_reason,
+};
+use crate::proto::relay_msg::{
+    Begin, BeginTarget, Connected, Data, End, EndReason, RELAY_DATA_MAX, RelayBody, RelayCmd,
+    Resolve, Resolved, ResolvedVal, Sendme, StreamId,
+};
+
+impl CircuitTable {
+    /// A recognized cell with a non-zero StreamID, other than DATA.
+    pub(crate) fn stream_cell(
+        &mut self,
+        idx: CircIdx,
+        cmd: RelayCmd,
+        sid: StreamId,
+        data: &[u8],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let existing = self
+            .circs
+            .get(&idx)
+            .and_then(|c| c.streams.get(&sid))
+            .copied();
+        match cmd {
+            RelayCmd::BEGIN | RelayCmd::BEGIN_DIR | RelayCmd::RESOLVE if existing.is_some() => {
+                // "Begin cell for known stream. Dropping." (relay.c)
+            }
+            RelayCmd::BEGIN => self.begin(idx, sid, data, now, rng),
+            RelayCmd::BEGIN_DIR => {
+                // We serve no directory data (§5.5).
+                self.send_end(idx, sid, &End::new(EndReason::NOTDIRECTORY), rng);
+            }
+            RelayCmd::RESOLVE => self.resolve(idx, sid, data, now, rng),
+            RelayCmd::END => {
+                if let Some(key) = existing {
+                    // Close the socket, send nothing more (§5.3); queued
+                    // optimistic data goes with the stream.
+                    self.remove_stream(key);
+                    self.push_action(Action::CloseStream { key });
+                }
+            }
+            RelayCmd::SENDME => {
+                let Some(key) = existing else { return };
+                let Some(s) = self.streams.get_mut(&key) else {
+                    return;
+                };
+                s.package += STREAMWINDOW_INCREMENT;
+                if s.package > STREAMWINDOW_START {
+                    // sendme.c:sendme_process_stream_level.
+                    self.close_protocol(idx);
+                    return;
+                }
+                self.resume_streams(idx);
+            }
+            // CONNECTED, RESOLVED, unknown commands: not for an exit; drop.
+            _ => {}
+        }
+    }
+
+    fn begin(
+        &mut self,
+        idx: CircIdx,
+        sid: StreamId,
+        data: &[u8],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let begin = match Begin::decode(data) {
+            Ok(b) => b,
+            Err(e) => {
+                self.send_end(idx, sid, &End::new(e.end_reason()), rng);
+                return;
+            }
+        };
+        // No one-hop proxying, no exits for unknown relays
+        // (connection_exit_begin_conn).
+        let Some(c) = self.circs.get(&idx) else {
+            return;
+        };
+        let peer = self.chans.get(&c.prev_chan).and_then(|i| i.peer);
+        let refusal = match peer {
+            None | Some(PeerKind::Client) => Some(EndReason::TORPROTOCOL),
+            Some(PeerKind::Relay { rsa_id, .. })
+                if self.cfg.refuse_unknown_exits && !self.cfg.known_relays.contains(&rsa_id) =>
+            {
+                Some(EndReason::MISC)
+            }
+            Some(PeerKind::Relay { .. }) => None,
+        };
+        if let Some(r) = refusal {
+            self.send_end(idx, sid, &End::new(r), rng);
+            return;
+        }
+        let Some(kind) = QueryKind::for_begin(begin.flags().bits(), self.cfg.ipv6_exit) else {
+            self.send_end(idx, sid, &End::new(EndReason::EXITPOLICY), rng);
+            return;
+        };
+        let key = self.new_stream(idx, sid, StreamState::Resolving, now);
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.port = begin.port();
+            s.flags = begin.flags();
+        }
+        match begin.target() {
+            BeginTarget::Ipv4(a) => {
+                self.policy_then_connect(key, IpAddr::V4(*a), clip_dns_ttl(DEFAULT_DNS_TTL), rng)
+            }
+            BeginTarget::Ipv6(a) => {
+                self.policy_then_connect(key, IpAddr::V6(*a), clip_dns_ttl(DEFAULT_DNS_TTL), rng)
+            }
+            BeginTarget::Hostname(h) => {
+                let query = classify_address(h, Purpose::Connect)
+                    .ok()
+                    .and_then(|t| t.query(kind));
+                match query {
+                    Some(query) => self.push_action(Action::Resolve { key, query }),
+                    None => self.end_stream(key, &End::new(EndReason::RESOLVEFAILED), false, rng),
+                }
+            }
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        idx: CircIdx,
+        sid: StreamId,
+        data: &[u8],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let target = Resolve::decode(data)
+            .ok()
+            .and_then(|r| classify_address(r.name(), Purpose::Resolve).ok());
+        let query = match target {
+            None => {
+                let msg = Resolved::error(false, MIN_DNS_TTL);
+                self.send_back(idx, sid, &msg, rng);
+                return;
+            }
+            Some(Target::Ip(ip)) => {
+                let mut msg = Resolved::new();
+                let _ = msg.push(ResolvedVal::Ip(ip), clip_dns_ttl(DEFAULT_DNS_TTL));
+                self.send_back(idx, sid, &msg, rng);
+                return;
+            }
+            Some(t) => t.query(QueryKind::Ipv4ThenIpv6),
+        };
+        let Some(query) = query else { return };
+        let key = self.new_stream(idx, sid, StreamState::ResolveOnly, now);
+        self.push_action(Action::Resolve { key, query });
+    }
+
+    fn new_stream(
+        &mut self,
+        idx: CircIdx,
+        sid: StreamId,
+        state: StreamState,
+        now: Instant,
+    ) -> StreamKey {
+        let key = StreamKey(self.alloc_key());
+        self.streams.insert(key, Stream::new(idx, sid, state));
+        if let Some(c) = self.circs.get_mut(&idx) {
+            c.streams.insert(sid, key);
+        }
+        self.deadlines
+            .push(Reverse((now + STREAM_SETUP_TIMEOUT, key)));
+        key
+    }
+
+    pub(crate) fn remove_stream(&mut self, key: StreamKey) -> Option<Stream> {
+        let s = self.streams.remove(&key)?;
+        if let Some(c) = self.circs.get_mut(&s.circ) {
+            c.streams.remove(&s.id);
+        }
+        Some(s)
+    }
+
+    fn send_end(&mut self, idx: CircIdx, sid: StreamId, end: &End, rng: &mut impl CryptoRng) {
+        self.send_back(idx, sid, end, rng);
+    }
+
+    /// END a stream we hold; `close` also tells the worker to drop its
+    /// socket or lookup.
+    fn end_stream(&mut self, key: StreamKey, end: &End, close: bool, rng: &mut impl CryptoRng) {
+        if let Some(s) = self.remove_stream(key) {
+            self.send_end(s.circ, s.id, end, rng);
+            if close {
+                self.push_action(Action::CloseStream { key });
+            }
+        }
+    }
+
+    /// Exit policy on the (resolved) address, then connect
+    /// (connection_exit_connect → my_exit_policy_rejects).
+    /// `ttl` is already clipped (an [`Answer::ttl`] is; clipping twice
+    /// would turn 300 into 3600).
+    fn policy_then_connect(
+        &mut self,
+        key: StreamKey,
+        ip: IpAddr,
+        ttl: u32,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let port = s.port;
+        let v6_refused = ip.is_ipv6() && !self.cfg.ipv6_exit;
+        if v6_refused || !self.cfg.exit_policy.allows(ip, port) || ip.is_unspecified() {
+            self.end_stream(key, &End::exit_policy(ip, ttl), false, rng);
+            return;
+        }
+        s.addr = Some(ip);
+        s.ttl = ttl;
+        s.state = StreamState::Connecting;
+        self.push_action(Action::Connect {
+            key,
+            addr: SocketAddr::new(ip, port),
+        });
+    }
+
+    /// The DNS answer for a BEGIN or RESOLVE.
+    pub fn handle_resolved(
+        &mut self,
+        key: StreamKey,
+        res: Result<Answer, ResolveError>,
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get(&key) else {
+            return;
+        };
+        match (s.state, res) {
+            (StreamState::Resolving, Ok(ans)) => {
+                let ipv4_ok = !s.flags.ipv4_not_ok();
+                let ipv6_ok = self.cfg.ipv6_exit && s.flags.ipv6_ok();
+                let prefer6 = ipv6_ok && s.flags.ipv6_preferred();
+                let v4 = ans.addrs.iter().find(|a| a.is_ipv4() && ipv4_ok);
+                let v6 = ans.addrs.iter().find(|a| a.is_ipv6() && ipv6_ok);
+                let pick = if prefer6 { v6.or(v4) } else { v4.or(v6) };
+                match pick {
+                    Some(ip) => self.policy_then_connect(key, *ip, ans.ttl, rng),
+                    None => self.end_stream(key, &End::new(EndReason::RESOLVEFAILED), false, rng),
+                }
+            }
+            (StreamState::Resolving, Err(e)) => {
+                tracing::debug!("BEGIN resolve failed: {e}");
+                self.end_stream(key, &End::new(EndReason::RESOLVEFAILED), false, rng);
+            }
+            (StreamState::ResolveOnly, res) => {
+                let Some(s) = self.remove_stream(key) else {
+                    return;
+                };
+                let msg = resolved_msg(res);
+                self.send_back(s.circ, s.id, &msg, rng);
+            }
+            _ => {}
+        }
+    }
+
+    /// The TCP connect finished (or failed).
+    pub fn handle_connected(
+        &mut self,
+        key: StreamKey,
+        res: io::Result<SocketAddr>,
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if s.state != StreamState::Connecting {
+            return;
+        }
+        if let Err(e) = res {
+            let reason = errno_to_end_reason(&e);
+            self.end_stream(key, &End::new(reason), true, rng);
+            return;
+        }
+        s.state = StreamState::Open;
+        let (circ, sid) = (s.circ, s.id);
+        let msg = s
+            .addr
+            .and_then(|a| Connected::new(a, s.ttl).ok())
+            .unwrap_or_else(Connected::empty);
+        let pending = std::mem::take(&mut s.pending);
+        self.send_back(circ, sid, &msg, rng);
+        if !pending.is_empty() {
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.queued_cells += 1;
+            }
+            self.push_action(Action::StreamWrite { key, data: pending });
+        }
+        self.consider_stream_sendme(key, rng);
+    }
+
+    /// DATA for our hop on stream `sid` (the circuit window is already
+    /// accounted for).
+    pub(crate) fn stream_data(
+        &mut self,
+        idx: CircIdx,
+        sid: StreamId,
+        data: &[u8],
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(key) = self
+            .circs
+            .get(&idx)
+            .and_then(|c| c.streams.get(&sid))
+            .copied()
+        else {
+            return; // "data cell dropped, unknown stream"
+        };
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        s.deliver -= 1;
+        if s.deliver < 0 {
+            // "conn deliver_window below 0. Killing." (relay.c)
+            self.close_protocol(idx);
+            return;
+        }
+        match s.state {
+            StreamState::Open => {
+                s.queued_cells += 1;
+                self.push_action(Action::StreamWrite {
+                    key,
+                    data: data.to_vec(),
+                });
+                self.consider_stream_sendme(key, rng);
+            }
+            StreamState::Resolving | StreamState::Connecting => {
+                // Optimistic data: kept until CONNECTED (§5.1).
+                if s.pending.len() + data.len() > MAX_OPTIMISTIC_BYTES {
+                    self.close_protocol(idx);
+                    return;
+                }
+                s.pending.extend_from_slice(data);
+            }
+            StreamState::ResolveOnly => {}
+        }
+    }
+
+    /// Stream SENDME when the deliver window is low and the socket keeps
+    /// up (sendme.c:sendme_connection_edge_consider_sending).
+    fn consider_stream_sendme(&mut self, key: StreamKey, rng: &mut impl CryptoRng) {
+        loop {
+            let Some(s) = self.streams.get_mut(&key) else {
+                return;
+            };
+            if s.state != StreamState::Open
+                || s.deliver > STREAMWINDOW_START - STREAMWINDOW_INCREMENT
+                || s.queued_cells >= MAX_QUEUED_CELLS_FOR_SENDME
+            {
+                return;
+            }
+            s.deliver += STREAMWINDOW_INCREMENT;
+            let (circ, sid) = (s.circ, s.id);
+            // Stream SENDMEs carry no body (§5.7).
+            if self.send_back(circ, sid, &Sendme::V0, rng).is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Bytes read from an exit socket → DATA cells within the windows.
+    /// Returns how many bytes were taken; on a short take the worker keeps
+    /// the rest and waits for [`Action::ResumeRead`].
+    pub fn handle_stream_data(
+        &mut self,
+        key: StreamKey,
+        data: &[u8],
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) -> usize {
+        let Some(s) = self.streams.get(&key) else {
+            return 0;
+        };
+        if s.state != StreamState::Open {
+            return 0;
+        }
+        let (idx, sid) = (s.circ, s.id);
+        let mut taken = 0;
+        for chunk in data.chunks(RELAY_DATA_MAX) {
+            let open = self.streams.get(&key).is_some_and(|s| s.package > 0);
+            if !open || !self.circuit_package_ok(idx) {
+                break;
+            }
+            let Ok(msg) = Data::new(chunk) else { break };
+            let Some(tag) = self.send_back(idx, sid, &msg, rng) else {
+                return taken;
+            };
+            self.circuit_packaged(idx, tag);
+            if let Some(s) = self.streams.get_mut(&key) {
+                s.package -= 1;
+            }
+            taken += chunk.len();
+        }
+        if taken < data.len()
+            && let Some(s) = self.streams.get_mut(&key)
+            && !s.paused
+        {
+            s.paused = true;
+            self.push_action(Action::PauseRead { key });
+        }
+        taken
+    }
+
+    /// Resume the paused streams of a circuit whose windows reopened.
+    pub(crate) fn resume_streams(&mut self, idx: CircIdx) {
+        if !self.circuit_package_ok(idx) {
+            return;
+        }
+        let Some(c) = self.circs.get(&idx) else {
+            return;
+        };
+        let mut keys: Vec<StreamKey> = c.streams.values().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            if let Some(s) = self.streams.get_mut(&key)
+                && s.paused
+                && s.package > 0
+            {
+                s.paused = false;
+                self.push_action(Action::ResumeRead { key });
+            }
+        }
+    }
+
+    /// The exit socket reached EOF (`None`) or failed: END DONE or the
+    /// mapped reason (§5.3: half-close is not a thing in Tor).
+    pub fn handle_stream_eof(
+        &mut self,
+        key: StreamKey,
+        err: Option<io::Error>,
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let reason = err.as_ref().map_or(EndReason::DONE, errno_to_end_reason);
+        self.end_stream(key, &End::new(reason), true, rng);
+    }
+
+    /// The exit socket's send queue drained: stream SENDMEs may go out.
+    pub fn handle_stream_drained(&mut self, key: StreamKey, rng: &mut impl CryptoRng) {
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.queued_cells = 0;
+            self.consider_stream_sendme(key, rng);
+        }
+    }
+
+    pub(crate) fn stream_setup_timeout(
+        &mut self,
+        key: StreamKey,
+        _now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get(&key) else {
+            return;
+        };
+        match s.state {
+            StreamState::Resolving | StreamState::Connecting => {
+                self.end_stream(key, &End::new(EndReason::TIMEOUT), true, rng);
+            }
+            StreamState::ResolveOnly => {
+                if let Some(s) = self.remove_stream(key) {
+                    self.send_back(s.circ, s.id, &Resolved::error(true, MIN_DNS_TTL), rng);
+                    self.push_action(Action::CloseStream { key });
+                }
+            }
+            StreamState::Open => {}
+        }
+    }
+}
+
+/// RESOLVED for a lookup result: first IPv4 then first IPv6 answer, or the
+/// PTR name, or an error type (dns.c:send_resolved_cell).
+fn resolved_msg(res: Result<Answer, ResolveError>) -> Resolved {
+    match res {
+        Ok(ans) => {
+            let mut msg = Resolved::new();
+            if let Some(h) = &ans.hostname {
+                let _ = msg.push(ResolvedVal::Hostname(h.as_bytes().to_vec()), ans.ttl);
+            }
+            let v4 = ans.addrs.iter().find(|a| a.is_ipv4());
+            let v6 = ans.addrs.iter().find(|a| a.is_ipv6());
+            for ip in v4.into_iter().chain(v6) {
+                let _ = msg.push(ResolvedVal::Ip(*ip), ans.ttl);
+            }
+            if msg.answers().is_empty() {
+                Resolved::error(false, ans.ttl)
+            } else {
+                msg
+            }
+        }
+        Err(e) => Resolved::error(e.is_transient(), MIN_DNS_TTL),
+    }
+}

@@ -1,0 +1,568 @@
+//! Exit stream tests, driven through a two-hop circuit (BEGIN from the
+//! first hop is refused, so the exit sits behind a relay channel).
+
+use std::net::{IpAddr, SocketAddr};
+
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::exit::dns::{Answer, ResolveError};
+use crate::proto::cell::{ChanCmd, CircId};
+use crate::proto::circuit::tests::{
+    CLIENT_CHAN, Client, RELAY_CHAN, Relay, client_cell, client_msg, client_recv, create_ntor,
+    drain, now, relay, sent_cells,
+};
+use crate::proto::circuit::{Action, ChanId, PeerKind, StreamKey};
+use crate::proto::relay_msg::{
+    Connected, End, EndReason, RelayBody, RelayCmd, Resolved, ResolvedVal, Sendme,
+};
+
+/// The exit with a circuit arriving from a known relay.
+fn exit(rng: &mut StdRng) -> (Relay, Client) {
+    let mut r = relay(rng, 1);
+    let cl = create_ntor(&mut r, rng, RELAY_CHAN, 0x8000_0001);
+    (r, cl)
+}
+
+fn send(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, cmd: RelayCmd, sid: u16, data: &[u8]) {
+    let chan = chan_of(cl);
+    let mut c = [client_cell(cl, rng, 0, cmd, sid, data, false)];
+    r.t.handle_cells(chan, &mut c, now(), rng);
+}
+
+fn chan_of(cl: &Client) -> ChanId {
+    cl.chan
+}
+
+/// Decrypt every cell the exit sent to the client: (cmd, stream, data, tag).
+fn replies(
+    r: &mut Relay,
+    cl: &mut Client,
+    acts: &[Action],
+) -> Vec<(RelayCmd, u16, Vec<u8>, [u8; 20])> {
+    let _ = r;
+    sent_cells(acts)
+        .into_iter()
+        .map(|(_, _, cmd, body)| {
+            assert_eq!(cmd, ChanCmd::RELAY);
+            let (_, hdr, data, tag) = client_recv(cl, body);
+            (hdr.cmd, hdr.stream_id.get(), data, tag)
+        })
+        .collect()
+}
+
+fn only_end(r: &mut Relay, cl: &mut Client) -> End {
+    let acts = drain(&mut r.t);
+    let rep = replies(r, cl, &acts);
+    assert_eq!(rep.len(), 1, "{rep:?}");
+    assert_eq!(rep[0].0, RelayCmd::END);
+    End::decode(&rep[0].2).unwrap()
+}
+
+/// BEGIN to a host name through resolve and connect; returns the key.
+fn open_stream(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, sid: u16) -> StreamKey {
+    send(r, cl, rng, RelayCmd::BEGIN, sid, b"Example.COM:443\0");
+    let acts = drain(&mut r.t);
+    let [Action::Resolve { key, query }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(query.name(), "example.com");
+    let key = *key;
+    let ans = Answer {
+        addrs: vec![
+            "2001:db8::1".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+        ],
+        ttl: 3600,
+        hostname: None,
+    };
+    r.t.handle_resolved(key, Ok(ans), now(), rng);
+    let acts = drain(&mut r.t);
+    let [Action::Connect { key: k2, addr }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(
+        (*k2, *addr),
+        (key, "192.0.2.10:443".parse::<SocketAddr>().unwrap())
+    );
+    r.t.handle_connected(key, Ok(*addr), now(), rng);
+    let acts = drain(&mut r.t);
+    let rep = replies(r, cl, &acts);
+    assert_eq!((rep[0].0, rep[0].1), (RelayCmd::CONNECTED, sid));
+    let c = Connected::decode(&rep[0].2).unwrap();
+    assert_eq!(c.addr(), Some("192.0.2.10".parse::<IpAddr>().unwrap()));
+    assert_eq!(c.ttl(), Some(3600));
+    key
+}
+
+#[test]
+fn begin_resolve_connect_connected() {
+    let mut rng = StdRng::seed_from_u64(20);
+    let (mut r, mut cl) = exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 5);
+    // DATA both ways.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::DATA,
+        5,
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    let acts = drain(&mut r.t);
+    assert!(
+        matches!(&acts[..], [Action::StreamWrite { key: k, data }] if *k == key && data == b"GET / HTTP/1.0\r\n\r\n")
+    );
+    assert_eq!(
+        r.t.handle_stream_data(key, b"HTTP/1.0 200 OK\r\n", now(), &mut rng),
+        17
+    );
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    assert_eq!(
+        (rep[0].0, rep[0].1, &rep[0].2[..]),
+        (RelayCmd::DATA, 5, &b"HTTP/1.0 200 OK\r\n"[..])
+    );
+    // EOF → END DONE and close.
+    r.t.handle_stream_eof(key, None, now(), &mut rng);
+    let acts = drain(&mut r.t);
+    assert!(matches!(acts.last(), Some(Action::CloseStream { key: k }) if *k == key));
+    let rep = replies(&mut r, &mut cl, &acts[..1]);
+    assert_eq!(End::decode(&rep[0].2).unwrap().reason(), EndReason::DONE);
+}
+
+#[test]
+fn optimistic_data_waits_for_connected_and_dies_with_end() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let (mut r, mut cl) = exit(&mut rng);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"192.0.2.3:80\0",
+    );
+    send(&mut r, &mut cl, &mut rng, RelayCmd::DATA, 1, b"early");
+    let acts = drain(&mut r.t);
+    let [Action::Connect { key, addr }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    let (key, addr) = (*key, *addr);
+    r.t.handle_connected(key, Ok(addr), now(), &mut rng);
+    let acts = drain(&mut r.t);
+    assert!(matches!(&acts[1], Action::StreamWrite { data, .. } if data == b"early"));
+    // A second stream: END before connect drops the queued data.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        2,
+        b"192.0.2.3:80\0",
+    );
+    send(&mut r, &mut cl, &mut rng, RelayCmd::DATA, 2, b"lost");
+    let acts = drain(&mut r.t);
+    let [Action::Connect { key, .. }] = &acts[..] else {
+        panic!()
+    };
+    let key = *key;
+    let mut end = End::new(EndReason::MISC);
+    let _ = &mut end;
+    let mut c = [client_msg(&mut cl, &mut rng, 0, 2, &end, false)];
+    r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
+    let acts = drain(&mut r.t);
+    assert!(matches!(&acts[..], [Action::CloseStream { key: k }] if *k == key));
+    r.t.handle_connected(key, Ok(addr), now(), &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+}
+
+#[test]
+fn end_reasons() {
+    let mut rng = StdRng::seed_from_u64(22);
+    // EXITPOLICY with the address for a rejected port (IP literal).
+    let (mut r, mut cl) = exit(&mut rng);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"192.0.2.3:25\0",
+    );
+    let end = only_end(&mut r, &mut cl);
+    assert_eq!(end.reason(), EndReason::EXITPOLICY);
+    assert_eq!(end.address(), Some("192.0.2.3".parse().unwrap()));
+    assert_eq!(end.ttl(), Some(3600));
+    // EXITPOLICY for the resolved address of a host name.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        2,
+        b"mail.example:25\0",
+    );
+    let Some(Action::Resolve { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    let ans = Answer {
+        addrs: vec!["198.51.100.4".parse().unwrap()],
+        ttl: 300,
+        hostname: None,
+    };
+    r.t.handle_resolved(key, Ok(ans), now(), &mut rng);
+    let end = only_end(&mut r, &mut cl);
+    assert_eq!(
+        (end.reason(), end.address(), end.ttl()),
+        (
+            EndReason::EXITPOLICY,
+            Some("198.51.100.4".parse().unwrap()),
+            Some(300)
+        )
+    );
+    // RESOLVEFAILED.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        3,
+        b"nx.example:80\0",
+    );
+    let Some(Action::Resolve { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    r.t.handle_resolved(
+        key,
+        Err(ResolveError::NxDomain {
+            name: "nx.example".into(),
+        }),
+        now(),
+        &mut rng,
+    );
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::RESOLVEFAILED);
+    // CONNECTREFUSED.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        4,
+        b"192.0.2.3:81\0",
+    );
+    let Some(Action::Connect { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    r.t.handle_connected(
+        key,
+        Err(std::io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+        now(),
+        &mut rng,
+    );
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts[..1]);
+    assert_eq!(
+        End::decode(&rep[0].2).unwrap().reason(),
+        EndReason::CONNECTREFUSED
+    );
+    // NOTDIRECTORY for BEGIN_DIR; TORPROTOCOL for a bad BEGIN.
+    send(&mut r, &mut cl, &mut rng, RelayCmd::BEGIN_DIR, 5, b"");
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::NOTDIRECTORY);
+    send(&mut r, &mut cl, &mut rng, RelayCmd::BEGIN, 6, b"no-port\0");
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::TORPROTOCOL);
+
+    // First hop (client channel) → TORPROTOCOL.
+    let mut r = relay(&mut rng, 1);
+    let mut cl = create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"192.0.2.3:80\0",
+    );
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::TORPROTOCOL);
+    // Unknown relay while refusing unknown exits → MISC.
+    r.t.channel_opened(
+        ChanId(9),
+        PeerKind::Relay {
+            rsa_id: [0x42; 20],
+            ed_id: [0x42; 32],
+        },
+    );
+    let mut cl = create_ntor(&mut r, &mut rng, ChanId(9), 0x8000_0001);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"192.0.2.3:80\0",
+    );
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::MISC);
+}
+
+#[test]
+fn resolve_gives_resolved() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let (mut r, mut cl) = exit(&mut rng);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::RESOLVE,
+        7,
+        b"www.example\0",
+    );
+    let Some(Action::Resolve { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    let ans = Answer {
+        addrs: vec!["2001:db8::5".parse().unwrap(), "192.0.2.5".parse().unwrap()],
+        ttl: 300,
+        hostname: None,
+    };
+    r.t.handle_resolved(key, Ok(ans), now(), &mut rng);
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    assert_eq!((rep[0].0, rep[0].1), (RelayCmd::RESOLVED, 7));
+    let mut want = vec![4, 4, 192, 0, 2, 5, 0, 0, 1, 0x2c, 6, 16];
+    want.extend_from_slice(
+        &"2001:db8::5"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    want.extend_from_slice(&[0, 0, 1, 0x2c]);
+    assert_eq!(rep[0].2, want);
+    // An error is typed (transient) and carries C tor's text.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::RESOLVE,
+        8,
+        b"slow.example\0",
+    );
+    let Some(Action::Resolve { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    r.t.handle_resolved(
+        key,
+        Err(ResolveError::Timeout {
+            name: "slow.example".into(),
+            attempts: 3,
+        }),
+        now(),
+        &mut rng,
+    );
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    let res = Resolved::decode(&rep[0].2).unwrap();
+    assert_eq!(res.answers()[0].val, ResolvedVal::TransientError);
+}
+
+/// The client's side of flow control: SENDMEs as C clients send them.
+struct Receiver {
+    circ_deliver: i32,
+    stream_deliver: i32,
+    cells: usize,
+}
+
+impl Receiver {
+    fn take(
+        &mut self,
+        r: &mut Relay,
+        cl: &mut Client,
+        rng: &mut StdRng,
+        acts: &[Action],
+        sid: u16,
+    ) {
+        for (cmd, s, _data, tag) in replies(r, cl, acts) {
+            assert_eq!((cmd, s), (RelayCmd::DATA, sid));
+            self.cells += 1;
+            self.circ_deliver -= 1;
+            self.stream_deliver -= 1;
+            if self.circ_deliver <= 900 {
+                self.circ_deliver += 100;
+                let mut c = [client_msg(cl, rng, 0, 0, &Sendme::V1 { tag }, false)];
+                r.t.handle_cells(RELAY_CHAN, &mut c, now(), rng);
+            }
+            if self.stream_deliver <= 450 {
+                self.stream_deliver += 50;
+                let mut c = [client_msg(cl, rng, 0, sid, &Sendme::V0, false)];
+                r.t.handle_cells(RELAY_CHAN, &mut c, now(), rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn download_3000_cells_with_windows_and_v1_sendmes() {
+    let mut rng = StdRng::seed_from_u64(24);
+    let (mut r, mut cl) = exit(&mut rng);
+    let keys: Vec<StreamKey> = (1..=3)
+        .map(|s| open_stream(&mut r, &mut cl, &mut rng, s))
+        .collect();
+    let chunk = vec![0xabu8; 498 * 3000];
+    // Without SENDMEs: 500 cells per stream, 1000 for the circuit.
+    assert_eq!(
+        r.t.handle_stream_data(keys[0], &chunk, now(), &mut rng),
+        498 * 500
+    );
+    assert_eq!(
+        r.t.handle_stream_data(keys[1], &chunk, now(), &mut rng),
+        498 * 500
+    );
+    assert_eq!(r.t.handle_stream_data(keys[2], &chunk, now(), &mut rng), 0);
+    let acts = drain(&mut r.t);
+    assert_eq!(sent_cells(&acts).len(), 1000);
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::PauseRead { .. }))
+            .count(),
+        3
+    );
+    // Deliver them; v1 SENDMEs with the right tags reopen the windows.
+    let mut rx = Receiver {
+        circ_deliver: 1000,
+        stream_deliver: 500,
+        cells: 0,
+    };
+    let (first, second): (Vec<_>, Vec<_>) = sent_cells(&acts).into_iter().partition(|c| {
+        let _ = c;
+        true
+    });
+    let _ = second;
+    let acts: Vec<Action> = first
+        .into_iter()
+        .map(|(chan, circ_id, cmd, body)| Action::SendCell {
+            chan,
+            circ_id,
+            cmd,
+            body,
+        })
+        .collect();
+    // Only stream accounting for stream 1 and 2 is simulated loosely: stream
+    // SENDMEs go to the stream of each cell.
+    let mut per_stream = [500i32; 4];
+    for (cmd, s, _d, tag) in replies(&mut r, &mut cl, &acts) {
+        assert_eq!(cmd, RelayCmd::DATA);
+        rx.circ_deliver -= 1;
+        per_stream[s as usize] -= 1;
+        if rx.circ_deliver <= 900 {
+            rx.circ_deliver += 100;
+            let mut c = [client_msg(
+                &mut cl,
+                &mut rng,
+                0,
+                0,
+                &Sendme::V1 { tag },
+                false,
+            )];
+            r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
+        }
+    }
+    let acts = drain(&mut r.t);
+    let resumed: Vec<_> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::ResumeRead { key } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resumed,
+        vec![keys[2]],
+        "only stream 3 has stream window left"
+    );
+    // Stream 3 now downloads 3000 cells with a well-behaved receiver.
+    let mut left = &chunk[..];
+    let mut rx = Receiver {
+        circ_deliver: rx.circ_deliver,
+        stream_deliver: 500,
+        cells: 0,
+    };
+    for _ in 0..100 {
+        let n = r.t.handle_stream_data(keys[2], left, now(), &mut rng);
+        left = &left[n..];
+        let acts = drain(&mut r.t);
+        let data_acts: Vec<Action> = acts
+            .into_iter()
+            .filter(|a| matches!(a, Action::SendCell { .. }))
+            .collect();
+        rx.take(&mut r, &mut cl, &mut rng, &data_acts, 3);
+        if left.is_empty() {
+            break;
+        }
+    }
+    assert!(left.is_empty());
+    assert_eq!(rx.cells, 3000);
+    assert_eq!(r.t.circuit_count(RELAY_CHAN), 1);
+
+    // A SENDME with a wrong tag closes the circuit.
+    assert!(r.t.handle_stream_data(keys[2], &chunk[..498 * 100], now(), &mut rng) > 0);
+    drain(&mut r.t);
+    let mut c = [client_msg(
+        &mut cl,
+        &mut rng,
+        0,
+        0,
+        &Sendme::V1 { tag: [7; 20] },
+        false,
+    )];
+    r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
+    let acts = drain(&mut r.t);
+    let destroys: Vec<_> = sent_cells(&acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| (c.1, c.3[0]))
+        .collect();
+    assert_eq!(destroys, vec![(CircId::new(0x8000_0001), 1)]);
+    assert_eq!(r.t.circuit_count(RELAY_CHAN), 0);
+}
+
+#[test]
+fn upload_emits_v1_circuit_sendme_with_last_data_tag() {
+    let mut rng = StdRng::seed_from_u64(25);
+    let (mut r, mut cl) = exit(&mut rng);
+    let _key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    let mut last_tag = [0u8; 20];
+    for _ in 0..100 {
+        let mut body = [0u8; 509];
+        crate::proto::relay_msg::encode_relay_data(
+            RelayCmd::DATA,
+            crate::proto::relay_msg::StreamId::new(1),
+            b"x",
+            &mut rng,
+            &mut body,
+        )
+        .unwrap();
+        last_tag = cl.circ.encrypt_forward(0, &mut body).unwrap().0;
+        r.t.handle_cells(
+            RELAY_CHAN,
+            &mut [crate::proto::circuit::tests::cell(
+                cl.id,
+                ChanCmd::RELAY,
+                body,
+            )],
+            now(),
+            &mut rng,
+        );
+    }
+    let acts: Vec<Action> = drain(&mut r.t)
+        .into_iter()
+        .filter(|a| matches!(a, Action::SendCell { .. }))
+        .collect();
+    let rep = replies(&mut r, &mut cl, &acts);
+    let sendmes: Vec<_> = rep.iter().filter(|x| x.0 == RelayCmd::SENDME).collect();
+    // One circuit SENDME (v1, tag of the 100th DATA) and, the socket not
+    // having drained, no stream SENDME yet.
+    assert_eq!(sendmes.len(), 1, "{rep:?}");
+    assert_eq!(sendmes[0].1, 0);
+    assert_eq!(
+        Sendme::decode(&sendmes[0].2).unwrap(),
+        Sendme::V1 { tag: last_tag }
+    );
+}
