@@ -9,6 +9,10 @@
 //!
 //! Exit codes: 0 success, 1 configuration or command line, 2 keys,
 //! 3 runtime.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

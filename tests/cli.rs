@@ -148,8 +148,19 @@ fn s(p: &Path) -> &str {
 fn help_and_version() {
     let o = oxit_with(&["--help"]);
     assert!(o.status.success());
-    for word in ["run", "keygen", "fingerprint", "check-config", "EXAMPLES", "oxit run -f"] {
-        assert!(o.stdout.contains(word), "--help lacks {word:?}: {}", o.stdout);
+    for word in [
+        "run",
+        "keygen",
+        "fingerprint",
+        "check-config",
+        "EXAMPLES",
+        "oxit run -f",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "--help lacks {word:?}: {}",
+            o.stdout
+        );
     }
     let o = oxit_with(&["run", "--help"]);
     assert!(o.status.success());
@@ -190,7 +201,10 @@ fn keygen_then_fingerprint_agree() {
     let (nick, fp) = ids[0].split_once(' ').unwrap();
     assert_eq!(nick, "CliTest");
     assert_eq!(fp.len(), 40);
-    assert!(fp.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+    assert!(
+        fp.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    );
     assert!(ids[1].starts_with("ed25519 ") && ids[1].len() == "ed25519 ".len() + 43);
     assert!(ids[2].starts_with("ntor-onion-key ") && ids[2].ends_with('='));
     // The fingerprint file C tor writes agrees.
@@ -248,16 +262,28 @@ fn check_config_reports_file_and_line() {
     );
     let o = oxit_with(&["check-config", "-f", s(&good)]);
     assert!(o.status.success(), "{}", o.stderr);
-    assert!(o.stdout.contains("ORPort 127.0.0.1:19999\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("ORPort 127.0.0.1:19999\n"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.contains("Nickname Good\n"), "{}", o.stdout);
-    assert!(o.stdout.contains("# effective exit policy:"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("# effective exit policy:"),
+        "{}",
+        o.stdout
+    );
     // A known C tor option oxit ignores: one warning naming file and line.
     let warn = format!("{}:4: BandwidthRate", good.display());
     assert_eq!(o.stderr.matches(&warn).count(), 1, "{}", o.stderr);
 
     for (body, line, what) in [
         ("Nickname A\nNoSuchOption 1\n", 2, "unknown option"),
-        ("Nickname A\n\nNumCPUs lots\n", 3, "bad value \"lots\" for NumCPUs"),
+        (
+            "Nickname A\n\nNumCPUs lots\n",
+            3,
+            "bad value \"lots\" for NumCPUs",
+        ),
         (
             "%include /nonexistent/oxit-test.conf\n",
             1,
@@ -284,7 +310,10 @@ fn run_with_bad_config_fails_cleanly() {
     let data = d.path().join("data");
     let bad = write_torrc(
         d.path(),
-        &format!("DataDirectory {}\nORPort 127.0.0.1:notaport\n", data.display()),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:notaport\n",
+            data.display()
+        ),
     );
     let o = oxit_with(&["run", "-f", s(&bad)]);
     assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
@@ -324,7 +353,11 @@ fn corrupt_key_file_stops_startup() {
             data.display()
         ),
     );
-    for file in ["secret_id_key", "ed25519_master_id_public_key", "secret_onion_key_ntor"] {
+    for file in [
+        "secret_id_key",
+        "ed25519_master_id_public_key",
+        "secret_onion_key_ntor",
+    ] {
         let path = data.join("keys").join(file);
         let orig = fs::read(&path).unwrap();
         // Truncated to half: garbage for every format.
@@ -394,8 +427,14 @@ fn run_logs_identity_serves_and_stops_on_sigterm() {
             Err(e) => panic!("no identity line ({e}); log so far: {log:#?}"),
         }
     };
-    assert!(identity.contains(" [notice] Relay RunTest identity: "), "{identity}");
-    assert!(identity.contains(&format!("ORPort 127.0.0.1:{port}")), "{identity}");
+    assert!(
+        identity.contains(" [notice] Relay RunTest identity: "),
+        "{identity}"
+    );
+    assert!(
+        identity.contains(&format!("ORPort 127.0.0.1:{port}")),
+        "{identity}"
+    );
     let fp = fs::read_to_string(data.join("fingerprint")).unwrap();
     let hex = fp.trim().split_once(' ').unwrap().1;
     assert!(identity.contains(hex), "{identity} vs {fp}");
@@ -427,4 +466,30 @@ fn run_logs_identity_serves_and_stops_on_sigterm() {
         rest.iter().any(|l| l.contains("Caught SIGTERM")),
         "{rest:#?}"
     );
+}
+
+#[test]
+fn busy_orport_is_a_runtime_error() {
+    let d = TempDir::new("busy");
+    // A plain listener (no SO_REUSEPORT) holds the port.
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNumCPUs 1\n",
+            d.path().join("data").display()
+        ),
+    );
+    let o = oxit_with(&["run", "-f", s(&torrc)]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with(&format!(
+            "oxit: error: cannot listen on ORPort 127.0.0.1:{port}"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert_no_panic(&o);
+    drop(holder);
 }
