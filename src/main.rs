@@ -187,13 +187,14 @@ fn data_dir_or_default(d: Option<PathBuf>) -> PathBuf {
 
 /// `oxit run`: config, logging, keys, signals, runtime.
 fn run(config_path: Option<&Path>) -> Result<(), CliError> {
-    // Before any thread exists, so that every thread inherits the mask.
     let shutdown = Shutdown::new();
     let (config, warnings) = match config_path {
         Some(p) => Config::parse_file(p)?,
         None => (Config::default(), Vec::new()),
     };
     logging::init(&config.logs)?;
+    // Before any thread exists (the runtime's workers, key generation
+    // spawns none), so that every thread inherits the blocked mask.
     let _signals = signals::install(shutdown.clone()).map_err(CliError::Signals)?;
     tracing::info!(
         "oxit {} starting ({})",
