@@ -1,1 +1,432 @@
-fn main() {}
+//! The `oxit` command line: `run`, `keygen`, `fingerprint`,
+//! `check-config` (docs/cli.md).
+//!
+//! This file owns argument parsing, the order of startup (signals before
+//! threads, config before logging before keys before the runtime), what is
+//! printed to the operator, and exit codes. It does not parse torrc
+//! (`oxit::config`), create keys (`oxit::crypto::keys`) or relay anything
+//! (`oxit::runtime`).
+//!
+//! Exit codes: 0 success, 1 configuration or command line, 2 keys,
+//! 3 runtime.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use oxit::config::{Config, ConfigError, ConfigWarning};
+use oxit::control::Shutdown;
+use oxit::control::logging::{self, LoggingError};
+use oxit::control::signals;
+use oxit::crypto::keyfile::{self, KeyFileError};
+use oxit::crypto::keys::{KeysError, NtorKey, RelayKeys};
+use oxit::crypto::rsa::{RsaIdentity, RsaPrivate, TOR_RSA_BITS};
+use oxit::runtime::RunError;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+  Start an exit relay with no configuration (keys in the default data
+  directory, ORPort 127.0.0.1:9001, C tor's default exit policy):
+    oxit run
+
+  Start with a torrc:
+    oxit run -f /etc/oxit/torrc
+
+  Check a torrc and print the effective configuration:
+    oxit check-config -f /etc/oxit/torrc
+
+  Create keys before the first start, then show the identities:
+    oxit keygen --data-dir /var/lib/oxit --nickname MyExit
+    oxit fingerprint --data-dir /var/lib/oxit
+
+EXIT STATUS:
+  0 success, 1 configuration or usage error, 2 key error, 3 runtime error.
+  See docs/cli.md.";
+
+/// A multi-core Tor exit relay.
+#[derive(Debug, Parser)]
+#[command(name = "oxit", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay (with no -f: the built-in defaults, see docs/options.md).
+    Run {
+        /// torrc-syntax configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Create a complete key set in DIR/keys (or show the existing one
+    /// without changing it).
+    Keygen {
+        /// The data directory (default: the one `oxit run` uses without -f).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Nickname written to DIR/fingerprint.
+        #[arg(long, value_name = "N", default_value = "Unnamed")]
+        nickname: String,
+    },
+    /// Print the relay's identities from DIR/keys; never creates anything.
+    Fingerprint {
+        /// The data directory (default: the one `oxit run` uses without -f).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Parse a configuration file, print warnings and the effective
+    /// configuration; exit 1 on the first error.
+    CheckConfig {
+        /// torrc-syntax configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Everything that stops a command, grouped by exit code.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Logging(#[from] LoggingError),
+    #[error("bad nickname {0:?}: expected 1 to 19 characters, each A-Z, a-z or 0-9")]
+    Nickname(String),
+    #[error("{0}")]
+    Keys(#[from] KeysError),
+    #[error("{0}")]
+    KeyFile(#[from] KeyFileError),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("{0}")]
+    Runtime(#[from] RunError),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Logging(_) | CliError::Nickname(_) => 1,
+            CliError::Keys(_) | CliError::KeyFile(_) => 2,
+            CliError::Signals(_) | CliError::Runtime(_) => 3,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let res = match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::Keygen { data_dir, nickname } => keygen(&data_dir_or_default(data_dir), &nickname),
+        Command::Fingerprint { data_dir } => fingerprint(&data_dir_or_default(data_dir)),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxit: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `--version` text: crate version plus what the build is, without git.
+fn long_version() -> String {
+    format!(
+        "{} ({}-{}, {} build, allocator mimalloc, I/O backends io_uring and epoll)",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )
+}
+
+fn parse_args() -> Result<Cli, ExitCode> {
+    // clap (without its `string` feature) takes 'static strings; the
+    // version is built once per process, so leaking it is harmless.
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let cmd = Cli::command().version(version).long_version(version);
+    let parsed = cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: clap prints to stdout.
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprint!("oxit: {}", e.render());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn data_dir_or_default(d: Option<PathBuf>) -> PathBuf {
+    d.unwrap_or_else(oxit::config::default_data_directory)
+}
+
+/// `oxit run`: config, logging, keys, signals, runtime.
+fn run(config_path: Option<&Path>) -> Result<(), CliError> {
+    let shutdown = Shutdown::new();
+    let (config, warnings) = match config_path {
+        Some(p) => Config::parse_file(p)?,
+        None => (Config::default(), Vec::new()),
+    };
+    logging::init(&config.logs)?;
+    // Before any thread exists (the runtime's workers, key generation
+    // spawns none), so that every thread inherits the blocked mask.
+    let _signals = signals::install(shutdown.clone()).map_err(CliError::Signals)?;
+    tracing::info!(
+        "oxit {} starting ({})",
+        env!("CARGO_PKG_VERSION"),
+        config_path.map_or_else(
+            || "no configuration file: built-in defaults".to_owned(),
+            |p| format!("configuration {}", p.display())
+        )
+    );
+    log_warnings(&warnings);
+    let res = start(&config, shutdown);
+    if let Err(e) = &res {
+        tracing::error!("{e}");
+    }
+    res
+}
+
+fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliError> {
+    let keys = RelayKeys::load_or_create(
+        &config.data_directory,
+        &config.nickname,
+        SystemTime::now(),
+        &mut rand::rng(),
+    )?;
+    let ports: Vec<String> = config.or_ports.iter().map(|p| p.to_string()).collect();
+    tracing::info!(
+        "Relay {} identity: RSA fingerprint {}, Ed25519 identity {}, ntor onion key {}, ORPort {}",
+        config.nickname,
+        keys.rsa_identity().hex_upper(),
+        STANDARD_NO_PAD.encode(keys.ed_identity()),
+        STANDARD.encode(keys.ntor_key().public()),
+        ports.join(", ")
+    );
+    // Interface addresses are not enumerated yet: the policy logged here is
+    // the one built from the configuration and our own ports.
+    let policy = config.build_exit_policy(&[]);
+    if policy.is_reject_all() {
+        tracing::info!("Exit policy: reject *:* (not an exit)");
+    } else {
+        tracing::info!("Exit policy: {policy}");
+    }
+    oxit::runtime::run(config, keys, shutdown)?;
+    tracing::info!("All channels closed; exiting.");
+    Ok(())
+}
+
+fn log_warnings(warnings: &[ConfigWarning]) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+/// `oxit keygen`: complete the key set, or report an existing complete one
+/// without writing anything.
+fn keygen(data_dir: &Path, nickname: &str) -> Result<(), CliError> {
+    if !valid_nickname(nickname) {
+        return Err(CliError::Nickname(nickname.to_owned()));
+    }
+    match read_identities(data_dir) {
+        Ok(ids) => {
+            println!(
+                "Keys already exist in {}; nothing was changed.",
+                data_dir.join("keys").display()
+            );
+            print_identities(&ids);
+            return Ok(());
+        }
+        // Some file is absent: create what is missing (load_or_create never
+        // replaces an identity that exists).
+        Err(CliError::KeyFile(KeyFileError::Missing(_))) => {}
+        Err(e) => return Err(e),
+    }
+    let keys = RelayKeys::load_or_create(data_dir, nickname, SystemTime::now(), &mut rand::rng())?;
+    println!("Keys created in {}.", data_dir.join("keys").display());
+    print_identities(&Identities {
+        nickname: nickname.to_owned(),
+        rsa: keys.rsa_identity(),
+        ed25519: *keys.ed_identity(),
+        ntor: *keys.ntor_key().public(),
+    });
+    Ok(())
+}
+
+/// `oxit fingerprint`: read-only.
+fn fingerprint(data_dir: &Path) -> Result<(), CliError> {
+    let ids = read_identities(data_dir)?;
+    print_identities(&ids);
+    Ok(())
+}
+
+/// `oxit check-config`.
+fn check_config(path: &Path) -> Result<(), CliError> {
+    let (config, warnings) = Config::parse_file(path)?;
+    for w in &warnings {
+        eprintln!("oxit: warning: {w}");
+    }
+    print!("{}", config.describe());
+    Ok(())
+}
+
+fn valid_nickname(n: &str) -> bool {
+    (1..=19).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The public identities of a key set.
+#[derive(Debug, PartialEq, Eq)]
+struct Identities {
+    nickname: String,
+    rsa: RsaIdentity,
+    ed25519: [u8; 32],
+    ntor: [u8; 32],
+}
+
+fn print_identities(ids: &Identities) {
+    println!("{} {}", ids.nickname, ids.rsa.hex_upper());
+    println!("ed25519 {}", STANDARD_NO_PAD.encode(ids.ed25519));
+    println!("ntor-onion-key {}", STANDARD.encode(ids.ntor));
+}
+
+// File names and headers of C tor's keys directory (router.c:init_keys,
+// routerkeys.c:load_ed_keys; requirements.md §2.3).
+const SECRET_ID_KEY: &str = "secret_id_key";
+const MASTER_PUBLIC: &str = "ed25519_master_id_public_key";
+const ONION_NTOR: &str = "secret_onion_key_ntor";
+
+/// Read the identities without creating or changing any file: the RSA
+/// identity, the Ed25519 master public key and the current ntor key must
+/// all exist and parse. The nickname comes from `DATA/fingerprint` when
+/// that file exists (C tor writes it), else `Unnamed`.
+fn read_identities(data_dir: &Path) -> Result<Identities, CliError> {
+    let keys = data_dir.join("keys");
+
+    let rsa_path = keys.join(SECRET_ID_KEY);
+    let pem = keyfile::read_file(&rsa_path)?;
+    let text = std::str::from_utf8(&pem)
+        .map_err(|_| KeyFileError::invalid(&rsa_path, "RSA key PEM is not text"))?;
+    let rsa_err = |source| KeysError::RsaFile {
+        path: rsa_path.clone(),
+        source,
+    };
+    let rsa = RsaPrivate::from_pkcs1_pem(text).map_err(rsa_err)?;
+    rsa.public()
+        .check_tor_params(TOR_RSA_BITS)
+        .map_err(rsa_err)?;
+
+    let ed = keyfile::read_tagged(&keys.join(MASTER_PUBLIC), "ed25519v1-public", "type0", 32)?;
+    let mut ed25519 = [0u8; 32];
+    ed25519.copy_from_slice(&ed);
+
+    let ntor_path = keys.join(ONION_NTOR);
+    let body = zeroize::Zeroizing::new(keyfile::read_tagged(&ntor_path, "c25519v1", "onion", 64)?);
+    let (secret, public) = body.split_at(32);
+    let mut s = zeroize::Zeroizing::new([0u8; 32]);
+    s.copy_from_slice(secret);
+    let ntor = NtorKey::from_secret(&s);
+    if public != ntor.public() {
+        return Err(
+            KeyFileError::invalid(&ntor_path, "public key does not match the secret key").into(),
+        );
+    }
+
+    let nickname = std::fs::read_to_string(data_dir.join("fingerprint"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .filter(|n| valid_nickname(n))
+        .unwrap_or_else(|| "Unnamed".to_owned());
+    Ok(Identities {
+        nickname,
+        rsa: rsa.public().identity(),
+        ed25519,
+        ntor: *ntor.public(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes() {
+        let cfg = Config::parse_str("Bogus 1", "t").unwrap_err();
+        assert_eq!(CliError::from(cfg).exit_code(), 1);
+        let kf = KeyFileError::Missing(PathBuf::from("x"));
+        assert_eq!(CliError::from(kf).exit_code(), 2);
+        let rt = RunError::WorkerFailed {
+            index: 0,
+            message: "x".into(),
+        };
+        assert_eq!(CliError::from(rt).exit_code(), 3);
+    }
+
+    #[test]
+    fn nicknames() {
+        assert!(valid_nickname("Unnamed"));
+        assert!(valid_nickname("a1234567890123456789".get(..19).unwrap()));
+        assert!(!valid_nickname(""));
+        assert!(!valid_nickname("a12345678901234567890"));
+        assert!(!valid_nickname("bad-name"));
+    }
+
+    #[test]
+    fn read_identities_matches_created_keys_and_creates_nothing() {
+        let d = std::env::temp_dir().join(format!("oxit-main-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let err = read_identities(&d).unwrap_err();
+        assert!(matches!(err, CliError::KeyFile(KeyFileError::Missing(_))));
+        assert!(!d.exists(), "reading must not create the data directory");
+
+        let keys =
+            RelayKeys::load_or_create(&d, "Nick", SystemTime::now(), &mut rand::rng()).unwrap();
+        let ids = read_identities(&d).unwrap();
+        assert_eq!(
+            ids,
+            Identities {
+                nickname: "Nick".into(),
+                rsa: keys.rsa_identity(),
+                ed25519: *keys.ed_identity(),
+                ntor: *keys.ntor_key().public(),
+            }
+        );
+        // A truncated ntor key is an error naming the file.
+        let ntor = d.join("keys").join(ONION_NTOR);
+        let data = std::fs::read(&ntor).unwrap();
+        std::fs::write(&ntor, &data[..40]).unwrap();
+        let err = read_identities(&d).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains(ONION_NTOR), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -2,6 +2,9 @@
 //! and their rotation, signals and the relay's start and stop; it hands the
 //! per-core workers immutable snapshots and never touches a cell.
 
+pub mod logging;
+pub mod signals;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,474 @@
+//! Logging set up from the configuration's `Log` lines, written in C tor's
+//! line format (`Nov 25 15:02:14.123 [notice] message`, log.c:log_prefix_).
+//!
+//! This module owns turning `Vec<LogSpec>` into a `tracing` subscriber and
+//! writing lines to stdout, stderr, files and syslog. It does not parse
+//! `Log` lines (`crate::config` does) and does not decide what is logged.
+//!
+//! Severity mapping. C tor has five severities, `tracing` five levels; the
+//! mapping is a shift so that `tracing::info!` is what an operator sees by
+//! default, as C tor's `notice` is:
+//!
+//! | C tor    | tracing  |
+//! |----------|----------|
+//! | `err`    | `ERROR`  |
+//! | `warn`   | `WARN`   |
+//! | `notice` | `INFO`   |
+//! | `info`   | `DEBUG`  |
+//! | `debug`  | `TRACE`  |
+//!
+//! Log domains (`[net,~mm]`) are kept by the parser but not applied here:
+//! every range of a `Log` line is checked on severity only (docs/options.md
+//! says so).
+
+use std::ffi::CString;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+use crate::config::{LogSpec, LogTarget, Severity};
+
+/// Setting up logging failed; startup stops.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// A `Log ... file PATH` whose file cannot be opened for appending.
+    #[error("cannot open log file {path}: {source}")]
+    OpenFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A global subscriber was already installed (a second `init`).
+    #[error("logging is already set up: {0}")]
+    AlreadySet(String),
+}
+
+/// The C tor severity a `tracing` level stands for (see the module doc).
+pub fn severity_of(level: &Level) -> Severity {
+    match *level {
+        Level::ERROR => Severity::Err,
+        Level::WARN => Severity::Warn,
+        Level::INFO => Severity::Notice,
+        Level::DEBUG => Severity::Info,
+        Level::TRACE => Severity::Debug,
+    }
+}
+
+/// The most verbose `tracing` level that still reaches `sev`.
+pub fn level_filter(sev: Severity) -> LevelFilter {
+    match sev {
+        Severity::Err => LevelFilter::ERROR,
+        Severity::Warn => LevelFilter::WARN,
+        Severity::Notice => LevelFilter::INFO,
+        Severity::Info => LevelFilter::DEBUG,
+        Severity::Debug => LevelFilter::TRACE,
+    }
+}
+
+/// Where one `Log` line writes.
+enum Writer {
+    Stdout,
+    Stderr,
+    File(Mutex<File>),
+    Syslog,
+    #[cfg(test)]
+    Buffer(std::sync::Arc<Mutex<Vec<u8>>>),
+}
+
+struct Sink {
+    /// `(min, max)` of every range on the line.
+    ranges: Vec<(Severity, Severity)>,
+    writer: Writer,
+}
+
+impl Sink {
+    fn wants(&self, sev: Severity) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(min, max)| min <= sev && sev <= max)
+    }
+
+    fn write(&self, now: SystemTime, sev: Severity, msg: &str) {
+        // A failed log write has nowhere to be reported; dropping the line
+        // is what C tor does too (log.c ignores write errors).
+        let _ = match &self.writer {
+            Writer::Stdout => io::stdout()
+                .lock()
+                .write_all(format_line(now, sev, msg).as_bytes()),
+            Writer::Stderr => io::stderr()
+                .lock()
+                .write_all(format_line(now, sev, msg).as_bytes()),
+            Writer::File(f) => match f.lock() {
+                Ok(mut f) => f.write_all(format_line(now, sev, msg).as_bytes()),
+                Err(_) => Ok(()),
+            },
+            Writer::Syslog => {
+                syslog(sev, msg);
+                Ok(())
+            }
+            #[cfg(test)]
+            Writer::Buffer(b) => match b.lock() {
+                Ok(mut b) => b.write_all(format_line(now, sev, msg).as_bytes()),
+                Err(_) => Ok(()),
+            },
+        };
+    }
+}
+
+/// A `tracing` layer writing C tor-style lines to the configured sinks.
+pub struct CtorLogLayer {
+    sinks: Vec<Sink>,
+}
+
+impl CtorLogLayer {
+    /// Open every sink of `specs` (files are created 0600 and appended to).
+    pub fn new(specs: &[LogSpec]) -> Result<Self, LoggingError> {
+        let mut sinks = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let writer = match &spec.target {
+                LogTarget::Stdout => Writer::Stdout,
+                LogTarget::Stderr => Writer::Stderr,
+                LogTarget::File(path) => Writer::File(Mutex::new(open_log_file(path)?)),
+                LogTarget::Syslog => {
+                    open_syslog();
+                    Writer::Syslog
+                }
+            };
+            sinks.push(Sink {
+                ranges: spec.ranges.iter().map(|r| (r.min, r.max)).collect(),
+                writer,
+            });
+        }
+        Ok(CtorLogLayer { sinks })
+    }
+
+    /// The most verbose level any sink wants (events below it are never
+    /// even built).
+    pub fn max_level(&self) -> LevelFilter {
+        self.sinks
+            .iter()
+            .flat_map(|s| s.ranges.iter().map(|r| r.0))
+            .min()
+            .map_or(LevelFilter::OFF, level_filter)
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CtorLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let sev = severity_of(event.metadata().level());
+        if !self.sinks.iter().any(|s| s.wants(sev)) {
+            return;
+        }
+        let mut v = MessageVisitor::default();
+        event.record(&mut v);
+        let msg = v.into_message();
+        let now = SystemTime::now();
+        for s in self.sinks.iter().filter(|s| s.wants(sev)) {
+            s.write(now, sev, &msg);
+        }
+    }
+}
+
+/// Install the global subscriber for `specs`. Call once, early in `main`.
+pub fn init(specs: &[LogSpec]) -> Result<(), LoggingError> {
+    let layer = CtorLogLayer::new(specs)?;
+    let max = layer.max_level();
+    let subscriber = tracing_subscriber::registry().with(max).with(layer);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| LoggingError::AlreadySet(e.to_string()))
+}
+
+fn open_log_file(path: &PathBuf) -> Result<File, LoggingError> {
+    // C tor opens log files O_WRONLY|O_CREAT|O_APPEND with mode 0600
+    // (log.c:add_file_log).
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| LoggingError::OpenFile {
+            path: path.clone(),
+            source,
+        })
+}
+
+fn open_syslog() {
+    // `ident` must outlive every later syslog call: a static C string.
+    // SAFETY: openlog has no preconditions; the ident pointer is 'static.
+    unsafe {
+        libc::openlog(
+            c"oxit".as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_DAEMON,
+        )
+    };
+}
+
+fn syslog(sev: Severity, msg: &str) {
+    // log.c:add_syslog_log maps severities onto syslog priorities 1:1.
+    let prio = match sev {
+        Severity::Debug => libc::LOG_DEBUG,
+        Severity::Info => libc::LOG_INFO,
+        Severity::Notice => libc::LOG_NOTICE,
+        Severity::Warn => libc::LOG_WARNING,
+        Severity::Err => libc::LOG_ERR,
+    };
+    // Interior NULs cannot cross into C; replace them.
+    let Ok(c) = CString::new(msg.replace('\0', "\\0")) else {
+        return;
+    };
+    // SAFETY: the format is a static "%s" and its one argument a valid
+    // NUL-terminated string that lives across the call.
+    unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+}
+
+/// One log line: `Mon DD HH:MM:SS.mmm [severity] message\n` in local time
+/// (log.c:log_prefix_, with the default `LogTimeGranularity` of 1 ms).
+pub fn format_line(now: SystemTime, sev: Severity, msg: &str) -> String {
+    let mut s = String::with_capacity(msg.len() + 32);
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{} [{sev}] ", LocalTime::of(now));
+    // A message is one line: embedded newlines would forge log lines.
+    for c in msg.chars() {
+        match c {
+            '\n' | '\r' => s.push(' '),
+            c => s.push(c),
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Broken-down local time to the millisecond.
+struct LocalTime {
+    month: usize,
+    day: i32,
+    hour: i32,
+    min: i32,
+    sec: i32,
+    millis: u32,
+}
+
+impl LocalTime {
+    fn of(t: SystemTime) -> LocalTime {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
+        // SAFETY: tm is plain data; localtime_r only writes into it and is
+        // the thread-safe form.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid for the call.
+        let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
+        if !ok {
+            // SAFETY: as above.
+            tm = unsafe { std::mem::zeroed() };
+        }
+        LocalTime {
+            month: usize::try_from(tm.tm_mon).unwrap_or(0),
+            day: tm.tm_mday,
+            hour: tm.tm_hour,
+            min: tm.tm_min,
+            sec: tm.tm_sec,
+            millis: d.subsec_millis(),
+        }
+    }
+}
+
+impl fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let mon = MONTHS.get(self.month).copied().unwrap_or("???");
+        write!(
+            f,
+            "{mon} {:02} {:02}:{:02}:{:02}.{:03}",
+            self.day, self.hour, self.min, self.sec, self.millis
+        )
+    }
+}
+
+/// Collects an event's `message` and appends other fields as `key=value`.
+#[derive(Default)]
+struct MessageVisitor {
+    text: String,
+    fields: String,
+}
+
+impl MessageVisitor {
+    fn push_field(&mut self, name: &str, value: fmt::Arguments<'_>) {
+        if name == "message" {
+            let _ = write!(self.text, "{value}");
+        } else {
+            let _ = write!(self.fields, " {name}={value}");
+        }
+    }
+}
+
+impl Visit for MessageVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push_field(field.name(), format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.push_field(field.name(), format_args!("{value:?}"));
+    }
+}
+
+impl MessageVisitor {
+    /// The message followed by the other fields.
+    fn into_message(mut self) -> String {
+        if self.text.is_empty() {
+            return self.fields.trim_start().to_owned();
+        }
+        self.text.push_str(&self.fields);
+        self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::SeverityRange;
+
+    fn spec(min: Severity, max: Severity, target: LogTarget) -> LogSpec {
+        LogSpec {
+            ranges: vec![SeverityRange {
+                domains: Vec::new(),
+                min,
+                max,
+            }],
+            target,
+        }
+    }
+
+    fn buffered(specs: &[(Severity, Severity)]) -> (CtorLogLayer, Vec<Arc<Mutex<Vec<u8>>>>) {
+        let mut bufs = Vec::new();
+        let sinks = specs
+            .iter()
+            .map(|&(min, max)| {
+                let b = Arc::new(Mutex::new(Vec::new()));
+                bufs.push(b.clone());
+                Sink {
+                    ranges: vec![(min, max)],
+                    writer: Writer::Buffer(b),
+                }
+            })
+            .collect();
+        (CtorLogLayer { sinks }, bufs)
+    }
+
+    fn text(b: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(b.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn line_format_is_c_tor_like() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let line = format_line(t, Severity::Notice, "hello\nworld");
+        // "Nov 14 22:13:20.123 [notice] hello world\n" in UTC; the hour and
+        // day depend on the local zone, so check the shape.
+        let (stamp, rest) = line.split_at(19);
+        assert_eq!(rest, " [notice] hello world\n");
+        let b = stamp.as_bytes();
+        assert!(b[..3].iter().all(u8::is_ascii_alphabetic), "{stamp}");
+        assert_eq!(&stamp[3..4], " ");
+        assert_eq!(&stamp[15..], ".123");
+        assert_eq!(&stamp[6..7], " ");
+        assert_eq!(&stamp[9..10], ":");
+        assert_eq!(&stamp[12..13], ":");
+    }
+
+    #[test]
+    fn severity_mapping_round_trips() {
+        for (level, sev) in [
+            (Level::ERROR, Severity::Err),
+            (Level::WARN, Severity::Warn),
+            (Level::INFO, Severity::Notice),
+            (Level::DEBUG, Severity::Info),
+            (Level::TRACE, Severity::Debug),
+        ] {
+            assert_eq!(severity_of(&level), sev);
+            assert_eq!(level_filter(sev), LevelFilter::from_level(level));
+        }
+    }
+
+    #[test]
+    fn sinks_get_only_their_ranges() {
+        let (layer, bufs) = buffered(&[
+            (Severity::Notice, Severity::Err),
+            (Severity::Debug, Severity::Info),
+        ]);
+        assert_eq!(layer.max_level(), LevelFilter::TRACE);
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(workers = 2, backend = "epoll", "relay running");
+            tracing::warn!("careful");
+            tracing::debug!("detail");
+            tracing::trace!("noise");
+        });
+        let notice = text(&bufs[0]);
+        let lines: Vec<&str> = notice.lines().map(|l| &l[20..]).collect();
+        assert_eq!(
+            lines,
+            [
+                "[notice] relay running workers=2 backend=epoll",
+                "[warn] careful"
+            ]
+        );
+        let verbose = text(&bufs[1]);
+        let lines: Vec<&str> = verbose.lines().map(|l| &l[20..]).collect();
+        assert_eq!(lines, ["[info] detail", "[debug] noise"]);
+    }
+
+    #[test]
+    fn file_sink_appends_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("oxit-logging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notices.log");
+        std::fs::write(&path, "old line\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let layer = CtorLogLayer::new(&[spec(
+            Severity::Notice,
+            Severity::Err,
+            LogTarget::File(path.clone()),
+        )])
+        .unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            tracing::info!("appended");
+        });
+        let s = std::fs::read_to_string(&path).unwrap();
+        assert!(s.starts_with("old line\n"), "{s}");
+        assert!(s.ends_with("[notice] appended\n"), "{s}");
+
+        let fresh = dir.join("new.log");
+        CtorLogLayer::new(&[spec(
+            Severity::Warn,
+            Severity::Err,
+            LogTarget::File(fresh.clone()),
+        )])
+        .unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let bad = dir.join("no-such-dir").join("x.log");
+        let err = CtorLogLayer::new(&[spec(Severity::Warn, Severity::Err, LogTarget::File(bad))])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

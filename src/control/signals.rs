@@ -1,0 +1,186 @@
+//! Process signals: SIGINT and SIGTERM stop the relay, SIGHUP is
+//! acknowledged (reload is not implemented yet).
+//!
+//! This module owns the signal mask and one thread that waits for signals
+//! with `sigwait`. No async signal handler runs: the signals are blocked in
+//! the thread that calls [`install`] *before* any worker thread exists, so
+//! every thread inherits the mask and the kernel delivers them only to the
+//! waiting thread, where ordinary code (logging, locks) is safe.
+//!
+//! It does not stop the workers itself: it triggers [`Shutdown`], which
+//! the runtime watches.
+//!
+//! C tor's behaviour (main.c:process_signal, hibernate.c): SIGTERM exits
+//! cleanly; SIGINT on a relay begins a shutdown, and a second SIGINT while
+//! shutting down exits at once ("Second sigint received; exiting now.").
+//! oxit closes its channels at once on either signal (the runtime has no
+//! `ShutdownWaitLength` draining phase yet), and a second SIGINT or SIGTERM
+//! while that is under way exits immediately with status 0, as C tor does.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::Shutdown;
+
+/// What to do on a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Begin a clean shutdown.
+    Shutdown,
+    /// A shutdown is already under way: exit the process now.
+    ExitNow,
+    /// SIGHUP: reload (not implemented yet; logged).
+    Reload,
+    /// A signal we did not ask for.
+    Ignore,
+}
+
+/// The decision for `signal`, given whether a shutdown was already
+/// requested.
+pub fn action_for(signal: libc::c_int, shutting_down: bool) -> SignalAction {
+    match signal {
+        libc::SIGINT | libc::SIGTERM if shutting_down => SignalAction::ExitNow,
+        libc::SIGINT | libc::SIGTERM => SignalAction::Shutdown,
+        libc::SIGHUP => SignalAction::Reload,
+        _ => SignalAction::Ignore,
+    }
+}
+
+/// The running signal thread.
+#[derive(Debug)]
+pub struct SignalThread {
+    handle: JoinHandle<()>,
+}
+
+impl SignalThread {
+    /// The thread's handle (tests send it signals with `pthread_kill`).
+    pub fn handle(&self) -> &JoinHandle<()> {
+        &self.handle
+    }
+}
+
+/// Block SIGINT, SIGTERM and SIGHUP in the calling thread and start the
+/// thread that waits for them.
+///
+/// Call this from `main` before anything spawns a thread: threads inherit
+/// the mask, and a thread that does not block these signals could be
+/// chosen to receive one and be killed by its default action.
+pub fn install(shutdown: Arc<Shutdown>) -> io::Result<SignalThread> {
+    let set = signal_set()?;
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is
+    // allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let handle = std::thread::Builder::new()
+        .name("oxit-signals".into())
+        .spawn(move || wait_loop(&set, &shutdown))?;
+    Ok(SignalThread { handle })
+}
+
+fn signal_set() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes; the signal numbers are valid.
+    unsafe {
+        if libc::sigemptyset(&mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            if libc::sigaddset(&mut set, s) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn wait_loop(set: &libc::sigset_t, shutdown: &Shutdown) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: both pointers are valid; the set's signals are blocked
+        // in this thread (inherited from `install`'s caller).
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc != 0 {
+            // sigwait only fails for an invalid set; nothing to retry with.
+            tracing::warn!(
+                "waiting for signals failed: {}",
+                io::Error::from_raw_os_error(rc)
+            );
+            return;
+        }
+        match action_for(sig, shutdown.is_triggered()) {
+            SignalAction::Shutdown => {
+                tracing::info!(
+                    "Caught {}: closing channels and exiting. Send it again to exit now.",
+                    name(sig)
+                );
+                shutdown.trigger();
+            }
+            SignalAction::ExitNow => {
+                tracing::info!("Second {} received; exiting now.", name(sig));
+                std::process::exit(0);
+            }
+            SignalAction::Reload => {
+                tracing::info!(
+                    "Received reload signal (hup), but reloading is not implemented yet; keeping the current configuration."
+                );
+            }
+            SignalAction::Ignore => {}
+        }
+    }
+}
+
+fn name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::thread::JoinHandleExt;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        use SignalAction::*;
+        assert_eq!(action_for(libc::SIGINT, false), Shutdown);
+        assert_eq!(action_for(libc::SIGTERM, false), Shutdown);
+        assert_eq!(action_for(libc::SIGINT, true), ExitNow);
+        assert_eq!(action_for(libc::SIGTERM, true), ExitNow);
+        assert_eq!(action_for(libc::SIGHUP, false), Reload);
+        assert_eq!(action_for(libc::SIGHUP, true), Reload);
+        assert_eq!(action_for(libc::SIGUSR1, false), Ignore);
+    }
+
+    #[test]
+    fn sigterm_to_the_signal_thread_triggers_shutdown() {
+        let sd = Shutdown::new();
+        // install() blocks the signals in this test thread only; the
+        // signal thread inherits the mask, and pthread_kill aims at it, so
+        // no other thread of the test binary can receive these signals.
+        let t = install(sd.clone()).unwrap();
+        let tid = t.handle().as_pthread_t();
+        // SIGHUP is logged, not acted on.
+        // SAFETY: the thread is alive (it loops forever) and blocks SIGHUP.
+        assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGHUP) }, 0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!sd.is_triggered());
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sd.is_triggered() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(sd.is_triggered());
+        // Not sending a second one: that would exit the test process.
+    }
+}

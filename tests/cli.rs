@@ -1,0 +1,495 @@
+//! End-to-end tests of the `oxit` binary: arguments, exit codes, messages,
+//! key handling and a real start/stop on 127.0.0.1.
+//!
+//! Every child process is waited for with a deadline and reaped on every
+//! path (the `Child` guard kills and waits on drop).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn oxit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_oxit"))
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("oxit-cli-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child that is killed and reaped however the test ends.
+struct Child(Option<std::process::Child>);
+
+impl Child {
+    fn spawn(mut cmd: Command) -> Child {
+        let c = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Child(Some(c))
+    }
+
+    fn inner(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+
+    /// Wait at most `limit` for the exit status.
+    fn wait_for(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.inner().try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oxit did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Read a pipe to its end on a thread.
+fn drain(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(r).read_to_string(&mut s);
+        s
+    })
+}
+
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run to completion within 60 s (key generation in a debug build is the
+/// slow part).
+fn run_bounded(cmd: Command) -> Out {
+    let mut c = Child::spawn(cmd);
+    let out = drain(c.inner().stdout.take().unwrap());
+    let err = drain(c.inner().stderr.take().unwrap());
+    let status = c.wait_for(Duration::from_secs(60));
+    Out {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn oxit_with(args: &[&str]) -> Out {
+    let mut c = oxit();
+    c.args(args);
+    run_bounded(c)
+}
+
+fn assert_no_panic(o: &Out) {
+    for s in [&o.stdout, &o.stderr] {
+        assert!(!s.contains("panicked"), "panic text in output: {s}");
+        assert!(!s.contains("RUST_BACKTRACE"), "panic text in output: {s}");
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return v;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(files_in(&p));
+        } else {
+            let data = fs::read(&p).unwrap();
+            v.push((p, data));
+        }
+    }
+    v.sort();
+    v
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn help_and_version() {
+    let o = oxit_with(&["--help"]);
+    assert!(o.status.success());
+    for word in [
+        "run",
+        "keygen",
+        "fingerprint",
+        "check-config",
+        "EXAMPLES",
+        "oxit run -f",
+    ] {
+        assert!(
+            o.stdout.contains(word),
+            "--help lacks {word:?}: {}",
+            o.stdout
+        );
+    }
+    let o = oxit_with(&["run", "--help"]);
+    assert!(o.status.success());
+    assert!(o.stdout.contains("-f, --config <FILE>"), "{}", o.stdout);
+
+    let o = oxit_with(&["--version"]);
+    assert!(o.status.success());
+    assert!(
+        o.stdout
+            .starts_with(&format!("oxit {} (", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        o.stdout
+    );
+
+    let o = oxit_with(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.starts_with("oxit: error:"), "{}", o.stderr);
+}
+
+/// The three identity lines `keygen` and `fingerprint` print.
+fn identity_lines(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| !l.ends_with('.'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn keygen_then_fingerprint_agree() {
+    let d = TempDir::new("keygen");
+    let data = d.path().join("data");
+    let o = oxit_with(&["keygen", "--data-dir", s(&data), "--nickname", "CliTest"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(o.stdout.starts_with("Keys created in "), "{}", o.stdout);
+    let ids = identity_lines(&o.stdout);
+    assert_eq!(ids.len(), 3, "{}", o.stdout);
+    let (nick, fp) = ids[0].split_once(' ').unwrap();
+    assert_eq!(nick, "CliTest");
+    assert_eq!(fp.len(), 40);
+    assert!(
+        fp.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    );
+    assert!(ids[1].starts_with("ed25519 ") && ids[1].len() == "ed25519 ".len() + 43);
+    assert!(ids[2].starts_with("ntor-onion-key ") && ids[2].ends_with('='));
+    // The fingerprint file C tor writes agrees.
+    assert_eq!(
+        fs::read_to_string(data.join("fingerprint")).unwrap(),
+        format!("{}\n", ids[0])
+    );
+
+    let before = files_in(&data);
+    let o = oxit_with(&["fingerprint", "--data-dir", s(&data)]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert_eq!(identity_lines(&o.stdout), ids);
+
+    // A second keygen reports the same set and writes nothing.
+    let o = oxit_with(&["keygen", "--data-dir", s(&data), "--nickname", "Other"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(o.stdout.contains("nothing was changed"), "{}", o.stdout);
+    assert_eq!(identity_lines(&o.stdout), ids);
+    assert_eq!(files_in(&data), before);
+
+    let o = oxit_with(&["keygen", "--data-dir", s(&data), "--nickname", "bad-name"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.contains("bad nickname"), "{}", o.stderr);
+}
+
+#[test]
+fn fingerprint_never_creates_keys() {
+    let d = TempDir::new("fp-empty");
+    let o = oxit_with(&["fingerprint", "--data-dir", s(d.path())]);
+    assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
+    assert!(o.stderr.starts_with("oxit: error:"), "{}", o.stderr);
+    assert!(o.stderr.contains("secret_id_key"), "{}", o.stderr);
+    assert_no_panic(&o);
+    assert!(files_in(d.path()).is_empty());
+    assert!(fs::read_dir(d.path()).unwrap().next().is_none());
+
+    let missing = d.path().join("nowhere");
+    let o = oxit_with(&["fingerprint", "--data-dir", s(&missing)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!missing.exists());
+}
+
+fn write_torrc(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("torrc");
+    fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn check_config_reports_file_and_line() {
+    let d = TempDir::new("check");
+    let good = write_torrc(
+        d.path(),
+        "# comment\nORPort 127.0.0.1:19999\nNickname Good\nBandwidthRate 1 MB\n",
+    );
+    let o = oxit_with(&["check-config", "-f", s(&good)]);
+    assert!(o.status.success(), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("ORPort 127.0.0.1:19999\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("Nickname Good\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("# effective exit policy:"),
+        "{}",
+        o.stdout
+    );
+    // A known C tor option oxit ignores: one warning naming file and line.
+    let warn = format!("{}:4: BandwidthRate", good.display());
+    assert_eq!(o.stderr.matches(&warn).count(), 1, "{}", o.stderr);
+
+    for (body, line, what) in [
+        ("Nickname A\nNoSuchOption 1\n", 2, "unknown option"),
+        (
+            "Nickname A\n\nNumCPUs lots\n",
+            3,
+            "bad value \"lots\" for NumCPUs",
+        ),
+        (
+            "%include /nonexistent/oxit-test.conf\n",
+            1,
+            "cannot %include",
+        ),
+    ] {
+        let bad = write_torrc(d.path(), body);
+        let o = oxit_with(&["check-config", "-f", s(&bad)]);
+        assert_eq!(o.status.code(), Some(1), "{body:?}: {}", o.stderr);
+        let at = format!("oxit: error: {}:{line}: ", bad.display());
+        assert!(o.stderr.starts_with(&at), "{body:?}: {}", o.stderr);
+        assert!(o.stderr.contains(what), "{body:?}: {}", o.stderr);
+        assert_no_panic(&o);
+    }
+
+    let o = oxit_with(&["check-config", "-f", s(&d.path().join("absent"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.contains("absent"), "{}", o.stderr);
+}
+
+#[test]
+fn run_with_bad_config_fails_cleanly() {
+    let d = TempDir::new("run-bad");
+    let data = d.path().join("data");
+    let bad = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:notaport\n",
+            data.display()
+        ),
+    );
+    let o = oxit_with(&["run", "-f", s(&bad)]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!("{}:2:", bad.display())),
+        "{}",
+        o.stderr
+    );
+    assert_no_panic(&o);
+    assert!(!data.exists(), "no keys may be created for a bad config");
+
+    // An unopenable log file is a configuration error too.
+    let bad = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nLog notice file {}/no/such/dir/log\n",
+            data.display(),
+            d.path().display()
+        ),
+    );
+    let o = oxit_with(&["run", "-f", s(&bad)]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("cannot open log file"), "{}", o.stderr);
+    assert_no_panic(&o);
+}
+
+#[test]
+fn corrupt_key_file_stops_startup() {
+    let d = TempDir::new("corrupt");
+    let data = d.path().join("data");
+    let o = oxit_with(&["keygen", "--data-dir", s(&data)]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:1\nLog notice stdout\n",
+            data.display()
+        ),
+    );
+    for file in [
+        "secret_id_key",
+        "ed25519_master_id_public_key",
+        "secret_onion_key_ntor",
+    ] {
+        let path = data.join("keys").join(file);
+        let orig = fs::read(&path).unwrap();
+        // Truncated to half: garbage for every format.
+        let cut = orig[..orig.len() / 2].to_vec();
+        fs::write(&path, &cut).unwrap();
+        let o = oxit_with(&["run", "-f", s(&torrc)]);
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", o.stderr);
+        assert!(o.stderr.starts_with("oxit: error:"), "{}", o.stderr);
+        assert!(o.stderr.contains(s(&path)), "{file}: {}", o.stderr);
+        assert_no_panic(&o);
+        // Not silently regenerated.
+        assert_eq!(fs::read(&path).unwrap(), cut, "{file} was rewritten");
+        let o = oxit_with(&["fingerprint", "--data-dir", s(&data)]);
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", o.stderr);
+        assert!(o.stderr.contains(s(&path)), "{file}: {}", o.stderr);
+        fs::write(&path, &orig).unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn run_logs_identity_serves_and_stops_on_sigterm() {
+    let d = TempDir::new("run");
+    let data = d.path().join("data");
+    let port = free_port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNickname RunTest\nNumCPUs 1\n",
+            data.display()
+        ),
+    );
+    let mut cmd = oxit();
+    cmd.args(["run", "-f", s(&torrc)]);
+    let mut child = Child::spawn(cmd);
+    let stderr = drain(child.inner().stderr.take().unwrap());
+    let stdout = child.inner().stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The identity line, within a bound that covers key generation.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    let identity = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                log.push(l.clone());
+                if l.contains("identity: RSA fingerprint") {
+                    break l;
+                }
+            }
+            Err(e) => panic!("no identity line ({e}); log so far: {log:#?}"),
+        }
+    };
+    assert!(
+        identity.contains(" [notice] Relay RunTest identity: "),
+        "{identity}"
+    );
+    assert!(
+        identity.contains(&format!("ORPort 127.0.0.1:{port}")),
+        "{identity}"
+    );
+    let fp = fs::read_to_string(data.join("fingerprint")).unwrap();
+    let hex = fp.trim().split_once(' ').unwrap().1;
+    assert!(identity.contains(hex), "{identity} vs {fp}");
+
+    // The listener is bound right after the identity line is logged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("ORPort {port} does not accept: {e}"),
+        }
+    };
+
+    let pid = libc::pid_t::try_from(child.inner().id()).unwrap();
+    // SAFETY: `pid` is our own child, not yet reaped (the guard reaps it).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = child.wait_for(Duration::from_secs(10));
+    drop(conn);
+    assert!(status.success(), "exit status {status:?}");
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    let err = stderr.join().unwrap();
+    assert!(err.is_empty(), "stderr: {err}");
+    assert!(
+        rest.iter().any(|l| l.contains("Caught SIGTERM")),
+        "{rest:#?}"
+    );
+}
+
+#[test]
+fn busy_orport_is_a_runtime_error() {
+    let d = TempDir::new("busy");
+    // A plain listener (no SO_REUSEPORT) holds the port.
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNumCPUs 1\n",
+            d.path().join("data").display()
+        ),
+    );
+    let o = oxit_with(&["run", "-f", s(&torrc)]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with(&format!(
+            "oxit: error: cannot listen on ORPort 127.0.0.1:{port}"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert_no_panic(&o);
+    drop(holder);
+}
