@@ -66,7 +66,7 @@ pub trait TlsSession {
 }
 
 /// Who is on the other end of an open channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerKind {
     /// A client (or bridge, or a relay that did not authenticate): it may not
     /// be used for EXTEND, and an exit refuses BEGIN on its first hop

@@ -1,23 +1,82 @@
 //! One worker thread per core: its driver, its listeners, and every
-//! connection those lead to.
+//! connection those lead to — the channels it accepted or opened, their
+//! circuits (one `CircuitTable`), the exit streams they carry, and the
+//! worker's own DNS resolver with its UDP sockets.
 //!
-//! Worker state never leaves its thread (the driver and connection table
-//! are created on the thread and are `!Send` by construction); only the
-//! waker, the shutdown flag and immutable snapshots cross threads.
+//! The worker is the only place where protocol logic meets sockets: it
+//! moves TLS bytes between the driver and rustls, plaintext between rustls
+//! and `proto::channel`, cells between channels and the circuit table, and
+//! carries out the table's actions (resolve, connect, write, open a
+//! channel). Worker state never leaves its thread; only the waker, the
+//! shutdown flag and immutable snapshots (keys, configs) cross threads.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use rand::rngs::ThreadRng;
 
 use crate::config::Config;
 use crate::control::Shutdown;
 use crate::crypto::keys::RelayKeys;
+use crate::exit::dns::{Resolver, ResolverConfig};
+use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, LinkKeys, TlsSession};
+use crate::proto::circuit::{
+    Action, ChanId, CircuitConfig, CircuitTable, ExtendFailure, ExtendKey, StreamKey,
+};
 
-use super::driver::{self, Backend, Event, Handler, Ops, Waker};
+use super::driver::{self, Backend, Event, Handler, Ops, Token, Waker};
 use super::relay::{RunError, choose_backend, worker_count};
+use super::tls::{self, TlsConn};
 
-/// How long a worker waits for events when it has no timer due: bounds how
-/// late it notices a shutdown if a wakeup is ever lost.
+/// How long a worker waits when nothing is due: bounds how late it notices
+/// a shutdown or a new snapshot if a wakeup is ever lost.
 const IDLE_TURN: Duration = Duration::from_millis(500);
+/// Channel timers (keepalive, idle close, handshake timeout) are checked
+/// this often rather than every turn.
+const CHANNEL_TICK: Duration = Duration::from_millis(250);
+/// Exit streams that have not connected by then get END TIMEOUT (from the
+/// circuit table); a channel connect for EXTEND2 gets this long too.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounded rounds of action processing per turn, so a burst cannot keep
+/// the worker from its sockets and timers.
+const ACTION_ROUNDS: usize = 64;
+
+/// What the control thread hands workers when keys or config change.
+pub(crate) struct Snapshot {
+    pub link: Arc<LinkKeys>,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub own_tls_sha256: [u8; 32],
+    pub circuits: Arc<CircuitConfig>,
+}
+
+pub(crate) fn build_snapshot(config: &Config, keys: &RelayKeys) -> Result<Snapshot, RunError> {
+    let addrs: Vec<IpAddr> = config
+        .addresses
+        .iter()
+        .copied()
+        .chain(
+            config
+                .or_ports
+                .iter()
+                .filter(|p| !p.no_advertise)
+                .map(|p| p.addr.ip()),
+        )
+        .filter(|a| !a.is_unspecified())
+        .collect();
+    let link = Arc::new(LinkKeys::from_relay_keys(keys, addrs));
+    let server_tls = tls::server_config(keys.tls()).map_err(|e| RunError::Tls(e.to_string()))?;
+    let circuits = Arc::new(super::relay::circuit_config(config, keys));
+    Ok(Snapshot {
+        link,
+        server_tls,
+        own_tls_sha256: *keys.tls().cert_sha256(),
+        circuits,
+    })
+}
 
 pub(crate) fn run_workers(
     config: &Config,
@@ -27,8 +86,12 @@ pub(crate) fn run_workers(
     let backend = choose_backend(config.io_backend)?;
     let n = worker_count(config.num_cpus);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let _keys = Arc::new(keys);
+    let resolver_cfg = super::relay::resolver_config(config)?;
+    let client_tls = tls::client_config().map_err(|e| RunError::Tls(e.to_string()))?;
+    let mut keys = keys;
+    let snap = Arc::new(build_snapshot(config, &keys)?);
     let mut handles = Vec::new();
+    let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
     for index in 0..n {
         // Bind on the control thread so a busy port is reported before any
         // worker starts.
@@ -42,32 +105,77 @@ pub(crate) fn run_workers(
         }
         let waker = Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
         shutdown.add_waker(waker.clone());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        feeds.push((tx, waker.clone()));
         let core = if cores.is_empty() {
             None
         } else {
             cores.get(index % cores.len()).copied()
         };
         let sd = shutdown.clone();
+        let snap = snap.clone();
+        let client_tls = client_tls.clone();
+        let resolver_cfg = resolver_cfg.clone();
         let h = std::thread::Builder::new()
             .name(format!("oxit-worker-{index}"))
             .spawn(move || -> Result<(), String> {
                 if let Some(c) = core {
                     core_affinity::set_for_current(c);
                 }
+                // The ring is created on its thread: SINGLE_ISSUER ties it
+                // to the thread that first submits.
                 let mut d = driver::new_driver(backend, waker).map_err(|e| e.to_string())?;
                 for l in listeners {
                     d.listen(l).map_err(|e| e.to_string())?;
                 }
-                let mut w = Worker { conns: 0 };
-                while !sd.is_triggered() {
-                    d.turn(Some(IDLE_TURN), &mut w).map_err(|e| e.to_string())?;
-                }
-                Ok(())
+                let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx);
+                w.run(d.as_mut(), &sd).map_err(|e| e.to_string())
             })
             .map_err(|source| RunError::Worker { index, source })?;
         handles.push(h);
     }
-    tracing::info!(workers = n, backend = ?backend_name(backend), "relay running");
+    tracing::info!(
+        "relay running: {n} worker(s) on {}",
+        match backend {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        }
+    );
+    // The control loop: renew short-lived keys before they expire and hand
+    // the workers new snapshots; otherwise just wait for the shutdown.
+    let mut next_renew = Instant::now() + Duration::from_secs(60);
+    while !shutdown.is_triggered() && !handles.iter().any(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next_renew {
+            continue;
+        }
+        next_renew = Instant::now() + Duration::from_secs(60);
+        match keys.renew(SystemTime::now(), &mut rand::rng()) {
+            Ok(o)
+                if o.signing
+                    || o.auth
+                    || o.tls
+                    || o.crosscert
+                    || o.onion_rotated
+                    || o.onion_old_dropped =>
+            {
+                match build_snapshot(config, &keys) {
+                    Ok(s) => {
+                        tracing::info!("renewed keys ({o:?}); handing workers the new snapshot");
+                        let s = Arc::new(s);
+                        for (tx, w) in &feeds {
+                            let _ = tx.send(s.clone());
+                            w.wake();
+                        }
+                    }
+                    Err(e) => tracing::error!("renewed keys but cannot build the TLS config: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("key renewal failed: {e}"),
+        }
+    }
+    shutdown.trigger();
     let mut first_err = None;
     for (index, h) in handles.into_iter().enumerate() {
         let res = match h.join() {
@@ -78,31 +186,691 @@ pub(crate) fn run_workers(
                 message: "worker thread panicked".into(),
             },
         };
-        shutdown.trigger();
         first_err.get_or_insert(res);
     }
     first_err.map_or(Ok(()), Err)
 }
 
-fn backend_name(b: Backend) -> &'static str {
-    match b {
-        Backend::Uring => "io_uring",
-        Backend::Epoll => "epoll",
+/// One link: TLS plus the link-layer state machine on top of it.
+struct OrConn {
+    tls: TlsConn,
+    chan_id: ChanId,
+    /// `None` on an outbound link until TLS finishes (the initiator needs
+    /// the responder's certificate to start).
+    channel: Option<Channel>,
+    peer: SocketAddr,
+    /// Outbound links: whom we expect, and the extends waiting for it.
+    outbound: Option<Outbound>,
+    opened: bool,
+}
+
+struct Outbound {
+    expect: [u8; 20],
+    expect_ed: Option<[u8; 32]>,
+    waiting: Vec<ExtendKey>,
+    deadline: Instant,
+}
+
+struct ExitConn {
+    key: StreamKey,
+    addr: SocketAddr,
+    /// Bytes read from the destination that the circuit could not take yet.
+    held: Vec<u8>,
+    held_eof: Option<Option<std::io::Error>>,
+}
+
+enum Conn {
+    Or(Box<OrConn>),
+    Exit(ExitConn),
+    Dns(SocketAddr),
+}
+
+struct TlsRef<'a>(&'a TlsConn);
+
+impl TlsSession for TlsRef<'_> {
+    fn export_keying_material(&self, label: &[u8], context: &[u8]) -> Option<[u8; 32]> {
+        self.0.export(label, context)
     }
 }
 
 struct Worker {
-    conns: usize,
+    index: usize,
+    snap: Arc<Snapshot>,
+    client_tls: Arc<rustls::ClientConfig>,
+    feed: Receiver<Arc<Snapshot>>,
+    rng: ThreadRng,
+    circuits: CircuitTable,
+    resolver: Resolver<ThreadRng>,
+    dns_socks: HashMap<SocketAddr, Token>,
+    conns: HashMap<Token, Conn>,
+    chans: HashMap<ChanId, Token>,
+    /// Open, authenticated outbound-or-inbound relay channels by RSA id,
+    /// for reuse by EXTEND2.
+    relay_chans: HashMap<[u8; 20], ChanId>,
+    /// Outbound links still handshaking, by RSA id.
+    pending_links: HashMap<[u8; 20], Token>,
+    streams: HashMap<StreamKey, Token>,
+    next_chan: u32,
+    dirty: Vec<Token>,
+    cells: Vec<IncomingCell>,
+    plain: Vec<u8>,
+    next_tick: Instant,
+}
+
+impl Worker {
+    fn new(
+        index: usize,
+        snap: Arc<Snapshot>,
+        client_tls: Arc<rustls::ClientConfig>,
+        resolver_cfg: ResolverConfig,
+        feed: Receiver<Arc<Snapshot>>,
+    ) -> Self {
+        Worker {
+            index,
+            circuits: CircuitTable::new(snap.circuits.clone()),
+            snap,
+            client_tls,
+            feed,
+            rng: rand::rng(),
+            resolver: Resolver::new(resolver_cfg, rand::rng()),
+            dns_socks: HashMap::new(),
+            conns: HashMap::new(),
+            chans: HashMap::new(),
+            relay_chans: HashMap::new(),
+            pending_links: HashMap::new(),
+            streams: HashMap::new(),
+            next_chan: 1,
+            dirty: Vec::new(),
+            cells: Vec::with_capacity(64),
+            plain: Vec::with_capacity(64 * 1024),
+            next_tick: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, d: &mut dyn driver::Driver, sd: &Shutdown) -> std::io::Result<()> {
+        while !sd.is_triggered() {
+            let now = Instant::now();
+            let mut due = now + IDLE_TURN;
+            for t in [
+                self.circuits.poll_timeout(),
+                self.resolver.poll_timeout(),
+                Some(self.next_tick),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                due = due.min(t);
+            }
+            d.turn(Some(due.saturating_duration_since(now)), self)?;
+        }
+        // Close every link cleanly: a TLS close_notify after what is queued.
+        let ops = d.ops();
+        for (t, c) in self.conns.iter_mut() {
+            if let Conn::Or(or) = c {
+                or.tls.close();
+                if let Some(out) = ops.out_buf(*t) {
+                    or.tls.write_tls_into(out);
+                }
+            }
+            ops.close(*t, true);
+        }
+        self.conns.clear();
+        let end = Instant::now() + Duration::from_secs(1);
+        struct Idle;
+        impl Handler for Idle {
+            fn on_event(&mut self, _: Event<'_>, _: &mut dyn Ops) {}
+            fn end_of_turn(&mut self, _: &mut dyn Ops) {}
+        }
+        while Instant::now() < end {
+            d.turn(Some(Duration::from_millis(50)), &mut Idle)?;
+        }
+        tracing::debug!(worker = self.index, "worker stopped");
+        Ok(())
+    }
+
+    fn new_chan_id(&mut self) -> ChanId {
+        let id = ChanId(self.next_chan);
+        self.next_chan = self.next_chan.wrapping_add(1).max(1);
+        id
+    }
+
+    fn close_conn(&mut self, t: Token, ops: &mut dyn Ops, why: &str) {
+        let Some(c) = self.conns.remove(&t) else {
+            return;
+        };
+        match c {
+            Conn::Or(or) => {
+                tracing::debug!(peer = %or.peer, "closing link: {why}");
+                self.chans.remove(&or.chan_id);
+                self.relay_chans.retain(|_, c| *c != or.chan_id);
+                self.pending_links.retain(|_, tok| *tok != t);
+                if let Some(ob) = or.outbound {
+                    for k in ob.waiting {
+                        self.circuits.handle_extend_channel(
+                            k,
+                            Err(ExtendFailure::Channel(why.to_string())),
+                            &mut self.rng,
+                        );
+                    }
+                }
+                self.circuits.channel_closed(or.chan_id);
+                ops.close(t, true);
+            }
+            Conn::Exit(x) => {
+                self.streams.remove(&x.key);
+                ops.close(t, true);
+            }
+            Conn::Dns(addr) => {
+                self.dns_socks.remove(&addr);
+                ops.close(t, false);
+            }
+        }
+    }
+
+    fn on_or_recv(&mut self, t: Token, data: &[u8], ops: &mut dyn Ops) {
+        let now = Instant::now();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
+            return;
+        };
+        self.plain.clear();
+        if let Err(e) = or.tls.feed(data, &mut self.plain) {
+            let msg = format!("TLS error: {e}");
+            // Let rustls send its alert before we go.
+            if let Some(out) = ops.out_buf(t) {
+                or.tls.write_tls_into(out);
+            }
+            return self.close_conn(t, ops, &msg);
+        }
+        self.dirty.push(t);
+        if or.channel.is_none() && !or.tls.is_handshaking() {
+            // Outbound: TLS is up, now the link handshake as initiator.
+            if let Some(ob) = &or.outbound {
+                let Some(cert) = or.tls.peer_cert_der() else {
+                    return self.close_conn(t, ops, "responder sent no TLS certificate");
+                };
+                let expect = ExpectedPeer {
+                    rsa_id: ob.expect,
+                    ed_id: ob.expect_ed,
+                };
+                or.channel = Some(Channel::new_initiator(
+                    self.snap.link.clone(),
+                    cert,
+                    or.peer.ip(),
+                    expect,
+                    now,
+                    &mut self.rng,
+                ));
+            }
+        }
+        let Some(ch) = or.channel.as_mut() else {
+            return;
+        };
+        if self.plain.is_empty() && ch.is_open() {
+            return;
+        }
+        let res = ch.handle_input(
+            &self.plain,
+            now,
+            unix_now,
+            &TlsRef(&or.tls),
+            &mut self.rng,
+            &mut self.cells,
+        );
+        let chan_id = or.chan_id;
+        let mut opened = None;
+        let mut closed = None;
+        while let Some(ev) = ch.poll_event() {
+            match ev {
+                ChanEvent::Opened { peer, .. } => opened = Some(peer),
+                ChanEvent::Closed(e) => closed = Some(e.to_string()),
+            }
+        }
+        if let Some(peer) = opened {
+            or.opened = true;
+            if let crate::proto::channel::PeerKind::Relay { rsa_id, .. } = &peer {
+                self.relay_chans.insert(*rsa_id, chan_id);
+                self.pending_links.remove(rsa_id);
+            }
+            tracing::debug!(peer = %or.peer, ?peer, "link open");
+            if or.outbound.is_some() {
+                self.circuits.channel_opened_outbound(chan_id, peer);
+            } else {
+                self.circuits.channel_opened(chan_id, peer);
+            }
+            if let Some(ob) = or.outbound.as_mut() {
+                for k in std::mem::take(&mut ob.waiting) {
+                    self.circuits
+                        .handle_extend_channel(k, Ok(chan_id), &mut self.rng);
+                }
+            }
+        }
+        if !self.cells.is_empty() {
+            self.circuits
+                .handle_cells(chan_id, &mut self.cells, now, &mut self.rng);
+            self.cells.clear();
+        }
+        if let Err(e) = res {
+            return self.close_conn(t, ops, &format!("link protocol error: {e}"));
+        }
+        if let Some(e) = closed {
+            self.close_conn(t, ops, &e);
+        }
+    }
+
+    fn on_exit_recv(&mut self, t: Token, data: &[u8], ops: &mut dyn Ops) {
+        let now = Instant::now();
+        let Some(Conn::Exit(x)) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let key = x.key;
+        if !x.held.is_empty() {
+            x.held.extend_from_slice(data);
+            ops.set_recv(t, false);
+            return;
+        }
+        let took = self
+            .circuits
+            .handle_stream_data(key, data, now, &mut self.rng);
+        if took < data.len() {
+            if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
+                x.held.extend_from_slice(&data[took..]);
+            }
+            ops.set_recv(t, false);
+        }
+    }
+
+    /// Offer held destination bytes to the circuit again (after ResumeRead).
+    fn drain_held(&mut self, t: Token, ops: &mut dyn Ops) {
+        let now = Instant::now();
+        let Some(Conn::Exit(x)) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let key = x.key;
+        let held = std::mem::take(&mut x.held);
+        let took = if held.is_empty() {
+            0
+        } else {
+            self.circuits
+                .handle_stream_data(key, &held, now, &mut self.rng)
+        };
+        let Some(Conn::Exit(x)) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if took < held.len() {
+            x.held = held[took..].to_vec();
+            return;
+        }
+        if let Some(err) = x.held_eof.take() {
+            self.circuits
+                .handle_stream_eof(key, err, now, &mut self.rng);
+            return;
+        }
+        ops.set_recv(t, true);
+    }
+
+    fn open_channel(
+        &mut self,
+        key: ExtendKey,
+        target: &crate::proto::relay_msg::Extend2Target,
+        ops: &mut dyn Ops,
+    ) {
+        let rsa = target.rsa_id;
+        if let Some(chan) = self.relay_chans.get(&rsa).copied() {
+            self.circuits
+                .handle_extend_channel(key, Ok(chan), &mut self.rng);
+            return;
+        }
+        if let Some(t) = self.pending_links.get(&rsa).copied() {
+            if let Some(Conn::Or(or)) = self.conns.get_mut(&t) {
+                if let Some(ob) = or.outbound.as_mut() {
+                    ob.waiting.push(key);
+                    return;
+                }
+            }
+        }
+        let addr = target
+            .ipv4
+            .map(SocketAddr::V4)
+            .or(target.ipv6.map(SocketAddr::V6));
+        let Some(addr) = addr else {
+            let err = std::io::Error::other("EXTEND2 target has no address");
+            self.circuits.handle_extend_channel(
+                key,
+                Err(ExtendFailure::Launch(err)),
+                &mut self.rng,
+            );
+            return;
+        };
+        let sni = crate::crypto::x509::random_hostname(&mut self.rng, ".com");
+        let tls = match TlsConn::client(&self.client_tls, &sni) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("cannot start TLS to {addr}: {e}");
+                let err = std::io::Error::other(e.to_string());
+                self.circuits.handle_extend_channel(
+                    key,
+                    Err(ExtendFailure::Launch(err)),
+                    &mut self.rng,
+                );
+                return;
+            }
+        };
+        match ops.connect(addr) {
+            Ok(t) => {
+                let chan_id = self.new_chan_id();
+                self.chans.insert(chan_id, t);
+                self.pending_links.insert(rsa, t);
+                self.conns.insert(
+                    t,
+                    Conn::Or(Box::new(OrConn {
+                        tls,
+                        chan_id,
+                        channel: None,
+                        peer: addr,
+                        outbound: Some(Outbound {
+                            expect: rsa,
+                            expect_ed: target.ed25519_id,
+                            waiting: vec![key],
+                            deadline: Instant::now() + CONNECT_TIMEOUT,
+                        }),
+                        opened: false,
+                    })),
+                );
+            }
+            Err(e) => {
+                tracing::debug!("extend: connect to {addr} failed: {e}");
+                self.circuits.handle_extend_channel(
+                    key,
+                    Err(ExtendFailure::Launch(e)),
+                    &mut self.rng,
+                );
+            }
+        }
+    }
+
+    fn dns_socket(&mut self, dst: SocketAddr, ops: &mut dyn Ops) -> Option<Token> {
+        if let Some(t) = self.dns_socks.get(&dst) {
+            return Some(*t);
+        }
+        // A connected UDP socket per nameserver on a kernel-chosen port:
+        // the kernel drops datagrams from anyone else, and the source port
+        // is random (the resolver randomises the transaction id).
+        let bind: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let sock = UdpSocket::bind(bind).and_then(|s| s.connect(dst).map(|_| s));
+        match sock.and_then(|s| ops.add_udp(OwnedFd::from(s))) {
+            Ok(t) => {
+                self.dns_socks.insert(dst, t);
+                self.conns.insert(t, Conn::Dns(dst));
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!("cannot open a DNS socket to {dst}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Carry out what the circuit table and the resolver asked for, until
+    /// neither has more (bounded).
+    fn run_actions(&mut self, ops: &mut dyn Ops) {
+        let now = Instant::now();
+        for _ in 0..ACTION_ROUNDS {
+            let mut progressed = false;
+            while let Some(a) = self.circuits.poll_action() {
+                progressed = true;
+                match a {
+                    Action::SendCell {
+                        chan,
+                        circ_id,
+                        cmd,
+                        body,
+                    } => {
+                        let Some(&t) = self.chans.get(&chan) else {
+                            continue;
+                        };
+                        if let Some(Conn::Or(or)) = self.conns.get_mut(&t) {
+                            if let Some(ch) = or.channel.as_mut() {
+                                if let Err(e) = ch.send_cell(circ_id, cmd, &body) {
+                                    tracing::debug!("dropping cell for {chan:?}: {e}");
+                                }
+                                self.dirty.push(t);
+                            }
+                        }
+                    }
+                    Action::Resolve { key, query } => {
+                        if let Some(res) = self.resolver.resolve(now, query, key.0) {
+                            self.circuits.handle_resolved(key, res, now, &mut self.rng);
+                        }
+                    }
+                    Action::Connect { key, addr } => match ops.connect(addr) {
+                        Ok(t) => {
+                            self.streams.insert(key, t);
+                            self.conns.insert(
+                                t,
+                                Conn::Exit(ExitConn {
+                                    key,
+                                    addr,
+                                    held: Vec::new(),
+                                    held_eof: None,
+                                }),
+                            );
+                        }
+                        Err(e) => self
+                            .circuits
+                            .handle_connected(key, Err(e), now, &mut self.rng),
+                    },
+                    Action::StreamWrite { key, data } => {
+                        if let Some(&t) = self.streams.get(&key) {
+                            if let Some(out) = ops.out_buf(t) {
+                                out.extend_from_slice(&data);
+                            }
+                        }
+                    }
+                    Action::PauseRead { key } => {
+                        if let Some(&t) = self.streams.get(&key) {
+                            ops.set_recv(t, false);
+                        }
+                    }
+                    Action::ResumeRead { key } => {
+                        if let Some(&t) = self.streams.get(&key) {
+                            self.drain_held(t, ops);
+                        }
+                    }
+                    Action::CloseStream { key } => {
+                        if let Some(t) = self.streams.remove(&key) {
+                            self.conns.remove(&t);
+                            ops.close(t, true);
+                        }
+                    }
+                    Action::OpenChannel { key, target } => self.open_channel(key, &target, ops),
+                }
+            }
+            while let Some(tx) = self.resolver.poll_transmit(now) {
+                progressed = true;
+                if let Some(t) = self.dns_socket(tx.dst, ops) {
+                    if let Err(e) = ops.send_datagram(t, &tx.payload) {
+                        tracing::debug!("DNS send to {} failed: {e}", tx.dst);
+                    }
+                }
+            }
+            while let Some((token, res)) = self.resolver.poll_event() {
+                progressed = true;
+                self.circuits
+                    .handle_resolved(StreamKey(token), res, now, &mut self.rng);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Move what channels queued into TLS records, and those to the socket.
+    fn flush_links(&mut self, ops: &mut dyn Ops) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for t in dirty.drain(..) {
+            let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
+                continue;
+            };
+            if let Some(ch) = or.channel.as_mut() {
+                if ch.has_output() {
+                    self.plain.clear();
+                    ch.take_output(&mut self.plain);
+                    or.tls.write_plain(&self.plain);
+                }
+            }
+            if let Some(out) = ops.out_buf(t) {
+                or.tls.write_tls_into(out);
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn tick(&mut self, ops: &mut dyn Ops) {
+        let now = Instant::now();
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + CHANNEL_TICK;
+        let mut dead = Vec::new();
+        for (t, c) in self.conns.iter_mut() {
+            let Conn::Or(or) = c else { continue };
+            if let Some(ob) = &or.outbound {
+                if !or.opened && now > ob.deadline {
+                    dead.push((*t, "outbound link did not open in time".to_string()));
+                    continue;
+                }
+            }
+            if let Some(ch) = or.channel.as_mut() {
+                ch.note_circuits(self.circuits.circuit_count(or.chan_id), now);
+                if let Err(e) = ch.handle_timeout(now) {
+                    dead.push((*t, e.to_string()));
+                    continue;
+                }
+                if ch.has_output() {
+                    self.dirty.push(*t);
+                }
+            }
+        }
+        for (t, why) in dead {
+            self.close_conn(t, ops, &why);
+        }
+    }
 }
 
 impl Handler for Worker {
     fn on_event(&mut self, ev: Event<'_>, ops: &mut dyn Ops) {
         match ev {
-            Event::Accepted { fd, .. } if ops.add_conn(fd).is_ok() => self.conns += 1,
-            Event::RecvClosed(t, _) | Event::SendFailed(t, _) => ops.close(t, false),
-            _ => {}
+            Event::Accepted { fd, peer } => {
+                let Some(peer) = peer else { return };
+                let tls = match TlsConn::server(&self.snap.server_tls) {
+                    Ok(t) => t,
+                    Err(e) => return tracing::warn!("cannot start TLS for {peer}: {e}"),
+                };
+                let Ok(t) = ops.add_conn(fd) else { return };
+                let chan_id = self.new_chan_id();
+                let channel = Channel::new_responder(
+                    self.snap.link.clone(),
+                    self.snap.own_tls_sha256,
+                    peer.ip(),
+                    Instant::now(),
+                );
+                self.chans.insert(chan_id, t);
+                self.conns.insert(
+                    t,
+                    Conn::Or(Box::new(OrConn {
+                        tls,
+                        chan_id,
+                        channel: Some(channel),
+                        peer,
+                        outbound: None,
+                        opened: false,
+                    })),
+                );
+            }
+            Event::Recv(t, data) => match self.conns.get(&t) {
+                Some(Conn::Or(_)) => self.on_or_recv(t, data, ops),
+                Some(Conn::Exit(_)) => self.on_exit_recv(t, data, ops),
+                Some(Conn::Dns(from)) => {
+                    let from = *from;
+                    self.resolver.handle_datagram(Instant::now(), from, data);
+                }
+                None => {}
+            },
+            Event::RecvClosed(t, err) => match self.conns.get_mut(&t) {
+                Some(Conn::Exit(x)) => {
+                    let key = x.key;
+                    if x.held.is_empty() {
+                        self.circuits
+                            .handle_stream_eof(key, err, Instant::now(), &mut self.rng);
+                    } else {
+                        x.held_eof = Some(err);
+                    }
+                }
+                Some(Conn::Or(_)) => self.close_conn(t, ops, "peer closed the connection"),
+                Some(Conn::Dns(_)) | None => {}
+            },
+            Event::Connected(t, res) => match self.conns.get_mut(&t) {
+                Some(Conn::Exit(x)) => {
+                    let key = x.key;
+                    let res = res.map(|()| x.addr);
+                    if res.is_err() {
+                        self.streams.remove(&key);
+                        self.conns.remove(&t);
+                        ops.close(t, false);
+                    }
+                    self.circuits
+                        .handle_connected(key, res, Instant::now(), &mut self.rng);
+                }
+                Some(Conn::Or(or)) => match res {
+                    Ok(()) => {
+                        // Start the TLS handshake (ClientHello).
+                        if let Some(out) = ops.out_buf(t) {
+                            or.tls.write_tls_into(out);
+                        }
+                    }
+                    Err(e) => self.close_conn(t, ops, &format!("connect failed: {e}")),
+                },
+                _ => {}
+            },
+            Event::SendDrained(t) => {
+                if let Some(Conn::Exit(x)) = self.conns.get(&t) {
+                    let key = x.key;
+                    self.circuits.handle_stream_drained(key, &mut self.rng);
+                }
+            }
+            Event::SendFailed(t, e) => match self.conns.get(&t) {
+                Some(Conn::Exit(x)) => {
+                    let key = x.key;
+                    self.circuits
+                        .handle_stream_eof(key, Some(e), Instant::now(), &mut self.rng);
+                }
+                Some(_) => self.close_conn(t, ops, &format!("write failed: {e}")),
+                None => {}
+            },
+            Event::Woken => {
+                while let Ok(s) = self.feed.try_recv() {
+                    self.circuits.set_config(s.circuits.clone());
+                    self.snap = s;
+                }
+            }
         }
     }
 
-    fn end_of_turn(&mut self, _ops: &mut dyn Ops) {}
+    fn end_of_turn(&mut self, ops: &mut dyn Ops) {
+        let now = Instant::now();
+        self.resolver.handle_timeout(now);
+        self.circuits.handle_timeout(now, &mut self.rng);
+        self.tick(ops);
+        self.run_actions(ops);
+        self.flush_links(ops);
+    }
 }

@@ -27,22 +27,7 @@ pub struct StreamKey(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExtendKey(pub u64);
 
-/// One fixed-size cell from an open channel.
-#[derive(Debug, Clone)]
-pub struct IncomingCell {
-    pub circ_id: CircId,
-    pub cmd: ChanCmd,
-    pub body: [u8; CELL_BODY_LEN],
-}
-
-/// Who is at the other end of a channel, as the link handshake proved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerKind {
-    /// The peer did not authenticate: a client (or a relay acting as one).
-    Client,
-    /// An authenticated relay.
-    Relay { rsa_id: [u8; 20], ed_id: [u8; 32] },
-}
+pub use crate::proto::channel::{IncomingCell, PeerKind};
 
 /// Immutable snapshot from the control plane, swapped on key rotation or
 /// reload. Circuits already built keep their keys; new handshakes and new
