@@ -142,8 +142,16 @@ impl ResolverConfig {
 
 /// A nameserver address: an IP (port 53). A scope (`fe80::1%eth0`) needs an
 /// interface index lookup, which this sans-IO parser cannot do; a numeric
-/// scope is accepted.
+/// scope is accepted. Like C tor's resolver (libevent's evdns), an explicit
+/// port is accepted too: `127.0.0.1:5353` or `[::1]:5353`, which operators
+/// use to point an exit at a local cache on another port.
 fn parse_nameserver(word: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = word.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(format!("{word:?}: port 0"));
+        }
+        return Ok(sa);
+    }
     let (ip_text, scope) = match word.split_once('%') {
         Some((ip, scope)) => (ip, Some(scope)),
         None => (word, None),
@@ -206,6 +214,22 @@ sortlist 130.155.160.0/255.255.240.0
         .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(1));
         assert_eq!(c.attempts, 5);
+    }
+
+    #[test]
+    fn nameserver_with_port_as_evdns_accepts() {
+        let (c, _) = ResolverConfig::from_resolv_conf(
+            "nameserver 127.0.0.1:5353\nnameserver [::1]:53000\nnameserver 10.0.0.1:0\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nameservers,
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53000".parse().unwrap()
+            ]
+        );
     }
 
     #[test]
