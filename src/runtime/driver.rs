@@ -164,7 +164,8 @@ pub fn uring_available() -> bool {
     super::uring::UringDriver::probe().is_ok()
 }
 
-pub(crate) fn nonblocking_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+/// A fresh non-blocking, close-on-exec TCP socket for `addr`'s family.
+fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -182,7 +183,12 @@ pub(crate) fn nonblocking_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh, owned descriptor.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// A socket for an outgoing connection (EXTEND2 or an exit stream).
+pub(crate) fn nonblocking_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(addr)?;
     set_nodelay(&fd);
     Ok(fd)
 }
@@ -311,24 +317,7 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
 /// A per-core listener: `SO_REUSEPORT` lets every worker bind the same
 /// ORPort and the kernel spreads incoming connections across them.
 pub fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain syscall, checked.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh owned fd.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = tcp_socket(&addr)?;
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let one: libc::c_int = 1;
     for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
