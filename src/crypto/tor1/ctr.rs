@@ -15,7 +15,7 @@
 
 use aes::Aes128;
 use aes::cipher::{
-    Array, Block, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
+    Array, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
     KeyInit, ParBlocks, ParBlocksSizeUser, consts::U16, typenum::Unsigned,
 };
 use zeroize::Zeroize;
