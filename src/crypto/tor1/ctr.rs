@@ -1,40 +1,100 @@
 //! AES-128-CTR with a 128-bit big-endian counter and IV 0, as tor1 uses it
-//! (C tor aes.c: `crypto_cipher_new`, counter mode over OpenSSL). Written
-//! here rather than taken from the `ctr` crate because that crate makes one
-//! block per call at a time for the counter and XOR, which costs more than
-//! the AES itself (perf-anchors.md §3.2): here the counters of up to
-//! `PAR_BLOCKS` blocks go to the `aes` backend in one call (VAES gets its
-//! full width) and the XOR runs on 16-byte words.
+//! (C tor aes.c: `crypto_cipher_new`, counter mode over OpenSSL).
+//!
+//! Written here rather than taken from the `ctr` crate because both it and
+//! a plain `encrypt_blocks` call hand the AES backend whatever number of
+//! blocks the caller has: the `aes` 0.9 backends only run wide when given a
+//! whole multiple of their parallel width (64 blocks for VAES-512, 30 for
+//! VAES-256, 8 for AES-NI) and encrypt every other block alone, one AES
+//! latency chain at a time. A 509-byte cell is 32 blocks, under the VAES-512
+//! width, so one cell per call ran entirely on the one-block path: about
+//! twice C tor's cost per middle cell (bench/README.md).
+//!
+//! So the stream keeps a keystream buffer and refills it with exactly as many
+//! whole backend batches as fit in [`KS_BLOCKS`] blocks; cells XOR from it.
 
 use aes::Aes128;
-use aes::cipher::{Block, BlockCipherEncrypt, KeyInit};
+use aes::cipher::{
+    Array, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
+    KeyInit, ParBlocks, ParBlocksSizeUser, consts::U16, typenum::Unsigned,
+};
 use zeroize::Zeroize;
 
-/// Blocks per backend call: the VAES-512 backend's parallel width.
-const PAR_BLOCKS: usize = 64;
+/// Keystream buffer size in blocks: one VAES-512 batch; two AES-NI-width
+/// batches fit eight times. 1 KiB per direction.
+const KS_BLOCKS: usize = 64;
+const KS_BYTES: usize = KS_BLOCKS * 16;
 
 pub(crate) struct Aes128CtrStream {
     cipher: Aes128,
     /// Counter of the next block to generate.
     counter: u128,
-    /// Keystream left over from the last partial block.
-    leftover: [u8; 16],
-    /// Bytes of `leftover` already used (16 = none left).
+    /// Generated keystream; bytes `used..len` are not consumed yet.
+    ks: [[u8; 16]; KS_BLOCKS],
+    /// Bytes of `ks` filled by the last refill.
+    len: usize,
+    /// Bytes of `ks` already used.
     used: usize,
 }
 
 impl Drop for Aes128CtrStream {
     fn drop(&mut self) {
-        self.leftover.zeroize();
+        self.ks.as_flattened_mut().zeroize();
     }
 }
 
-#[inline]
-fn xor16(dst: &mut [u8], ks: &[u8]) {
-    let (Ok(d), Ok(k)) = (<&mut [u8; 16]>::try_from(dst), <&[u8; 16]>::try_from(ks)) else {
-        return;
-    };
-    *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(*k)).to_ne_bytes();
+/// Fill the keystream buffer through the backend the cipher picked at run
+/// time, in whole batches of that backend's parallel width.
+struct Refill<'a> {
+    ks: &'a mut [[u8; 16]; KS_BLOCKS],
+    counter: &'a mut u128,
+    /// Blocks generated, set by `call`.
+    blocks: &'a mut usize,
+}
+
+impl BlockSizeUser for Refill<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for Refill<'_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let par = <B as ParBlocksSizeUser>::ParBlocksSize::USIZE;
+        // Whole batches only; a backend wider than the buffer (none today)
+        // gets one full buffer on its one-block path.
+        let n = if par == 0 || par > KS_BLOCKS {
+            KS_BLOCKS
+        } else {
+            KS_BLOCKS / par * par
+        };
+        let mut ctr = *self.counter;
+        for b in self.ks.iter_mut().take(n) {
+            *b = ctr.to_be_bytes();
+            ctr = ctr.wrapping_add(1);
+        }
+        *self.counter = ctr;
+        let blocks = Array::cast_slice_from_core_mut(&mut self.ks[..n]);
+        if par == 0 || par > KS_BLOCKS {
+            blocks
+                .iter_mut()
+                .for_each(|b| backend.encrypt_block_inplace(b));
+        } else {
+            for chunk in blocks.chunks_exact_mut(par) {
+                if let Ok(batch) = <&mut ParBlocks<B>>::try_from(chunk) {
+                    backend.encrypt_par_blocks_inplace(batch);
+                }
+            }
+        }
+        *self.blocks = n;
+    }
+}
+
+/// `dst ^= ks`, same lengths (callers split them so).
+#[inline(always)]
+fn xor_into(dst: &mut [u8], ks: &[u8]) {
+    for (d, k) in dst.iter_mut().zip(ks) {
+        *d ^= k;
+    }
 }
 
 impl Aes128CtrStream {
@@ -42,48 +102,38 @@ impl Aes128CtrStream {
         Self {
             cipher: Aes128::new(key.into()),
             counter: 0,
-            leftover: [0; 16],
-            used: 16,
+            ks: [[0; 16]; KS_BLOCKS],
+            len: 0,
+            used: 0,
         }
     }
 
-    /// XOR the next `data.len()` keystream bytes into `data`.
-    pub(crate) fn apply(&mut self, mut data: &mut [u8]) {
-        // Finish the partial block from the previous call.
-        let n = data.len().min(16 - self.used);
-        let (head, rest) = data.split_at_mut(n);
-        for (d, k) in head.iter_mut().zip(&self.leftover[self.used..]) {
-            *d ^= k;
-        }
-        self.used += n;
-        data = rest;
+    fn refill(&mut self) {
+        let mut blocks = 0;
+        self.cipher.encrypt_with_backend(Refill {
+            ks: &mut self.ks,
+            counter: &mut self.counter,
+            blocks: &mut blocks,
+        });
+        self.len = blocks * 16;
+        self.used = 0;
+    }
 
-        let mut blocks = [Block::<Aes128>::default(); PAR_BLOCKS];
-        while data.len() >= 16 {
-            let nb = (data.len() / 16).min(PAR_BLOCKS);
-            let batch = &mut blocks[..nb];
-            for b in batch.iter_mut() {
-                *b = self.counter.to_be_bytes().into();
-                self.counter = self.counter.wrapping_add(1);
+    /// XOR the next `data.len()` keystream bytes into `data`.
+    #[inline]
+    pub(crate) fn apply(&mut self, mut data: &mut [u8]) {
+        while !data.is_empty() {
+            if self.used >= self.len {
+                self.refill();
             }
-            self.cipher.encrypt_blocks(batch);
-            let (full, rest) = data.split_at_mut(nb * 16);
-            for (chunk, ks) in full.chunks_exact_mut(16).zip(batch.iter()) {
-                xor16(chunk, ks);
-            }
+            let ks = self.ks.as_flattened();
+            let avail = ks.get(self.used..self.len.min(KS_BYTES)).unwrap_or(&[]);
+            let n = data.len().min(avail.len());
+            let (head, rest) = data.split_at_mut(n);
+            xor_into(head, &avail[..n]);
+            self.used += n;
             data = rest;
         }
-        if !data.is_empty() {
-            let mut b: Block<Aes128> = self.counter.to_be_bytes().into();
-            self.counter = self.counter.wrapping_add(1);
-            self.cipher.encrypt_block(&mut b);
-            self.leftover.copy_from_slice(&b);
-            for (d, k) in data.iter_mut().zip(&self.leftover) {
-                *d ^= k;
-            }
-            self.used = data.len();
-        }
-        blocks.iter_mut().for_each(|b| b.fill(0));
     }
 }
 
@@ -93,13 +143,29 @@ mod tests {
     use ctr::Ctr128BE;
     use ctr::cipher::{KeyIvInit, StreamCipher};
 
-    /// Same keystream as the `ctr` crate's Ctr128BE for any split of calls.
+    /// Same keystream as the `ctr` crate's Ctr128BE for any split of calls,
+    /// across several refills of the buffer.
     #[test]
     fn matches_ctr_crate() {
         let key = [7u8; 16];
         let mut ours = Aes128CtrStream::new(&key);
         let mut theirs = Ctr128BE::<Aes128>::new(&key.into(), &[0u8; 16].into());
-        for len in [0usize, 1, 15, 16, 17, 509, 1018, 2000, 3, 509, 64 * 16 + 5] {
+        for len in [
+            0usize,
+            1,
+            15,
+            16,
+            17,
+            509,
+            1018,
+            2000,
+            3,
+            509,
+            64 * 16 + 5,
+            KS_BYTES,
+            KS_BYTES * 3 + 1,
+            509 * 31,
+        ] {
             let mut a: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut b = a.clone();
             ours.apply(&mut a);

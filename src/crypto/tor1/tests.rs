@@ -3,6 +3,7 @@
 //! clear-box check of the first cell against AES/SHA-1 computed directly.
 
 use super::*;
+use ::sha1::{Digest, Sha1};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
