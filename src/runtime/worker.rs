@@ -523,13 +523,12 @@ impl Worker {
                 .handle_extend_channel(key, Ok(chan), &mut self.rng);
             return;
         }
-        if let Some(t) = self.pending_links.get(&rsa).copied() {
-            if let Some(Conn::Or(or)) = self.conns.get_mut(&t) {
-                if let Some(ob) = or.outbound.as_mut() {
-                    ob.waiting.push(key);
-                    return;
-                }
-            }
+        if let Some(t) = self.pending_links.get(&rsa).copied()
+            && let Some(Conn::Or(or)) = self.conns.get_mut(&t)
+            && let Some(ob) = or.outbound.as_mut()
+        {
+            ob.waiting.push(key);
+            return;
         }
         let addr = target
             .ipv4
@@ -635,13 +634,13 @@ impl Worker {
                         let Some(&t) = self.chans.get(&chan) else {
                             continue;
                         };
-                        if let Some(Conn::Or(or)) = self.conns.get_mut(&t) {
-                            if let Some(ch) = or.channel.as_mut() {
-                                if let Err(e) = ch.send_cell(circ_id, cmd, &body) {
-                                    tracing::debug!("dropping cell for {chan:?}: {e}");
-                                }
-                                self.dirty.push(t);
+                        if let Some(Conn::Or(or)) = self.conns.get_mut(&t)
+                            && let Some(ch) = or.channel.as_mut()
+                        {
+                            if let Err(e) = ch.send_cell(circ_id, cmd, &body) {
+                                tracing::debug!("dropping cell for {chan:?}: {e}");
                             }
+                            self.dirty.push(t);
                         }
                     }
                     Action::Resolve { key, query } => {
@@ -667,10 +666,10 @@ impl Worker {
                             .handle_connected(key, Err(e), now, &mut self.rng),
                     },
                     Action::StreamWrite { key, data } => {
-                        if let Some(&t) = self.streams.get(&key) {
-                            if let Some(out) = ops.out_buf(t) {
-                                out.extend_from_slice(&data);
-                            }
+                        if let Some(&t) = self.streams.get(&key)
+                            && let Some(out) = ops.out_buf(t)
+                        {
+                            out.extend_from_slice(&data);
                         }
                     }
                     Action::PauseRead { key } => {
@@ -694,10 +693,10 @@ impl Worker {
             }
             while let Some(tx) = self.resolver.poll_transmit(now) {
                 progressed = true;
-                if let Some(t) = self.dns_socket(tx.dst, ops) {
-                    if let Err(e) = ops.send_datagram(t, &tx.payload) {
-                        tracing::debug!("DNS send to {} failed: {e}", tx.dst);
-                    }
+                if let Some(t) = self.dns_socket(tx.dst, ops)
+                    && let Err(e) = ops.send_datagram(t, &tx.payload)
+                {
+                    tracing::debug!("DNS send to {} failed: {e}", tx.dst);
                 }
             }
             while let Some((token, res)) = self.resolver.poll_event() {
@@ -720,12 +719,12 @@ impl Worker {
             let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
                 continue;
             };
-            if let Some(ch) = or.channel.as_mut() {
-                if ch.has_output() {
-                    self.plain.clear();
-                    ch.take_output(&mut self.plain);
-                    or.tls.write_plain(&self.plain);
-                }
+            if let Some(ch) = or.channel.as_mut()
+                && ch.has_output()
+            {
+                self.plain.clear();
+                ch.take_output(&mut self.plain);
+                or.tls.write_plain(&self.plain);
             }
             if let Some(out) = ops.out_buf(t) {
                 or.tls.write_tls_into(out);
@@ -743,11 +742,12 @@ impl Worker {
         let mut dead = Vec::new();
         for (t, c) in self.conns.iter_mut() {
             let Conn::Or(or) = c else { continue };
-            if let Some(ob) = &or.outbound {
-                if !or.opened && now > ob.deadline {
-                    dead.push((*t, "outbound link did not open in time".to_string()));
-                    continue;
-                }
+            if let Some(ob) = &or.outbound
+                && !or.opened
+                && now > ob.deadline
+            {
+                dead.push((*t, "outbound link did not open in time".to_string()));
+                continue;
             }
             if let Some(ch) = or.channel.as_mut() {
                 ch.note_circuits(self.circuits.circuit_count(or.chan_id), now);

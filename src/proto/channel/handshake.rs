@@ -362,7 +362,7 @@ impl Channel {
         self.recv_log.stop();
         self.sent_log.stop();
         self.state = State::Open;
-        self.peer = Some(peer.clone());
+        self.peer = Some(peer);
         self.events.push_back(ChanEvent::Opened {
             peer,
             link_version: self.link_version.unwrap_or_default(),

@@ -172,7 +172,7 @@ fn opened(ch: &mut Channel) -> PeerKind {
     match events(ch).as_slice() {
         [ChanEvent::Opened { peer, link_version }] => {
             assert_eq!(*link_version, 5);
-            peer.clone()
+            *peer
         }
         e => panic!("expected one Opened event, got {e:?}"),
     }
