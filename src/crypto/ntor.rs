@@ -84,6 +84,22 @@ pub struct NtorOnionKeys {
 impl NtorOnionKeys {
     /// The keypair whose public key is `b`, if we hold one. Both keys are
     /// compared so the time taken does not say which one matched.
+    /// The secret for onion key `b`, or a fresh junk secret when `b` is not
+    /// one of ours, so that a handshake naming an unknown key does the same
+    /// work as one naming ours and fails only at the end (no oracle; C:
+    /// onion_skin_ntor_server_handshake, onion_skin_ntor3_server_handshake_part1).
+    /// The flag says whether `b` was ours.
+    pub(crate) fn secret_or_junk(
+        &self,
+        b: &[u8; 32],
+        rng: &mut impl CryptoRng,
+    ) -> (StaticSecret, bool) {
+        match self.find(b) {
+            Some(kp) => (kp.secret().clone(), true),
+            None => (StaticSecret::random_from_rng(rng), false),
+        }
+    }
+
     pub fn find(&self, b: &[u8; 32]) -> Option<&NtorKeypair> {
         let cur = self.current.public.as_bytes().ct_eq(b);
         let prev = match &self.previous {
@@ -251,15 +267,7 @@ fn server_handshake_with_y(
     let mut x_arr = [0u8; 32];
     x_arr.copy_from_slice(x_bytes);
 
-    let found = keys.find(&b_arr);
-    let junk;
-    let secret_b = match found {
-        Some(kp) => kp.secret(),
-        None => {
-            junk = StaticSecret::random_from_rng(rng);
-            &junk
-        }
-    };
+    let (secret_b, found) = keys.secret_or_junk(&b_arr, rng);
     let x_pub = PublicKey::from(x_arr);
     let y_pub = PublicKey::from(&y);
     let xy = y.diffie_hellman(&x_pub);
@@ -275,7 +283,7 @@ fn server_handshake_with_y(
         y_pub.as_bytes(),
     );
 
-    if found.is_none() {
+    if !found {
         return Err(NtorError::UnknownKey {
             got: hex::encode(b_arr),
         });

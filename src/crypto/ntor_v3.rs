@@ -260,15 +260,7 @@ where
     // Like C tor, accumulate problems and decide at the end of part 1, so
     // the work done does not depend on which check failed.
     let id_ok = id.ct_eq(my_ed_id);
-    let found = keys.find(&b);
-    let junk;
-    let secret_b = match found {
-        Some(kp) => kp.secret(),
-        None => {
-            junk = StaticSecret::random_from_rng(rng);
-            &junk
-        }
-    };
+    let (secret_b, found) = keys.secret_or_junk(&b, rng);
     let x_pub = PublicKey::from(x);
     let xb = secret_b.diffie_hellman(&x_pub);
     let xb_ok = Choice::from(u8::from(xb.was_contributory()));
@@ -283,7 +275,7 @@ where
             got: hex::encode(id),
         });
     }
-    if found.is_none() {
+    if !found {
         enc_k1.zeroize();
         return Err(Ntor3Error::UnknownKey {
             got: hex::encode(b),
