@@ -13,5 +13,6 @@
 
 pub mod client;
 pub mod harness;
+pub mod rawclient;
 
 pub use client::{Error, Handshake, HopSpec, Tunnel, begin_dir, build_circuit, http_get, resolve};
