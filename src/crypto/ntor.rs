@@ -134,12 +134,6 @@ pub enum NtorError {
         /// The NODEID the client sent, hex.
         got: String,
     },
-    /// KEYID is none of our onion keys (computed with a junk key anyway).
-    #[error("ntor client handshake: KEYID {got} is not one of our onion keys")]
-    UnknownKey {
-        /// The KEYID the client sent, hex.
-        got: String,
-    },
     /// A Diffie-Hellman output was all zero (X or Y of small order).
     #[error("ntor handshake: all-zero Diffie-Hellman output")]
     ZeroDh,
@@ -267,7 +261,12 @@ fn server_handshake_with_y(
     let mut x_arr = [0u8; 32];
     x_arr.copy_from_slice(x_bytes);
 
-    let (secret_b, found) = keys.secret_or_junk(&b_arr, rng);
+    // An unknown KEYID (say, a key we rotated out) is answered with a
+    // CREATED2 made with a junk key, as C tor does: the client cannot verify
+    // it and gives up, and nothing tells it which keys we hold
+    // (onion_ntor.c:onion_skin_ntor_server_handshake looks keys up with the
+    // junk keypair as the default).
+    let (secret_b, _ours) = keys.secret_or_junk(&b_arr, rng);
     let x_pub = PublicKey::from(x_arr);
     let y_pub = PublicKey::from(&y);
     let xy = y.diffie_hellman(&x_pub);
@@ -283,11 +282,6 @@ fn server_handshake_with_y(
         y_pub.as_bytes(),
     );
 
-    if !found {
-        return Err(NtorError::UnknownKey {
-            got: hex::encode(b_arr),
-        });
-    }
     if bool::from(zero) {
         return Err(NtorError::ZeroDh);
     }
@@ -454,11 +448,11 @@ mod tests {
         assert!(matches!(e, NtorError::WrongNodeId { .. }));
         assert_eq!(e.destroy_reason(), 1);
 
-        // Unknown KEYID.
+        // Unknown KEYID: a reply (as C tor sends) that the client rejects.
         let other = NtorKeypair::generate(&mut rng);
-        let (_, hdata) = client_create(&mut rng, &id, &other.public_bytes());
-        let e = server_handshake(&hdata, &id, &onion, &mut rng).unwrap_err();
-        assert!(matches!(e, NtorError::UnknownKey { .. }));
+        let (state, hdata) = client_create(&mut rng, &id, &other.public_bytes());
+        let out = server_handshake(&hdata, &id, &onion, &mut rng).unwrap();
+        assert!(client_finish(state, &out.reply).is_err());
 
         // All-zero DH: X = 0 (small order point).
         let (_, mut hdata) = client_create(&mut rng, &id, &b);
