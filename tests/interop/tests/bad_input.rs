@@ -60,8 +60,8 @@ const END_NOTDIRECTORY: u8 = 14;
 enum Target {
     /// A C tor 0.4.9 exit: the reference behaviour.
     CTor,
-    /// The oxit binary, io_uring backend.
-    OxitUring,
+    /// The oxit binary on one of its I/O backends.
+    Oxit(IoBackend),
 }
 
 /// What the relay does with a bad input.
@@ -103,11 +103,11 @@ impl Net {
                 ),
                 None,
             ),
-            Target::OxitUring => (
+            Target::Oxit(backend) => (
                 None,
                 Some(
                     OxitProcess::start(&OxitOptions {
-                        backend: IoBackend::Uring,
+                        backend,
                         dns: Some(dns.addr()),
                         rejected_port: None,
                     })
@@ -155,7 +155,7 @@ impl Net {
         let m = self.middle();
         match self.target {
             Target::CTor => (m.or_addr(), self.hop()),
-            Target::OxitUring => (self.addr(), m.hop(Handshake::Ntor).expect("middle hop")),
+            Target::Oxit(_) => (self.addr(), m.hop(Handshake::Ntor).expect("middle hop")),
         }
     }
 
@@ -353,7 +353,12 @@ fn link_ctor() {
 
 #[test]
 fn link_oxit_io_uring() {
-    link_cases(Target::OxitUring);
+    link_cases(Target::Oxit(IoBackend::Uring));
+}
+
+#[test]
+fn link_oxit_epoll() {
+    link_cases(Target::Oxit(IoBackend::Epoll));
 }
 
 // -------------------------------------------------------------- CREATE
@@ -550,7 +555,12 @@ fn create_ctor() {
 
 #[test]
 fn create_oxit_io_uring() {
-    create_cases(Target::OxitUring);
+    create_cases(Target::Oxit(IoBackend::Uring));
+}
+
+#[test]
+fn create_oxit_epoll() {
+    create_cases(Target::Oxit(IoBackend::Epoll));
 }
 
 // --------------------------------------------------------------- relay
@@ -807,5 +817,10 @@ fn relay_ctor() {
 
 #[test]
 fn relay_oxit_io_uring() {
-    relay_cases(Target::OxitUring);
+    relay_cases(Target::Oxit(IoBackend::Uring));
+}
+
+#[test]
+fn relay_oxit_epoll() {
+    relay_cases(Target::Oxit(IoBackend::Epoll));
 }
