@@ -273,3 +273,40 @@ fn udp_datagrams_keep_boundaries_and_waker_wakes() {
         th.join().unwrap();
     }
 }
+
+#[derive(Default)]
+struct UdpErrors {
+    closed: bool,
+}
+
+impl Handler for UdpErrors {
+    fn on_event(&mut self, ev: Event<'_>, _ops: &mut dyn Ops) {
+        if let Event::RecvClosed(_, Some(_)) = ev {
+            self.closed = true;
+        }
+    }
+    fn end_of_turn(&mut self, _ops: &mut dyn Ops) {}
+}
+
+/// An ICMP error on a connected UDP socket (a nameserver that restarted)
+/// must reach the worker, which replaces the socket: a DNS socket that
+/// silently stops receiving would make every later lookup fail.
+#[test]
+fn udp_icmp_error_is_reported() {
+    for b in backends() {
+        let mut d = driver::new_driver(b, Arc::new(Waker::new().unwrap())).unwrap();
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ours.connect(dead).unwrap();
+        let t = d.ops().add_udp(OwnedFd::from(ours)).unwrap();
+        let mut h = UdpErrors::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !h.closed {
+            assert!(Instant::now() < deadline, "{b:?}: no error reported");
+            let _ = d.ops().send_datagram(t, b"query");
+            d.turn(Some(Duration::from_millis(20)), &mut h).unwrap();
+        }
+    }
+}

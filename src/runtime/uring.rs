@@ -465,7 +465,7 @@ impl Ops for State {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
-        if c.dead || c.closing {
+        if c.dead || (c.closing && flush) {
             return;
         }
         let pending = !c.out.is_empty() || c.send_inflight;
@@ -475,6 +475,15 @@ impl Ops for State {
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(t);
+            }
+            // Nothing more is read from a closing socket: stop the multishot
+            // receive, or a peer that keeps sending would fill the stash.
+            if c.recv_armed {
+                let generation = self.conns.generation(t);
+                let sqe = opcode::AsyncCancel::new(ud(OP_RECV, t, generation))
+                    .build()
+                    .user_data(ud(OP_CANCEL, Token(u32::MAX), 0));
+                self.push(sqe);
             }
         } else {
             self.kill(t);
@@ -542,10 +551,13 @@ impl UringDriver {
                             let data = self.bufs.get(bid, res as usize);
                             if on || udp {
                                 handler.on_event(Event::Recv(t, data), &mut self.st);
-                            } else if let Some(c) = self.st.conns.get_mut(t) {
+                            } else if let Some(c) = self.st.conns.get_mut(t)
+                                && !c.closing
+                            {
                                 // Completions that raced with our pause: the
                                 // kernel already took these bytes from the
-                                // socket, so keep them for the resume.
+                                // socket, so keep them for the resume. (A
+                                // closing socket's input is dropped.)
                                 c.stash.extend_from_slice(data);
                             }
                         }
@@ -686,7 +698,8 @@ impl Driver for UringDriver {
     }
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
-        let busy = !self.st.dirty.is_empty() || !self.st.rearm.is_empty();
+        let busy =
+            !self.st.dirty.is_empty() || !self.st.rearm.is_empty() || !self.st.resumed.is_empty();
         let res = match (busy, timeout) {
             (false, None) => self.st.ring.submit_and_wait(1),
             (busy, t) => {

@@ -41,6 +41,9 @@ const CHANNEL_TICK: Duration = Duration::from_millis(250);
 /// Exit streams that have not connected by then get END TIMEOUT (from the
 /// circuit table); a channel connect for EXTEND2 gets this long too.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a link may have waiting for the kernel before we give up on its
+/// peer: 64 full circuit windows' worth of cells.
+const LINK_QUEUE_LIMIT: usize = 64 * 1000 * 514;
 /// Bounded rounds of action processing per turn, so a burst cannot keep
 /// the worker from its sockets and timers.
 const ACTION_ROUNDS: usize = 64;
@@ -329,9 +332,21 @@ impl Worker {
     }
 
     fn new_chan_id(&mut self) -> ChanId {
-        let id = ChanId(self.next_chan);
-        self.next_chan = self.next_chan.wrapping_add(1).max(1);
-        id
+        // After 2^32 links the counter wraps: skip ids still in use, or two
+        // peers would share circuit-table keys.
+        loop {
+            let id = ChanId(self.next_chan);
+            self.next_chan = self.next_chan.wrapping_add(1).max(1);
+            if !self.chans.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Close a link without flushing what is queued for it.
+    fn close_conn_now(&mut self, t: Token, ops: &mut dyn Ops, why: &str) {
+        self.close_conn(t, ops, why);
+        ops.close(t, false);
     }
 
     fn close_conn(&mut self, t: Token, ops: &mut dyn Ops, why: &str) {
@@ -729,6 +744,14 @@ impl Worker {
             if let Some(out) = ops.out_buf(t) {
                 or.tls.write_tls_into(out);
             }
+            // Circuit windows bound what well-behaved peers make us queue; a
+            // link whose peer stops reading while cells keep arriving for it
+            // would grow without bound. Close it (its circuits get DESTROY),
+            // as C tor's OOM handler would kill them.
+            if ops.queued(t) > LINK_QUEUE_LIMIT {
+                let why = format!("peer is not reading: over {LINK_QUEUE_LIMIT} bytes queued");
+                self.close_conn_now(t, ops, &why);
+            }
         }
         self.dirty = dirty;
     }
@@ -816,7 +839,11 @@ impl Handler for Worker {
                     }
                 }
                 Some(Conn::Or(_)) => self.close_conn(t, ops, "peer closed the connection"),
-                Some(Conn::Dns(_)) | None => {}
+                // A connected UDP socket reports an ICMP error (e.g. the
+                // nameserver restarting) as a receive error and stops
+                // receiving: replace it on the next query.
+                Some(Conn::Dns(_)) => self.close_conn(t, ops, "DNS socket error"),
+                None => {}
             },
             Event::Connected(t, res) => match self.conns.get_mut(&t) {
                 Some(Conn::Exit(x)) => {

@@ -134,19 +134,24 @@ pub fn errno_to_end_reason(err: &io::Error) -> EndReason {
             | libc::EPROTONOSUPPORT
             | libc::EAFNOSUPPORT
             | libc::ENOTCONN => EndReason::INTERNAL,
-            libc::ECONNABORTED | libc::ECONNRESET | libc::ENETRESET => EndReason::CONNRESET,
+            libc::ECONNRESET => EndReason::CONNRESET,
             libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EPERM => {
                 EndReason::NOROUTE
             }
             libc::ECONNREFUSED => EndReason::CONNECTREFUSED,
             libc::ETIMEDOUT => EndReason::TIMEOUT,
-            libc::ENOBUFS | libc::ENOMEM | libc::ENFILE | libc::EMFILE => EndReason::RESOURCELIMIT,
+            libc::ENOBUFS
+            | libc::ENOMEM
+            | libc::ENFILE
+            | libc::EADDRINUSE
+            | libc::EADDRNOTAVAIL
+            | libc::EMFILE => EndReason::RESOURCELIMIT,
             _ => EndReason::MISC,
         };
     }
     match err.kind() {
         io::ErrorKind::ConnectionRefused => EndReason::CONNECTREFUSED,
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => EndReason::CONNRESET,
+        io::ErrorKind::ConnectionReset => EndReason::CONNRESET,
         io::ErrorKind::TimedOut => EndReason::TIMEOUT,
         io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => EndReason::NOROUTE,
         io::ErrorKind::BrokenPipe => EndReason::DONE,
