@@ -234,6 +234,16 @@ impl CircuitTable {
         self.ids.keys().filter(|(c, _)| *c == chan).count()
     }
 
+    /// Circuits per channel, in one pass over the table (for periodic
+    /// timers that look at every channel: linear, not links × circuits).
+    pub fn circuit_counts(&self) -> std::collections::HashMap<ChanId, usize> {
+        let mut m = std::collections::HashMap::new();
+        for (c, _) in self.ids.keys() {
+            *m.entry(*c).or_insert(0) += 1;
+        }
+        m
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         let (action, circ) = self.actions.pop_front()?;
         if let Some(c) = circ.and_then(|i| self.circs.get_mut(&i)) {

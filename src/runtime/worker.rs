@@ -763,6 +763,7 @@ impl Worker {
         }
         self.next_tick = now + CHANNEL_TICK;
         let mut dead = Vec::new();
+        let counts = self.circuits.circuit_counts();
         for (t, c) in self.conns.iter_mut() {
             let Conn::Or(or) = c else { continue };
             if let Some(ob) = &or.outbound
@@ -773,7 +774,7 @@ impl Worker {
                 continue;
             }
             if let Some(ch) = or.channel.as_mut() {
-                ch.note_circuits(self.circuits.circuit_count(or.chan_id), now);
+                ch.note_circuits(counts.get(&or.chan_id).copied().unwrap_or(0), now);
                 if let Err(e) = ch.handle_timeout(now) {
                     dead.push((*t, e.to_string()));
                     continue;
