@@ -22,6 +22,8 @@ const WAKER_TAG: u64 = 1 << 63;
 /// Bytes read per socket per turn before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 const SCRATCH: usize = 64 * 1024;
+/// How long to stop accepting after running out of file descriptors.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 struct Conn {
     fd: OwnedFd,
@@ -51,6 +53,8 @@ pub struct EpollDriver {
     waker: Arc<Waker>,
     events: Vec<libc::epoll_event>,
     scratch: Vec<u8>,
+    /// Accepting is paused (out of file descriptors) until then.
+    accept_paused_until: Option<std::time::Instant>,
 }
 
 fn key(t: Token, generation: u32) -> u64 {
@@ -84,6 +88,7 @@ impl EpollDriver {
             waker,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             scratch: vec![0; SCRATCH],
+            accept_paused_until: None,
         })
     }
 }
@@ -290,10 +295,14 @@ impl EpollDriver {
                 match e.kind() {
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
                     io::ErrorKind::WouldBlock => return,
-                    // EMFILE and friends: the backlog keeps the connection;
-                    // we retry on the next readiness edge.
+                    // EMFILE and friends: the backlog keeps the connection.
+                    // The listener is level-triggered, so retrying at once
+                    // would spin: stop listening for a moment.
                     _ => {
-                        tracing::warn!("accept failed: {e}");
+                        tracing::warn!(
+                            "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
+                        );
+                        self.pause_listeners();
                         return;
                     }
                 }
@@ -302,6 +311,31 @@ impl EpollDriver {
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             let peer = driver::peer_addr(&fd);
             handler.on_event(Event::Accepted { fd, peer }, &mut self.st);
+        }
+    }
+
+    fn pause_listeners(&mut self) {
+        for l in &self.st.listeners {
+            let _ = self.st.ctl(libc::EPOLL_CTL_MOD, l.as_raw_fd(), 0, 0);
+        }
+        self.accept_paused_until = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
+    }
+
+    fn resume_listeners_if_due(&mut self) {
+        let Some(at) = self.accept_paused_until else {
+            return;
+        };
+        if std::time::Instant::now() < at {
+            return;
+        }
+        self.accept_paused_until = None;
+        for (i, l) in self.st.listeners.iter().enumerate() {
+            let _ = self.st.ctl(
+                libc::EPOLL_CTL_MOD,
+                l.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                LISTENER_TAG | i as u64,
+            );
         }
     }
 
@@ -409,6 +443,14 @@ impl Driver for EpollDriver {
     }
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
+        self.resume_listeners_if_due();
+        let timeout = match self.accept_paused_until {
+            Some(at) => {
+                let left = at.saturating_duration_since(std::time::Instant::now());
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            None => timeout,
+        };
         let ms = if !self.st.ready.is_empty() || !self.st.dirty.is_empty() {
             0
         } else {

@@ -169,6 +169,8 @@ pub struct UringDriver {
     wake_buf: Box<u64>,
     cqes: Vec<(u64, i32, u32)>,
     recycled: bool,
+    /// Listeners to re-arm at a time (after running out of descriptors).
+    accept_rearm: Vec<(std::time::Instant, usize)>,
 }
 
 impl UringDriver {
@@ -229,6 +231,7 @@ impl UringDriver {
             wake_buf: Box::new(0),
             cqes: Vec::with_capacity(RING_ENTRIES as usize * 8),
             recycled: false,
+            accept_rearm: Vec::new(),
         };
         d.arm_waker();
         Ok(d)
@@ -503,15 +506,16 @@ impl UringDriver {
             }
             OP_CANCEL => {}
             OP_ACCEPT => {
-                // A multishot accept that ended (e.g. on EMFILE) is re-armed.
-                if !cqueue::more(flags)
-                    && let Some(l) = self.listeners.get(t.index())
-                {
-                    let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build()
-                        .user_data(user_data);
-                    self.st.push(sqe);
+                // A multishot accept that ended is re-armed: at once, or
+                // after a pause when it ended because we ran out of file
+                // descriptors (re-arming at once would spin).
+                if !cqueue::more(flags) {
+                    if res < 0 {
+                        let at = std::time::Instant::now() + super::epoll::ACCEPT_BACKOFF;
+                        self.accept_rearm.push((at, t.index()));
+                    } else {
+                        self.arm_accept(t.index());
+                    }
                 }
                 if res >= 0 {
                     // SAFETY: a successful accept completion carries a fresh fd.
@@ -685,19 +689,44 @@ impl UringDriver {
     }
 }
 
+impl UringDriver {
+    fn arm_accept(&mut self, idx: usize) {
+        if let Some(l) = self.listeners.get(idx) {
+            let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(ud(OP_ACCEPT, Token(idx as u32), 0));
+            self.st.push(sqe);
+        }
+    }
+}
+
 impl Driver for UringDriver {
     fn listen(&mut self, fd: OwnedFd) -> io::Result<()> {
-        let idx = self.listeners.len() as u32;
-        let sqe = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(ud(OP_ACCEPT, Token(idx), 0));
         self.listeners.push(fd);
-        self.st.push(sqe);
+        self.arm_accept(self.listeners.len() - 1);
         Ok(())
     }
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        self.accept_rearm.retain(|&(at, idx)| {
+            if at <= now {
+                due.push(idx);
+            }
+            at > now
+        });
+        for idx in due {
+            self.arm_accept(idx);
+        }
+        let timeout = match self.accept_rearm.iter().map(|&(at, _)| at).min() {
+            Some(at) => {
+                let left = at.saturating_duration_since(now);
+                Some(timeout.map_or(left, |t| t.min(left)))
+            }
+            None => timeout,
+        };
         let busy =
             !self.st.dirty.is_empty() || !self.st.rearm.is_empty() || !self.st.resumed.is_empty();
         let res = match (busy, timeout) {
