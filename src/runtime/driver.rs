@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+/// How long a socket closed "after its output is flushed" may take to flush
+/// before it is closed anyway.
+pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(30);
+
 /// One socket owned by a driver (a TCP connection or a connected UDP socket).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u32);

@@ -46,6 +46,8 @@ struct State {
     ready: Vec<Token>,
     /// Sockets with output queued this turn.
     dirty: Vec<Token>,
+    /// Sockets closing after a flush, with the time we give up on it.
+    closing: Vec<(std::time::Instant, Token, u32)>,
 }
 
 pub struct EpollDriver {
@@ -76,6 +78,7 @@ impl EpollDriver {
             listeners: Vec::new(),
             ready: Vec::new(),
             dirty: Vec::new(),
+            closing: Vec::new(),
         };
         st.ctl(
             libc::EPOLL_CTL_ADD,
@@ -259,12 +262,15 @@ impl Ops for State {
     }
 
     fn close(&mut self, t: Token, flush: bool) {
+        let generation = self.conns.generation(t);
+        let deadline = std::time::Instant::now() + super::driver::CLOSE_FLUSH_LIMIT;
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
         if flush && !c.out.is_empty() && !c.connecting {
             c.closing = true;
             c.recv_on = false;
+            self.closing.push((deadline, t, generation));
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(t);
@@ -444,6 +450,26 @@ impl Driver for EpollDriver {
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
         self.resume_listeners_if_due();
+        // A peer that stops reading (zero window) must not pin a closing
+        // socket and its buffer forever.
+        let now = std::time::Instant::now();
+        let mut expired = Vec::new();
+        self.st.closing.retain(|&(at, t, g)| {
+            if at <= now {
+                expired.push((t, g));
+            }
+            at > now
+        });
+        for (t, g) in expired {
+            if self
+                .st
+                .conns
+                .get_generation_mut(t, g)
+                .is_some_and(|c| c.closing)
+            {
+                self.st.destroy(t);
+            }
+        }
         let timeout = match self.accept_paused_until {
             Some(at) => {
                 let left = at.saturating_duration_since(std::time::Instant::now());

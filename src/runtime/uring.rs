@@ -157,6 +157,8 @@ struct State {
     rearm: Vec<Token>,
     /// Sockets resumed with stashed input to deliver.
     resumed: Vec<Token>,
+    /// Sockets closing after a flush, with the time we give up on it.
+    closing: Vec<(std::time::Instant, Token, u32)>,
 }
 
 pub struct UringDriver {
@@ -224,6 +226,7 @@ impl UringDriver {
                 dirty: Vec::new(),
                 rearm: Vec::new(),
                 resumed: Vec::new(),
+                closing: Vec::new(),
             },
             bufs,
             listeners: Vec::new(),
@@ -475,6 +478,15 @@ impl Ops for State {
         if flush && pending && !c.connecting {
             c.closing = true;
             c.recv_on = false;
+            let generation = self.conns.generation(t);
+            self.closing.push((
+                std::time::Instant::now() + super::driver::CLOSE_FLUSH_LIMIT,
+                t,
+                generation,
+            ));
+            let Some(c) = self.conns.get_mut(t) else {
+                return;
+            };
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(t);
@@ -719,6 +731,25 @@ impl Driver for UringDriver {
         });
         for idx in due {
             self.arm_accept(idx);
+        }
+        // A peer that stops reading (zero window) must not pin a closing
+        // socket and its buffers forever.
+        let mut expired = Vec::new();
+        self.st.closing.retain(|&(at, t, g)| {
+            if at <= now {
+                expired.push((t, g));
+            }
+            at > now
+        });
+        for (t, g) in expired {
+            if self
+                .st
+                .conns
+                .get_generation_mut(t, g)
+                .is_some_and(|c| c.closing && !c.dead)
+            {
+                self.st.kill(t);
+            }
         }
         let timeout = match self.accept_rearm.iter().map(|&(at, _)| at).min() {
             Some(at) => {
