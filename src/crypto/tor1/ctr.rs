@@ -1,176 +1,193 @@
 //! AES-128-CTR with a 128-bit big-endian counter and IV 0, as tor1 uses it
-//! (C tor aes.c: `crypto_cipher_new`, counter mode over OpenSSL).
+//! (C tor aes.c: `crypto_cipher_new`, counter mode over OpenSSL). One stream
+//! per direction of a hop; the keystream continues across calls and cells
+//! (a 509-byte cell ends 13 bytes into its 32nd block).
 //!
-//! Written here rather than taken from the `ctr` crate because both it and
-//! a plain `encrypt_blocks` call hand the AES backend whatever number of
-//! blocks the caller has: the `aes` 0.9 backends only run wide when given a
-//! whole multiple of their parallel width (64 blocks for VAES-512, 30 for
-//! VAES-256, 8 for AES-NI) and encrypt every other block alone, one AES
-//! latency chain at a time. A 509-byte cell is 32 blocks, under the VAES-512
-//! width, so one cell per call ran entirely on the one-block path: about
-//! twice C tor's cost per middle cell (bench/README.md).
+//! The implementation is picked once, at construction, from the CPU:
+//! - x86_64 with VAES + AVX-512F/BW: fused 512-bit kernel (`ctr/x86.rs`);
+//! - x86_64 with AES-NI: fused 8-way AES-NI kernel (`ctr/x86.rs`);
+//! - anything else: the `aes` crate behind a keystream buffer
+//!   (`ctr/portable.rs`).
 //!
-//! So the stream keeps a keystream buffer and refills it with exactly as many
-//! whole backend batches as fit in [`KS_BLOCKS`] blocks; cells XOR from it.
+//! This module owns the choice and the partial block carried between calls;
+//! it does not know about cells.
 
-use aes::Aes128;
-use aes::cipher::{
-    Array, BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser,
-    KeyInit, ParBlocks, ParBlocksSizeUser, consts::U16, typenum::Unsigned,
-};
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use self::portable::PortableStream;
 use zeroize::Zeroize;
 
-/// Keystream buffer size in blocks: one VAES-512 batch; two AES-NI-width
-/// batches fit eight times. 1 KiB per direction.
-const KS_BLOCKS: usize = 64;
-const KS_BYTES: usize = KS_BLOCKS * 16;
-
-pub(crate) struct Aes128CtrStream {
-    cipher: Aes128,
-    /// Counter of the next block to generate.
-    counter: u128,
-    /// Generated keystream; bytes `used..len` are not consumed yet.
-    ks: [[u8; 16]; KS_BLOCKS],
-    /// Bytes of `ks` filled by the last refill.
-    len: usize,
-    /// Bytes of `ks` already used.
-    used: usize,
+/// Which keystream generator a stream uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Backend {
+    /// The `aes` crate behind a keystream buffer: any CPU.
+    Portable,
+    /// Fused AES-NI, 8 blocks in flight.
+    #[cfg(target_arch = "x86_64")]
+    AesNi,
+    /// Fused VAES on 512-bit vectors.
+    #[cfg(target_arch = "x86_64")]
+    Vaes512,
 }
 
-impl Drop for Aes128CtrStream {
-    fn drop(&mut self) {
-        self.ks.as_flattened_mut().zeroize();
-    }
-}
-
-/// Fill the keystream buffer through the backend the cipher picked at run
-/// time, in whole batches of that backend's parallel width.
-struct Refill<'a> {
-    ks: &'a mut [[u8; 16]; KS_BLOCKS],
-    counter: &'a mut u128,
-    /// Blocks generated, set by `call`.
-    blocks: &'a mut usize,
-}
-
-impl BlockSizeUser for Refill<'_> {
-    type BlockSize = U16;
-}
-
-impl BlockCipherEncClosure for Refill<'_> {
-    #[inline(always)]
-    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
-        let par = <B as ParBlocksSizeUser>::ParBlocksSize::USIZE;
-        // Whole batches only; a backend wider than the buffer (none today)
-        // gets one full buffer on its one-block path.
-        let n = if par == 0 || par > KS_BLOCKS {
-            KS_BLOCKS
-        } else {
-            KS_BLOCKS / par * par
-        };
-        let mut ctr = *self.counter;
-        for b in self.ks.iter_mut().take(n) {
-            *b = ctr.to_be_bytes();
-            ctr = ctr.wrapping_add(1);
-        }
-        *self.counter = ctr;
-        let blocks = Array::cast_slice_from_core_mut(&mut self.ks[..n]);
-        if par == 0 || par > KS_BLOCKS {
-            blocks
-                .iter_mut()
-                .for_each(|b| backend.encrypt_block_inplace(b));
-        } else {
-            for chunk in blocks.chunks_exact_mut(par) {
-                if let Ok(batch) = <&mut ParBlocks<B>>::try_from(chunk) {
-                    backend.encrypt_par_blocks_inplace(batch);
-                }
+impl Backend {
+    /// The fastest backend this CPU runs. Measured on an AMD EPYC with
+    /// VAES and AVX-512 (bench/ctor_cell_ops.sh): VAES-512 < AES-NI <
+    /// portable per 509-byte cell.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_vaes512() {
+                return Self::Vaes512;
+            }
+            if x86::has_aesni() {
+                return Self::AesNi;
             }
         }
-        *self.blocks = n;
+        Self::Portable
+    }
+
+    /// Whether this CPU can run `self`.
+    pub(crate) fn available(self) -> bool {
+        match self {
+            Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::AesNi => x86::has_aesni(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Vaes512 => x86::has_vaes512(),
+        }
     }
 }
 
-/// `dst ^= ks`, same lengths (callers split them so).
-#[inline(always)]
-fn xor_into(dst: &mut [u8], ks: &[u8]) {
-    for (d, k) in dst.iter_mut().zip(ks) {
-        *d ^= k;
+pub(crate) struct Aes128CtrStream {
+    inner: Inner,
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the fused state is the hot one: kept inline, the rare fallback boxed"
+)]
+enum Inner {
+    /// Boxed: its 1 KiB keystream buffer would otherwise size every stream.
+    Portable(Box<PortableStream>),
+    #[cfg(target_arch = "x86_64")]
+    Fused(Fused),
+}
+
+/// State of the fused x86_64 kernels.
+#[cfg(target_arch = "x86_64")]
+struct Fused {
+    /// Checked at construction: the CPU has what `kernel` needs. Never
+    /// `Backend::Portable`.
+    kernel: Backend,
+    round_keys: x86::RoundKeys,
+    /// Counter of the next block to generate.
+    counter: u128,
+    /// Keystream of the last generated block; bytes `tail_pos..16` are
+    /// not consumed yet (none when `tail_pos == 16`).
+    tail: [u8; 16],
+    tail_pos: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for Fused {
+    fn drop(&mut self) {
+        self.round_keys.as_flattened_mut().zeroize();
+        self.tail.zeroize();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Fused {
+    /// `None` if the CPU lacks what `kernel` needs.
+    fn new(kernel: Backend, key: &[u8; 16], counter: u128) -> Option<Self> {
+        if kernel == Backend::Portable || !kernel.available() {
+            return None;
+        }
+        Some(Self {
+            kernel,
+            // SAFETY: every fused kernel needs AES-NI + SSSE3, checked above.
+            round_keys: unsafe { x86::expand_key(key) },
+            counter,
+            tail: [0; 16],
+            tail_pos: 16,
+        })
+    }
+
+    #[inline]
+    fn apply(&mut self, data: &mut [u8]) {
+        // First the rest of a block an earlier call started.
+        let left = self.tail.get(self.tail_pos..).unwrap_or(&[]);
+        let n = left.len().min(data.len());
+        let (head, data) = data.split_at_mut(n);
+        for (d, k) in head.iter_mut().zip(left) {
+            *d ^= k;
+        }
+        self.tail_pos += n;
+        if data.is_empty() {
+            return;
+        }
+        match self.kernel {
+            // SAFETY: `Fused::new` checked the CPU runs this kernel.
+            Backend::Vaes512 => unsafe {
+                x86::xor_vaes512(&self.round_keys, self.counter, data, &mut self.tail)
+            },
+            // SAFETY: `Fused::new` checked the CPU runs this kernel.
+            _ => unsafe { x86::xor_aesni(&self.round_keys, self.counter, data, &mut self.tail) },
+        }
+        let blocks = data.len().div_ceil(16);
+        self.counter = self.counter.wrapping_add(blocks as u128);
+        self.tail_pos = match data.len() % 16 {
+            0 => 16,
+            r => r,
+        };
     }
 }
 
 impl Aes128CtrStream {
+    /// The tor1 stream for `key`: IV 0, on the fastest backend here.
     pub(crate) fn new(key: &[u8; 16]) -> Self {
+        Self::with_backend(key, 0, Backend::detect())
+    }
+
+    /// A stream on `backend` whose first block has counter `counter`
+    /// (tests set it high to cross counter-word carries). Falls back to the
+    /// portable backend if this CPU cannot run `backend`.
+    pub(crate) fn with_backend(key: &[u8; 16], counter: u128, backend: Backend) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = Fused::new(backend, key, counter) {
+            return Self {
+                inner: Inner::Fused(f),
+            };
+        }
+        let _ = backend;
         Self {
-            cipher: Aes128::new(key.into()),
-            counter: 0,
-            ks: [[0; 16]; KS_BLOCKS],
-            len: 0,
-            used: 0,
+            inner: Inner::Portable(Box::new(PortableStream::new(key, counter))),
         }
     }
 
-    fn refill(&mut self) {
-        let mut blocks = 0;
-        self.cipher.encrypt_with_backend(Refill {
-            ks: &mut self.ks,
-            counter: &mut self.counter,
-            blocks: &mut blocks,
-        });
-        self.len = blocks * 16;
-        self.used = 0;
+    /// The backend actually in use.
+    #[cfg(test)]
+    pub(crate) fn backend(&self) -> Backend {
+        match &self.inner {
+            Inner::Portable(_) => Backend::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Inner::Fused(f) => f.kernel,
+        }
     }
 
     /// XOR the next `data.len()` keystream bytes into `data`.
     #[inline]
-    pub(crate) fn apply(&mut self, mut data: &mut [u8]) {
-        while !data.is_empty() {
-            if self.used >= self.len {
-                self.refill();
-            }
-            let ks = self.ks.as_flattened();
-            let avail = ks.get(self.used..self.len.min(KS_BYTES)).unwrap_or(&[]);
-            let n = data.len().min(avail.len());
-            let (head, rest) = data.split_at_mut(n);
-            xor_into(head, &avail[..n]);
-            self.used += n;
-            data = rest;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ctr::Ctr128BE;
-    use ctr::cipher::{KeyIvInit, StreamCipher};
-
-    /// Same keystream as the `ctr` crate's Ctr128BE for any split of calls,
-    /// across several refills of the buffer.
-    #[test]
-    fn matches_ctr_crate() {
-        let key = [7u8; 16];
-        let mut ours = Aes128CtrStream::new(&key);
-        let mut theirs = Ctr128BE::<Aes128>::new(&key.into(), &[0u8; 16].into());
-        for len in [
-            0usize,
-            1,
-            15,
-            16,
-            17,
-            509,
-            1018,
-            2000,
-            3,
-            509,
-            64 * 16 + 5,
-            KS_BYTES,
-            KS_BYTES * 3 + 1,
-            509 * 31,
-        ] {
-            let mut a: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut b = a.clone();
-            ours.apply(&mut a);
-            theirs.apply_keystream(&mut b);
-            assert_eq!(a, b, "len {len}");
+    pub(crate) fn apply(&mut self, data: &mut [u8]) {
+        match &mut self.inner {
+            Inner::Portable(p) => p.apply(data),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Fused(f) => f.apply(data),
         }
     }
 }
