@@ -63,9 +63,10 @@ impl Tor1Direction {
         self.cipher.apply(cell);
     }
 
-    /// [`Self::crypt`] over several cells in order. The stream generates
-    /// keystream a whole AES backend batch ahead (tor1/ctr.rs), so one call
-    /// per cell costs the same as one call over all of them.
+    /// [`Self::crypt`] over several cells in order. The fused kernels
+    /// (tor1/ctr.rs) XOR keystream straight into each cell, a whole cell's
+    /// blocks per AES pass, so one call per cell costs the same as one call
+    /// over all of them.
     #[inline]
     pub(crate) fn crypt_batch(&mut self, cells: &mut [&mut CellBody]) {
         for cell in cells.iter_mut() {
