@@ -182,6 +182,14 @@ impl CircuitTable {
         }
         self.deadlines
             .push(Reverse((now + STREAM_SETUP_TIMEOUT, key)));
+        // Deadlines of streams that ended are dropped lazily; a client that
+        // opens and ends streams quickly must not grow the heap without
+        // bound, so compact it when dead entries dominate (amortised O(1)).
+        if self.deadlines.len() > 2 * self.streams.len() + 1024 {
+            let streams = &self.streams;
+            self.deadlines
+                .retain(|Reverse((_, k))| streams.contains_key(k));
+        }
         key
     }
 

@@ -566,3 +566,30 @@ fn upload_emits_v1_circuit_sendme_with_last_data_tag() {
         Sendme::V1 { tag: last_tag }
     );
 }
+
+/// A client that opens and ends streams as fast as it can must not grow
+/// the table's deadline heap without bound (review finding: deadlines of
+/// ended streams were only dropped when they fell due, 60 s later).
+#[test]
+fn stream_setup_deadlines_stay_bounded_under_begin_end_churn() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let (mut r, mut cl) = exit(&mut rng);
+    for i in 0..5000u32 {
+        let sid = (i % 60000 + 1) as u16;
+        send(
+            &mut r,
+            &mut cl,
+            &mut rng,
+            RelayCmd::BEGIN,
+            sid,
+            b"example.com:443\0",
+        );
+        send(&mut r, &mut cl, &mut rng, RelayCmd::END, sid, &[6]);
+        drain(&mut r.t);
+    }
+    assert!(
+        r.t.deadlines.len() <= 2 * r.t.streams.len() + 1025,
+        "{} deadlines",
+        r.t.deadlines.len()
+    );
+}
