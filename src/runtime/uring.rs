@@ -159,6 +159,8 @@ struct State {
     resumed: Vec<Token>,
     /// Sockets closing after a flush, with the time we give up on it.
     closing: Vec<(std::time::Instant, Token, u32)>,
+    /// Entries that did not fit in the submission queue, in order.
+    overflow: Vec<squeue::Entry>,
 }
 
 pub struct UringDriver {
@@ -227,6 +229,7 @@ impl UringDriver {
                 rearm: Vec::new(),
                 resumed: Vec::new(),
                 closing: Vec::new(),
+                overflow: Vec::new(),
             },
             bufs,
             listeners: Vec::new(),
@@ -254,18 +257,37 @@ impl UringDriver {
 
 impl State {
     fn push(&mut self, sqe: squeue::Entry) {
-        loop {
-            // SAFETY: every buffer an SQE points at lives in a slot (or the
-            // driver) until its completion arrives; see the module doc.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                return;
-            }
-            // Queue full: hand what we have to the kernel and retry.
-            if let Err(e) = self.ring.submit() {
-                tracing::error!("io_uring submit failed: {e}");
-                return;
+        // Keep submission order: once something waits in the overflow list,
+        // later entries queue behind it.
+        if self.overflow.is_empty() && self.try_push(&sqe) {
+            return;
+        }
+        // Queue full: hand what we have to the kernel and retry once.
+        if self.overflow.is_empty() && self.ring.submit().is_ok() && self.try_push(&sqe) {
+            return;
+        }
+        // The kernel is busy (e.g. EBUSY while completions are pending): an
+        // operation is never dropped, it waits for the next turn.
+        self.overflow.push(sqe);
+    }
+
+    fn try_push(&mut self, sqe: &squeue::Entry) -> bool {
+        // SAFETY: every buffer an SQE points at lives in a slot (or the
+        // driver) until its completion arrives; see the module doc.
+        unsafe { self.ring.submission().push(sqe) }.is_ok()
+    }
+
+    /// Move entries that did not fit last turn into the queue.
+    fn push_overflow(&mut self) {
+        let pending = std::mem::take(&mut self.overflow);
+        let mut rest = pending.into_iter();
+        for sqe in rest.by_ref() {
+            if !self.try_push(&sqe) {
+                self.overflow.push(sqe);
+                break;
             }
         }
+        self.overflow.extend(rest);
     }
 
     fn arm_recv(&mut self, t: Token) {
@@ -758,8 +780,11 @@ impl Driver for UringDriver {
             }
             None => timeout,
         };
-        let busy =
-            !self.st.dirty.is_empty() || !self.st.rearm.is_empty() || !self.st.resumed.is_empty();
+        self.st.push_overflow();
+        let busy = !self.st.overflow.is_empty()
+            || !self.st.dirty.is_empty()
+            || !self.st.rearm.is_empty()
+            || !self.st.resumed.is_empty();
         let res = match (busy, timeout) {
             (false, None) => self.st.ring.submit_and_wait(1),
             (busy, t) => {
