@@ -228,13 +228,18 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
         STANDARD.encode(keys.ntor_key().public()),
         ports.join(", ")
     );
-    // Interface addresses are not enumerated yet: the policy logged here is
-    // the one built from the configuration and our own ports.
-    let policy = config.build_exit_policy(&[]);
+    // The same policy the workers apply (ExitPolicyRejectLocalInterfaces
+    // needs this host's interface addresses).
+    let policy = config.build_exit_policy(&oxit::runtime::relay::local_interface_addrs());
     if policy.is_reject_all() {
         tracing::info!("Exit policy: reject *:* (not an exit)");
     } else {
         tracing::info!("Exit policy: {policy}");
+    }
+    if let Some(addr) = config.metrics_port {
+        tracing::warn!(
+            "MetricsPort {addr}: metrics are not implemented yet; nothing is served there"
+        );
     }
     oxit::runtime::run(config, keys, shutdown)?;
     tracing::info!("All channels closed; exiting.");
