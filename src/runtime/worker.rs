@@ -219,6 +219,8 @@ struct ExitConn {
     addr: SocketAddr,
     /// Bytes read from the destination that the circuit could not take yet.
     held: Vec<u8>,
+    /// How much of `held` the circuit already took.
+    held_off: usize,
     held_eof: Option<Option<std::io::Error>>,
 }
 
@@ -504,20 +506,19 @@ impl Worker {
             return;
         };
         let key = x.key;
-        let held = std::mem::take(&mut x.held);
-        let took = if held.is_empty() {
-            0
-        } else {
-            self.circuits
-                .handle_stream_data(key, &held, now, &mut self.rng)
-        };
-        let Some(Conn::Exit(x)) = self.conns.get_mut(&t) else {
-            return;
-        };
-        if took < held.len() {
-            x.held = held[took..].to_vec();
-            return;
+        if x.held_off < x.held.len() {
+            // Offer the rest without copying it: a circuit window often takes
+            // only part of what a destination sent while we were paused.
+            let took =
+                self.circuits
+                    .handle_stream_data(key, &x.held[x.held_off..], now, &mut self.rng);
+            x.held_off += took;
+            if x.held_off < x.held.len() {
+                return;
+            }
         }
+        x.held.clear();
+        x.held_off = 0;
         if let Some(err) = x.held_eof.take() {
             self.circuits
                 .handle_stream_eof(key, err, now, &mut self.rng);
@@ -672,6 +673,7 @@ impl Worker {
                                     key,
                                     addr,
                                     held: Vec::new(),
+                                    held_off: 0,
                                     held_eof: None,
                                 }),
                             );

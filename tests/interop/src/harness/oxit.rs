@@ -49,8 +49,12 @@ pub struct OxitProcess {
     or_addr: SocketAddr,
 }
 
-/// The `oxit` binary of this workspace.
+/// The `oxit` binary of this workspace (`OXIT_BIN` overrides it, e.g. to
+/// benchmark a release build).
 pub fn oxit_binary() -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os("OXIT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
@@ -156,6 +160,11 @@ impl OxitProcess {
 
     pub fn or_addr(&self) -> SocketAddr {
         self.or_addr
+    }
+
+    /// The relay's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The relay's log so far (for failure messages).

@@ -220,6 +220,11 @@ impl TorProcess {
         self.or_addr
     }
 
+    /// The relay's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The DataDirectory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
