@@ -53,6 +53,19 @@ pub enum AddrPattern {
 }
 
 impl AddrPattern {
+    /// (is it IPv6, mask bits) for questions asked about one family
+    /// (`asked_v6`). `*` and `private` do not survive policy expansion; if
+    /// seen they count as the asked family, `*` as a /0 and `private` as
+    /// narrower than that.
+    fn family_and_bits(&self, asked_v6: bool) -> (bool, u8) {
+        match *self {
+            AddrPattern::V4 { bits, .. } => (false, bits),
+            AddrPattern::V6 { bits, .. } => (true, bits),
+            AddrPattern::Any => (asked_v6, 0),
+            AddrPattern::Private => (asked_v6, 1),
+        }
+    }
+
     /// `*4`.
     pub const ANY4: AddrPattern = AddrPattern::V4 {
         addr: Ipv4Addr::UNSPECIFIED,
@@ -329,13 +342,7 @@ impl ExitPolicy {
 
     fn family_may_allow_port(&self, v6: bool, port: u16) -> bool {
         for r in self.rules.iter().filter(|r| r.ports.contains(port)) {
-            let (is_v6, bits) = match r.addr {
-                AddrPattern::V4 { bits, .. } => (false, bits),
-                AddrPattern::V6 { bits, .. } => (true, bits),
-                // Not present after expansion; treat as covering both.
-                AddrPattern::Any => (v6, 0),
-                AddrPattern::Private => (v6, 1),
-            };
+            let (is_v6, bits) = r.addr.family_and_bits(v6);
             if is_v6 != v6 {
                 continue;
             }
@@ -362,12 +369,7 @@ impl ExitPolicy {
 
     fn is_reject_all_for(&self, v6: bool) -> bool {
         for r in &self.rules {
-            let (is_v6, bits) = match r.addr {
-                AddrPattern::V4 { bits, .. } => (false, bits),
-                AddrPattern::V6 { bits, .. } => (true, bits),
-                AddrPattern::Any => (v6, 0),
-                AddrPattern::Private => (v6, 1),
-            };
+            let (is_v6, bits) = r.addr.family_and_bits(v6);
             if is_v6 != v6 {
                 continue;
             }

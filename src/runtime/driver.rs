@@ -21,6 +21,22 @@ use std::time::Duration;
 /// before it is closed anyway.
 pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
+/// Remove the entries of a deadline list that are due at `now` and return
+/// their payloads (closing sockets to give up on, listeners to re-arm).
+pub(crate) fn take_due<T: Copy>(
+    list: &mut Vec<(std::time::Instant, T)>,
+    now: std::time::Instant,
+) -> Vec<T> {
+    let mut due = Vec::new();
+    list.retain(|&(at, v)| {
+        if at <= now {
+            due.push(v);
+        }
+        at > now
+    });
+    due
+}
+
 /// One socket owned by a driver (a TCP connection or a connected UDP socket).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u32);

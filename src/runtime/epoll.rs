@@ -47,7 +47,7 @@ struct State {
     /// Sockets with output queued this turn.
     dirty: Vec<Token>,
     /// Sockets closing after a flush, with the time we give up on it.
-    closing: Vec<(std::time::Instant, Token, u32)>,
+    closing: Vec<(std::time::Instant, (Token, u32))>,
 }
 
 pub struct EpollDriver {
@@ -270,7 +270,7 @@ impl Ops for State {
         if flush && !c.out.is_empty() && !c.connecting {
             c.closing = true;
             c.recv_on = false;
-            self.closing.push((deadline, t, generation));
+            self.closing.push((deadline, (t, generation)));
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(t);
@@ -453,14 +453,7 @@ impl Driver for EpollDriver {
         // A peer that stops reading (zero window) must not pin a closing
         // socket and its buffer forever.
         let now = std::time::Instant::now();
-        let mut expired = Vec::new();
-        self.st.closing.retain(|&(at, t, g)| {
-            if at <= now {
-                expired.push((t, g));
-            }
-            at > now
-        });
-        for (t, g) in expired {
+        for (t, g) in super::driver::take_due(&mut self.st.closing, now) {
             if self
                 .st
                 .conns

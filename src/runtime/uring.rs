@@ -158,7 +158,7 @@ struct State {
     /// Sockets resumed with stashed input to deliver.
     resumed: Vec<Token>,
     /// Sockets closing after a flush, with the time we give up on it.
-    closing: Vec<(std::time::Instant, Token, u32)>,
+    closing: Vec<(std::time::Instant, (Token, u32))>,
     /// Entries that did not fit in the submission queue, in order.
     overflow: Vec<squeue::Entry>,
 }
@@ -503,8 +503,7 @@ impl Ops for State {
             let generation = self.conns.generation(t);
             self.closing.push((
                 std::time::Instant::now() + super::driver::CLOSE_FLUSH_LIMIT,
-                t,
-                generation,
+                (t, generation),
             ));
             let Some(c) = self.conns.get_mut(t) else {
                 return;
@@ -744,26 +743,12 @@ impl Driver for UringDriver {
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {
         let now = std::time::Instant::now();
-        let mut due = Vec::new();
-        self.accept_rearm.retain(|&(at, idx)| {
-            if at <= now {
-                due.push(idx);
-            }
-            at > now
-        });
-        for idx in due {
+        for idx in super::driver::take_due(&mut self.accept_rearm, now) {
             self.arm_accept(idx);
         }
         // A peer that stops reading (zero window) must not pin a closing
         // socket and its buffers forever.
-        let mut expired = Vec::new();
-        self.st.closing.retain(|&(at, t, g)| {
-            if at <= now {
-                expired.push((t, g));
-            }
-            at > now
-        });
-        for (t, g) in expired {
+        for (t, g) in super::driver::take_due(&mut self.st.closing, now) {
             if self
                 .st
                 .conns
