@@ -28,7 +28,7 @@ pub mod types;
 pub(crate) mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,6 +125,10 @@ pub struct CircuitTable {
     pub(crate) streams: HashMap<StreamKey, Stream>,
     pub(crate) extends: HashMap<ExtendKey, CircIdx>,
     pub(crate) deadlines: BinaryHeap<Reverse<(Instant, StreamKey)>>,
+    /// Circuit IDs on our channels that carry another worker's circuit
+    /// (see [`crate::proto::splice`]): never handed out here, and counted
+    /// as circuits so the channel is not closed as idle.
+    pub(crate) reserved: HashSet<(ChanId, CircId)>,
     next_idx: u64,
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
@@ -141,6 +145,7 @@ impl CircuitTable {
             streams: HashMap::new(),
             extends: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            reserved: HashSet::new(),
             next_idx: 1,
             next_key: 1,
             actions: VecDeque::new(),
@@ -179,6 +184,7 @@ impl CircuitTable {
     /// of its circuits and close their streams.
     pub fn channel_closed(&mut self, chan: ChanId) {
         self.chans.remove(&chan);
+        self.reserved.retain(|(c, _)| *c != chan);
         let mut victims: Vec<(CircIdx, Side)> = self
             .ids
             .iter()
@@ -229,19 +235,54 @@ impl CircuitTable {
         }
     }
 
-    /// Circuits with a side on `chan`.
+    /// Circuits with a side on `chan`, including those of other workers
+    /// that ride on it.
     pub fn circuit_count(&self, chan: ChanId) -> usize {
-        self.ids.keys().filter(|(c, _)| *c == chan).count()
+        self.ids
+            .keys()
+            .chain(self.reserved.iter())
+            .filter(|(c, _)| *c == chan)
+            .count()
     }
 
     /// Circuits per channel, in one pass over the table (for periodic
     /// timers that look at every channel: linear, not links × circuits).
-    pub fn circuit_counts(&self) -> std::collections::HashMap<ChanId, usize> {
-        let mut m = std::collections::HashMap::new();
-        for (c, _) in self.ids.keys() {
+    pub fn circuit_counts(&self) -> HashMap<ChanId, usize> {
+        let mut m = HashMap::new();
+        for (c, _) in self.ids.keys().chain(self.reserved.iter()) {
             *m.entry(*c).or_insert(0) += 1;
         }
         m
+    }
+
+    /// Whether `chan` is an open channel to an authenticated relay: only
+    /// those carry other workers' circuits.
+    pub fn is_relay_channel(&self, chan: ChanId) -> bool {
+        matches!(
+            self.chans.get(&chan),
+            Some(ChanInfo {
+                peer: Some(PeerKind::Relay { .. }),
+                ..
+            })
+        )
+    }
+
+    /// Set aside a fresh circuit ID on `chan` for a circuit another worker
+    /// owns (same ID rules as our own circuits). `None` when `chan` is not
+    /// an open relay channel or no free ID was found.
+    pub fn reserve_circ_id(&mut self, chan: ChanId, rng: &mut impl CryptoRng) -> Option<CircId> {
+        if !self.is_relay_channel(chan) {
+            return None;
+        }
+        let initiator = self.chans.get(&chan).is_some_and(|c| c.initiator);
+        let id = self.pick_circ_id(chan, initiator, rng)?;
+        self.reserved.insert((chan, id));
+        Some(id)
+    }
+
+    /// The other worker's circuit on `chan` is gone.
+    pub fn release_circ_id(&mut self, chan: ChanId, id: CircId) {
+        self.reserved.remove(&(chan, id));
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

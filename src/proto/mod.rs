@@ -8,4 +8,5 @@ pub mod cell;
 pub mod channel;
 pub mod circuit;
 pub mod relay_msg;
+pub mod splice;
 pub mod stream;

@@ -8,7 +8,9 @@
 //! and `proto::channel`, cells between channels and the circuit table, and
 //! carries out the table's actions (resolve, connect, write, open a
 //! channel). Worker state never leaves its thread; only the waker, the
-//! shutdown flag and immutable snapshots (keys, configs) cross threads.
+//! shutdown flag, immutable snapshots (keys, configs) and the batches of
+//! [`crate::proto::splice`] (circuits extended through another worker's
+//! channel) cross threads.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -23,10 +25,12 @@ use crate::config::Config;
 use crate::control::Shutdown;
 use crate::crypto::keys::RelayKeys;
 use crate::exit::dns::{Resolver, ResolverConfig};
+use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId};
 use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, LinkKeys, TlsSession};
 use crate::proto::circuit::{
     Action, ChanId, CircuitConfig, CircuitTable, ExtendFailure, ExtendKey, StreamKey,
 };
+use crate::proto::splice::{Batch, HostedCell, Splices, WorkerId};
 
 use super::driver::{self, Backend, Event, Handler, Ops, Token, Waker};
 use super::relay::{RunError, choose_backend, worker_count};
@@ -95,7 +99,18 @@ pub(crate) fn run_workers(
     let snap = Arc::new(build_snapshot(config, &keys)?);
     let mut handles = Vec::new();
     let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
+    // Every worker can message every other one (splices); all mailboxes
+    // exist before the first worker starts.
+    let mut inboxes = Vec::new();
+    let mut peers = Vec::new();
     for index in 0..n {
+        let waker = Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        peers.push(Peer { tx, waker });
+        inboxes.push(rx);
+    }
+    let peers: Arc<[Peer]> = peers.into();
+    for (index, inbox) in inboxes.into_iter().enumerate() {
         // Bind on the control thread so a busy port is reported before any
         // worker starts.
         let mut listeners = Vec::new();
@@ -106,7 +121,7 @@ pub(crate) fn run_workers(
             })?;
             listeners.push(fd);
         }
-        let waker = Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
+        let waker = peers[index].waker.clone();
         shutdown.add_waker(waker.clone());
         let (tx, rx) = crossbeam_channel::unbounded();
         feeds.push((tx, waker.clone()));
@@ -119,6 +134,10 @@ pub(crate) fn run_workers(
         let snap = snap.clone();
         let client_tls = client_tls.clone();
         let resolver_cfg = resolver_cfg.clone();
+        let mail = Mail {
+            inbox,
+            peers: peers.clone(),
+        };
         let h = std::thread::Builder::new()
             .name(format!("oxit-worker-{index}"))
             .spawn(move || -> Result<(), String> {
@@ -131,7 +150,7 @@ pub(crate) fn run_workers(
                 for l in listeners {
                     d.listen(l).map_err(|e| e.to_string())?;
                 }
-                let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx);
+                let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx, mail);
                 w.run(d.as_mut(), &sd).map_err(|e| e.to_string())
             })
             .map_err(|source| RunError::Worker { index, source })?;
@@ -194,6 +213,18 @@ pub(crate) fn run_workers(
     first_err.map_or(Ok(()), Err)
 }
 
+/// How to reach one worker.
+struct Peer {
+    tx: Sender<Batch>,
+    waker: Arc<Waker>,
+}
+
+/// A worker's mailbox and everyone else's.
+struct Mail {
+    inbox: Receiver<Batch>,
+    peers: Arc<[Peer]>,
+}
+
 /// One link: TLS plus the link-layer state machine on top of it.
 struct OrConn {
     tls: TlsConn,
@@ -245,6 +276,10 @@ struct Worker {
     feed: Receiver<Arc<Snapshot>>,
     rng: ThreadRng,
     circuits: CircuitTable,
+    /// Circuits extended through other workers' channels, both ways.
+    splices: Splices,
+    mail: Mail,
+    hosted_send: Vec<HostedCell>,
     resolver: Resolver<ThreadRng>,
     dns_socks: HashMap<SocketAddr, Token>,
     conns: HashMap<Token, Conn>,
@@ -269,10 +304,14 @@ impl Worker {
         client_tls: Arc<rustls::ClientConfig>,
         resolver_cfg: ResolverConfig,
         feed: Receiver<Arc<Snapshot>>,
+        mail: Mail,
     ) -> Self {
         Worker {
             index,
             circuits: CircuitTable::new(snap.circuits.clone()),
+            splices: Splices::new(WorkerId(index), mail.peers.len()),
+            mail,
+            hosted_send: Vec::new(),
             snap,
             client_tls,
             feed,
@@ -339,7 +378,7 @@ impl Worker {
         loop {
             let id = ChanId(self.next_chan);
             self.next_chan = self.next_chan.wrapping_add(1).max(1);
-            if !self.chans.contains_key(&id) {
+            if !self.chans.contains_key(&id) && !self.splices.is_virtual(id) {
                 return id;
             }
         }
@@ -370,6 +409,7 @@ impl Worker {
                         );
                     }
                 }
+                self.splices.local_channel_closed(or.chan_id);
                 self.circuits.channel_closed(or.chan_id);
                 ops.close(t, true);
             }
@@ -452,6 +492,7 @@ impl Worker {
                 self.pending_links.remove(rsa_id);
             }
             tracing::debug!(peer = %or.peer, ?peer, "link open");
+            self.splices.local_channel_opened(chan_id, &peer);
             if or.outbound.is_some() {
                 self.circuits.channel_opened_outbound(chan_id, peer);
             } else {
@@ -465,6 +506,8 @@ impl Worker {
             }
         }
         if !self.cells.is_empty() {
+            self.splices
+                .take_hosted(chan_id, &mut self.cells, &mut self.circuits);
             self.circuits
                 .handle_cells(chan_id, &mut self.cells, now, &mut self.rng);
             self.cells.clear();
@@ -546,6 +589,25 @@ impl Worker {
             ob.waiting.push(key);
             return;
         }
+        // Another worker's channel will do: the circuit stays here and its
+        // cells cross by message (proto::splice).
+        // (An id taken here and not used is simply skipped.)
+        let fresh = self.new_chan_id();
+        if let Some((vchan, holder)) = self.splices.virtual_chan_to(
+            &rsa,
+            target.ed25519_id.as_ref(),
+            &mut self.circuits,
+            || fresh,
+        ) {
+            tracing::debug!(
+                relay = %hex::encode_upper(rsa),
+                holder = holder.0,
+                "extending over another worker's channel"
+            );
+            self.circuits
+                .handle_extend_channel(key, Ok(vchan), &mut self.rng);
+            return;
+        }
         let addr = target
             .ipv4
             .map(SocketAddr::V4)
@@ -575,6 +637,11 @@ impl Worker {
         };
         match ops.connect(addr) {
             Ok(t) => {
+                tracing::debug!(
+                    relay = %hex::encode_upper(rsa),
+                    %addr,
+                    "opening a channel for EXTEND2"
+                );
                 let chan_id = self.new_chan_id();
                 self.chans.insert(chan_id, t);
                 self.pending_links.insert(rsa, t);
@@ -647,16 +714,8 @@ impl Worker {
                         cmd,
                         body,
                     } => {
-                        let Some(&t) = self.chans.get(&chan) else {
-                            continue;
-                        };
-                        if let Some(Conn::Or(or)) = self.conns.get_mut(&t)
-                            && let Some(ch) = or.channel.as_mut()
-                        {
-                            if let Err(e) = ch.send_cell(circ_id, cmd, &body) {
-                                tracing::debug!("dropping cell for {chan:?}: {e}");
-                            }
-                            self.dirty.push(t);
+                        if !self.send_on_chan(chan, circ_id, cmd, &body) {
+                            self.splices.send_forward(chan, circ_id, cmd, body);
                         }
                     }
                     Action::Resolve { key, query } => {
@@ -723,6 +782,65 @@ impl Worker {
             }
             if !progressed {
                 return;
+            }
+        }
+    }
+
+    /// Queue a cell on one of our channels; `false` if `chan` is not ours.
+    fn send_on_chan(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+    ) -> bool {
+        let Some(&t) = self.chans.get(&chan) else {
+            return false;
+        };
+        if let Some(Conn::Or(or)) = self.conns.get_mut(&t)
+            && let Some(ch) = or.channel.as_mut()
+        {
+            if let Err(e) = ch.send_cell(circ_id, cmd, body) {
+                tracing::debug!("dropping cell for {chan:?}: {e}");
+            }
+            self.dirty.push(t);
+        }
+        true
+    }
+
+    /// Take in what other workers sent: cells for the circuits we host on
+    /// our channels, cells for our spliced circuits, channel announcements.
+    fn read_mail(&mut self) {
+        let now = Instant::now();
+        while let Ok(batch) = self.mail.inbox.try_recv() {
+            self.splices.handle_batch(
+                batch,
+                &mut self.circuits,
+                now,
+                &mut self.rng,
+                &mut self.hosted_send,
+            );
+        }
+        let mut hosted = std::mem::take(&mut self.hosted_send);
+        for h in hosted.drain(..) {
+            self.send_on_chan(h.chan, h.circ_id, h.cmd, &h.body);
+        }
+        self.hosted_send = hosted;
+    }
+
+    /// One message per worker with everything this turn produced for it.
+    fn send_mail(&mut self) {
+        for (to, items) in self.splices.take_outboxes() {
+            if let Some(p) = self.mail.peers.get(to.0) {
+                let batch = Batch {
+                    from: WorkerId(self.index),
+                    items,
+                };
+                // A worker that stopped has dropped its inbox: nothing to
+                // tell it any more.
+                if p.tx.send(batch).is_ok() {
+                    p.waker.wake();
+                }
             }
         }
     }
@@ -899,8 +1017,10 @@ impl Handler for Worker {
         let now = Instant::now();
         self.resolver.handle_timeout(now);
         self.circuits.handle_timeout(now, &mut self.rng);
+        self.read_mail();
         self.tick(ops);
         self.run_actions(ops);
         self.flush_links(ops);
+        self.send_mail();
     }
 }

@@ -69,7 +69,10 @@ impl CircuitTable {
 
     fn handle_create(&mut self, chan: ChanId, cell: &IncomingCell, rng: &mut impl CryptoRng) {
         // CircID 0, or one in use on this channel: drop silently.
-        if cell.circ_id.is_channel() || self.ids.contains_key(&(chan, cell.circ_id)) {
+        if cell.circ_id.is_channel()
+            || self.ids.contains_key(&(chan, cell.circ_id))
+            || self.reserved.contains(&(chan, cell.circ_id))
+        {
             return;
         }
         match self.run_create(chan, cell, rng) {

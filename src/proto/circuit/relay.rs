@@ -349,7 +349,7 @@ impl CircuitTable {
 
     /// A random unused circuit ID on `chan`: high bit set on channels we
     /// opened, clear on channels we accepted (channel.c:get_unique_circ_id_by_chan).
-    fn pick_circ_id(
+    pub(super) fn pick_circ_id(
         &self,
         chan: ChanId,
         initiator: bool,
@@ -363,7 +363,8 @@ impl CircuitTable {
                 raw & 0x7fff_ffff
             };
             let id = CircId::new(v);
-            if v != 0 && !self.ids.contains_key(&(chan, id)) {
+            if v != 0 && !self.ids.contains_key(&(chan, id)) && !self.reserved.contains(&(chan, id))
+            {
                 return Some(id);
             }
         }

@@ -96,6 +96,7 @@ async fn main() {
             backend,
             dns: Some(dns.addr()),
             rejected_port: None,
+            debug_log: false,
         })
         .expect("oxit");
         let hops = vec![

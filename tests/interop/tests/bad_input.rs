@@ -110,6 +110,7 @@ impl Net {
                         backend,
                         dns: Some(dns.addr()),
                         rejected_port: None,
+                        debug_log: false,
                     })
                     .expect("start oxit"),
                 ),

@@ -23,6 +23,13 @@ const REJECTED_PORT: u16 = 9;
 const END_EXITPOLICY: u8 = 4;
 const END_TORPROTOCOL: u8 = 13;
 const END_NOTDIRECTORY: u8 = 14;
+/// oxit's debug log lines for an EXTEND2 carried over another worker's
+/// channel, and for a channel opened for an EXTEND2.
+const SPLICED: &str = "extending over another worker's channel";
+const OPENED_FOR_EXTEND: &str = "opening a channel for EXTEND2";
+/// Client channels tried until one lands on the other worker: each does
+/// with probability 1/2.
+const SPLICE_TRIES: usize = 24;
 
 async fn step<T>(
     what: &str,
@@ -72,6 +79,7 @@ async fn oxit_as_exit(backend: IoBackend) {
         backend,
         dns: Some(dns.addr()),
         rejected_port: Some(REJECTED_PORT),
+        debug_log: false,
     })
     .expect("start oxit");
     let middle = middle
@@ -148,7 +156,9 @@ async fn oxit_as_exit(backend: IoBackend) {
 
 /// client → oxit → C tor exit: oxit extends with CREATE2 over a channel it
 /// opens and authenticates as a relay (else the C exit would refuse BEGIN
-/// with TORPROTOCOL); the download through the C exit is byte-exact.
+/// with TORPROTOCOL); the download through the C exit is byte-exact. Then
+/// circuits arriving on oxit's other worker reuse that one channel by
+/// message, and carry data byte-exact too.
 async fn oxit_extends_to_c_exit(backend: IoBackend) {
     let dns = Dnsmasq::start().expect("start dnsmasq");
     let http = HttpServer::start().expect("start HTTP server");
@@ -160,6 +170,7 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
         backend,
         dns: Some(dns.addr()),
         rejected_port: None,
+        debug_log: true,
     })
     .expect("start oxit");
     let exit = exit.join().expect("exit thread").expect("start C tor exit");
@@ -176,6 +187,62 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
         "20 MiB through oxit and the C exit",
     )
     .await;
+
+    // More clients, each on its own channel to oxit: the kernel spreads
+    // them over oxit's two workers, and a circuit that arrives on the
+    // worker without the channel to the C exit is extended over the other
+    // worker's channel rather than a second one.
+    let mut tunnels = vec![tunnel];
+    for i in 0..SPLICE_TRIES {
+        if oxit.log_count(SPLICED) > 0 {
+            break;
+        }
+        let t = step(
+            &format!("build oxit → C exit #{}", i + 2),
+            &oxit,
+            client::build_circuit(&hops),
+        )
+        .await;
+        get_checked(&t, &http, 64 << 10, &oxit, "64 KiB on another circuit").await;
+        tunnels.push(t);
+    }
+    assert!(
+        oxit.log_count(SPLICED) > 0,
+        "no circuit was extended over another worker's channel in {} tries\n--- oxit log ---\n{}",
+        SPLICE_TRIES + 1,
+        oxit.log()
+    );
+    // The spliced circuit and the first one share the channel; both carry
+    // data byte-exact, at once.
+    let spliced = tunnels.last().expect("at least one tunnel");
+    let first = tunnels.first().expect("at least one tunnel");
+    tokio::join!(
+        get_checked(
+            spliced,
+            &http,
+            8 << 20,
+            &oxit,
+            "8 MiB over a spliced circuit"
+        ),
+        get_checked(
+            first,
+            &http,
+            4 << 20,
+            &oxit,
+            "4 MiB on the first circuit meanwhile"
+        ),
+    );
+    assert_eq!(
+        oxit.log_count(OPENED_FOR_EXTEND),
+        1,
+        "one channel to the C exit for all circuits\n--- oxit log ---\n{}",
+        oxit.log()
+    );
+    drop(tunnels);
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
 }
 
 /// client → oxit as the only hop: BEGIN is refused with END TORPROTOCOL
@@ -187,6 +254,7 @@ async fn one_hop_begin_refused(backend: IoBackend) {
         backend,
         dns: None,
         rejected_port: None,
+        debug_log: false,
     })
     .expect("start oxit");
     for hs in [Handshake::Ntor, Handshake::Fast] {

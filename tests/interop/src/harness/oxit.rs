@@ -40,6 +40,9 @@ pub struct OxitOptions {
     pub dns: Option<SocketAddr>,
     /// A port the exit policy rejects (tests END EXITPOLICY).
     pub rejected_port: Option<u16>,
+    /// Log at debug level instead of info (tests that look for
+    /// per-circuit decisions in the log).
+    pub debug_log: bool,
 }
 
 /// A running oxit relay.
@@ -109,7 +112,8 @@ impl OxitProcess {
         torrc += &format!("ServerDNSResolvConfFile {}\n", resolv.display());
         torrc += &format!("IOBackend {}\n", opts.backend.option());
         torrc += "NumCPUs 2\n";
-        torrc += &format!("Log info file {}\n", log.display());
+        let level = if opts.debug_log { "debug" } else { "info" };
+        torrc += &format!("Log {level} file {}\n", log.display());
         let torrc_path = dir.path().join("torrc");
         std::fs::write(&torrc_path, torrc).map_err(io_err("write oxit torrc"))?;
         let mut child = Command::new(&bin)
@@ -170,6 +174,15 @@ impl OxitProcess {
     /// The relay's log so far (for failure messages).
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("oxit.log"), 60)
+    }
+
+    /// How many lines of the whole log contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("oxit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Stop with SIGTERM and return whether it exited 0 within the bound.

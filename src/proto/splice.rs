@@ -1,0 +1,456 @@
+//! Circuits whose next hop is a channel owned by another worker.
+//!
+//! Each worker owns the channels it accepted or opened, and every circuit
+//! that arrived on them. When an EXTEND2 names a relay that this worker has
+//! no channel to but another worker has, the circuit is *spliced*: the
+//! worker that owns the circuit (the **owner**) keeps all of its state and
+//! crypto, and the worker that owns the channel (the **holder**) only moves
+//! cells between its channel and the owner, by message. No state is shared
+//! between threads; all of this travels as [`CrossItem`]s in per-worker
+//! batches, one message per destination worker per turn.
+//!
+//! How it looks to each side:
+//! - The owner's circuit table sees a *virtual channel*, a [`ChanId`] that
+//!   stands for "worker W's channel C". Its circuits on it are ordinary
+//!   circuits with an ordinary next side; the cells the table sends on it
+//!   become [`CrossItem::Forward`]s to W, and W's [`CrossItem::Backward`]s
+//!   are fed to the table as cells arriving on it.
+//! - The holder reserves a real circuit ID on its channel for each spliced
+//!   circuit (so its own table never hands it out and counts it against
+//!   the idle timeout), sends the owner's cells on it under that ID, and
+//!   hands every cell that arrives for that ID to the owner. A DESTROY
+//!   either way ends the splice.
+//! - Workers announce their open relay channels to each other
+//!   ([`CrossItem::ChanUp`] / [`CrossItem::ChanDown`]) so that each keeps
+//!   its own copy of who holds which channel. When a channel closes, the
+//!   owners' circuits on it are closed as for a local channel
+//!   (DESTROY CHANNEL_CLOSED toward the client).
+//!
+//! A CREATE2 that reaches a holder whose channel has just closed is
+//! answered with `ChanDown`, so the circuit fails as it would have if the
+//! channel closed a moment later; the client builds another.
+//!
+//! Sans-IO: the worker hands batches in and out; tests drive two workers'
+//! tables through it without threads.
+
+use std::collections::HashMap;
+
+use rand::CryptoRng;
+
+use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Destroy, DestroyReason};
+use crate::proto::circuit::{ChanId, CircuitTable, IncomingCell, PeerKind};
+
+/// A worker, by its index (0 ..< number of workers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(pub usize);
+
+/// One thing one worker tells another.
+#[allow(clippy::large_enum_variant)] // cells travel inline, as in Action::SendCell
+#[derive(Debug)]
+pub enum CrossItem {
+    /// The sender has an open channel `chan` to this authenticated relay.
+    ChanUp {
+        chan: ChanId,
+        rsa_id: [u8; 20],
+        ed_id: [u8; 32],
+    },
+    /// The sender's channel `chan` closed (or, in answer to a `Forward`,
+    /// is no longer there).
+    ChanDown { chan: ChanId },
+    /// Owner → holder: send this cell on your channel `chan` for my
+    /// circuit `vcirc`. A CREATE2 for an unknown `vcirc` starts a splice.
+    Forward {
+        chan: ChanId,
+        vcirc: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+    },
+    /// Holder → owner: this cell arrived on my channel `chan` for your
+    /// circuit `vcirc`.
+    Backward {
+        chan: ChanId,
+        vcirc: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+    },
+}
+
+/// What one worker sends another in one turn, in order.
+#[derive(Debug)]
+pub struct Batch {
+    pub from: WorkerId,
+    pub items: Vec<CrossItem>,
+}
+
+/// A relay channel another worker announced.
+#[derive(Debug, Clone, Copy)]
+struct RemoteChan {
+    worker: WorkerId,
+    chan: ChanId,
+    ed_id: [u8; 32],
+}
+
+/// A cell the holder must write on one of its channels.
+#[derive(Debug)]
+pub struct HostedCell {
+    pub chan: ChanId,
+    pub circ_id: CircId,
+    pub cmd: ChanCmd,
+    pub body: [u8; CELL_BODY_LEN],
+}
+
+/// One worker's side of every splice: see the module documentation.
+pub struct Splices {
+    me: WorkerId,
+    /// Other workers' open relay channels, by RSA identity.
+    directory: HashMap<[u8; 20], Vec<RemoteChan>>,
+    /// Owner side: our virtual channels and what they stand for.
+    virtual_chans: HashMap<ChanId, (WorkerId, ChanId)>,
+    virtual_of: HashMap<(WorkerId, ChanId), ChanId>,
+    /// Holder side: (our channel, real circuit ID) → (owner, its circuit).
+    hosted: HashMap<(ChanId, CircId), (WorkerId, CircId)>,
+    hosted_ids: HashMap<(WorkerId, ChanId, CircId), CircId>,
+    /// Hosted circuits per channel: a channel without any pays nothing
+    /// per received cell.
+    hosted_per_chan: HashMap<ChanId, usize>,
+    /// What to send each worker at the end of this turn.
+    outbox: Vec<Vec<CrossItem>>,
+    /// Relay channels we announced, so a close is announced only for them.
+    announced: HashMap<ChanId, [u8; 20]>,
+    scratch: Vec<IncomingCell>,
+}
+
+impl Splices {
+    /// Worker `me` of `workers`.
+    pub fn new(me: WorkerId, workers: usize) -> Self {
+        Splices {
+            me,
+            directory: HashMap::new(),
+            virtual_chans: HashMap::new(),
+            virtual_of: HashMap::new(),
+            hosted: HashMap::new(),
+            hosted_ids: HashMap::new(),
+            hosted_per_chan: HashMap::new(),
+            outbox: (0..workers).map(|_| Vec::new()).collect(),
+            announced: HashMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, to: WorkerId, item: CrossItem) {
+        if let Some(o) = self.outbox.get_mut(to.0) {
+            o.push(item);
+        }
+    }
+
+    fn broadcast(&mut self, item: impl Fn() -> CrossItem) {
+        for (i, o) in self.outbox.iter_mut().enumerate() {
+            if i != self.me.0 {
+                o.push(item());
+            }
+        }
+    }
+
+    /// One of our channels finished its handshake: tell the other workers
+    /// if it leads to a relay.
+    pub fn local_channel_opened(&mut self, chan: ChanId, peer: &PeerKind) {
+        if let PeerKind::Relay { rsa_id, ed_id } = *peer {
+            self.announced.insert(chan, rsa_id);
+            self.broadcast(|| CrossItem::ChanUp {
+                chan,
+                rsa_id,
+                ed_id,
+            });
+        }
+    }
+
+    /// One of our channels closed: its hosted circuits are gone (the table
+    /// forgets their reservations in `channel_closed`), and the owners
+    /// learn it with the announcement.
+    pub fn local_channel_closed(&mut self, chan: ChanId) {
+        if self.hosted_per_chan.remove(&chan).is_some() {
+            self.hosted.retain(|(c, _), _| *c != chan);
+            self.hosted_ids.retain(|(_, c, _), _| *c != chan);
+        }
+        if self.announced.remove(&chan).is_some() {
+            self.broadcast(|| CrossItem::ChanDown { chan });
+        }
+    }
+
+    /// A virtual channel standing for another worker's open channel to
+    /// this relay (matching the Ed25519 identity too when the EXTEND2 gave
+    /// one), made on first use with an id from `alloc` and registered with
+    /// `table`. `None` when no other worker has one.
+    pub fn virtual_chan_to(
+        &mut self,
+        rsa_id: &[u8; 20],
+        ed_id: Option<&[u8; 32]>,
+        table: &mut CircuitTable,
+        alloc: impl FnOnce() -> ChanId,
+    ) -> Option<(ChanId, WorkerId)> {
+        let r = *self
+            .directory
+            .get(rsa_id)?
+            .iter()
+            .find(|r| ed_id.is_none_or(|e| *e == r.ed_id))?;
+        if let Some(v) = self.virtual_of.get(&(r.worker, r.chan)) {
+            return Some((*v, r.worker));
+        }
+        let v = alloc();
+        self.virtual_chans.insert(v, (r.worker, r.chan));
+        self.virtual_of.insert((r.worker, r.chan), v);
+        // Circuits on it are numbered by our table; the holder maps them
+        // to IDs on its real channel.
+        table.channel_opened_outbound(
+            v,
+            PeerKind::Relay {
+                rsa_id: *rsa_id,
+                ed_id: r.ed_id,
+            },
+        );
+        Some((v, r.worker))
+    }
+
+    /// Whether `chan` is one of our virtual channels.
+    pub fn is_virtual(&self, chan: ChanId) -> bool {
+        self.virtual_chans.contains_key(&chan)
+    }
+
+    /// Owner side: a cell our table sent on a virtual channel. Returns
+    /// `false` when `chan` is not virtual.
+    pub fn send_forward(
+        &mut self,
+        chan: ChanId,
+        vcirc: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+    ) -> bool {
+        let Some(&(worker, real)) = self.virtual_chans.get(&chan) else {
+            return false;
+        };
+        self.push(
+            worker,
+            CrossItem::Forward {
+                chan: real,
+                vcirc,
+                cmd,
+                body,
+            },
+        );
+        true
+    }
+
+    /// Holder side: take the cells that arrived on `chan` for hosted
+    /// circuits out of `cells` and queue them for their owners. Cheap when
+    /// `chan` hosts nothing.
+    pub fn take_hosted(
+        &mut self,
+        chan: ChanId,
+        cells: &mut Vec<IncomingCell>,
+        table: &mut CircuitTable,
+    ) {
+        if !self.hosted_per_chan.contains_key(&chan) {
+            return;
+        }
+        let mut keep = std::mem::take(&mut self.scratch);
+        keep.clear();
+        for c in cells.drain(..) {
+            let Some(&(owner, vcirc)) = self.hosted.get(&(chan, c.circ_id)) else {
+                keep.push(c);
+                continue;
+            };
+            if c.cmd == ChanCmd::DESTROY {
+                self.unhost(chan, c.circ_id, table);
+            }
+            self.push(
+                owner,
+                CrossItem::Backward {
+                    chan,
+                    vcirc,
+                    cmd: c.cmd,
+                    body: c.body,
+                },
+            );
+        }
+        std::mem::swap(cells, &mut keep);
+        self.scratch = keep;
+    }
+
+    fn unhost(&mut self, chan: ChanId, circ_id: CircId, table: &mut CircuitTable) {
+        let Some((owner, vcirc)) = self.hosted.remove(&(chan, circ_id)) else {
+            return;
+        };
+        self.hosted_ids.remove(&(owner, chan, vcirc));
+        table.release_circ_id(chan, circ_id);
+        if let Some(n) = self.hosted_per_chan.get_mut(&chan) {
+            *n -= 1;
+            if *n == 0 {
+                self.hosted_per_chan.remove(&chan);
+            }
+        }
+    }
+
+    /// Take in what another worker sent. Cells for our channels go to
+    /// `send`; cells for our circuits go through `table`.
+    pub fn handle_batch(
+        &mut self,
+        batch: Batch,
+        table: &mut CircuitTable,
+        now: std::time::Instant,
+        rng: &mut impl CryptoRng,
+        send: &mut Vec<HostedCell>,
+    ) {
+        let from = batch.from;
+        let mut incoming = std::mem::take(&mut self.scratch);
+        incoming.clear();
+        let mut incoming_chan = None;
+        for item in batch.items {
+            // Backward cells of one virtual channel are fed to the table as
+            // one group, as cells read from a socket would be.
+            if !matches!(item, CrossItem::Backward { .. })
+                && let Some(v) = incoming_chan.take()
+            {
+                table.handle_cells(v, &mut incoming, now, rng);
+                incoming.clear();
+            }
+            match item {
+                CrossItem::ChanUp {
+                    chan,
+                    rsa_id,
+                    ed_id,
+                } => {
+                    let v = self.directory.entry(rsa_id).or_default();
+                    v.retain(|r| !(r.worker == from && r.chan == chan));
+                    v.push(RemoteChan {
+                        worker: from,
+                        chan,
+                        ed_id,
+                    });
+                }
+                CrossItem::ChanDown { chan } => self.remote_closed(from, chan, table),
+                CrossItem::Forward {
+                    chan,
+                    vcirc,
+                    cmd,
+                    body,
+                } => self.forward_in(from, chan, vcirc, cmd, body, table, rng, send),
+                CrossItem::Backward {
+                    chan,
+                    vcirc,
+                    cmd,
+                    body,
+                } => {
+                    let Some(&v) = self.virtual_of.get(&(from, chan)) else {
+                        continue; // the channel is gone for us already
+                    };
+                    if let Some(prev) = incoming_chan
+                        && prev != v
+                    {
+                        table.handle_cells(prev, &mut incoming, now, rng);
+                        incoming.clear();
+                    }
+                    incoming_chan = Some(v);
+                    incoming.push(IncomingCell {
+                        circ_id: vcirc,
+                        cmd,
+                        body,
+                    });
+                }
+            }
+        }
+        if let Some(v) = incoming_chan {
+            table.handle_cells(v, &mut incoming, now, rng);
+        }
+        incoming.clear();
+        self.scratch = incoming;
+    }
+
+    /// Holder side: a cell an owner wants on our channel `chan`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_in(
+        &mut self,
+        from: WorkerId,
+        chan: ChanId,
+        vcirc: CircId,
+        cmd: ChanCmd,
+        body: [u8; CELL_BODY_LEN],
+        table: &mut CircuitTable,
+        rng: &mut impl CryptoRng,
+        send: &mut Vec<HostedCell>,
+    ) {
+        if let Some(&circ_id) = self.hosted_ids.get(&(from, chan, vcirc)) {
+            if cmd == ChanCmd::DESTROY {
+                self.unhost(chan, circ_id, table);
+            }
+            send.push(HostedCell {
+                chan,
+                circ_id,
+                cmd,
+                body,
+            });
+            return;
+        }
+        if cmd != ChanCmd::CREATE2 {
+            // A late cell of a splice that already ended.
+            return;
+        }
+        if !table.is_relay_channel(chan) {
+            // The owner's copy of the directory is behind: the channel is
+            // gone, so its circuits on it are too.
+            self.push(from, CrossItem::ChanDown { chan });
+            return;
+        }
+        let Some(circ_id) = table.reserve_circ_id(chan, rng) else {
+            let mut body = [0u8; CELL_BODY_LEN];
+            body[0] = Destroy::new(DestroyReason::RESOURCELIMIT).reason().get();
+            self.push(
+                from,
+                CrossItem::Backward {
+                    chan,
+                    vcirc,
+                    cmd: ChanCmd::DESTROY,
+                    body,
+                },
+            );
+            return;
+        };
+        self.hosted.insert((chan, circ_id), (from, vcirc));
+        self.hosted_ids.insert((from, chan, vcirc), circ_id);
+        *self.hosted_per_chan.entry(chan).or_insert(0) += 1;
+        send.push(HostedCell {
+            chan,
+            circ_id,
+            cmd,
+            body,
+        });
+    }
+
+    /// Owner side: worker `from`'s channel `chan` is gone.
+    fn remote_closed(&mut self, from: WorkerId, chan: ChanId, table: &mut CircuitTable) {
+        for v in self.directory.values_mut() {
+            v.retain(|r| !(r.worker == from && r.chan == chan));
+        }
+        self.directory.retain(|_, v| !v.is_empty());
+        if let Some(v) = self.virtual_of.remove(&(from, chan)) {
+            self.virtual_chans.remove(&v);
+            table.channel_closed(v);
+        }
+    }
+
+    /// What to send each worker now; leaves the outboxes empty.
+    pub fn take_outboxes(&mut self) -> impl Iterator<Item = (WorkerId, Vec<CrossItem>)> + '_ {
+        self.outbox
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, o)| !o.is_empty())
+            .map(|(i, o)| (WorkerId(i), std::mem::take(o)))
+    }
+
+    /// Spliced circuits this worker hosts (for logs and tests).
+    pub fn hosted_count(&self) -> usize {
+        self.hosted.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
