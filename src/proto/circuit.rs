@@ -202,6 +202,37 @@ impl CircuitTable {
         }
     }
 
+    /// The next hop of the circuit whose next side is `(chan, id)` is gone
+    /// without a DESTROY from it (the worker holding that channel gave up
+    /// on it): close the circuit, telling the previous hop `reason`.
+    pub fn next_hop_failed(&mut self, chan: ChanId, id: CircId, reason: DestroyReason) {
+        let Some(&(idx, Side::Next)) = self.ids.get(&(chan, id)) else {
+            return;
+        };
+        self.ids.remove(&(chan, id));
+        if let Some(c) = self.circs.get_mut(&idx) {
+            c.next = Next::None;
+        }
+        self.close_circuit(idx, Some(reason), None);
+    }
+
+    /// Close every circuit with a side on `chan`, DESTROY `reason` both
+    /// ways (a channel kept open whose circuits must go). Returns how many.
+    pub fn close_circuits_on(&mut self, chan: ChanId, reason: DestroyReason) -> usize {
+        let mut victims: Vec<CircIdx> = self
+            .ids
+            .iter()
+            .filter(|((c, _), _)| *c == chan)
+            .map(|(_, (i, _))| *i)
+            .collect();
+        victims.sort_unstable();
+        victims.dedup();
+        for &idx in &victims {
+            self.close_circuit(idx, Some(reason), Some(reason));
+        }
+        victims.len()
+    }
+
     /// A batch of cells from one channel, in arrival order. Consecutive
     /// RELAY / RELAY_EARLY cells of one circuit go through tor1 as a group.
     pub fn handle_cells(

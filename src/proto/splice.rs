@@ -30,6 +30,14 @@
 //! answered with `ChanDown`, so the circuit fails as it would have if the
 //! channel closed a moment later; the client builds another.
 //!
+//! Messages between workers are not limited by the link's socket, so a
+//! worker that falls behind could make the queue to it grow without bound
+//! (a flood of cells that middle hops do not count against any window).
+//! The runtime counts items in flight per pair of workers; past
+//! [`CROSS_QUEUE_LIMIT`] the sender cuts every splice it has with the
+//! slow worker ([`Splices::cut_off`], DESTROY RESOURCELIMIT), as a link
+//! whose peer stops reading is closed.
+//!
 //! Sans-IO: the worker hands batches in and out; tests drive two workers'
 //! tables through it without threads.
 
@@ -39,6 +47,10 @@ use rand::CryptoRng;
 
 use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Destroy, DestroyReason};
 use crate::proto::circuit::{ChanId, CircuitTable, IncomingCell, PeerKind};
+
+/// Items one worker may have queued for another (sent, not yet taken in)
+/// before it cuts their splices: 64 full circuit windows, as for a link.
+pub const CROSS_QUEUE_LIMIT: usize = 64 * 1000;
 
 /// A worker, by its index (0 ..< number of workers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +85,19 @@ pub enum CrossItem {
         cmd: ChanCmd,
         body: [u8; CELL_BODY_LEN],
     },
+    /// Holder → owner: your circuit `vcirc` cannot go on over my channel
+    /// (no free circuit ID, or cut off); the next hop already got DESTROY.
+    Failed {
+        chan: ChanId,
+        vcirc: CircId,
+        reason: DestroyReason,
+    },
+}
+
+impl CrossItem {
+    fn is_backward(&self) -> bool {
+        matches!(self, CrossItem::Backward { .. })
+    }
 }
 
 /// What one worker sends another in one turn, in order.
@@ -102,17 +127,17 @@ pub struct HostedCell {
 /// One worker's side of every splice: see the module documentation.
 pub struct Splices {
     me: WorkerId,
-    /// Other workers' open relay channels, by RSA identity.
+    /// Other workers' open relay channels, by RSA identity, and back.
     directory: HashMap<[u8; 20], Vec<RemoteChan>>,
+    directory_ids: HashMap<(WorkerId, ChanId), [u8; 20]>,
     /// Owner side: our virtual channels and what they stand for.
     virtual_chans: HashMap<ChanId, (WorkerId, ChanId)>,
     virtual_of: HashMap<(WorkerId, ChanId), ChanId>,
-    /// Holder side: (our channel, real circuit ID) → (owner, its circuit).
-    hosted: HashMap<(ChanId, CircId), (WorkerId, CircId)>,
+    /// Holder side: per channel of ours, real circuit ID → (owner, its
+    /// circuit). A channel without hosted circuits has no entry and pays
+    /// nothing per received cell.
+    hosted: HashMap<ChanId, HashMap<CircId, (WorkerId, CircId)>>,
     hosted_ids: HashMap<(WorkerId, ChanId, CircId), CircId>,
-    /// Hosted circuits per channel: a channel without any pays nothing
-    /// per received cell.
-    hosted_per_chan: HashMap<ChanId, usize>,
     /// What to send each worker at the end of this turn.
     outbox: Vec<Vec<CrossItem>>,
     /// Relay channels we announced, so a close is announced only for them.
@@ -126,11 +151,11 @@ impl Splices {
         Splices {
             me,
             directory: HashMap::new(),
+            directory_ids: HashMap::new(),
             virtual_chans: HashMap::new(),
             virtual_of: HashMap::new(),
             hosted: HashMap::new(),
             hosted_ids: HashMap::new(),
-            hosted_per_chan: HashMap::new(),
             outbox: (0..workers).map(|_| Vec::new()).collect(),
             announced: HashMap::new(),
             scratch: Vec::new(),
@@ -168,9 +193,10 @@ impl Splices {
     /// forgets their reservations in `channel_closed`), and the owners
     /// learn it with the announcement.
     pub fn local_channel_closed(&mut self, chan: ChanId) {
-        if self.hosted_per_chan.remove(&chan).is_some() {
-            self.hosted.retain(|(c, _), _| *c != chan);
-            self.hosted_ids.retain(|(_, c, _), _| *c != chan);
+        if let Some(circs) = self.hosted.remove(&chan) {
+            for (owner, vcirc) in circs.into_values() {
+                self.hosted_ids.remove(&(owner, chan, vcirc));
+            }
         }
         if self.announced.remove(&chan).is_some() {
             self.broadcast(|| CrossItem::ChanDown { chan });
@@ -249,45 +275,46 @@ impl Splices {
         cells: &mut Vec<IncomingCell>,
         table: &mut CircuitTable,
     ) {
-        if !self.hosted_per_chan.contains_key(&chan) {
+        let Some(circs) = self.hosted.get(&chan) else {
             return;
-        }
-        let mut keep = std::mem::take(&mut self.scratch);
-        keep.clear();
-        for c in cells.drain(..) {
-            let Some(&(owner, vcirc)) = self.hosted.get(&(chan, c.circ_id)) else {
-                keep.push(c);
-                continue;
+        };
+        let outbox = &mut self.outbox;
+        let mut destroyed = Vec::new();
+        // `retain` moves nothing before the first hosted cell.
+        cells.retain(|c| {
+            let Some(&(owner, vcirc)) = circs.get(&c.circ_id) else {
+                return true;
             };
             if c.cmd == ChanCmd::DESTROY {
-                self.unhost(chan, c.circ_id, table);
+                destroyed.push(c.circ_id);
             }
-            self.push(
-                owner,
-                CrossItem::Backward {
+            if let Some(o) = outbox.get_mut(owner.0) {
+                o.push(CrossItem::Backward {
                     chan,
                     vcirc,
                     cmd: c.cmd,
                     body: c.body,
-                },
-            );
+                });
+            }
+            false
+        });
+        for id in destroyed {
+            self.unhost(chan, id, table);
         }
-        std::mem::swap(cells, &mut keep);
-        self.scratch = keep;
     }
 
     fn unhost(&mut self, chan: ChanId, circ_id: CircId, table: &mut CircuitTable) {
-        let Some((owner, vcirc)) = self.hosted.remove(&(chan, circ_id)) else {
+        let Some(circs) = self.hosted.get_mut(&chan) else {
             return;
         };
+        let Some((owner, vcirc)) = circs.remove(&circ_id) else {
+            return;
+        };
+        if circs.is_empty() {
+            self.hosted.remove(&chan);
+        }
         self.hosted_ids.remove(&(owner, chan, vcirc));
         table.release_circ_id(chan, circ_id);
-        if let Some(n) = self.hosted_per_chan.get_mut(&chan) {
-            *n -= 1;
-            if *n == 0 {
-                self.hosted_per_chan.remove(&chan);
-            }
-        }
     }
 
     /// Take in what another worker sent. Cells for our channels go to
@@ -307,7 +334,7 @@ impl Splices {
         for item in batch.items {
             // Backward cells of one virtual channel are fed to the table as
             // one group, as cells read from a socket would be.
-            if !matches!(item, CrossItem::Backward { .. })
+            if !item.is_backward()
                 && let Some(v) = incoming_chan.take()
             {
                 table.handle_cells(v, &mut incoming, now, rng);
@@ -319,13 +346,13 @@ impl Splices {
                     rsa_id,
                     ed_id,
                 } => {
-                    let v = self.directory.entry(rsa_id).or_default();
-                    v.retain(|r| !(r.worker == from && r.chan == chan));
-                    v.push(RemoteChan {
+                    self.forget(from, chan);
+                    self.directory.entry(rsa_id).or_default().push(RemoteChan {
                         worker: from,
                         chan,
                         ed_id,
                     });
+                    self.directory_ids.insert((from, chan), rsa_id);
                 }
                 CrossItem::ChanDown { chan } => self.remote_closed(from, chan, table),
                 CrossItem::Forward {
@@ -334,6 +361,15 @@ impl Splices {
                     cmd,
                     body,
                 } => self.forward_in(from, chan, vcirc, cmd, body, table, rng, send),
+                CrossItem::Failed {
+                    chan,
+                    vcirc,
+                    reason,
+                } => {
+                    if let Some(&v) = self.virtual_of.get(&(from, chan)) {
+                        table.next_hop_failed(v, vcirc, reason);
+                    }
+                }
                 CrossItem::Backward {
                     chan,
                     vcirc,
@@ -401,22 +437,22 @@ impl Splices {
             return;
         }
         let Some(circ_id) = table.reserve_circ_id(chan, rng) else {
-            let mut body = [0u8; CELL_BODY_LEN];
-            body[0] = Destroy::new(DestroyReason::RESOURCELIMIT).reason().get();
+            // As for a local extend (circuit_n_chan_done).
             self.push(
                 from,
-                CrossItem::Backward {
+                CrossItem::Failed {
                     chan,
                     vcirc,
-                    cmd: ChanCmd::DESTROY,
-                    body,
+                    reason: DestroyReason::RESOURCELIMIT,
                 },
             );
             return;
         };
-        self.hosted.insert((chan, circ_id), (from, vcirc));
+        self.hosted
+            .entry(chan)
+            .or_default()
+            .insert(circ_id, (from, vcirc));
         self.hosted_ids.insert((from, chan, vcirc), circ_id);
-        *self.hosted_per_chan.entry(chan).or_insert(0) += 1;
         send.push(HostedCell {
             chan,
             circ_id,
@@ -427,13 +463,22 @@ impl Splices {
 
     /// Owner side: worker `from`'s channel `chan` is gone.
     fn remote_closed(&mut self, from: WorkerId, chan: ChanId, table: &mut CircuitTable) {
-        for v in self.directory.values_mut() {
-            v.retain(|r| !(r.worker == from && r.chan == chan));
-        }
-        self.directory.retain(|_, v| !v.is_empty());
+        self.forget(from, chan);
         if let Some(v) = self.virtual_of.remove(&(from, chan)) {
             self.virtual_chans.remove(&v);
             table.channel_closed(v);
+        }
+    }
+
+    /// Drop worker `from`'s channel `chan` from the directory.
+    fn forget(&mut self, from: WorkerId, chan: ChanId) {
+        if let Some(rsa) = self.directory_ids.remove(&(from, chan))
+            && let Some(v) = self.directory.get_mut(&rsa)
+        {
+            v.retain(|r| !(r.worker == from && r.chan == chan));
+            if v.is_empty() {
+                self.directory.remove(&rsa);
+            }
         }
     }
 
@@ -446,9 +491,66 @@ impl Splices {
             .map(|(i, o)| (WorkerId(i), std::mem::take(o)))
     }
 
+    /// The queue to worker `to` is over [`CROSS_QUEUE_LIMIT`]: end every
+    /// splice between us with RESOURCELIMIT. Our circuits over its
+    /// channels are closed both ways; its circuits over ours get DESTROY
+    /// toward the next hop (queued in `send`) and `Failed` toward it.
+    /// Returns how many circuits were cut.
+    pub fn cut_off(
+        &mut self,
+        to: WorkerId,
+        table: &mut CircuitTable,
+        send: &mut Vec<HostedCell>,
+    ) -> usize {
+        let reason = DestroyReason::RESOURCELIMIT;
+        let mut cut = 0;
+        let mut ours: Vec<ChanId> = self
+            .virtual_of
+            .iter()
+            .filter(|((w, _), _)| *w == to)
+            .map(|(_, v)| *v)
+            .collect();
+        ours.sort_unstable();
+        for v in ours {
+            cut += table.close_circuits_on(v, reason);
+        }
+        let mut theirs: Vec<(ChanId, CircId, CircId)> = self
+            .hosted
+            .iter()
+            .flat_map(|(chan, circs)| {
+                circs
+                    .iter()
+                    .filter(|(_, (owner, _))| *owner == to)
+                    .map(|(id, (_, vcirc))| (*chan, *id, *vcirc))
+            })
+            .collect();
+        theirs.sort_unstable();
+        for (chan, circ_id, vcirc) in theirs {
+            self.unhost(chan, circ_id, table);
+            let mut body = [0u8; CELL_BODY_LEN];
+            body[0] = Destroy::new(reason).reason().get();
+            send.push(HostedCell {
+                chan,
+                circ_id,
+                cmd: ChanCmd::DESTROY,
+                body,
+            });
+            self.push(
+                to,
+                CrossItem::Failed {
+                    chan,
+                    vcirc,
+                    reason,
+                },
+            );
+            cut += 1;
+        }
+        cut
+    }
+
     /// Spliced circuits this worker hosts (for logs and tests).
     pub fn hosted_count(&self) -> usize {
-        self.hosted.len()
+        self.hosted.values().map(HashMap::len).sum()
     }
 }
 

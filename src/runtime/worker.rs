@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -30,7 +31,7 @@ use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, Link
 use crate::proto::circuit::{
     Action, ChanId, CircuitConfig, CircuitTable, ExtendFailure, ExtendKey, StreamKey,
 };
-use crate::proto::splice::{Batch, HostedCell, Splices, WorkerId};
+use crate::proto::splice::{Batch, CROSS_QUEUE_LIMIT, HostedCell, Splices, WorkerId};
 
 use super::driver::{self, Backend, Event, Handler, Ops, Token, Waker};
 use super::relay::{RunError, choose_backend, worker_count};
@@ -51,6 +52,9 @@ const LINK_QUEUE_LIMIT: usize = 64 * 1000 * 514;
 /// Bounded rounds of action processing per turn, so a burst cannot keep
 /// the worker from its sockets and timers.
 const ACTION_ROUNDS: usize = 64;
+/// Items from other workers taken in per turn, for the same reason; the
+/// rest waits for the next turn (which comes at once).
+const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
 
 /// What the control thread hands workers when keys or config change.
 pub(crate) struct Snapshot {
@@ -110,6 +114,7 @@ pub(crate) fn run_workers(
         inboxes.push(rx);
     }
     let peers: Arc<[Peer]> = peers.into();
+    let in_flight: Arc<[AtomicUsize]> = (0..n * n).map(|_| AtomicUsize::new(0)).collect();
     for (index, inbox) in inboxes.into_iter().enumerate() {
         // Bind on the control thread so a busy port is reported before any
         // worker starts.
@@ -137,6 +142,7 @@ pub(crate) fn run_workers(
         let mail = Mail {
             inbox,
             peers: peers.clone(),
+            in_flight: in_flight.clone(),
         };
         let h = std::thread::Builder::new()
             .name(format!("oxit-worker-{index}"))
@@ -223,6 +229,15 @@ struct Peer {
 struct Mail {
     inbox: Receiver<Batch>,
     peers: Arc<[Peer]>,
+    /// Items sent and not yet taken in, per (from, to) pair of workers at
+    /// `from * n + to`; touched once per batch, not per cell.
+    in_flight: Arc<[AtomicUsize]>,
+}
+
+impl Mail {
+    fn in_flight(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
+        self.in_flight.get(from * self.peers.len() + to)
+    }
 }
 
 /// One link: TLS plus the link-layer state machine on top of it.
@@ -812,7 +827,16 @@ impl Worker {
     /// our channels, cells for our spliced circuits, channel announcements.
     fn read_mail(&mut self) {
         let now = Instant::now();
-        while let Ok(batch) = self.mail.inbox.try_recv() {
+        let mut taken = 0;
+        while taken < MAIL_ITEMS_PER_TURN {
+            let Ok(batch) = self.mail.inbox.try_recv() else {
+                break;
+            };
+            let n = batch.items.len();
+            taken += n;
+            if let Some(c) = self.mail.in_flight(batch.from.0, self.index) {
+                c.fetch_sub(n, Ordering::Relaxed);
+            }
             self.splices.handle_batch(
                 batch,
                 &mut self.circuits,
@@ -821,6 +845,40 @@ impl Worker {
                 &mut self.hosted_send,
             );
         }
+        if taken >= MAIL_ITEMS_PER_TURN
+            && let Some(me) = self.mail.peers.get(self.index)
+        {
+            me.waker.wake();
+        }
+        self.send_hosted();
+    }
+
+    /// A worker that has fallen this far behind on our messages gets no
+    /// more of them: cut our splices with it (see proto::splice).
+    fn check_backlogs(&mut self) {
+        for to in 0..self.mail.peers.len() {
+            let queued = self
+                .mail
+                .in_flight(self.index, to)
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            if to == self.index || queued <= CROSS_QUEUE_LIMIT {
+                continue;
+            }
+            let cut = self
+                .splices
+                .cut_off(WorkerId(to), &mut self.circuits, &mut self.hosted_send);
+            if cut > 0 {
+                tracing::warn!(
+                    "worker {to} is {queued} cells behind on worker {}'s messages: \
+                     closed {cut} circuit(s) between them (RESOURCELIMIT)",
+                    self.index
+                );
+            }
+        }
+        self.send_hosted();
+    }
+
+    fn send_hosted(&mut self) {
         let mut hosted = std::mem::take(&mut self.hosted_send);
         for h in hosted.drain(..) {
             self.send_on_chan(h.chan, h.circ_id, h.cmd, &h.body);
@@ -832,6 +890,9 @@ impl Worker {
     fn send_mail(&mut self) {
         for (to, items) in self.splices.take_outboxes() {
             if let Some(p) = self.mail.peers.get(to.0) {
+                if let Some(c) = self.mail.in_flight(self.index, to.0) {
+                    c.fetch_add(items.len(), Ordering::Relaxed);
+                }
                 let batch = Batch {
                     from: WorkerId(self.index),
                     items,
@@ -1018,6 +1079,7 @@ impl Handler for Worker {
         self.resolver.handle_timeout(now);
         self.circuits.handle_timeout(now, &mut self.rng);
         self.read_mail();
+        self.check_backlogs();
         self.tick(ops);
         self.run_actions(ops);
         self.flush_links(ops);

@@ -378,3 +378,70 @@ fn client_channels_are_not_announced() {
     let to: Vec<_> = s.take_outboxes().map(|(w, i)| (w, i.len())).collect();
     assert_eq!(to, vec![(WorkerId(1), 1), (WorkerId(2), 1)]);
 }
+
+/// DESTROYs the owner sent toward the client: (channel, id, reason).
+fn destroys_to_client(acts: &[Action]) -> Vec<(ChanId, CircId, u8)> {
+    sent_cells(acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| (c.0, c.1, c.3[0]))
+        .collect()
+}
+
+#[test]
+fn owner_cutting_off_a_slow_holder() {
+    let mut rng = StdRng::seed_from_u64(26);
+    let mut net = spliced(&mut rng);
+    let real_id = net.wire[0].circ_id;
+    let mut send = Vec::new();
+    assert_eq!(net.s0.cut_off(WorkerId(1), &mut net.owner.t, &mut send), 1);
+    assert!(send.is_empty(), "the owner holds no channel of worker 1");
+    let to_client = pump(&mut net, &mut rng);
+    assert_eq!(
+        destroys_to_client(&to_client),
+        vec![(CLIENT_CHAN, net.cl.id, 5)],
+        "RESOURCELIMIT toward the client"
+    );
+    let last = net.wire.last().unwrap();
+    assert_eq!(
+        (last.circ_id, last.cmd, last.body[0]),
+        (real_id, ChanCmd::DESTROY, 5)
+    );
+    assert_eq!(net.s1.hosted_count(), 0);
+    assert_eq!(net.holder.circuit_count(HOLDER_CHAN), 0);
+    // Nothing left to cut.
+    assert_eq!(net.s0.cut_off(WorkerId(1), &mut net.owner.t, &mut send), 0);
+}
+
+#[test]
+fn holder_cutting_off_a_slow_owner() {
+    let mut rng = StdRng::seed_from_u64(27);
+    let mut net = spliced(&mut rng);
+    let real_id = net.wire[0].circ_id;
+    let mut send = Vec::new();
+    assert_eq!(net.s1.cut_off(WorkerId(0), &mut net.holder, &mut send), 1);
+    let [d] = &send[..] else { panic!("{send:?}") };
+    assert_eq!(
+        (d.chan, d.circ_id, d.cmd, d.body[0]),
+        (HOLDER_CHAN, real_id, ChanCmd::DESTROY, 5)
+    );
+    assert_eq!(net.s1.hosted_count(), 0);
+    assert_eq!(net.holder.circuit_count(HOLDER_CHAN), 0);
+    deliver(&mut net.s1, &mut net.s0, &mut net.owner.t, &mut rng);
+    let acts = drain(&mut net.owner.t);
+    assert_eq!(destroys_to_client(&acts), vec![(CLIENT_CHAN, net.cl.id, 5)]);
+    // The owner sent nothing more toward worker 1 for it.
+    assert_eq!(net.s0.take_outboxes().count(), 0);
+    assert_eq!(net.owner.t.circuit_count(VIRTUAL), 0);
+}
+
+#[test]
+fn a_second_announcement_of_a_channel_keeps_its_circuits() {
+    let mut rng = StdRng::seed_from_u64(28);
+    let mut net = spliced(&mut rng);
+    let b = b_identity(&net.b);
+    net.s1.local_channel_opened(HOLDER_CHAN, &b);
+    deliver(&mut net.s1, &mut net.s0, &mut net.owner.t, &mut rng);
+    assert!(drain(&mut net.owner.t).is_empty());
+    assert_eq!(net.owner.t.circuit_count(VIRTUAL), 1);
+}
