@@ -27,6 +27,7 @@ mod certs;
 mod error;
 mod handshake;
 mod keys;
+pub mod queue;
 #[cfg(test)]
 mod tests;
 mod timers;

@@ -216,6 +216,15 @@ impl CircuitTable {
         self.close_circuit(idx, Some(reason), None);
     }
 
+    /// Close the circuit that uses ID `id` on `chan` (either side), DESTROY
+    /// `reason` both ways: its queue on that link is over the cap
+    /// (relay.c:append_cell_to_circuit_queue).
+    pub fn close_circuit_at(&mut self, chan: ChanId, id: CircId, reason: DestroyReason) {
+        if let Some(&(idx, _)) = self.ids.get(&(chan, id)) {
+            self.close_circuit(idx, Some(reason), Some(reason));
+        }
+    }
+
     /// Close every circuit with a side on `chan`, DESTROY `reason` both
     /// ways (a channel kept open whose circuits must go). Returns how many.
     pub fn close_circuits_on(&mut self, chan: ChanId, reason: DestroyReason) -> usize {

@@ -525,27 +525,47 @@ impl Splices {
             })
             .collect();
         theirs.sort_unstable();
-        for (chan, circ_id, vcirc) in theirs {
-            self.unhost(chan, circ_id, table);
-            let mut body = [0u8; CELL_BODY_LEN];
-            body[0] = Destroy::new(reason).reason().get();
-            send.push(HostedCell {
-                chan,
-                circ_id,
-                cmd: ChanCmd::DESTROY,
-                body,
-            });
-            self.push(
-                to,
-                CrossItem::Failed {
-                    chan,
-                    vcirc,
-                    reason,
-                },
-            );
-            cut += 1;
+        for (chan, circ_id, _) in theirs {
+            if self.fail_hosted(chan, circ_id, reason, table, send) {
+                cut += 1;
+            }
         }
         cut
+    }
+
+    /// Holder side: end the hosted circuit `circ_id` on our channel `chan`
+    /// (its queue there is too long, or its owner too slow): DESTROY
+    /// `reason` toward the next hop (into `send`) and `Failed` to the
+    /// owner. `false` if we host no such circuit.
+    pub fn fail_hosted(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        reason: DestroyReason,
+        table: &mut CircuitTable,
+        send: &mut Vec<HostedCell>,
+    ) -> bool {
+        let Some(&(owner, vcirc)) = self.hosted.get(&chan).and_then(|c| c.get(&circ_id)) else {
+            return false;
+        };
+        self.unhost(chan, circ_id, table);
+        let mut body = [0u8; CELL_BODY_LEN];
+        body[0] = Destroy::new(reason).reason().get();
+        send.push(HostedCell {
+            chan,
+            circ_id,
+            cmd: ChanCmd::DESTROY,
+            body,
+        });
+        self.push(
+            owner,
+            CrossItem::Failed {
+                chan,
+                vcirc,
+                reason,
+            },
+        );
+        true
     }
 
     /// Spliced circuits this worker hosts (for logs and tests).

@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::control::Shutdown;
 use crate::crypto::keys::RelayKeys;
 use crate::exit::dns::{Resolver, ResolverConfig};
-use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId};
+use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, DestroyReason};
+use crate::proto::channel::queue::{CircQueue, WIRE_CELL_LEN};
 use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, LinkKeys, TlsSession};
 use crate::proto::circuit::{
     Action, ChanId, CircuitConfig, CircuitTable, ExtendFailure, ExtendKey, StreamKey,
@@ -251,6 +252,10 @@ struct OrConn {
     /// Outbound links: whom we expect, and the extends waiting for it.
     outbound: Option<Outbound>,
     opened: bool,
+    /// Relay cells per circuit still waiting in this link's output.
+    queue: CircQueue,
+    /// The turn in which `queue` last learnt what the link sent.
+    synced: u64,
 }
 
 struct Outbound {
@@ -295,6 +300,10 @@ struct Worker {
     splices: Splices,
     mail: Mail,
     hosted_send: Vec<HostedCell>,
+    /// Circuits whose queue on a link went over `circ_max_cell_queue_size`
+    /// this turn: closed with RESOURCELIMIT.
+    over_cap: Vec<(ChanId, CircId)>,
+    turn: u64,
     resolver: Resolver<ThreadRng>,
     dns_socks: HashMap<SocketAddr, Token>,
     conns: HashMap<Token, Conn>,
@@ -327,6 +336,8 @@ impl Worker {
             splices: Splices::new(WorkerId(index), mail.peers.len()),
             mail,
             hosted_send: Vec::new(),
+            over_cap: Vec::new(),
+            turn: 1,
             snap,
             client_tls,
             feed,
@@ -674,6 +685,8 @@ impl Worker {
                             deadline: Instant::now() + CONNECT_TIMEOUT,
                         }),
                         opened: false,
+                        queue: CircQueue::default(),
+                        synced: 0,
                     })),
                 );
             }
@@ -729,7 +742,7 @@ impl Worker {
                         cmd,
                         body,
                     } => {
-                        if !self.send_on_chan(chan, circ_id, cmd, &body) {
+                        if !self.send_on_chan(chan, circ_id, cmd, &body, ops) {
                             self.splices.send_forward(chan, circ_id, cmd, body);
                         }
                     }
@@ -782,6 +795,26 @@ impl Worker {
                     Action::OpenChannel { key, target } => self.open_channel(key, &target, ops),
                 }
             }
+            for (chan, circ_id) in std::mem::take(&mut self.over_cap) {
+                progressed = true;
+                tracing::debug!(
+                    ?chan,
+                    %circ_id,
+                    "closing a circuit whose queue on the link is over {} cells",
+                    self.snap.circuits.max_queue
+                );
+                let reason = DestroyReason::RESOURCELIMIT;
+                if !self.splices.fail_hosted(
+                    chan,
+                    circ_id,
+                    reason,
+                    &mut self.circuits,
+                    &mut self.hosted_send,
+                ) {
+                    self.circuits.close_circuit_at(chan, circ_id, reason);
+                }
+                self.send_hosted(ops);
+            }
             while let Some(tx) = self.resolver.poll_transmit(now) {
                 progressed = true;
                 if let Some(t) = self.dns_socket(tx.dst, ops)
@@ -808,6 +841,7 @@ impl Worker {
         circ_id: CircId,
         cmd: ChanCmd,
         body: &[u8; CELL_BODY_LEN],
+        ops: &dyn Ops,
     ) -> bool {
         let Some(&t) = self.chans.get(&chan) else {
             return false;
@@ -817,6 +851,17 @@ impl Worker {
         {
             if let Err(e) = ch.send_cell(circ_id, cmd, body) {
                 tracing::debug!("dropping cell for {chan:?}: {e}");
+            } else if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY) {
+                // What the link still holds from earlier turns; this turn's
+                // cells are all still here.
+                if or.synced != self.turn {
+                    or.synced = self.turn;
+                    or.queue.sync(ops.queued(t) / WIRE_CELL_LEN);
+                }
+                let n = or.queue.push(circ_id);
+                if n as usize == self.snap.circuits.max_queue + 1 {
+                    self.over_cap.push((chan, circ_id));
+                }
             }
             self.dirty.push(t);
         }
@@ -825,7 +870,7 @@ impl Worker {
 
     /// Take in what other workers sent: cells for the circuits we host on
     /// our channels, cells for our spliced circuits, channel announcements.
-    fn read_mail(&mut self) {
+    fn read_mail(&mut self, ops: &dyn Ops) {
         let now = Instant::now();
         let mut taken = 0;
         while taken < MAIL_ITEMS_PER_TURN {
@@ -850,12 +895,12 @@ impl Worker {
         {
             me.waker.wake();
         }
-        self.send_hosted();
+        self.send_hosted(ops);
     }
 
     /// A worker that has fallen this far behind on our messages gets no
     /// more of them: cut our splices with it (see proto::splice).
-    fn check_backlogs(&mut self) {
+    fn check_backlogs(&mut self, ops: &dyn Ops) {
         for to in 0..self.mail.peers.len() {
             let queued = self
                 .mail
@@ -875,13 +920,13 @@ impl Worker {
                 );
             }
         }
-        self.send_hosted();
+        self.send_hosted(ops);
     }
 
-    fn send_hosted(&mut self) {
+    fn send_hosted(&mut self, ops: &dyn Ops) {
         let mut hosted = std::mem::take(&mut self.hosted_send);
         for h in hosted.drain(..) {
-            self.send_on_chan(h.chan, h.circ_id, h.cmd, &h.body);
+            self.send_on_chan(h.chan, h.circ_id, h.cmd, &h.body, ops);
         }
         self.hosted_send = hosted;
     }
@@ -998,6 +1043,8 @@ impl Handler for Worker {
                         peer,
                         outbound: None,
                         opened: false,
+                        queue: CircQueue::default(),
+                        synced: 0,
                     })),
                 );
             }
@@ -1078,8 +1125,9 @@ impl Handler for Worker {
         let now = Instant::now();
         self.resolver.handle_timeout(now);
         self.circuits.handle_timeout(now, &mut self.rng);
-        self.read_mail();
-        self.check_backlogs();
+        self.turn += 1;
+        self.read_mail(ops);
+        self.check_backlogs(ops);
         self.tick(ops);
         self.run_actions(ops);
         self.flush_links(ops);

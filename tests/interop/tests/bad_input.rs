@@ -51,6 +51,11 @@ const SILENCE: Duration = Duration::from_millis(1500);
 
 /// DESTROY reasons (tor-spec §5.4).
 const DESTROY_PROTOCOL: u8 = 1;
+const DESTROY_RESOURCELIMIT: u8 = 5;
+/// Cells sent at a frozen next hop: its socket buffers take about 20,000,
+/// `circ_max_cell_queue_size` (2500) more close the circuit, and the link
+/// itself must stay (oxit's link limit is 64,000).
+const FLOOD_CELLS: usize = 40_000;
 /// END reasons (tor-spec §6.3).
 const END_TORPROTOCOL: u8 = 13;
 const END_NOTDIRECTORY: u8 = 14;
@@ -149,6 +154,14 @@ impl Net {
 
     fn middle(&self) -> &TorProcess {
         self.middle.as_ref().expect("this test started a middle")
+    }
+
+    /// The process behind [`Self::extender`]'s next hop.
+    fn next_process(&self) -> &TorProcess {
+        match self.target {
+            Target::CTor => self.ctor.as_ref().expect("a C tor target"),
+            Target::Oxit(_) => self.middle(),
+        }
     }
 
     /// (extender address, next hop) for the EXTEND2 cases: see the module doc.
@@ -802,12 +815,71 @@ impl RelayCase {
     }
 }
 
+/// A client floods a circuit toward a next hop that stopped reading
+/// (frozen with SIGSTOP): the extender closes that circuit with DESTROY
+/// RESOURCELIMIT once its queue passes `circ_max_cell_queue_size`
+/// (relay.c:append_cell_to_circuit_queue), and nothing else: the client's
+/// link serves a new circuit, and once the next hop runs again the link to
+/// it carries a new extension.
+fn flood_toward_frozen_next_hop(net: &Net) -> Result<(), String> {
+    let (addr, next) = net.extender();
+    let mut c = RawClient::connect(addr).map_err(s)?;
+    let mut circ = c.create_fast(ANSWER).map_err(s)?;
+    c.extend2_ntor(&mut circ, &next, ANSWER).map_err(s)?;
+    net.next_process().pause();
+    let res = (|| {
+        // Random bodies: the extender does not recognize them and forwards
+        // each one.
+        let mut body = [0u8; 509];
+        let mut destroyed = None;
+        for i in 0..FLOOD_CELLS {
+            rand::fill(&mut body[..]);
+            c.send_cell(circ.id, ChanCmd::RELAY, &body)
+                .map_err(|e| format!("flood cell {i}: {e}"))?;
+            if i % 1000 == 999 {
+                while let Some(cell) = c.recv_cell(Duration::from_millis(1)).map_err(s)? {
+                    if cell.circ_id == circ.id && cell.cmd == ChanCmd::DESTROY {
+                        destroyed = cell.body.first().copied();
+                    }
+                }
+                if destroyed.is_some() {
+                    break;
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + ANSWER;
+        while destroyed.is_none() && std::time::Instant::now() < deadline {
+            if let Some(cell) = c.recv_cell(ANSWER).map_err(s)?
+                && cell.circ_id == circ.id
+                && cell.cmd == ChanCmd::DESTROY
+            {
+                destroyed = cell.body.first().copied();
+            }
+        }
+        match destroyed {
+            Some(DESTROY_RESOURCELIMIT) => {}
+            other => return Err(format!("expected DESTROY RESOURCELIMIT, got {other:?}")),
+        }
+        circuit_answers(&mut c, None).map_err(|e| format!("same link, new circuit: {e}"))
+    })();
+    net.next_process().resume();
+    res?;
+    let mut circ = c.create_fast(ANSWER).map_err(s)?;
+    c.extend2_ntor(&mut circ, &next, Duration::from_secs(20))
+        .map_err(|e| format!("extending again after the next hop resumed: {e}"))
+}
+
 fn relay_cases(target: Target) {
     let net = Net::start(target, true);
     let mut report = Report::new(target);
     for case in RelayCase::ALL {
         report.case(case.name(), case.run(&net));
     }
+    // Last: it freezes a relay for a while.
+    report.case(
+        "flood toward a frozen next hop",
+        flood_toward_frozen_next_hop(&net),
+    );
     report.finish(&net);
 }
 

@@ -118,6 +118,23 @@ pub(crate) fn tcp_listening(addr: SocketAddr) -> bool {
 }
 
 /// Kill a child by its PID and reap it.
+pub(crate) const SIGTERM: i32 = 15;
+pub(crate) const SIGCONT: i32 = 18;
+pub(crate) const SIGSTOP: i32 = 19;
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Send `sig` to this child's PID only.
+pub(crate) fn signal_child(child: &Child, sig: i32) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child's PID; no memory is involved.
+        unsafe { libc_kill(pid, sig) };
+    }
+}
+
 pub(crate) fn kill_child(child: &mut Child) {
     // Child::kill sends SIGKILL to this child's PID only.
     let _ = child.kill();

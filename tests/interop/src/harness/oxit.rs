@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{HarnessError, free_tcp_port, io_err, kill_child, tail, tcp_listening, wait_until};
+use super::{
+    HarnessError, SIGTERM, free_tcp_port, io_err, kill_child, signal_child, tail, tcp_listening,
+    wait_until,
+};
 use crate::client::{Handshake, HopSpec};
 
 /// Which I/O backend the relay runs (its `IOBackend` option).
@@ -187,8 +190,7 @@ impl OxitProcess {
 
     /// Stop with SIGTERM and return whether it exited 0 within the bound.
     pub fn stop(mut self) -> Result<bool, HarnessError> {
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        signal_child(&self.child, SIGTERM);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait().map_err(io_err("wait for oxit"))? {
@@ -201,11 +203,6 @@ impl OxitProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 impl Drop for OxitProcess {

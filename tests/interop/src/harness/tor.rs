@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{
-    HarnessError, free_tcp_port, io_err, kill_child, require_program, tail, tcp_listening,
-    wait_until,
+    HarnessError, SIGCONT, SIGSTOP, free_tcp_port, io_err, kill_child, require_program,
+    signal_child, tail, tcp_listening, wait_until,
 };
 use crate::client::{Handshake, HopSpec};
 
@@ -218,6 +218,17 @@ impl TorProcess {
     /// ORPort address.
     pub fn or_addr(&self) -> SocketAddr {
         self.or_addr
+    }
+
+    /// Freeze the relay (SIGSTOP): it stops reading its connections, so
+    /// what is sent to it piles up in front of it. [`Self::resume`] undoes it.
+    pub fn pause(&self) {
+        signal_child(&self.child, SIGSTOP);
+    }
+
+    /// Let a paused relay run again (SIGCONT).
+    pub fn resume(&self) {
+        signal_child(&self.child, SIGCONT);
     }
 
     /// The relay's process id (benchmarks read its CPU time).
