@@ -47,9 +47,11 @@ const CHANNEL_TICK: Duration = Duration::from_millis(250);
 /// Exit streams that have not connected by then get END TIMEOUT (from the
 /// circuit table); a channel connect for EXTEND2 gets this long too.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes a link may have waiting for the kernel before we give up on its
-/// peer: 64 full circuit windows' worth of cells.
+/// Bytes a link may have waiting for the kernel before its heaviest
+/// circuits are closed: 64 full circuit windows' worth of cells.
 const LINK_QUEUE_LIMIT: usize = 64 * 1000 * 514;
+/// Bytes at which we give up on the link's peer and close the link.
+const LINK_HARD_LIMIT: usize = 2 * LINK_QUEUE_LIMIT;
 /// Bounded rounds of action processing per turn, so a burst cannot keep
 /// the worker from its sockets and timers.
 const ACTION_ROUNDS: usize = 64;
@@ -797,6 +799,12 @@ impl Worker {
             }
             for (chan, circ_id) in std::mem::take(&mut self.over_cap) {
                 progressed = true;
+                // Its cells already on the link count for nobody now.
+                if let Some(&t) = self.chans.get(&chan)
+                    && let Some(Conn::Or(or)) = self.conns.get_mut(&t)
+                {
+                    or.queue.forget(circ_id);
+                }
                 tracing::debug!(
                     ?chan,
                     %circ_id,
@@ -849,19 +857,25 @@ impl Worker {
         if let Some(Conn::Or(or)) = self.conns.get_mut(&t)
             && let Some(ch) = or.channel.as_mut()
         {
-            if let Err(e) = ch.send_cell(circ_id, cmd, body) {
-                tracing::debug!("dropping cell for {chan:?}: {e}");
-            } else if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY) {
+            if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY) {
                 // What the link still holds from earlier turns; this turn's
                 // cells are all still here.
                 if or.synced != self.turn {
                     or.synced = self.turn;
                     or.queue.sync(ops.queued(t) / WIRE_CELL_LEN);
                 }
-                let n = or.queue.push(circ_id);
-                if n as usize == self.snap.circuits.max_queue + 1 {
-                    self.over_cap.push((chan, circ_id));
+                let cap = u32::try_from(self.snap.circuits.max_queue).unwrap_or(u32::MAX);
+                if or.queue.push(circ_id, cap).is_none() {
+                    // Over circ_max_cell_queue_size: this cell is not sent
+                    // and the circuit goes (relay.c:append_cell_to_circuit_queue).
+                    if !self.over_cap.contains(&(chan, circ_id)) {
+                        self.over_cap.push((chan, circ_id));
+                    }
+                    return true;
                 }
+            }
+            if let Err(e) = ch.send_cell(circ_id, cmd, body) {
+                tracing::debug!("dropping cell for {chan:?}: {e}");
             }
             self.dirty.push(t);
         }
@@ -970,13 +984,27 @@ impl Worker {
             if let Some(out) = ops.out_buf(t) {
                 or.tls.write_tls_into(out);
             }
-            // Circuit windows bound what well-behaved peers make us queue; a
-            // link whose peer stops reading while cells keep arriving for it
-            // would grow without bound. Close it (its circuits get DESTROY),
-            // as C tor's OOM handler would kill them.
-            if ops.queued(t) > LINK_QUEUE_LIMIT {
-                let why = format!("peer is not reading: over {LINK_QUEUE_LIMIT} bytes queued");
+            // Circuit windows bound what well-behaved peers make us queue
+            // (a full window is 1000 cells). A link whose peer stops reading
+            // while cells keep arriving for it would grow without bound: past
+            // LINK_QUEUE_LIMIT its circuits with more than a window's worth
+            // waiting are closed (RESOURCELIMIT), as C tor's OOM handler
+            // kills the circuits with the most queued; past LINK_HARD_LIMIT
+            // the link itself goes (its circuits get DESTROY).
+            let queued = ops.queued(t);
+            if queued > LINK_HARD_LIMIT {
+                let why = format!("peer is not reading: over {LINK_HARD_LIMIT} bytes queued");
                 self.close_conn_now(t, ops, &why);
+            } else if queued > LINK_QUEUE_LIMIT {
+                or.queue.sync(queued / WIRE_CELL_LEN);
+                let heavy_over =
+                    u32::try_from(self.snap.circuits.max_queue / 2).unwrap_or(u32::MAX);
+                for id in or.queue.heavier_than(heavy_over) {
+                    or.queue.forget(id);
+                    if !self.over_cap.contains(&(or.chan_id, id)) {
+                        self.over_cap.push((or.chan_id, id));
+                    }
+                }
             }
         }
         self.dirty = dirty;
@@ -1132,5 +1160,12 @@ impl Handler for Worker {
         self.run_actions(ops);
         self.flush_links(ops);
         self.send_mail();
+        // Circuits found over a link's limits in flush_links are closed at
+        // the start of the next turn: make it come at once.
+        if !self.over_cap.is_empty()
+            && let Some(me) = self.mail.peers.get(self.index)
+        {
+            me.waker.wake();
+        }
     }
 }

@@ -12,6 +12,12 @@
 //! left. Bookkeeping is per run of consecutive cells of one circuit (the
 //! common case when a batch of one circuit is relayed), so a cell costs a
 //! compare and an add, with one map update per run.
+//!
+//! The estimate errs high, never low: TLS record overhead and link-level
+//! cells make the bytes waiting stand for more cells than they hold, and
+//! those extra cells are the newest counted ones, which at worst are still
+//! in the kernel. A circuit under a full flow-control window (1000 cells)
+//! stays far from the cap.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -35,20 +41,57 @@ pub struct CircQueue {
 }
 
 impl CircQueue {
-    /// A relay cell of `id` was written to the link; returns how many cells
-    /// of `id` now wait there.
-    pub fn push(&mut self, id: CircId) -> u32 {
-        self.total += 1;
+    /// A relay cell of `id` is about to be written to the link: count it
+    /// and return how many cells of `id` then wait there, or `None` (and
+    /// count nothing) if that would be more than `cap`: the cell must not
+    /// be written and the circuit must go.
+    pub fn push(&mut self, id: CircId, cap: u32) -> Option<u32> {
         if let Some((oid, n, base)) = &mut self.open
             && *oid == id
         {
+            if *base + *n >= cap {
+                return None;
+            }
             *n += 1;
-            return *base + *n;
+            self.total += 1;
+            return Some(*base + *n);
+        }
+        let base = self.counted.get(&id).copied().unwrap_or(0);
+        if base >= cap {
+            return None;
         }
         self.close_run();
-        let base = self.counted.get(&id).copied().unwrap_or(0);
         self.open = Some((id, 1, base));
-        base + 1
+        self.total += 1;
+        Some(base + 1)
+    }
+
+    /// The circuit behind `id` is gone: its cells still wait on the link
+    /// (they are encrypted into the stream) but count for nobody, so a new
+    /// circuit that gets the same ID starts from zero.
+    pub fn forget(&mut self, id: CircId) {
+        self.close_run();
+        if self.counted.remove(&id).is_some() {
+            for (rid, _) in self.runs.iter_mut() {
+                if *rid == id {
+                    *rid = CircId::CHANNEL;
+                }
+            }
+        }
+    }
+
+    /// Circuits with more than `n` cells waiting, largest first.
+    pub fn heavier_than(&self, n: u32) -> Vec<CircId> {
+        let mut v: Vec<(u32, CircId)> = self.counted.iter().map(|(id, c)| (*c, *id)).collect();
+        if let Some((id, k, base)) = self.open {
+            match v.iter_mut().find(|(_, i)| *i == id) {
+                Some(e) => e.0 = base + k,
+                None => v.push((base + k, id)),
+            }
+        }
+        v.retain(|(c, id)| *c > n && *id != CircId::CHANNEL);
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.into_iter().map(|(_, id)| id).collect()
     }
 
     fn close_run(&mut self) {
@@ -77,7 +120,9 @@ impl CircQueue {
             if *n == 0 {
                 self.runs.pop_front();
             }
-            if let Some(c) = self.counted.get_mut(&id) {
+            if id != CircId::CHANNEL
+                && let Some(c) = self.counted.get_mut(&id)
+            {
                 *c = c.saturating_sub(k);
                 if *c == 0 {
                     self.counted.remove(&id);
@@ -108,14 +153,20 @@ mod tests {
     const A: CircId = CircId::new(0x8000_0001);
     const B: CircId = CircId::new(0x8000_0002);
 
+    impl CircQueue {
+        fn put(&mut self, id: CircId) -> u32 {
+            self.push(id, u32::MAX).expect("no cap")
+        }
+    }
+
     #[test]
     fn counts_per_circuit_and_drains_oldest_first() {
         let mut q = CircQueue::default();
         for i in 1..=3 {
-            assert_eq!(q.push(A), i);
+            assert_eq!(q.put(A), i);
         }
-        assert_eq!(q.push(B), 1);
-        assert_eq!(q.push(A), 4);
+        assert_eq!(q.put(B), 1);
+        assert_eq!(q.put(A), 4);
         assert_eq!((q.of(A), q.of(B), q.total()), (4, 1, 5));
         // Two cells left: both were A's oldest.
         q.sync(3);
@@ -123,7 +174,7 @@ mod tests {
         // Two more: A's third, then B's.
         q.sync(1);
         assert_eq!((q.of(A), q.of(B), q.total()), (1, 0, 1));
-        assert_eq!(q.push(A), 2);
+        assert_eq!(q.put(A), 2);
         q.sync(0);
         assert_eq!((q.of(A), q.of(B), q.total()), (0, 0, 0));
         assert!(q.counted.is_empty() && q.runs.is_empty());
@@ -134,7 +185,7 @@ mod tests {
         // Link-level cells (padding, handshake) are not counted, so the
         // bytes waiting may stand for more cells than were pushed.
         let mut q = CircQueue::default();
-        q.push(A);
+        q.put(A);
         q.sync(10);
         assert_eq!(q.of(A), 1);
     }
@@ -145,9 +196,9 @@ mod tests {
         let mut last = 0;
         for _ in 0..100 {
             for _ in 0..30 {
-                last = q.push(A);
+                last = q.put(A);
             }
-            q.push(B);
+            q.put(B);
             // The link takes one cell per round.
             q.sync(q.total() - 1);
         }
@@ -155,5 +206,42 @@ mod tests {
         assert_eq!(last, 3000 - 96);
         assert_eq!(q.of(B), 100 - 3);
         assert_eq!(q.of(A) as usize + q.of(B) as usize, q.total());
+    }
+
+    #[test]
+    fn the_cap_refuses_the_cell_that_would_pass_it() {
+        let mut q = CircQueue::default();
+        for i in 1..=3 {
+            assert_eq!(q.push(A, 3), Some(i));
+        }
+        assert_eq!(q.push(A, 3), None, "a fourth cell of A would pass the cap");
+        assert_eq!(q.push(B, 3), Some(1));
+        // A new run of A starts from A's count.
+        assert_eq!(q.push(A, 3), None);
+        assert_eq!((q.of(A), q.total()), (3, 4));
+        q.sync(1);
+        assert_eq!(q.push(A, 3), Some(1));
+    }
+
+    #[test]
+    fn forgotten_circuits_count_for_nobody() {
+        let mut q = CircQueue::default();
+        for _ in 0..5 {
+            q.put(A);
+        }
+        q.put(B);
+        q.put(A);
+        assert_eq!(q.heavier_than(1), vec![A]);
+        assert_eq!(q.heavier_than(0), vec![A, B]);
+        q.forget(A);
+        assert_eq!((q.of(A), q.of(B), q.total()), (0, 1, 7));
+        assert_eq!(q.heavier_than(0), vec![B]);
+        // A new circuit with A's ID starts from zero; the old cells still
+        // drain first.
+        assert_eq!(q.put(A), 1);
+        q.sync(2);
+        assert_eq!((q.of(A), q.of(B), q.total()), (1, 0, 2));
+        q.sync(0);
+        assert_eq!((q.of(A), q.total()), (0, 0));
     }
 }

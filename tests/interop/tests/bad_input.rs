@@ -52,10 +52,11 @@ const SILENCE: Duration = Duration::from_millis(1500);
 /// DESTROY reasons (tor-spec §5.4).
 const DESTROY_PROTOCOL: u8 = 1;
 const DESTROY_RESOURCELIMIT: u8 = 5;
-/// Cells sent at a frozen next hop: its socket buffers take about 20,000,
-/// `circ_max_cell_queue_size` (2500) more close the circuit, and the link
-/// itself must stay (oxit's link limit is 64,000).
-const FLOOD_CELLS: usize = 40_000;
+/// Most cells sent at a frozen next hop before DESTROY must have come: the
+/// kernel's socket buffers take what they can (about 20,000 cells here,
+/// more where tcp_wmem/tcp_rmem are raised), then
+/// `circ_max_cell_queue_size` (2500) more close the circuit.
+const FLOOD_CELLS: usize = 200_000;
 /// END reasons (tor-spec §6.3).
 const END_TORPROTOCOL: u8 = 13;
 const END_NOTDIRECTORY: u8 = 14;
