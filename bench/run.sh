@@ -5,6 +5,8 @@
 #
 #   bench/run.sh                 # 4 streams x 64 MiB per exit
 #   MIB=256 STREAMS=8 bench/run.sh
+#   ROLE=middle bench/run.sh     # first hop in front of a C tor exit, with
+#                                # a circuit spliced across workers
 #
 # Needs tor and dnsmasq-base (scripts/test.sh installs them). The client, the
 # middle and the exits share this machine's cores, so compare CPU per GiB and

@@ -2,6 +2,12 @@
 //! then an exit that is oxit or C tor, in one run, reporting the exit's CPU
 //! time per GiB relayed (user + system, from /proc) and the oxit/C ratio.
 //!
+//! With `ROLE=middle` the relay under test is the first hop instead, in
+//! front of a C tor exit: oxit over a channel its own worker opened, oxit
+//! over a channel another worker holds (the circuit spliced across cores,
+//! found by building circuits until one lands on the other worker), and a
+//! C tor relay in the same place.
+//!
 //! Run through `bench/run.sh` (it builds oxit in release mode first).
 //! Loopback only; every process is started and stopped here.
 
@@ -50,6 +56,17 @@ async fn measure(
     let tunnel = client::build_circuit(&hops)
         .await
         .unwrap_or_else(|e| panic!("{label}: build: {e}"));
+    measure_tunnel(label, &tunnel, http, exit_pid, mib, streams).await
+}
+
+async fn measure_tunnel(
+    label: &str,
+    tunnel: &client::Tunnel,
+    http: &HttpServer,
+    exit_pid: u32,
+    mib: usize,
+    streams: usize,
+) -> Run {
     let n = mib << 20;
     let port = http.addr().port();
     let want = sha256_hex(&body_for(n));
@@ -88,6 +105,9 @@ async fn main() {
     let mut runs = Vec::new();
     // BACKENDS=uring (or epoll) measures one backend only, e.g. to profile it.
     let only = std::env::var("BACKENDS").unwrap_or_default();
+    if std::env::var("ROLE").is_ok_and(|r| r == "middle") {
+        return middle_runs(&only, &dns, &http, &middle, &cexit, mib, streams).await;
+    }
     for backend in IoBackend::BOTH {
         if !only.is_empty() && !format!("{backend:?}").eq_ignore_ascii_case(&only) {
             continue;
@@ -120,19 +140,84 @@ async fn main() {
         cexit.hop(Handshake::Ntor).unwrap(),
     ];
     runs.push(measure("C tor exit", hops, &http, cexit.pid(), mib, streams).await);
+    println!("{streams} streams x {mib} MiB through C tor middle -> exit, one circuit, loopback");
+    print_runs("exit", &runs);
+}
+
+/// oxit's debug log line for an EXTEND2 carried over another worker's
+/// channel.
+const SPLICED: &str = "extending over another worker's channel";
+
+async fn middle_runs(
+    only: &str,
+    dns: &Dnsmasq,
+    http: &HttpServer,
+    cmiddle: &TorProcess,
+    cexit: &TorProcess,
+    mib: usize,
+    streams: usize,
+) {
+    let mut runs = Vec::new();
+    for backend in IoBackend::BOTH {
+        if !only.is_empty() && !format!("{backend:?}").eq_ignore_ascii_case(only) {
+            continue;
+        }
+        let oxit = OxitProcess::start(&OxitOptions {
+            backend,
+            dns: Some(dns.addr()),
+            rejected_port: None,
+            debug_log: true,
+        })
+        .expect("oxit");
+        let hops = vec![
+            oxit.hop(Handshake::Ntor).unwrap(),
+            cexit.hop(Handshake::Ntor).unwrap(),
+        ];
+        let first = client::build_circuit(&hops).await.expect("build");
+        // More circuits, each on its own client channel, until one lands on
+        // the worker that does not hold the channel to the exit.
+        let mut spliced = None;
+        let mut keep = Vec::new();
+        for _ in 0..32 {
+            let before = oxit.log_count(SPLICED);
+            let t = client::build_circuit(&hops).await.expect("build");
+            if oxit.log_count(SPLICED) > before {
+                spliced = Some(t);
+                break;
+            }
+            keep.push(t);
+        }
+        let spliced = spliced.expect("no circuit landed on the other worker in 32 tries");
+        let label = format!("oxit, own channel ({backend:?})");
+        runs.push(measure_tunnel(&label, &first, http, oxit.pid(), mib, streams).await);
+        let label = format!("oxit, spliced ({backend:?})");
+        runs.push(measure_tunnel(&label, &spliced, http, oxit.pid(), mib, streams).await);
+    }
+    let hops = vec![
+        cmiddle.hop(Handshake::Ntor).unwrap(),
+        cexit.hop(Handshake::Ntor).unwrap(),
+    ];
+    runs.push(measure("C tor", hops, http, cmiddle.pid(), mib, streams).await);
+    println!(
+        "{streams} streams x {mib} MiB through first hop -> C tor exit, one circuit, loopback"
+    );
+    print_runs("first hop", &runs);
+}
+
+/// The table; the last run is C tor's, the baseline of the ratios.
+fn print_runs(role: &str, runs: &[Run]) {
     let c_per_gib = runs
         .last()
         .map_or(1.0, |r| r.exit_cpu / (r.bytes as f64 / (1u64 << 30) as f64));
-    println!("{streams} streams x {mib} MiB through C tor middle -> exit, one circuit, loopback");
     println!(
-        "{:<22} {:>10} {:>12} {:>16} {:>10}",
-        "exit", "MiB/s", "exit CPU s", "CPU s per GiB", "vs C tor"
+        "{:<28} {:>10} {:>12} {:>16} {:>10}",
+        role, "MiB/s", "CPU s", "CPU s per GiB", "vs C tor"
     );
-    for r in &runs {
+    for r in runs {
         let gib = r.bytes as f64 / (1u64 << 30) as f64;
         let per = r.exit_cpu / gib;
         println!(
-            "{:<22} {:>10.1} {:>12.2} {:>16.2} {:>10.2}",
+            "{:<28} {:>10.1} {:>12.2} {:>16.2} {:>10.2}",
             r.label,
             r.bytes as f64 / (1 << 20) as f64 / r.wall.as_secs_f64(),
             r.exit_cpu,
