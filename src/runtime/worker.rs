@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -117,7 +117,7 @@ pub(crate) fn run_workers(
         inboxes.push(rx);
     }
     let peers: Arc<[Peer]> = peers.into();
-    let in_flight: Arc<[AtomicUsize]> = (0..n * n).map(|_| AtomicUsize::new(0)).collect();
+    let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
     for (index, inbox) in inboxes.into_iter().enumerate() {
         // Bind on the control thread so a busy port is reported before any
         // worker starts.
@@ -233,12 +233,13 @@ struct Mail {
     inbox: Receiver<Batch>,
     peers: Arc<[Peer]>,
     /// Items sent and not yet taken in, per (from, to) pair of workers at
-    /// `from * n + to`; touched once per batch, not per cell.
-    in_flight: Arc<[AtomicUsize]>,
+    /// `from * n + to`; touched once per batch, not per cell. The sender
+    /// adds after sending, so the count can dip below zero for a moment.
+    in_flight: Arc<[AtomicIsize]>,
 }
 
 impl Mail {
-    fn in_flight(&self, from: usize, to: usize) -> Option<&AtomicUsize> {
+    fn in_flight(&self, from: usize, to: usize) -> Option<&AtomicIsize> {
         self.in_flight.get(from * self.peers.len() + to)
     }
 }
@@ -894,7 +895,7 @@ impl Worker {
             let n = batch.items.len();
             taken += n;
             if let Some(c) = self.mail.in_flight(batch.from.0, self.index) {
-                c.fetch_sub(n, Ordering::Relaxed);
+                c.fetch_sub(isize::try_from(n).unwrap_or(isize::MAX), Ordering::SeqCst);
             }
             self.splices.handle_batch(
                 batch,
@@ -919,7 +920,7 @@ impl Worker {
             let queued = self
                 .mail
                 .in_flight(self.index, to)
-                .map_or(0, |c| c.load(Ordering::Relaxed));
+                .map_or(0, |c| c.load(Ordering::Relaxed).max(0).unsigned_abs());
             if to == self.index || queued <= CROSS_QUEUE_LIMIT {
                 continue;
             }
@@ -946,21 +947,33 @@ impl Worker {
     }
 
     /// One message per worker with everything this turn produced for it.
+    ///
+    /// A worker is woken only when nothing of ours was waiting for it: if
+    /// something was, it has not finished its `read_mail` since, and will
+    /// take this batch in the same loop (it takes batches until the inbox
+    /// is empty and subtracts each one before looking for the next). That
+    /// saves a wakeup per batch while a worker is busy.
     fn send_mail(&mut self) {
         for (to, items) in self.splices.take_outboxes() {
-            if let Some(p) = self.mail.peers.get(to.0) {
-                if let Some(c) = self.mail.in_flight(self.index, to.0) {
-                    c.fetch_add(items.len(), Ordering::Relaxed);
-                }
-                let batch = Batch {
-                    from: WorkerId(self.index),
-                    items,
-                };
-                // A worker that stopped has dropped its inbox: nothing to
-                // tell it any more.
-                if p.tx.send(batch).is_ok() {
-                    p.waker.wake();
-                }
+            let Some(p) = self.mail.peers.get(to.0) else {
+                continue;
+            };
+            let n = isize::try_from(items.len()).unwrap_or(isize::MAX);
+            let batch = Batch {
+                from: WorkerId(self.index),
+                items,
+            };
+            // A worker that stopped has dropped its inbox: nothing to tell
+            // it any more.
+            if p.tx.send(batch).is_err() {
+                continue;
+            }
+            let before = self
+                .mail
+                .in_flight(self.index, to.0)
+                .map_or(0, |c| c.fetch_add(n, Ordering::SeqCst));
+            if before <= 0 {
+                p.waker.wake();
             }
         }
     }
