@@ -1012,7 +1012,16 @@ impl Worker {
                 or.queue.sync(queued / WIRE_CELL_LEN);
                 let heavy_over =
                     u32::try_from(self.snap.circuits.max_queue / 2).unwrap_or(u32::MAX);
-                for id in or.queue.heavier_than(heavy_over) {
+                let heavy = or.queue.heavier_than(heavy_over);
+                if !heavy.is_empty() {
+                    tracing::info!(
+                        peer = %or.peer,
+                        "link has {queued} bytes waiting: closing {} circuit(s) with over \
+                         {heavy_over} cells queued on it (RESOURCELIMIT)",
+                        heavy.len()
+                    );
+                }
+                for id in heavy {
                     or.queue.forget(id);
                     if !self.over_cap.contains(&(or.chan_id, id)) {
                         self.over_cap.push((or.chan_id, id));
