@@ -42,6 +42,16 @@ fn b_identity(b: &Relay) -> PeerKind {
     }
 }
 
+/// The one cell in `acts`, which must be a DESTROY: (channel, id, reason).
+fn only_destroy(acts: &[Action]) -> (ChanId, CircId, u8) {
+    let cells = sent_cells(acts);
+    let [(chan, id, cmd, body)] = &cells[..] else {
+        panic!("one cell expected: {acts:?}")
+    };
+    assert_eq!(*cmd, ChanCmd::DESTROY);
+    (*chan, *id, body[0])
+}
+
 fn deliver(
     from: &mut Splices,
     to: &mut Splices,
@@ -248,13 +258,9 @@ fn destroy_from_the_next_hop_reaches_the_client() {
     assert!(back.is_empty());
     assert_eq!(net.s1.hosted_count(), 0);
     deliver(&mut net.s1, &mut net.s0, &mut net.owner.t, &mut rng);
-    let cells = sent_cells(&drain(&mut net.owner.t));
     assert_eq!(
-        cells
-            .iter()
-            .map(|c| (c.0, c.1, c.2, c.3[0]))
-            .collect::<Vec<_>>(),
-        vec![(CLIENT_CHAN, net.cl.id, ChanCmd::DESTROY, 11)]
+        only_destroy(&drain(&mut net.owner.t)),
+        (CLIENT_CHAN, net.cl.id, 11)
     );
 }
 
@@ -266,13 +272,9 @@ fn holder_channel_closing_closes_spliced_circuits() {
     net.holder.channel_closed(HOLDER_CHAN);
     assert_eq!(net.s1.hosted_count(), 0);
     deliver(&mut net.s1, &mut net.s0, &mut net.owner.t, &mut rng);
-    let cells = sent_cells(&drain(&mut net.owner.t));
     assert_eq!(
-        cells
-            .iter()
-            .map(|c| (c.0, c.1, c.2, c.3[0]))
-            .collect::<Vec<_>>(),
-        vec![(CLIENT_CHAN, net.cl.id, ChanCmd::DESTROY, 8)],
+        only_destroy(&drain(&mut net.owner.t)),
+        (CLIENT_CHAN, net.cl.id, 8),
         "CHANNEL_CLOSED toward the client"
     );
     assert!(!net.s0.is_virtual(VIRTUAL));
@@ -332,14 +334,7 @@ fn create_racing_a_close_fails_the_circuit() {
     let sent = deliver(&mut s0, &mut s1, &mut holder, &mut rng);
     assert!(sent.is_empty(), "nothing may go on a closed channel");
     deliver(&mut s1, &mut s0, &mut owner.t, &mut rng);
-    let cells = sent_cells(&drain(&mut owner.t));
-    assert_eq!(
-        cells
-            .iter()
-            .map(|c| (c.0, c.1, c.2, c.3[0]))
-            .collect::<Vec<_>>(),
-        vec![(CLIENT_CHAN, cl.id, ChanCmd::DESTROY, 8)]
-    );
+    assert_eq!(only_destroy(&drain(&mut owner.t)), (CLIENT_CHAN, cl.id, 8));
 }
 
 #[test]
@@ -379,15 +374,6 @@ fn client_channels_are_not_announced() {
     assert_eq!(to, vec![(WorkerId(1), 1), (WorkerId(2), 1)]);
 }
 
-/// DESTROYs the owner sent toward the client: (channel, id, reason).
-fn destroys_to_client(acts: &[Action]) -> Vec<(ChanId, CircId, u8)> {
-    sent_cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|c| (c.0, c.1, c.3[0]))
-        .collect()
-}
-
 #[test]
 fn owner_cutting_off_a_slow_holder() {
     let mut rng = StdRng::seed_from_u64(26);
@@ -398,8 +384,8 @@ fn owner_cutting_off_a_slow_holder() {
     assert!(send.is_empty(), "the owner holds no channel of worker 1");
     let to_client = pump(&mut net, &mut rng);
     assert_eq!(
-        destroys_to_client(&to_client),
-        vec![(CLIENT_CHAN, net.cl.id, 5)],
+        only_destroy(&to_client),
+        (CLIENT_CHAN, net.cl.id, 5),
         "RESOURCELIMIT toward the client"
     );
     let last = net.wire.last().unwrap();
@@ -429,7 +415,7 @@ fn holder_cutting_off_a_slow_owner() {
     assert_eq!(net.holder.circuit_count(HOLDER_CHAN), 0);
     deliver(&mut net.s1, &mut net.s0, &mut net.owner.t, &mut rng);
     let acts = drain(&mut net.owner.t);
-    assert_eq!(destroys_to_client(&acts), vec![(CLIENT_CHAN, net.cl.id, 5)]);
+    assert_eq!(only_destroy(&acts), (CLIENT_CHAN, net.cl.id, 5));
     // The owner sent nothing more toward worker 1 for it.
     assert_eq!(net.s0.take_outboxes().count(), 0);
     assert_eq!(net.owner.t.circuit_count(VIRTUAL), 0);
