@@ -23,6 +23,8 @@
 //!   whatever its contents (connection_edge.c:connection_exit_begin_conn,
 //!   a client channel), which would hide the parse errors under test; behind
 //!   a relay a good BEGIN is accepted, so the refusal is the parser's.
+//! - flood cases: the EXTEND2 topology, with the next relay frozen by
+//!   SIGSTOP while the client floods, and resumed afterwards.
 //!
 //! Liveness after each case: a fresh connection, CREATE_FAST and BEGIN_DIR.
 //! C tor (a directory cache) answers CONNECTED, oxit (no directory yet)
@@ -57,6 +59,11 @@ const DESTROY_RESOURCELIMIT: u8 = 5;
 /// more where tcp_wmem/tcp_rmem are raised), then
 /// `circ_max_cell_queue_size` (2500) more close the circuit.
 const FLOOD_CELLS: usize = 200_000;
+/// Circuits that flood together in the link-level case, and the most
+/// cells each sends: under `circ_max_cell_queue_size`, so only oxit's
+/// per-link limit (64,000 cells waiting) can stop them.
+const LOUD_CIRCUITS: usize = 64;
+const LOUD_CELLS_EACH: usize = 2400;
 /// END reasons (tor-spec §6.3).
 const END_TORPROTOCOL: u8 = 13;
 const END_NOTDIRECTORY: u8 = 14;
@@ -870,17 +877,109 @@ fn flood_toward_frozen_next_hop(net: &Net) -> Result<(), String> {
         .map_err(|e| format!("extending again after the next hop resumed: {e}"))
 }
 
+/// oxit only: many circuits flood toward a frozen next hop, each staying
+/// under `circ_max_cell_queue_size`, until the link to it holds more than
+/// oxit's per-link limit. oxit closes the circuits with more than 1250
+/// cells waiting (DESTROY RESOURCELIMIT) and keeps the link: a quiet
+/// circuit on it reaches the next hop again once that relay runs. C tor
+/// has no per-link limit (its OOM handler looks at total memory), so this
+/// case has no C reference.
+fn link_flood_spares_quiet_circuits(net: &Net, oxit: &OxitProcess) -> Result<(), String> {
+    let (addr, next) = net.extender();
+    let mut c = RawClient::connect(addr).map_err(s)?;
+    let mut quiet = c.create_fast(ANSWER).map_err(s)?;
+    c.extend2_ntor(&mut quiet, &next, ANSWER).map_err(s)?;
+    let mut loud = Vec::new();
+    for _ in 0..LOUD_CIRCUITS {
+        let mut circ = c.create_fast(ANSWER).map_err(s)?;
+        c.extend2_ntor(&mut circ, &next, ANSWER).map_err(s)?;
+        loud.push(circ.id);
+    }
+    net.next_process().pause();
+    let res = (|| {
+        let mut body = [0u8; 509];
+        let mut destroyed = std::collections::HashMap::new();
+        let collect = |c: &mut RawClient,
+                       destroyed: &mut std::collections::HashMap<u32, u8>,
+                       wait: Duration|
+         -> Result<(), String> {
+            while let Some(cell) = c.recv_cell(wait).map_err(s)? {
+                if cell.cmd != ChanCmd::DESTROY {
+                    continue;
+                }
+                let reason = cell.body.first().copied().unwrap_or(0);
+                if cell.circ_id == quiet.id {
+                    return Err(format!("the quiet circuit got DESTROY {reason}"));
+                }
+                destroyed.insert(cell.circ_id, reason);
+            }
+            Ok(())
+        };
+        for round in 0..LOUD_CELLS_EACH {
+            for &id in &loud {
+                if destroyed.contains_key(&id) {
+                    continue;
+                }
+                rand::fill(&mut body[..]);
+                c.send_cell(id, ChanCmd::RELAY, &body)
+                    .map_err(|e| format!("flood round {round}: {e}"))?;
+            }
+            if round % 25 == 24 {
+                collect(&mut c, &mut destroyed, Duration::from_millis(1))?;
+                if !destroyed.is_empty() {
+                    break;
+                }
+            }
+        }
+        collect(&mut c, &mut destroyed, ANSWER)?;
+        if destroyed.is_empty() {
+            return Err("no flooding circuit was closed".into());
+        }
+        if let Some((id, r)) = destroyed.iter().find(|(_, r)| **r != DESTROY_RESOURCELIMIT) {
+            return Err(format!(
+                "circuit {id:#x} got DESTROY {r}, not RESOURCELIMIT"
+            ));
+        }
+        Ok(())
+    })();
+    net.next_process().resume();
+    res?;
+    // The link to the next hop survived: the quiet circuit still reaches it.
+    c.send_relay(&mut quiet, 1, false, RelayCmd::BEGIN_DIR, 9, &[])
+        .map_err(s)?;
+    match c
+        .recv_relay(&mut quiet, Duration::from_secs(30))
+        .map_err(s)?
+    {
+        Some(CircEvent::Relay {
+            hop: 1, stream: 9, ..
+        }) => {}
+        other => return Err(format!("quiet circuit after the flood: {other:?}")),
+    }
+    let closed = oxit.log_count("peer is not reading");
+    if closed > 0 {
+        return Err(format!("oxit closed {closed} link(s) instead of circuits"));
+    }
+    Ok(())
+}
+
 fn relay_cases(target: Target) {
     let net = Net::start(target, true);
     let mut report = Report::new(target);
     for case in RelayCase::ALL {
         report.case(case.name(), case.run(&net));
     }
-    // Last: it freezes a relay for a while.
+    // Last: they freeze a relay for a while.
     report.case(
         "flood toward a frozen next hop",
         flood_toward_frozen_next_hop(&net),
     );
+    if let Some(oxit) = &net.oxit {
+        report.case(
+            "many circuits flood toward a frozen next hop",
+            link_flood_spares_quiet_circuits(&net, oxit),
+        );
+    }
     report.finish(&net);
 }
 
