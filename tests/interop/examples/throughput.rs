@@ -108,17 +108,8 @@ async fn main() {
     if std::env::var("ROLE").is_ok_and(|r| r == "middle") {
         return middle_runs(&only, &dns, &http, &middle, &cexit, mib, streams).await;
     }
-    for backend in IoBackend::BOTH {
-        if !only.is_empty() && !format!("{backend:?}").eq_ignore_ascii_case(&only) {
-            continue;
-        }
-        let oxit = OxitProcess::start(&OxitOptions {
-            backend,
-            dns: Some(dns.addr()),
-            rejected_port: None,
-            debug_log: false,
-        })
-        .expect("oxit");
+    for backend in backends(&only) {
+        let oxit = start_oxit(backend, &dns, false);
         let hops = vec![
             middle.hop(Handshake::Ntor).unwrap(),
             oxit.hop(Handshake::Ntor).unwrap(),
@@ -144,6 +135,23 @@ async fn main() {
     print_runs("exit", &runs);
 }
 
+/// The backends `BACKENDS` selects (empty: both).
+fn backends(only: &str) -> impl Iterator<Item = IoBackend> + '_ {
+    IoBackend::BOTH
+        .into_iter()
+        .filter(move |b| only.is_empty() || format!("{b:?}").eq_ignore_ascii_case(only))
+}
+
+fn start_oxit(backend: IoBackend, dns: &Dnsmasq, debug_log: bool) -> OxitProcess {
+    OxitProcess::start(&OxitOptions {
+        backend,
+        dns: Some(dns.addr()),
+        rejected_port: None,
+        debug_log,
+    })
+    .expect("oxit")
+}
+
 /// oxit's debug log line for an EXTEND2 carried over another worker's
 /// channel.
 const SPLICED: &str = "extending over another worker's channel";
@@ -158,17 +166,9 @@ async fn middle_runs(
     streams: usize,
 ) {
     let mut runs = Vec::new();
-    for backend in IoBackend::BOTH {
-        if !only.is_empty() && !format!("{backend:?}").eq_ignore_ascii_case(only) {
-            continue;
-        }
-        let oxit = OxitProcess::start(&OxitOptions {
-            backend,
-            dns: Some(dns.addr()),
-            rejected_port: None,
-            debug_log: true,
-        })
-        .expect("oxit");
+    for backend in backends(only) {
+        // Debug logging says which circuit was spliced.
+        let oxit = start_oxit(backend, dns, true);
         let hops = vec![
             oxit.hop(Handshake::Ntor).unwrap(),
             cexit.hop(Handshake::Ntor).unwrap(),
