@@ -1,5 +1,18 @@
-//! Directory protocol: descriptors, publication, consensus fetches.
+//! The directory protocol as a relay speaks it: where the authorities are
+//! ([`authority`]), the documents a relay publishes ([`descriptor`]) and
+//! the ones it reads ([`consensus`], [`authcert`]), and HTTP/1.0 as the
+//! directory protocol uses it ([`http`]).
 //!
-//! Not implemented yet: oxit does not publish a descriptor or read a
-//! consensus. Until it does, exits behind unknown relays need
-//! `RefuseUnknownExits 0` (see the README).
+//! Everything here is sans-IO: documents are built from values and parsed
+//! from bytes, and time is an argument. The control thread opens the
+//! connections and keeps the schedule (`crate::control`).
+
+pub mod authcert;
+pub mod authority;
+pub mod bwhist;
+pub mod client;
+pub mod consensus;
+pub mod descriptor;
+pub mod document;
+pub mod http;
+pub mod time;

@@ -1,12 +1,10 @@
 //! Exit policy: the rule model, parsing of torrc `ExitPolicy` values, the
 //! effective policy built the way C tor builds it, and the queries the exit
-//! path asks (requirements.md §5.9).
+//! path asks (requirements.md §5.9), and its port summary ([`summary`]).
 //!
 //! This module owns the *semantics* of a policy. It does not own where the
 //! inputs come from: the configuration (`crate::config`) supplies the user's
 //! rules and switches, and the caller enumerates local interface addresses.
-//! It does not compute the microdescriptor summaries (`p`/`p6` lines); those
-//! belong with descriptor building.
 //!
 //! Layout: [`parse`] turns `accept 1.2.3.0/24:80-88` into a [`PolicyRule`];
 //! [`build`] assembles the effective [`ExitPolicy`] like
@@ -15,6 +13,7 @@
 
 mod build;
 mod parse;
+mod summary;
 #[cfg(test)]
 mod tests;
 
