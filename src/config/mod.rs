@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::dir::authority::{DirAuthority, DirServers, FallbackDir};
 use crate::exit::policy::{ExitPolicy, ExitPolicyOptions, PolicyParseError, PolicyRule};
 
 pub use known::KNOWN_UNIMPLEMENTED;
@@ -227,7 +228,73 @@ pub struct Config {
     pub metrics_port: Option<SocketAddr>,
     /// `IOBackend` (oxit only; default auto).
     pub io_backend: IoBackend,
+    /// `DirAuthority` lines; none means C tor's built-in authorities (the
+    /// live Tor network).
+    pub dir_authorities: Vec<DirAuthority>,
+    /// `AlternateDirAuthority` lines (replace the built-in v3 authorities).
+    pub alternate_dir_authorities: Vec<DirAuthority>,
+    /// `FallbackDir` lines (replace the built-in fallback directories).
+    pub fallback_dirs: Vec<FallbackDir>,
+    /// `UseDefaultFallbackDirs` (default 1).
+    pub use_default_fallback_dirs: bool,
+    /// `PublishServerDescriptor` (default 1: to the v3 authorities).
+    pub publish_server_descriptor: bool,
+    /// `AssumeReachable` (default 0): publish without the reachability
+    /// self-test.
+    pub assume_reachable: bool,
+    /// `TestingTorNetwork` (default 0): a private test network's defaults
+    /// and schedules.
+    pub testing_tor_network: bool,
+    /// `CountPrivateBandwidth` (default 0; 1 under TestingTorNetwork).
+    pub count_private_bandwidth: bool,
+    /// `BandwidthRate`, bytes/s (default 1 GByte), after C tor's
+    /// adjustments (raised to `RelayBandwidthRate`).
+    pub bandwidth_rate: u64,
+    /// `BandwidthBurst` (default 1 GByte).
+    pub bandwidth_burst: u64,
+    /// `RelayBandwidthRate` (default 0: unset).
+    pub relay_bandwidth_rate: u64,
+    /// `RelayBandwidthBurst` (default 0: unset).
+    pub relay_bandwidth_burst: u64,
+    /// `MaxAdvertisedBandwidth` (default 1 GByte).
+    pub max_advertised_bandwidth: u64,
+    /// `MyFamily` members, normalised (`$HEX`, `$HEX=nick`, or a nickname).
+    pub my_family: Vec<String>,
+    /// `FamilyId` lines: the happy-family keys to load and use.
+    pub family_ids: Vec<FamilyId>,
+    /// `FamilyKeyDirectory` (default `DataDirectory/keys`).
+    pub family_key_directory: Option<PathBuf>,
+    /// `DirPort`, as written: accepted, but oxit serves no directory data
+    /// and publishes DirPort 0, as C tor 0.4.9 relays do.
+    pub dir_port: Option<String>,
 }
+
+/// One `FamilyId` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyId {
+    /// A family's Ed25519 public key.
+    Key([u8; 32]),
+    /// `*`: use every family key found in the key directory.
+    Any,
+}
+
+impl fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use base64::Engine as _;
+        match self {
+            FamilyId::Key(k) => {
+                f.write_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(k))
+            }
+            FamilyId::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// C tor's default `BandwidthRate`, `BandwidthBurst`, `MaxAdvertisedBandwidth`.
+pub const DEFAULT_BANDWIDTH: u64 = 1 << 30;
+/// The lowest `BandwidthRate` a public relay may run with
+/// (`RELAY_REQUIRED_MIN_BANDWIDTH`, or.h).
+pub const RELAY_REQUIRED_MIN_BANDWIDTH: u64 = 75 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -251,6 +318,23 @@ impl Default for Config {
             shutdown_wait_length: Duration::from_secs(30),
             metrics_port: None,
             io_backend: IoBackend::Auto,
+            dir_authorities: Vec::new(),
+            alternate_dir_authorities: Vec::new(),
+            fallback_dirs: Vec::new(),
+            use_default_fallback_dirs: true,
+            publish_server_descriptor: true,
+            assume_reachable: false,
+            testing_tor_network: false,
+            count_private_bandwidth: false,
+            bandwidth_rate: DEFAULT_BANDWIDTH,
+            bandwidth_burst: DEFAULT_BANDWIDTH,
+            relay_bandwidth_rate: 0,
+            relay_bandwidth_burst: 0,
+            max_advertised_bandwidth: DEFAULT_BANDWIDTH,
+            my_family: Vec::new(),
+            family_ids: Vec::new(),
+            family_key_directory: None,
+            dir_port: None,
         }
     }
 }
@@ -282,6 +366,10 @@ pub enum ConfigError {
         line: usize,
         kind: ErrorKind,
     },
+    /// Options that do not go together, or a value out of bounds given
+    /// the others (C tor's options_validate checks).
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
     /// The top-level file could not be read.
     #[error("cannot read configuration file {path}: {source}")]
     Read {
@@ -304,7 +392,7 @@ impl ConfigError {
     pub fn location(&self) -> Option<(&str, usize)> {
         match self {
             ConfigError::At { origin, line, .. } => Some((origin, *line)),
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Invalid { .. } => None,
         }
     }
 }
@@ -380,7 +468,38 @@ impl Config {
     ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let mut lines = Vec::new();
         include::expand(text, origin, &mut stack, &mut lines)?;
-        options::apply(&lines)
+        options::apply(&lines, origin)
+    }
+
+    /// The directory authorities and fallback directories in effect.
+    pub fn dir_servers(&self) -> DirServers {
+        DirServers::combine(
+            &self.dir_authorities,
+            &self.alternate_dir_authorities,
+            &self.fallback_dirs,
+            self.use_default_fallback_dirs,
+        )
+    }
+
+    /// The descriptor's `bandwidth` rate and burst
+    /// (relay_config.c:relay_get_effective_bwrate / _bwburst).
+    pub fn advertised_bandwidth(&self) -> (u64, u64) {
+        let mut rate = self.bandwidth_rate.min(self.max_advertised_bandwidth);
+        if self.relay_bandwidth_rate > 0 {
+            rate = rate.min(self.relay_bandwidth_rate);
+        }
+        let mut burst = self.bandwidth_burst;
+        if self.relay_bandwidth_burst > 0 {
+            burst = burst.min(self.relay_bandwidth_burst);
+        }
+        (rate, burst)
+    }
+
+    /// The key directory family keys are read from.
+    pub fn family_key_dir(&self) -> PathBuf {
+        self.family_key_directory
+            .clone()
+            .unwrap_or_else(|| self.data_directory.join("keys"))
     }
 
     /// The exit-policy builder's inputs: our options plus the addresses we
@@ -419,7 +538,7 @@ impl Config {
             line("ORPort", p);
         }
         if self.addresses.is_empty() {
-            line("Address", &"(discover)");
+            line("# Address", &"(none: discovered at startup)");
         }
         for a in &self.addresses {
             line("Address", a);
@@ -464,6 +583,75 @@ impl Config {
             line("MetricsPort", m);
         }
         line("IOBackend", &self.io_backend);
+        for a in &self.dir_authorities {
+            line("DirAuthority", a);
+        }
+        for a in &self.alternate_dir_authorities {
+            line("AlternateDirAuthority", a);
+        }
+        for f in &self.fallback_dirs {
+            line("FallbackDir", f);
+        }
+        line(
+            "UseDefaultFallbackDirs",
+            &u8::from(self.use_default_fallback_dirs),
+        );
+        line(
+            "PublishServerDescriptor",
+            &u8::from(self.publish_server_descriptor),
+        );
+        line("AssumeReachable", &u8::from(self.assume_reachable));
+        line("TestingTorNetwork", &u8::from(self.testing_tor_network));
+        line(
+            "CountPrivateBandwidth",
+            &u8::from(self.count_private_bandwidth),
+        );
+        line(
+            "BandwidthRate",
+            &format_args!("{} bytes", self.bandwidth_rate),
+        );
+        line(
+            "BandwidthBurst",
+            &format_args!("{} bytes", self.bandwidth_burst),
+        );
+        line(
+            "RelayBandwidthRate",
+            &format_args!("{} bytes", self.relay_bandwidth_rate),
+        );
+        line(
+            "RelayBandwidthBurst",
+            &format_args!("{} bytes", self.relay_bandwidth_burst),
+        );
+        line(
+            "MaxAdvertisedBandwidth",
+            &format_args!("{} bytes", self.max_advertised_bandwidth),
+        );
+        if !self.my_family.is_empty() {
+            line("MyFamily", &self.my_family.join(","));
+        }
+        for f in &self.family_ids {
+            line("FamilyId", f);
+        }
+        if let Some(d) = &self.family_key_directory {
+            line("FamilyKeyDirectory", &d.display());
+        }
+        if let Some(p) = &self.dir_port {
+            line("DirPort", p);
+        }
+        // Without DirAuthority lines: the built-in lists, as comments so
+        // that the output still reads back as the same configuration.
+        if self.dir_authorities.is_empty() && self.alternate_dir_authorities.is_empty() {
+            let servers = self.dir_servers();
+            let _ = writeln!(
+                s,
+                "# built in: {} directory authorities (the live Tor network), {} fallback directories",
+                servers.authorities.len(),
+                servers.fallbacks.len()
+            );
+            for a in &servers.authorities {
+                let _ = writeln!(s, "# DirAuthority {a}");
+            }
+        }
         let policy = self.build_exit_policy(&[]);
         let _ = writeln!(s, "# effective exit policy: {policy}");
         s

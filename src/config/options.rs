@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use super::include::SourcedLine;
 use super::{
-    AutoBool, Config, ConfigError, ConfigWarning, ErrorKind, IoBackend, LogSpec, LogTarget, OrPort,
-    Severity, SeverityRange, known,
+    AutoBool, Config, ConfigError, ConfigWarning, ErrorKind, FamilyId, IoBackend, LogSpec,
+    LogTarget, OrPort, RELAY_REQUIRED_MIN_BANDWIDTH, Severity, SeverityRange, known,
 };
+use crate::dir::authority::{DirAuthority, FallbackDir};
 use crate::exit::policy::parse_policy_list;
 
 pub(super) fn default_or_port() -> OrPort {
@@ -55,10 +56,49 @@ const OPTIONS: &[&str] = &[
     "ShutdownWaitLength",
     "MetricsPort",
     "IOBackend",
+    "DirAuthority",
+    "AlternateDirAuthority",
+    "FallbackDir",
+    "UseDefaultFallbackDirs",
+    "PublishServerDescriptor",
+    "AssumeReachable",
+    "TestingTorNetwork",
+    "CountPrivateBandwidth",
+    "BandwidthRate",
+    "BandwidthBurst",
+    "RelayBandwidthRate",
+    "RelayBandwidthBurst",
+    "MaxAdvertisedBandwidth",
+    "MyFamily",
+    "FamilyId",
+    "FamilyKeyDirectory",
+    "DirPort",
 ];
 
-/// Apply every line in order to a default configuration.
-pub(super) fn apply(lines: &[SourcedLine]) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+/// Old names C tor still accepts (config.c option_abbrevs_).
+const ALIASES: &[(&str, &str)] = &[
+    ("DirServer", "DirAuthority"),
+    ("BandwidthRateBytes", "BandwidthRate"),
+    ("BandwidthBurstBytes", "BandwidthBurst"),
+];
+
+/// Apply every line in order to a default configuration, then C tor's
+/// cross-option rules (`origin` names the configuration in their errors).
+pub(super) fn apply(
+    lines: &[SourcedLine],
+    origin: &str,
+) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+    let (mut cfg, warnings, seen) = apply_lines(lines)?;
+    finish(&mut cfg, &seen).map_err(|message| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    })?;
+    Ok((cfg, warnings))
+}
+
+fn apply_lines(
+    lines: &[SourcedLine],
+) -> Result<(Config, Vec<ConfigWarning>, Vec<&'static str>), ConfigError> {
     let mut cfg = Config::default();
     let mut warnings: Vec<ConfigWarning> = Vec::new();
     // List options whose default has already been replaced by a user line.
@@ -66,6 +106,10 @@ pub(super) fn apply(lines: &[SourcedLine]) -> Result<(Config, Vec<ConfigWarning>
 
     for l in lines {
         let key = l.raw.key.as_str();
+        let key = ALIASES
+            .iter()
+            .find(|(alias, _)| alias.eq_ignore_ascii_case(key))
+            .map_or(key, |(_, name)| *name);
         let at = |kind| ConfigError::at(&l.origin, l.raw.line, kind);
         let Some(name) = OPTIONS
             .iter()
@@ -241,12 +285,305 @@ pub(super) fn apply(lines: &[SourcedLine]) -> Result<(Config, Vec<ConfigWarning>
                     _ => return Err(bad("auto, uring or epoll")),
                 }
             }
+            "DirAuthority" | "AlternateDirAuthority" => {
+                let list = if name == "DirAuthority" {
+                    &mut cfg.dir_authorities
+                } else {
+                    &mut cfg.alternate_dir_authorities
+                };
+                if reset {
+                    list.clear();
+                } else {
+                    list.push(DirAuthority::parse(value).map_err(|e| {
+                        bad(&format!(
+                            "[nickname] [flags] IPv4:dirport fingerprint with v3ident= ({e})"
+                        ))
+                    })?);
+                }
+            }
+            "FallbackDir" => {
+                if reset {
+                    cfg.fallback_dirs.clear();
+                } else {
+                    cfg.fallback_dirs
+                        .push(FallbackDir::parse(value).map_err(|e| {
+                            bad(&format!(
+                                "address[:dirport] orport=N id=FINGERPRINT [ipv6=[addr]:port] ({e})"
+                            ))
+                        })?);
+                }
+            }
+            "UseDefaultFallbackDirs" => {
+                cfg.use_default_fallback_dirs =
+                    boolean(value, d.use_default_fallback_dirs).ok_or_else(|| bad("0 or 1"))?
+            }
+            "PublishServerDescriptor" => {
+                cfg.publish_server_descriptor = if reset {
+                    d.publish_server_descriptor
+                } else {
+                    parse_publish(value).map_err(|e| bad(&e))?
+                }
+            }
+            "AssumeReachable" => {
+                cfg.assume_reachable =
+                    boolean(value, d.assume_reachable).ok_or_else(|| bad("0 or 1"))?
+            }
+            "TestingTorNetwork" => {
+                cfg.testing_tor_network =
+                    boolean(value, d.testing_tor_network).ok_or_else(|| bad("0 or 1"))?
+            }
+            "CountPrivateBandwidth" => {
+                cfg.count_private_bandwidth =
+                    boolean(value, d.count_private_bandwidth).ok_or_else(|| bad("0 or 1"))?
+            }
+            "BandwidthRate"
+            | "BandwidthBurst"
+            | "RelayBandwidthRate"
+            | "RelayBandwidthBurst"
+            | "MaxAdvertisedBandwidth" => {
+                let (field, default) = match name {
+                    "BandwidthRate" => (&mut cfg.bandwidth_rate, d.bandwidth_rate),
+                    "BandwidthBurst" => (&mut cfg.bandwidth_burst, d.bandwidth_burst),
+                    "RelayBandwidthRate" => (&mut cfg.relay_bandwidth_rate, d.relay_bandwidth_rate),
+                    "RelayBandwidthBurst" => {
+                        (&mut cfg.relay_bandwidth_burst, d.relay_bandwidth_burst)
+                    }
+                    _ => (
+                        &mut cfg.max_advertised_bandwidth,
+                        d.max_advertised_bandwidth,
+                    ),
+                };
+                *field = if reset {
+                    default
+                } else {
+                    parse_memunit(value).ok_or_else(|| {
+                        bad(
+                            "a number of bytes per second with a unit: bytes, KBytes, MBytes, \
+                             GBytes, TBytes, or kbits, mbits, gbits, tbits (e.g. \"10 MBytes\")",
+                        )
+                    })?
+                };
+            }
+            "MyFamily" => {
+                if reset {
+                    cfg.my_family.clear();
+                } else {
+                    for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                        cfg.my_family
+                            .push(normalize_family_member(m).ok_or_else(|| {
+                                bad("relays as $FINGERPRINT (40 hex digits) or nicknames, comma-separated")
+                            })?);
+                    }
+                }
+            }
+            "FamilyId" => {
+                if reset {
+                    cfg.family_ids.clear();
+                } else {
+                    cfg.family_ids.push(parse_family_id(value).ok_or_else(|| {
+                        bad("a family's Ed25519 key in base64 (as `tor --keygen-family` prints it), or *")
+                    })?);
+                }
+            }
+            "FamilyKeyDirectory" => {
+                cfg.family_key_directory = (!reset).then(|| PathBuf::from(value));
+            }
+            "DirPort" => {
+                cfg.dir_port = if reset {
+                    None
+                } else {
+                    validate_dir_port(value).map_err(|e| bad(&e))?;
+                    Some(value.to_owned())
+                };
+            }
             // OPTIONS and this match list the same names; a name in one but
             // not the other is a bug caught by the tests.
             _ => return Err(at(ErrorKind::UnknownOption(key.to_owned()))),
         }
     }
-    Ok((cfg, warnings))
+    Ok((cfg, warnings, replaced))
+}
+
+/// The rules that relate options to each other (config.c:options_validate_cb,
+/// relay_config.c:options_validate_relay_bandwidth), and the defaults
+/// `TestingTorNetwork` changes where the file did not set them itself
+/// (testnet.inc: only those that touch what oxit does).
+fn finish(cfg: &mut Config, seen: &[&'static str]) -> Result<(), String> {
+    if !cfg.dir_authorities.is_empty() && !cfg.alternate_dir_authorities.is_empty() {
+        return Err("DirAuthority and AlternateDirAuthority cannot be used together".into());
+    }
+    if cfg.testing_tor_network {
+        if cfg.dir_authorities.is_empty() {
+            return Err(
+                "TestingTorNetwork may only be configured with a non-default set of \
+                 DirAuthority lines (a test network's own authorities)"
+                    .into(),
+            );
+        }
+        let unset = |name: &str| !seen.contains(&name);
+        if unset("ExitPolicyRejectPrivate") {
+            cfg.exit_policy_reject_private = false;
+        }
+        if unset("ExtendAllowPrivateAddresses") {
+            cfg.extend_allow_private_addresses = true;
+        }
+        if unset("CountPrivateBandwidth") {
+            cfg.count_private_bandwidth = true;
+        }
+    }
+    // C caps every bandwidth at INT32_MAX (a value of exactly 2 GBytes is
+    // taken as INT32_MAX, config_ensure_bandwidth_cap).
+    let cap = i32::MAX as u64;
+    for (name, v) in [
+        ("BandwidthRate", &mut cfg.bandwidth_rate),
+        ("BandwidthBurst", &mut cfg.bandwidth_burst),
+        ("RelayBandwidthRate", &mut cfg.relay_bandwidth_rate),
+        ("RelayBandwidthBurst", &mut cfg.relay_bandwidth_burst),
+        ("MaxAdvertisedBandwidth", &mut cfg.max_advertised_bandwidth),
+    ] {
+        if *v > cap {
+            *v -= 1;
+        }
+        if *v > cap {
+            return Err(format!("{name} ({}) must be at most {cap}", *v));
+        }
+    }
+    if cfg.relay_bandwidth_rate > 0 && cfg.relay_bandwidth_burst == 0 {
+        cfg.relay_bandwidth_burst = cfg.relay_bandwidth_rate;
+    }
+    if cfg.relay_bandwidth_burst > 0 && cfg.relay_bandwidth_rate == 0 {
+        cfg.relay_bandwidth_rate = cfg.relay_bandwidth_burst;
+    }
+    let min = RELAY_REQUIRED_MIN_BANDWIDTH;
+    if cfg.bandwidth_rate < min {
+        return Err(format!(
+            "BandwidthRate is set to {} bytes/second. For servers, it must be at least {min}.",
+            cfg.bandwidth_rate
+        ));
+    }
+    if cfg.max_advertised_bandwidth < min / 2 {
+        return Err(format!(
+            "MaxAdvertisedBandwidth is set to {} bytes/second. For servers, it must be at least {}.",
+            cfg.max_advertised_bandwidth,
+            min / 2
+        ));
+    }
+    if cfg.relay_bandwidth_rate > 0 && cfg.relay_bandwidth_rate < min {
+        return Err(format!(
+            "RelayBandwidthRate is set to {} bytes/second. For servers, it must be at least {min}.",
+            cfg.relay_bandwidth_rate
+        ));
+    }
+    if cfg.relay_bandwidth_rate > cfg.relay_bandwidth_burst {
+        return Err("RelayBandwidthBurst must be at least equal to RelayBandwidthRate.".into());
+    }
+    cfg.bandwidth_rate = cfg.bandwidth_rate.max(cfg.relay_bandwidth_rate);
+    cfg.bandwidth_burst = cfg.bandwidth_burst.max(cfg.relay_bandwidth_burst);
+    if cfg.bandwidth_rate > cfg.bandwidth_burst {
+        return Err("BandwidthBurst must be at least equal to BandwidthRate.".into());
+    }
+    Ok(())
+}
+
+/// `PublishServerDescriptor`: a comma-separated list of `0`, `1`, `v3`
+/// (relay_config.c:compute_publishserverdescriptor). `bridge` is refused:
+/// oxit is not a bridge.
+fn parse_publish(v: &str) -> Result<bool, String> {
+    let mut publish = false;
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.to_ascii_lowercase().as_str() {
+            "1" | "v3" => publish = true,
+            "0" => {}
+            "bridge" => return Err("0, 1 or v3 (oxit does not run as a bridge)".into()),
+            _ => return Err("0, 1 or v3".into()),
+        }
+    }
+    Ok(publish)
+}
+
+/// C tor's memory units (confmgt/unitparse.c `memory_units`): a number
+/// (a decimal fraction is allowed and truncated) and a case-insensitive
+/// unit; no unit means bytes; "bits" units are an eighth of the bytes.
+pub(super) fn parse_memunit(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = (&v[..split], v[split..].trim().to_ascii_lowercase());
+    let mult: u64 = match unit.as_str() {
+        "" | "b" | "byte" | "bytes" => 1,
+        "kb" | "kbyte" | "kbytes" | "kilobyte" | "kilobytes" => 1 << 10,
+        "kilobits" | "kilobit" | "kbits" | "kbit" => 1 << 7,
+        "m" | "mb" | "mbyte" | "mbytes" | "megabyte" | "megabytes" => 1 << 20,
+        "megabits" | "megabit" | "mbits" | "mbit" => 1 << 17,
+        "gb" | "gbyte" | "gbytes" | "gigabyte" | "gigabytes" => 1 << 30,
+        "gigabits" | "gigabit" | "gbits" | "gbit" => 1 << 27,
+        "tb" | "tbyte" | "tbytes" | "terabyte" | "terabytes" => 1 << 40,
+        "terabits" | "terabit" | "tbits" | "tbit" => 1 << 37,
+        _ => return None,
+    };
+    if num.is_empty() {
+        return None;
+    }
+    if num.contains('.') {
+        let f: f64 = num.parse().ok()?;
+        let total = f * mult as f64;
+        // i64::MAX as f64 rounds up; staying below it keeps the cast exact.
+        return (total.is_finite() && total < i64::MAX as f64).then_some(total as u64);
+    }
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(mult).filter(|t| *t <= i64::MAX as u64)
+}
+
+/// A `MyFamily` member: a nickname, or `$` + 40 hex digits optionally
+/// followed by `=nick` / `~nick`; bare hex gets its `$`
+/// (relay_config.c:normalize_nickname_list).
+fn normalize_family_member(m: &str) -> Option<String> {
+    let is_nick =
+        |s: &str| (1..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let is_hexdigest = |s: &str| {
+        let s = s.strip_prefix('$').unwrap_or(s);
+        let (hex_part, nick) = match s.find(['=', '~']) {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
+            None => (s, None),
+        };
+        hex_part.len() == 40
+            && hex_part.bytes().all(|b| b.is_ascii_hexdigit())
+            && nick.is_none_or(is_nick)
+    };
+    if m.starts_with('$') {
+        return is_hexdigest(m).then(|| m.to_owned());
+    }
+    if is_hexdigest(m) && !is_nick(m) {
+        return Some(format!("${m}"));
+    }
+    is_nick(m).then(|| m.to_owned())
+}
+
+fn parse_family_id(v: &str) -> Option<FamilyId> {
+    use base64::Engine as _;
+    let v = v.trim();
+    if v == "*" {
+        return Some(FamilyId::Any);
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(v).ok()?;
+    Some(FamilyId::Key(bytes.try_into().ok()?))
+}
+
+/// `DirPort [address:]port|auto [flags]`: checked like an ORPort; oxit does
+/// not listen on it.
+fn validate_dir_port(v: &str) -> Result<(), String> {
+    let mut words = v.split_ascii_whitespace();
+    let first = words.next().unwrap_or("");
+    if !first.eq_ignore_ascii_case("auto") {
+        parse_or_port(v)?;
+    }
+    Ok(())
 }
 
 /// C's boolean type: exactly `0` or `1`; empty means the default.

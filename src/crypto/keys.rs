@@ -406,8 +406,18 @@ impl RelayKeys {
     /// secret, expiring `now + onion rotation period`; and the sign bit for
     /// the line (routerkeys.c:make_ntor_onion_key_crosscert; §7.1).
     pub fn ntor_onion_key_crosscert(&self, now: SystemTime) -> (Ed25519Cert, u8) {
+        self.ntor_onion_key_crosscert_for(now, self.lifetimes.onion_rotation)
+    }
+
+    /// [`RelayKeys::ntor_onion_key_crosscert`] with the lifetime the
+    /// consensus sets (`onion-key-rotation-days`, router.c:get_onion_key_lifetime).
+    pub fn ntor_onion_key_crosscert_for(
+        &self,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> (Ed25519Cert, u8) {
         let (kp, sign_bit) = Ed25519Keypair::from_curve25519_secret(self.ntor.secret());
-        let exp = expiration_hours(now, self.lifetimes.onion_rotation);
+        let exp = expiration_hours(now, lifetime);
         let cert = Ed25519Cert::sign(
             CERT_TYPE_NTOR_CC_IDENTITY,
             KEY_TYPE_ED25519,
@@ -486,4 +496,73 @@ fn new_crosscert<R: rand::CryptoRng + ?Sized>(
         rsa_id,
         rng,
     )?)
+}
+
+/// Happy-family key files: `*.secret_family_key` in the key directory
+/// (routerkeys.c:load_family_id_keys_impl), each an expanded Ed25519
+/// secret key tagged `fmly-id`, as `tor --keygen-family` writes them.
+const FAMILY_KEY_SUFFIX: &str = ".secret_family_key";
+
+/// Load the family keys `ids` name from `dir` (`FamilyId *` takes every
+/// key there). A configured family whose key is missing, or a key file
+/// that does not load, is an error naming it; keys for other families are
+/// skipped with a warning. Files are read in name order.
+pub fn load_family_keys(
+    dir: &Path,
+    ids: &[crate::config::FamilyId],
+) -> Result<Vec<Ed25519Keypair>, KeysError> {
+    use crate::config::FamilyId;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(FAMILY_KEY_SUFFIX))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(KeysError::File(KeyFileError::Io {
+                path: dir.to_path_buf(),
+                source,
+            }));
+        }
+    };
+    files.sort();
+    let any = ids.contains(&FamilyId::Any);
+    let mut keys = Vec::new();
+    for f in files {
+        let body = Zeroizing::new(crate::crypto::keyfile::read_tagged(
+            &f,
+            "ed25519v1-secret",
+            "fmly-id",
+            64,
+        )?);
+        let mut expanded = Zeroizing::new([0u8; 64]);
+        expanded.copy_from_slice(&body);
+        let kp = Ed25519Keypair::from_expanded(&expanded);
+        if any || ids.contains(&FamilyId::Key(kp.public_bytes())) {
+            keys.push(kp);
+        } else {
+            tracing::warn!(
+                "found a family key in {} for a family not listed in FamilyId; not using it",
+                f.display()
+            );
+        }
+    }
+    for id in ids {
+        if let FamilyId::Key(k) = id
+            && !keys.iter().any(|kp| kp.public_bytes() == *k)
+        {
+            return Err(KeysError::Mismatch {
+                path: dir.to_path_buf(),
+                reason: format!("no key was found for the listed FamilyId {id}"),
+            });
+        }
+    }
+    Ok(keys)
 }
