@@ -241,7 +241,7 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
             "MetricsPort {addr}: metrics are not implemented yet; nothing is served there"
         );
     }
-    oxit::runtime::run(config, keys, shutdown)?;
+    oxit::control::relay::run(config, keys, shutdown)?;
     tracing::info!("All channels closed; exiting.");
     Ok(())
 }

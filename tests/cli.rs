@@ -247,9 +247,17 @@ fn fingerprint_never_creates_keys() {
     assert!(!missing.exists());
 }
 
+/// Isolation: a torrc without DirAuthority lines makes oxit use the live
+/// network's authorities. Every torrc these tests write names a dummy one
+/// (nothing listens on 127.0.0.1:1) and publishes nothing, at the end so
+/// that line numbers in expected errors stay as written.
+const ISOLATION: &str = "\nDirAuthority dummy orport=1 no-v2 \
+    v3ident=0000000000000000000000000000000000000000 127.0.0.1:1 \
+    0000000000000000000000000000000000000000\nPublishServerDescriptor 0\n";
+
 fn write_torrc(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("torrc");
-    fs::write(&p, body).unwrap();
+    fs::write(&p, format!("{body}{ISOLATION}")).unwrap();
     p
 }
 
@@ -258,7 +266,7 @@ fn check_config_reports_file_and_line() {
     let d = TempDir::new("check");
     let good = write_torrc(
         d.path(),
-        "# comment\nORPort 127.0.0.1:19999\nNickname Good\nBandwidthRate 1 MB\n",
+        "# comment\nORPort 127.0.0.1:19999\nNickname Good\nAccountingMax 1 GB\n",
     );
     let o = oxit_with(&["check-config", "-f", s(&good)]);
     assert!(o.status.success(), "{}", o.stderr);
@@ -274,7 +282,7 @@ fn check_config_reports_file_and_line() {
         o.stdout
     );
     // A known C tor option oxit ignores: one warning naming file and line.
-    let warn = format!("{}:4: BandwidthRate", good.display());
+    let warn = format!("{}:4: AccountingMax", good.display());
     assert_eq!(o.stderr.matches(&warn).count(), 1, "{}", o.stderr);
 
     for (body, line, what) in [
@@ -492,4 +500,109 @@ fn busy_orport_is_a_runtime_error() {
     );
     assert_no_panic(&o);
     drop(holder);
+}
+
+/// The printable runs of at least `min` bytes in a binary (what `strings`
+/// prints).
+fn strings(bin: &[u8], min: usize) -> Vec<String> {
+    bin.split(|b| !(b.is_ascii_graphic() || *b == b' '))
+        .filter(|r| r.len() >= min)
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+/// Without DirAuthority lines oxit uses C tor's built-in authorities and
+/// fallback directories: exactly the lists compiled into the installed
+/// C tor (scripts/update-builtin-dirs.sh regenerates ours when Debian
+/// ships a tor with other ones). Checked with `check-config`, which prints
+/// the configuration and never starts the relay.
+#[test]
+fn default_authorities_are_c_tors_builtin_lists() {
+    let tor = fs::read("/usr/bin/tor")
+        .expect("/usr/bin/tor (Debian package tor, installed by scripts/test.sh)");
+    let mut auths: Vec<String> = Vec::new();
+    let mut fallbacks: Vec<String> = Vec::new();
+    for s in strings(&tor, 20) {
+        let first_digit = s.starts_with(|c: char| c.is_ascii_digit());
+        if s.contains(" orport=")
+            && (s.contains(" v3ident=") || s.contains(" bridge "))
+            && !first_digit
+        {
+            auths.push(s);
+        } else if first_digit && s.contains(" orport=") && s.contains(" id=") {
+            fallbacks.push(s);
+        }
+    }
+    assert!(
+        auths.len() >= 9,
+        "authorities found in /usr/bin/tor: {auths:#?}"
+    );
+    assert!(
+        fallbacks.len() >= 10,
+        "fallbacks found in /usr/bin/tor: {}",
+        fallbacks.len()
+    );
+    let ours =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dir/builtin_dirs.txt"))
+            .unwrap();
+    let ours_auth: Vec<&str> = ours
+        .lines()
+        .filter_map(|l| l.strip_prefix("DirAuthority "))
+        .collect();
+    let ours_fb: Vec<&str> = ours
+        .lines()
+        .filter_map(|l| l.strip_prefix("FallbackDir "))
+        .collect();
+    let sorted = |v: Vec<&str>| {
+        let mut v: Vec<String> = v.into_iter().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    auths.sort();
+    fallbacks.sort();
+    assert_eq!(
+        sorted(ours_auth),
+        auths,
+        "src/dir/builtin_dirs.txt differs from /usr/bin/tor: run scripts/update-builtin-dirs.sh"
+    );
+    assert_eq!(
+        sorted(ours_fb),
+        fallbacks,
+        "src/dir/builtin_dirs.txt differs from /usr/bin/tor: run scripts/update-builtin-dirs.sh"
+    );
+
+    // What oxit uses with no DirAuthority line: those nine v3 authorities.
+    let d = TempDir::new("defaults");
+    let torrc = d.path().join("torrc");
+    fs::write(&torrc, "Nickname Defaults\n").unwrap();
+    let o = oxit_with(&["check-config", "-f", s(&torrc)]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let listed: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("# DirAuthority "))
+        .collect();
+    assert_eq!(listed.len(), auths.len(), "{}", o.stdout);
+    for name in [
+        "moria1",
+        "tor26",
+        "dizum",
+        "gabelmoo",
+        "dannenberg",
+        "maatuska",
+        "longclaw",
+        "bastet",
+        "faravahar",
+    ] {
+        assert!(
+            listed.iter().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing from {listed:#?}"
+        );
+    }
+    assert!(
+        o.stdout
+            .contains(&format!("{} fallback directories", fallbacks.len())),
+        "{}",
+        o.stdout
+    );
 }

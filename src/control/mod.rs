@@ -1,8 +1,13 @@
 //! The control plane: what is slow or global. It owns configuration, keys
-//! and their rotation, signals and the relay's start and stop; it hands the
-//! per-core workers immutable snapshots and never touches a cell.
+//! and their rotation, the directory (publishing, the consensus,
+//! reachability: [`relay`]), signals and the relay's start and stop; it
+//! hands the per-core workers immutable snapshots and never touches a cell.
 
+pub mod address;
+mod dirconn;
 pub mod logging;
+pub mod relay;
+mod selftest;
 pub mod signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};

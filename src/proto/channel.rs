@@ -111,6 +111,11 @@ enum Role {
     Initiator {
         peer_tls_cert_sha256: [u8; 32],
         expect: ExpectedPeer,
+        /// Answer AUTH_CHALLENGE (a relay's channel). Off for a channel
+        /// that must look like a client's: the reachability self-test's,
+        /// whose first hop would refuse to extend back to an identity it
+        /// knows as the previous hop.
+        authenticate: bool,
     },
 }
 
@@ -211,9 +216,34 @@ impl Channel {
         now: Instant,
         _rng: &mut impl CryptoRng,
     ) -> Self {
+        Self::initiator(keys, peer_tls_cert_der, peer_addr, expect, now, true)
+    }
+
+    /// A channel we open as a client would: the responder's certificates
+    /// are checked, but we do not authenticate and our NETINFO names no
+    /// address of ours (channeltls.c for a client's channel).
+    pub fn new_client_initiator(
+        keys: Arc<LinkKeys>,
+        peer_tls_cert_der: &[u8],
+        peer_addr: IpAddr,
+        expect: ExpectedPeer,
+        now: Instant,
+    ) -> Self {
+        Self::initiator(keys, peer_tls_cert_der, peer_addr, expect, now, false)
+    }
+
+    fn initiator(
+        keys: Arc<LinkKeys>,
+        peer_tls_cert_der: &[u8],
+        peer_addr: IpAddr,
+        expect: ExpectedPeer,
+        now: Instant,
+        authenticate: bool,
+    ) -> Self {
         let role = Role::Initiator {
             peer_tls_cert_sha256: Sha256::digest(peer_tls_cert_der).into(),
             expect,
+            authenticate,
         };
         let mut chan = Self::new(keys, role, peer_addr, now);
         if let Err(e) = chan.send_versions() {

@@ -53,11 +53,6 @@ pub const CIRCWINDOW_INCREMENT: i32 = 100;
 /// RELAY_EARLY cells a circuit may carry forward
 /// (`MAX_RELAY_EARLY_CELLS_PER_CIRCUIT`, §4.4).
 pub const MAX_RELAY_EARLY: u8 = 8;
-/// Consensus `AllowNonearlyExtend` (default 0): EXTEND2 outside RELAY_EARLY
-/// is dropped (§4.4).
-pub const ALLOW_NONEARLY_EXTEND: bool = false;
-/// Oldest SENDME version accepted (`sendme_accept_min_version`, default 0).
-pub const SENDME_ACCEPT_MIN_VERSION: u8 = 0;
 
 /// Internal circuit handle.
 pub(crate) type CircIdx = u64;

@@ -2,7 +2,9 @@
 //! (io_uring, or epoll where io_uring is unavailable), its listener on the
 //! ORPort, and everything that the channels it accepted lead to.
 //!
-//! This module moves bytes; the protocol logic lives in `proto`.
+//! This module moves bytes; the protocol logic lives in `proto`. The
+//! control plane starts it ([`DataPlane::start`]) and talks to it only
+//! through snapshots, events and traffic counters.
 
 pub mod driver;
 pub mod epoll;
@@ -12,7 +14,8 @@ pub mod tls;
 pub mod uring;
 mod worker;
 
-pub use relay::{RunError, run};
+pub use relay::RunError;
+pub use worker::{DataPlane, PlaneEvent, Snapshot, build_snapshot};
 
 #[cfg(test)]
 mod tests;

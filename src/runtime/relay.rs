@@ -1,17 +1,12 @@
-//! Starting and stopping the relay's workers.
-//!
-//! `run` binds one `SO_REUSEPORT` listener per worker on every ORPort,
-//! starts the workers pinned one per core, and returns when a shutdown is
-//! requested and every worker has closed its channels.
+//! What starting the data plane needs from its surroundings: the I/O
+//! backend, the worker count, the resolver's settings, this host's
+//! interface addresses, and the errors of starting and running.
 
 use std::io;
-use std::sync::Arc;
 
 use thiserror::Error;
 
 use crate::config::{Config, IoBackend};
-use crate::control::Shutdown;
-use crate::crypto::keys::RelayKeys;
 
 use super::driver::{self, Backend};
 
@@ -37,6 +32,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     ResolvConf(String),
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// The per-worker resolver's settings, from `ServerDNSResolvConfFile`.
@@ -127,36 +124,4 @@ pub fn worker_count(num_cpus: u32) -> usize {
         return num_cpus as usize;
     }
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Run the relay until `shutdown` is triggered.
-pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<(), RunError> {
-    super::worker::run_workers(config, keys, shutdown)
-}
-
-/// The circuit layer's snapshot: onion keys, identities, exit policy and
-/// the exit options.
-pub fn circuit_config(config: &Config, keys: &RelayKeys) -> crate::proto::circuit::CircuitConfig {
-    use crate::crypto::ntor::{NtorKeypair, NtorOnionKeys};
-    let onion_keys = NtorOnionKeys {
-        current: NtorKeypair::from_secret_bytes(*keys.ntor_key().secret()),
-        previous: keys
-            .ntor_key_old()
-            .map(|k| NtorKeypair::from_secret_bytes(*k.secret())),
-    };
-    crate::proto::circuit::CircuitConfig {
-        onion_keys,
-        rsa_id: *keys.rsa_identity().as_bytes(),
-        ed_id: *keys.ed_identity(),
-        exit_policy: config.build_exit_policy(&local_interface_addrs()),
-        ipv6_exit: config.ipv6_exit,
-        // oxit has no consensus yet: `auto` behaves as C tor's default
-        // consensus value (refuseunknownexits = 1).
-        refuse_unknown_exits: config.refuse_unknown_exits.as_option().unwrap_or(true),
-        extend_allow_private: config.extend_allow_private_addresses,
-        own_addrs: config.or_ports.iter().map(|p| p.addr).collect(),
-        known_relays: Default::default(),
-        circwindow: 1000,
-        max_queue: 2500,
-    }
 }

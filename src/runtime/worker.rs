@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -59,31 +59,24 @@ const ACTION_ROUNDS: usize = 64;
 /// rest waits for the next turn (which comes at once).
 const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
 
-/// What the control thread hands workers when keys or config change.
-pub(crate) struct Snapshot {
+/// What the control thread hands workers when keys, the consensus or the
+/// configuration change.
+pub struct Snapshot {
     pub link: Arc<LinkKeys>,
     pub server_tls: Arc<rustls::ServerConfig>,
     pub own_tls_sha256: [u8; 32],
     pub circuits: Arc<CircuitConfig>,
 }
 
-pub(crate) fn build_snapshot(config: &Config, keys: &RelayKeys) -> Result<Snapshot, RunError> {
-    let addrs: Vec<IpAddr> = config
-        .addresses
-        .iter()
-        .copied()
-        .chain(
-            config
-                .or_ports
-                .iter()
-                .filter(|p| !p.no_advertise)
-                .map(|p| p.addr.ip()),
-        )
-        .filter(|a| !a.is_unspecified())
-        .collect();
+/// The snapshot workers start with, and get again when keys change:
+/// link certificates, the TLS server configuration and `circuits`.
+pub fn build_snapshot(
+    keys: &RelayKeys,
+    addrs: Vec<IpAddr>,
+    circuits: Arc<CircuitConfig>,
+) -> Result<Snapshot, RunError> {
     let link = Arc::new(LinkKeys::from_relay_keys(keys, addrs));
     let server_tls = tls::server_config(keys.tls()).map_err(|e| RunError::Tls(e.to_string()))?;
-    let circuits = Arc::new(super::relay::circuit_config(config, keys));
     Ok(Snapshot {
         link,
         server_tls,
@@ -92,134 +85,205 @@ pub(crate) fn build_snapshot(config: &Config, keys: &RelayKeys) -> Result<Snapsh
     })
 }
 
-pub(crate) fn run_workers(
-    config: &Config,
-    keys: RelayKeys,
-    shutdown: Arc<Shutdown>,
-) -> Result<(), RunError> {
-    let backend = choose_backend(config.io_backend)?;
-    let n = worker_count(config.num_cpus);
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let resolver_cfg = super::relay::resolver_config(config)?;
-    let client_tls = tls::client_config().map_err(|e| RunError::Tls(e.to_string()))?;
-    let mut keys = keys;
-    let snap = Arc::new(build_snapshot(config, &keys)?);
-    let mut handles = Vec::new();
-    let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
-    // Every worker can message every other one (splices); all mailboxes
-    // exist before the first worker starts.
-    let mut inboxes = Vec::new();
-    let mut peers = Vec::new();
-    for index in 0..n {
-        let waker = Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        peers.push(Peer { tx, waker });
-        inboxes.push(rx);
-    }
-    let peers: Arc<[Peer]> = peers.into();
-    let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
-    for (index, inbox) in inboxes.into_iter().enumerate() {
-        // Bind on the control thread so a busy port is reported before any
-        // worker starts.
-        let mut listeners = Vec::new();
-        for p in config.or_ports.iter().filter(|p| !p.no_listen) {
-            let fd = driver::reuseport_listener(p.addr).map_err(|source| RunError::Listen {
-                addr: p.addr,
-                source,
-            })?;
-            listeners.push(fd);
+/// What workers tell the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaneEvent {
+    /// A CREATE arrived on an inbound channel whose peer's NETINFO names
+    /// our published address `addr`: the ORPort is reachable from outside
+    /// (circuitbuild_relay.c:onionskin_answer → router_orport_found_reachable).
+    Reachable(IpAddr),
+}
+
+/// Bytes a worker read from and wrote to the network, published once per
+/// turn (one relaxed add each, never per cell) for the bandwidth history.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+}
+
+/// The running workers, as the control plane sees them.
+pub struct DataPlane {
+    handles: Vec<std::thread::JoinHandle<Result<(), String>>>,
+    feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)>,
+    snap: Arc<Snapshot>,
+    events: Receiver<PlaneEvent>,
+    traffic: Arc<[Traffic]>,
+}
+
+impl DataPlane {
+    /// Bind the listeners and start one worker per core.
+    pub fn start(
+        config: &Config,
+        snap: Snapshot,
+        shutdown: Arc<Shutdown>,
+    ) -> Result<DataPlane, RunError> {
+        let backend = choose_backend(config.io_backend)?;
+        let n = worker_count(config.num_cpus);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let resolver_cfg = super::relay::resolver_config(config)?;
+        let client_tls = tls::client_config().map_err(|e| RunError::Tls(e.to_string()))?;
+        let snap = Arc::new(snap);
+        let mut handles = Vec::new();
+        let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
+        let (event_tx, events) = crossbeam_channel::unbounded();
+        let traffic: Arc<[Traffic]> = (0..n).map(|_| Traffic::default()).collect();
+        // Every worker can message every other one (splices); all mailboxes
+        // exist before the first worker starts.
+        let mut inboxes = Vec::new();
+        let mut peers = Vec::new();
+        for index in 0..n {
+            let waker =
+                Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
+            let (tx, rx) = crossbeam_channel::unbounded();
+            peers.push(Peer { tx, waker });
+            inboxes.push(rx);
         }
-        let waker = peers[index].waker.clone();
-        shutdown.add_waker(waker.clone());
-        let (tx, rx) = crossbeam_channel::unbounded();
-        feeds.push((tx, waker.clone()));
-        let core = if cores.is_empty() {
-            None
-        } else {
-            cores.get(index % cores.len()).copied()
-        };
-        let sd = shutdown.clone();
-        let snap = snap.clone();
-        let client_tls = client_tls.clone();
-        let resolver_cfg = resolver_cfg.clone();
-        let mail = Mail {
-            inbox,
-            peers: peers.clone(),
-            in_flight: in_flight.clone(),
-        };
-        let h = std::thread::Builder::new()
-            .name(format!("oxit-worker-{index}"))
-            .spawn(move || -> Result<(), String> {
-                if let Some(c) = core {
-                    core_affinity::set_for_current(c);
-                }
-                // The ring is created on its thread: SINGLE_ISSUER ties it
-                // to the thread that first submits.
-                let mut d = driver::new_driver(backend, waker).map_err(|e| e.to_string())?;
-                for l in listeners {
-                    d.listen(l).map_err(|e| e.to_string())?;
-                }
-                let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx, mail);
-                w.run(d.as_mut(), &sd).map_err(|e| e.to_string())
-            })
-            .map_err(|source| RunError::Worker { index, source })?;
-        handles.push(h);
-    }
-    tracing::info!(
-        "relay running: {n} worker(s) on {}",
-        match backend {
-            Backend::Uring => "io_uring",
-            Backend::Epoll => "epoll",
-        }
-    );
-    // The control loop: renew short-lived keys before they expire and hand
-    // the workers new snapshots; otherwise just wait for the shutdown.
-    let mut next_renew = Instant::now() + Duration::from_secs(60);
-    while !shutdown.is_triggered() && !handles.iter().any(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(200));
-        if Instant::now() < next_renew {
-            continue;
-        }
-        next_renew = Instant::now() + Duration::from_secs(60);
-        match keys.renew(SystemTime::now(), &mut rand::rng()) {
-            Ok(o)
-                if o.signing
-                    || o.auth
-                    || o.tls
-                    || o.crosscert
-                    || o.onion_rotated
-                    || o.onion_old_dropped =>
-            {
-                match build_snapshot(config, &keys) {
-                    Ok(s) => {
-                        tracing::info!("renewed keys ({o:?}); handing workers the new snapshot");
-                        let s = Arc::new(s);
-                        for (tx, w) in &feeds {
-                            let _ = tx.send(s.clone());
-                            w.wake();
-                        }
-                    }
-                    Err(e) => tracing::error!("renewed keys but cannot build the TLS config: {e}"),
-                }
+        let peers: Arc<[Peer]> = peers.into();
+        let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            // Bind on the control thread so a busy port is reported before
+            // any worker starts.
+            let mut listeners = Vec::new();
+            for p in config.or_ports.iter().filter(|p| !p.no_listen) {
+                let fd = driver::reuseport_listener(p.addr).map_err(|source| RunError::Listen {
+                    addr: p.addr,
+                    source,
+                })?;
+                listeners.push(fd);
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!("key renewal failed: {e}"),
+            let waker = peers[index].waker.clone();
+            shutdown.add_waker(waker.clone());
+            let (tx, rx) = crossbeam_channel::unbounded();
+            feeds.push((tx, waker.clone()));
+            let core = if cores.is_empty() {
+                None
+            } else {
+                cores.get(index % cores.len()).copied()
+            };
+            let sd = shutdown.clone();
+            let snap = snap.clone();
+            let client_tls = client_tls.clone();
+            let resolver_cfg = resolver_cfg.clone();
+            let mail = Mail {
+                inbox,
+                peers: peers.clone(),
+                in_flight: in_flight.clone(),
+            };
+            let out = Outbox {
+                events: event_tx.clone(),
+                traffic: traffic.clone(),
+            };
+            let h = std::thread::Builder::new()
+                .name(format!("oxit-worker-{index}"))
+                .spawn(move || -> Result<(), String> {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    // The ring is created on its thread: SINGLE_ISSUER ties
+                    // it to the thread that first submits.
+                    let mut d = driver::new_driver(backend, waker).map_err(|e| e.to_string())?;
+                    for l in listeners {
+                        d.listen(l).map_err(|e| e.to_string())?;
+                    }
+                    let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx, mail, out);
+                    w.run(d.as_mut(), &sd).map_err(|e| e.to_string())
+                })
+                .map_err(|source| RunError::Worker { index, source })?;
+            handles.push(h);
         }
+        tracing::info!(
+            "relay running: {n} worker(s) on {}",
+            match backend {
+                Backend::Uring => "io_uring",
+                Backend::Epoll => "epoll",
+            }
+        );
+        Ok(DataPlane {
+            handles,
+            feeds,
+            snap,
+            events,
+            traffic,
+        })
     }
-    shutdown.trigger();
-    let mut first_err = None;
-    for (index, h) in handles.into_iter().enumerate() {
-        let res = match h.join() {
-            Ok(Ok(())) => continue,
-            Ok(Err(message)) => RunError::WorkerFailed { index, message },
-            Err(_) => RunError::WorkerFailed {
-                index,
-                message: "worker thread panicked".into(),
-            },
+
+    fn send(&mut self, s: Snapshot) {
+        let s = Arc::new(s);
+        for (tx, w) in &self.feeds {
+            let _ = tx.send(s.clone());
+            w.wake();
+        }
+        self.snap = s;
+    }
+
+    /// New keys or addresses (and with them link certificates, TLS and
+    /// onion keys): new handshakes use them, circuits already built keep
+    /// theirs.
+    pub fn set_keys(
+        &mut self,
+        keys: &RelayKeys,
+        addrs: Vec<IpAddr>,
+        circuits: Arc<CircuitConfig>,
+    ) -> Result<(), RunError> {
+        let s = build_snapshot(keys, addrs, circuits)?;
+        self.send(s);
+        Ok(())
+    }
+
+    /// A new circuit-layer snapshot (a new consensus, new onion keys).
+    pub fn set_circuits(&mut self, circuits: Arc<CircuitConfig>) {
+        let s = Snapshot {
+            link: self.snap.link.clone(),
+            server_tls: self.snap.server_tls.clone(),
+            own_tls_sha256: self.snap.own_tls_sha256,
+            circuits,
         };
-        first_err.get_or_insert(res);
+        self.send(s);
     }
-    first_err.map_or(Ok(()), Err)
+
+    /// What the workers reported since the last call.
+    pub fn poll_event(&self) -> Option<PlaneEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Total bytes read and written so far, over every worker.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.traffic.iter().fold((0, 0), |(r, w), t| {
+            (
+                r + t.read.load(Ordering::Relaxed),
+                w + t.written.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// True once some worker has stopped (an error, or the shutdown).
+    pub fn any_finished(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
+    }
+
+    /// Wait for every worker; the first failure, if any.
+    pub fn join(self) -> Result<(), RunError> {
+        let mut first_err = None;
+        for (index, h) in self.handles.into_iter().enumerate() {
+            let res = match h.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(message)) => RunError::WorkerFailed { index, message },
+                Err(_) => RunError::WorkerFailed {
+                    index,
+                    message: "worker thread panicked".into(),
+                },
+            };
+            first_err.get_or_insert(res);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A worker's ways to the control plane.
+struct Outbox {
+    events: Sender<PlaneEvent>,
+    traffic: Arc<[Traffic]>,
 }
 
 /// How to reach one worker.
@@ -259,6 +323,12 @@ struct OrConn {
     queue: CircQueue,
     /// The turn in which `queue` last learnt what the link sent.
     synced: u64,
+    /// Its bytes count in the bandwidth history (not a private address,
+    /// unless CountPrivateBandwidth).
+    counted: bool,
+    /// Inbound, open, and the peer's NETINFO names our published address:
+    /// a CREATE here shows the ORPort is reachable.
+    reach_witness: bool,
 }
 
 struct Outbound {
@@ -271,6 +341,7 @@ struct Outbound {
 struct ExitConn {
     key: StreamKey,
     addr: SocketAddr,
+    counted: bool,
     /// Bytes read from the destination that the circuit could not take yet.
     held: Vec<u8>,
     /// How much of `held` the circuit already took.
@@ -322,6 +393,15 @@ struct Worker {
     cells: Vec<IncomingCell>,
     plain: Vec<u8>,
     next_tick: Instant,
+    out: Outbox,
+    /// Bytes read and written this turn (added to `out.traffic` at its end).
+    turn_read: u64,
+    turn_written: u64,
+    /// This worker already reported the ORPort reachable (for the
+    /// addresses in the current snapshot).
+    reach_reported: bool,
+    /// `CountPrivateBandwidth`.
+    count_private: bool,
 }
 
 impl Worker {
@@ -332,8 +412,14 @@ impl Worker {
         resolver_cfg: ResolverConfig,
         feed: Receiver<Arc<Snapshot>>,
         mail: Mail,
+        out: Outbox,
     ) -> Self {
         Worker {
+            out,
+            turn_read: 0,
+            turn_written: 0,
+            reach_reported: false,
+            count_private: snap.circuits.count_private_bandwidth,
             index,
             circuits: CircuitTable::new(snap.circuits.clone()),
             splices: Splices::new(WorkerId(index), mail.peers.len()),
@@ -401,6 +487,12 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether a connection to `ip` counts in the bandwidth history
+    /// (connection.c:connection_is_rate_limited).
+    fn counts(&self, ip: IpAddr) -> bool {
+        self.count_private || !crate::exit::dns::address::is_internal(ip)
+    }
+
     fn new_chan_id(&mut self) -> ChanId {
         // After 2^32 links the counter wraps: skip ids still in use, or two
         // peers would share circuit-table keys.
@@ -461,6 +553,9 @@ impl Worker {
         let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
             return;
         };
+        if or.counted {
+            self.turn_read += data.len() as u64;
+        }
         self.plain.clear();
         if let Err(e) = or.tls.feed(data, &mut self.plain) {
             let msg = format!("TLS error: {e}");
@@ -516,6 +611,20 @@ impl Worker {
         }
         if let Some(peer) = opened {
             or.opened = true;
+            // C tor's reachability witness (circuitbuild_relay.c:
+            // onionskin_answer): an inbound channel, not from a local
+            // address unless ExtendAllowPrivateAddresses, whose peer says
+            // we have an address we publish, in the family it came from.
+            let cfg = &self.snap.circuits;
+            or.reach_witness = or.outbound.is_none()
+                && (cfg.extend_allow_private
+                    || !crate::exit::dns::address::is_internal(or.peer.ip()))
+                && ch
+                    .peer_netinfo()
+                    .and_then(|n| n.other_addr())
+                    .is_some_and(|a| {
+                        a.is_ipv4() == or.peer.is_ipv4() && self.snap.link.my_addrs().contains(&a)
+                    });
             if let crate::proto::channel::PeerKind::Relay { rsa_id, .. } = &peer {
                 self.relay_chans.insert(*rsa_id, chan_id);
                 self.pending_links.remove(rsa_id);
@@ -535,6 +644,18 @@ impl Worker {
             }
         }
         if !self.cells.is_empty() {
+            if or.reach_witness && !self.reach_reported {
+                let creates = self.cells.iter().any(|c| {
+                    matches!(
+                        c.cmd,
+                        ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                    )
+                });
+                if creates && let Some(addr) = ch.peer_netinfo().and_then(|n| n.other_addr()) {
+                    self.reach_reported = true;
+                    let _ = self.out.events.send(PlaneEvent::Reachable(addr));
+                }
+            }
             self.splices
                 .take_hosted(chan_id, &mut self.cells, &mut self.circuits);
             self.circuits
@@ -554,6 +675,9 @@ impl Worker {
         let Some(Conn::Exit(x)) = self.conns.get_mut(&t) else {
             return;
         };
+        if x.counted {
+            self.turn_read += data.len() as u64;
+        }
         let key = x.key;
         if !x.held.is_empty() {
             x.held.extend_from_slice(data);
@@ -690,6 +814,8 @@ impl Worker {
                         opened: false,
                         queue: CircQueue::default(),
                         synced: 0,
+                        counted: self.counts(addr.ip()),
+                        reach_witness: false,
                     })),
                 );
             }
@@ -757,11 +883,13 @@ impl Worker {
                     Action::Connect { key, addr } => match ops.connect(addr) {
                         Ok(t) => {
                             self.streams.insert(key, t);
+                            let counted = self.counts(addr.ip());
                             self.conns.insert(
                                 t,
                                 Conn::Exit(ExitConn {
                                     key,
                                     addr,
+                                    counted,
                                     held: Vec::new(),
                                     held_off: 0,
                                     held_eof: None,
@@ -777,6 +905,11 @@ impl Worker {
                             && let Some(out) = ops.out_buf(t)
                         {
                             out.extend_from_slice(&data);
+                            if let Some(Conn::Exit(x)) = self.conns.get(&t)
+                                && x.counted
+                            {
+                                self.turn_written += data.len() as u64;
+                            }
                         }
                     }
                     Action::PauseRead { key } => {
@@ -995,7 +1128,11 @@ impl Worker {
                 or.tls.write_plain(&self.plain);
             }
             if let Some(out) = ops.out_buf(t) {
+                let before = out.len();
                 or.tls.write_tls_into(out);
+                if or.counted {
+                    self.turn_written += (out.len() - before) as u64;
+                }
             }
             // Circuit windows bound what well-behaved peers make us queue
             // (a full window is 1000 cells). A link whose peer stops reading
@@ -1095,6 +1232,8 @@ impl Handler for Worker {
                         opened: false,
                         queue: CircQueue::default(),
                         synced: 0,
+                        counted: self.counts(peer.ip()),
+                        reach_witness: false,
                     })),
                 );
             }
@@ -1165,6 +1304,10 @@ impl Handler for Worker {
             Event::Woken => {
                 while let Ok(s) = self.feed.try_recv() {
                     self.circuits.set_config(s.circuits.clone());
+                    if s.link.my_addrs() != self.snap.link.my_addrs() {
+                        self.reach_reported = false;
+                    }
+                    self.count_private = s.circuits.count_private_bandwidth;
                     self.snap = s;
                 }
             }
@@ -1182,6 +1325,14 @@ impl Handler for Worker {
         self.run_actions(ops);
         self.flush_links(ops);
         self.send_mail();
+        if self.turn_read + self.turn_written > 0
+            && let Some(t) = self.out.traffic.get(self.index)
+        {
+            t.read.fetch_add(self.turn_read, Ordering::Relaxed);
+            t.written.fetch_add(self.turn_written, Ordering::Relaxed);
+            self.turn_read = 0;
+            self.turn_written = 0;
+        }
         // Circuits found over a link's limits in flush_links are closed at
         // the start of the next turn: make it come at once.
         if !self.over_cap.is_empty()

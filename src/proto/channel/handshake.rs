@@ -140,13 +140,25 @@ impl Channel {
     /// (connection_or_send_netinfo: `digest_sent_data = 0`).
     fn send_netinfo(&mut self, unix_now: u64) -> Result<(), ChannelError> {
         // C casts time_t to uint32_t; so do we.
-        let ts = (unix_now & 0xffff_ffff) as u32;
-        let n = Netinfo::new(ts, Some(self.peer_addr), self.keys.my_addrs.clone()).map_err(
-            |source| ChannelError::Encode {
+        let client = matches!(
+            self.role,
+            Role::Initiator {
+                authenticate: false,
+                ..
+            }
+        );
+        let (ts, mine) = if client {
+            // A client's NETINFO: no clock, no addresses of its own.
+            (0, Vec::new())
+        } else {
+            ((unix_now & 0xffff_ffff) as u32, self.keys.my_addrs.clone())
+        };
+        let n = Netinfo::new(ts, Some(self.peer_addr), mine).map_err(|source| {
+            ChannelError::Encode {
                 cmd: ChanCmd::NETINFO,
                 source,
-            },
-        )?;
+            }
+        })?;
         self.sent_log.stop();
         self.send_msg(&n)
     }
@@ -173,6 +185,7 @@ impl Channel {
             Role::Initiator {
                 peer_tls_cert_sha256,
                 expect,
+                ..
             } => {
                 let pc = verify_peer_certs(
                     &certs,
@@ -225,7 +238,14 @@ impl Channel {
         };
         require_circ_zero(raw)?;
         let ac = AuthChallenge::decode(raw.body()).map_err(malformed(ChanCmd::AUTH_CHALLENGE))?;
-        if ac.methods().contains(&AUTH_TYPE) {
+        let authenticate = matches!(
+            self.role,
+            Role::Initiator {
+                authenticate: true,
+                ..
+            }
+        );
+        if authenticate && ac.methods().contains(&AUTH_TYPE) {
             self.send_authentication(&pc, ctx)?;
         }
         self.send_netinfo(ctx.unix_now)?;

@@ -42,6 +42,11 @@ fn certs_of(entries: [(u8, &[u8]); 4]) -> Result<Certs, CellError> {
 impl LinkKeys {
     /// Take a snapshot of `keys`. `my_addrs` are the addresses we advertise
     /// (IPv4 first, then IPv6, as connection_or_send_netinfo orders them).
+    /// The addresses our NETINFO cells name: the ones we publish.
+    pub fn my_addrs(&self) -> &[IpAddr] {
+        &self.my_addrs
+    }
+
     pub fn from_relay_keys(keys: &RelayKeys, my_addrs: Vec<IpAddr>) -> Self {
         let tls_cert_sha256 = keys
             .responder_certs()

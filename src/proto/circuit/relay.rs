@@ -11,9 +11,8 @@ use std::time::Instant;
 use rand::CryptoRng;
 
 use super::{
-    ALLOW_NONEARLY_EXTEND, CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId,
-    ChanInfo, CircIdx, CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind,
-    SENDME_ACCEPT_MIN_VERSION, Side,
+    CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId, ChanInfo, CircIdx,
+    CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind, Side,
 };
 use crate::crypto::tor1::{CellBody, SendmeTag};
 use crate::exit::dns::address::is_internal;
@@ -151,7 +150,7 @@ impl CircuitTable {
             Ok(Some(CircuitMsg::Sendme(s))) => self.circuit_sendme(idx, &s),
             Ok(Some(CircuitMsg::Extend(_))) => self.close_protocol(idx),
             Ok(Some(CircuitMsg::Extend2(e))) => {
-                if !early && !ALLOW_NONEARLY_EXTEND {
+                if !early && !self.cfg.allow_nonearly_extend {
                     return; // dropped (§4.4)
                 }
                 if let Err(err) = self.extend(idx, e) {
@@ -201,8 +200,12 @@ impl CircuitTable {
             && c.windows.deliver <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT
         {
             c.windows.deliver += CIRCWINDOW_INCREMENT;
-            let msg = Sendme::V1 {
-                tag: c.windows.last_data_tag,
+            let msg = if self.cfg.sendme_emit_min_version == 1 {
+                Sendme::V1 {
+                    tag: c.windows.last_data_tag,
+                }
+            } else {
+                Sendme::V0
             };
             self.send_back(idx, StreamId::CIRCUIT, &msg, rng);
         }
@@ -218,11 +221,11 @@ impl CircuitTable {
         let expected = c.windows.expected_tags.pop_front();
         let valid = match (expected, s) {
             (None, _) => false,
-            (Some(_), Sendme::V0) => SENDME_ACCEPT_MIN_VERSION == 0,
-            (Some(exp), Sendme::V1 { tag }) => {
+            (Some(_), Sendme::V0) => self.cfg.sendme_accept_min_version == 0,
+            (Some(exp), Sendme::V1 { tag }) if self.cfg.sendme_accept_min_version <= 1 => {
                 bool::from(subtle::ConstantTimeEq::ct_eq(&exp[..], &tag[..]))
             }
-            (Some(_), Sendme::Unknown { .. }) => false,
+            (Some(_), Sendme::V1 { .. } | Sendme::Unknown { .. }) => false,
         };
         if !valid {
             self.close_protocol(idx);

@@ -43,6 +43,12 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         own_addrs: vec!["203.0.113.1:9001".parse().unwrap()],
         circwindow: 1000,
         max_queue: 2500,
+        sendme_emit_min_version: 1,
+        sendme_accept_min_version: 0,
+        allow_nonearly_extend: false,
+        allow_network_reentry: false,
+        reentry: ["198.51.100.9:9001".parse().unwrap()].into_iter().collect(),
+        count_private_bandwidth: false,
     }
 }
 

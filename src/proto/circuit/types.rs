@@ -56,6 +56,33 @@ pub struct CircuitConfig {
     pub circwindow: u16,
     /// Consensus `circ_max_cell_queue_size`.
     pub max_queue: usize,
+    /// Consensus `sendme_emit_min_version`: 1 sends authenticated (v1)
+    /// circuit SENDMEs, anything else the empty v0 form (sendme.c:
+    /// send_circuit_level_sendme).
+    pub sendme_emit_min_version: u8,
+    /// Consensus `sendme_accept_min_version`: older circuit SENDMEs close
+    /// the circuit (sendme.c:cell_version_can_be_handled).
+    pub sendme_accept_min_version: u8,
+    /// Consensus `AllowNonearlyExtend`: EXTEND2 outside RELAY_EARLY is
+    /// dropped unless set (§4.4).
+    pub allow_nonearly_extend: bool,
+    /// Consensus `allow-network-reentry`: when false, streams to a known
+    /// relay's ORPort or an authority's ORPort/DirPort get END
+    /// CONNECTREFUSED (connection_edge.c:connection_exit_connect).
+    pub allow_network_reentry: bool,
+    /// The addresses and ports [`CircuitConfig::allow_network_reentry`]
+    /// guards (nodelist.c:node_add_to_address_set).
+    pub reentry: std::collections::HashSet<SocketAddr>,
+    /// `CountPrivateBandwidth`: for the worker, whether bytes of
+    /// connections to private addresses count in the bandwidth history.
+    pub count_private_bandwidth: bool,
+}
+
+impl CircuitConfig {
+    /// The defaults of every consensus parameter (C tor's), for a relay
+    /// that has no consensus yet.
+    pub const DEFAULT_CIRCWINDOW: u16 = 1000;
+    pub const DEFAULT_MAX_QUEUE: usize = 2500;
 }
 
 /// Why the worker could not give an EXTEND2 a channel.

@@ -236,6 +236,13 @@ impl CircuitTable {
             self.end_stream(key, &End::exit_policy(ip, ttl), false, rng);
             return;
         }
+        // No Tor over Tor: refuse a known relay's ORPort (or an
+        // authority's ports) unless the consensus allows re-entry.
+        if !self.cfg.allow_network_reentry && self.cfg.reentry.contains(&SocketAddr::new(ip, port))
+        {
+            self.end_stream(key, &End::new(EndReason::CONNECTREFUSED), false, rng);
+            return;
+        }
         s.addr = Some(ip);
         s.ttl = ttl;
         s.state = StreamState::Connecting;

@@ -1,0 +1,654 @@
+//! The relay's life on the control thread: it starts the data plane, then
+//! renews keys, keeps the bandwidth history, runs the directory schedule
+//! ([`crate::dir::client`]) and hands the workers a new snapshot when keys,
+//! addresses or the consensus change. Nothing here touches a cell.
+//!
+//! Directory requests and the reachability self-test run on short-lived
+//! threads of their own and report back on a channel, so a slow authority
+//! never holds up key renewal or a shutdown.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Shutdown;
+use super::address::AddressFinder;
+use crate::config::Config;
+use crate::crypto::cert::Ed25519Keypair;
+use crate::crypto::keys::RelayKeys;
+use crate::dir::authority::DirServers;
+use crate::dir::bwhist::BwHistory;
+use crate::dir::client::{DirAction, DirClient, DirClientConfig, Fetch, MAX_DOCUMENT, Purpose};
+use crate::dir::consensus::Consensus;
+use crate::dir::descriptor::{Bandwidth, ExtraInfo, PROTOCOLS, ServerDescriptor, canonical_family};
+use crate::dir::http::Response;
+use crate::dir::time::{UnixTime, unix};
+use crate::exit::policy::ExitPolicy;
+use crate::proto::circuit::CircuitConfig;
+use crate::runtime::relay::{RunError, local_interface_addrs};
+use crate::runtime::{DataPlane, PlaneEvent, Snapshot};
+
+/// The cached consensus and certificates, in `DataDirectory` (C tor's names).
+const CACHED_CONSENSUS: &str = "cached-microdesc-consensus";
+const CACHED_CERTS: &str = "cached-certs";
+/// How often the control loop looks at everything.
+const LOOP: Duration = Duration::from_millis(200);
+/// Keys are checked for renewal this often.
+const RENEW_EVERY: Duration = Duration::from_secs(60);
+/// Bandwidth-triggered republication (router.c:check_descriptor_bandwidth_changed).
+const BANDWIDTH_CHANGE_FREQ: u64 = 3 * 3600;
+const BANDWIDTH_CHANGE_UPTIME: u64 = 24 * 3600;
+
+/// What a helper thread reports.
+enum Done {
+    Http(u64, SocketAddr, Result<Response, String>),
+    SelfTest(SocketAddr, Result<(), String>),
+}
+
+/// Run the relay until `shutdown` is triggered.
+pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<(), RunError> {
+    let now = unix(SystemTime::now());
+    let servers = config.dir_servers();
+    let interfaces = local_interface_addrs();
+    let mut finder = AddressFinder::new(config);
+    let family_keys =
+        crate::crypto::keys::load_family_keys(&config.family_key_dir(), &config.family_ids)
+            .map_err(|e| RunError::Keys(e.to_string()))?;
+    let dir = DirClient::new(
+        DirClientConfig {
+            authorities: servers.authorities.clone(),
+            testing: config.testing_tor_network,
+            publish: config.publish_server_descriptor,
+            assume_reachable: config.assume_reachable,
+            own_rsa_id: *keys.rsa_identity().as_bytes(),
+        },
+        now,
+    );
+    if servers.is_default() {
+        tracing::info!(
+            "using the live Tor network's {} directory authorities",
+            servers.v3().count()
+        );
+    } else {
+        tracing::info!(
+            "using {} configured directory authorities",
+            servers.v3().count()
+        );
+    }
+    let published = published_addrs(&mut finder, &interfaces);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut c = Control {
+        config,
+        keys,
+        dir,
+        servers,
+        finder,
+        interfaces,
+        published,
+        family_keys,
+        bw: BwHistory::new(now),
+        last_traffic: (0, 0),
+        last_sample: now,
+        last_published_observed: None,
+        bandwidth_changed_at: 0,
+        started: now,
+        tx,
+        rx,
+        selftest_running: false,
+        last_publish_problem: None,
+    };
+    c.load_cache(now);
+    let snap = c.snapshot()?;
+    let mut plane = DataPlane::start(config, snap, shutdown.clone())?;
+    let res = c.run(&mut plane, &shutdown);
+    shutdown.trigger();
+    let joined = plane.join();
+    res.and(joined)
+}
+
+fn published_addrs(finder: &mut AddressFinder, interfaces: &[IpAddr]) -> Vec<IpAddr> {
+    [false, true]
+        .into_iter()
+        .filter_map(|v6| finder.find(v6, interfaces).ok().map(|(a, _)| a))
+        .collect()
+}
+
+struct Control<'a> {
+    config: &'a Config,
+    keys: RelayKeys,
+    dir: DirClient,
+    servers: DirServers,
+    finder: AddressFinder,
+    interfaces: Vec<IpAddr>,
+    /// The addresses we publish (and name in NETINFO).
+    published: Vec<IpAddr>,
+    family_keys: Vec<Ed25519Keypair>,
+    bw: BwHistory,
+    last_traffic: (u64, u64),
+    last_sample: UnixTime,
+    last_published_observed: Option<u64>,
+    bandwidth_changed_at: UnixTime,
+    started: UnixTime,
+    tx: Sender<Done>,
+    rx: Receiver<Done>,
+    selftest_running: bool,
+    last_publish_problem: Option<String>,
+}
+
+impl Control<'_> {
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.config.data_directory.join(name)
+    }
+
+    fn load_cache(&mut self, now: UnixTime) {
+        let read = |p: PathBuf| match std::fs::read_to_string(&p) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}; ignoring it", p.display());
+                None
+            }
+        };
+        let certs = read(self.data_dir(CACHED_CERTS));
+        let consensus = read(self.data_dir(CACHED_CONSENSUS));
+        self.dir
+            .load_cached(certs.as_deref(), consensus.as_deref(), now);
+        // The cached consensus (if used) is applied with the first snapshot.
+        while let Some(a) = self.dir.poll_action() {
+            if let DirAction::NewConsensus { .. } = a {
+                continue;
+            }
+            tracing::debug!("deferred at startup: {a:?}");
+        }
+    }
+
+    /// Write `contents` to `DataDirectory/name` through a temporary file,
+    /// so a crash never leaves half a file.
+    fn store(&self, name: &str, contents: &str) {
+        let path = self.data_dir(name);
+        let tmp = self.data_dir(&format!("{name}.tmp"));
+        let res = std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    fn exit_policy(&self) -> ExitPolicy {
+        let mut o = self.config.exit_policy_options(&self.interfaces);
+        for a in &self.published {
+            if !o.published_addresses.contains(a) {
+                o.published_addresses.push(*a);
+            }
+        }
+        ExitPolicy::build(&o)
+    }
+
+    /// The circuit layer's snapshot: keys, policy, and what the consensus
+    /// says (requirements.md §9; C tor's defaults without one).
+    fn circuit_config(&self) -> CircuitConfig {
+        use crate::crypto::ntor::{NtorKeypair, NtorOnionKeys};
+        let cfg = self.config;
+        let ns: Option<&Consensus> = self.dir.consensus().map(|c| &**c);
+        let param = |name: &str, default: i32, min: i32, max: i32| {
+            ns.map_or(default, |c| c.param(name, default, min, max))
+        };
+        let known_relays: HashSet<[u8; 20]> = ns
+            .map(|c| c.relays.iter().map(|r| r.rsa_id).collect())
+            .unwrap_or_default();
+        // nodelist.c:node_add_to_address_set: every relay's ORPorts, and the
+        // authorities' ORPorts and DirPorts.
+        let mut reentry = HashSet::new();
+        for r in ns.map(|c| c.relays.as_slice()).unwrap_or_default() {
+            if r.or_port != 0 {
+                reentry.insert(SocketAddr::new(r.ipv4.into(), r.or_port));
+            }
+            reentry.extend(r.ipv6);
+        }
+        for a in &self.servers.authorities {
+            reentry.insert(SocketAddr::V4(a.dir_addr));
+            if a.or_port != 0 {
+                reentry.insert(SocketAddr::new((*a.dir_addr.ip()).into(), a.or_port));
+            }
+            reentry.extend(a.ipv6);
+        }
+        let mut own_addrs: Vec<SocketAddr> = cfg.or_ports.iter().map(|p| p.addr).collect();
+        for a in &self.published {
+            if let Some(p) = cfg
+                .or_ports
+                .iter()
+                .find(|p| p.addr.is_ipv6() == a.is_ipv6())
+            {
+                own_addrs.push(SocketAddr::new(*a, p.addr.port()));
+            }
+        }
+        let u16_param = |n, d, lo, hi| u16::try_from(param(n, d, lo, hi)).unwrap_or(1000);
+        CircuitConfig {
+            onion_keys: NtorOnionKeys {
+                current: NtorKeypair::from_secret_bytes(*self.keys.ntor_key().secret()),
+                previous: self
+                    .keys
+                    .ntor_key_old()
+                    .map(|k| NtorKeypair::from_secret_bytes(*k.secret())),
+            },
+            rsa_id: *self.keys.rsa_identity().as_bytes(),
+            ed_id: *self.keys.ed_identity(),
+            exit_policy: self.exit_policy(),
+            ipv6_exit: cfg.ipv6_exit,
+            refuse_unknown_exits: cfg
+                .refuse_unknown_exits
+                .as_option()
+                .unwrap_or(param("refuseunknownexits", 1, 0, 1) != 0),
+            known_relays,
+            extend_allow_private: cfg.extend_allow_private_addresses,
+            own_addrs,
+            circwindow: u16_param("circwindow", 1000, 100, 1000),
+            max_queue: usize::try_from(param("circ_max_cell_queue_size", 2500, 50, i32::MAX))
+                .unwrap_or(CircuitConfig::DEFAULT_MAX_QUEUE),
+            sendme_emit_min_version: u8::try_from(param("sendme_emit_min_version", 1, 0, 255))
+                .unwrap_or(1),
+            sendme_accept_min_version: u8::try_from(param("sendme_accept_min_version", 0, 0, 255))
+                .unwrap_or(0),
+            allow_nonearly_extend: param("AllowNonearlyExtend", 0, 0, 1) != 0,
+            allow_network_reentry: param("allow-network-reentry", 0, 0, 1) != 0,
+            reentry,
+            count_private_bandwidth: cfg.count_private_bandwidth,
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, RunError> {
+        crate::runtime::build_snapshot(
+            &self.keys,
+            self.published.clone(),
+            Arc::new(self.circuit_config()),
+        )
+    }
+
+    fn run(&mut self, plane: &mut DataPlane, shutdown: &Shutdown) -> Result<(), RunError> {
+        let mut next_renew = Instant::now() + RENEW_EVERY;
+        let mut next_dir: UnixTime = 0;
+        while !shutdown.is_triggered() && !plane.any_finished() {
+            let now = unix(SystemTime::now());
+            if Instant::now() >= next_renew {
+                next_renew = Instant::now() + RENEW_EVERY;
+                self.renew_keys(plane)?;
+                self.check_bandwidth_change(now);
+            }
+            if now > self.last_sample {
+                let (r, w) = plane.traffic();
+                let (lr, lw) = self.last_traffic;
+                self.bw
+                    .note(now, r.saturating_sub(lr), w.saturating_sub(lw));
+                self.last_traffic = (r, w);
+                self.last_sample = now;
+            }
+            while let Some(ev) = plane.poll_event() {
+                match ev {
+                    PlaneEvent::Reachable(a) => {
+                        let port = self
+                            .config
+                            .or_ports
+                            .iter()
+                            .find(|p| p.addr.is_ipv6() == a.is_ipv6())
+                            .map_or(0, |p| p.addr.port());
+                        self.dir.note_reachable(SocketAddr::new(a, port));
+                    }
+                }
+            }
+            while let Ok(done) = self.rx.try_recv() {
+                self.on_done(done, plane, now)?;
+            }
+            if now >= next_dir {
+                self.dir.handle_timeout(now, &mut rand::rng());
+                next_dir = self.dir.poll_timeout(now);
+            }
+            let mut acted = false;
+            while let Some(a) = self.dir.poll_action() {
+                acted = true;
+                self.act(a, plane, now)?;
+            }
+            if acted {
+                next_dir = now;
+                continue;
+            }
+            if let Ok(done) = self.rx.recv_timeout(LOOP) {
+                self.on_done(done, plane, unix(SystemTime::now()))?;
+                next_dir = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_done(
+        &mut self,
+        done: Done,
+        plane: &mut DataPlane,
+        now: UnixTime,
+    ) -> Result<(), RunError> {
+        match done {
+            Done::Http(id, from, res) => {
+                if let Ok(r) = &res {
+                    self.address_suggestion(r, from, plane)?;
+                }
+                self.dir.handle_response(id, res, now, &mut rand::rng());
+            }
+            Done::SelfTest(target, res) => {
+                self.selftest_running = false;
+                match res {
+                    // Our own ntor answer came back through another relay:
+                    // it reached our ORPort from outside.
+                    Ok(()) => self.dir.note_reachable(target),
+                    Err(e) => tracing::debug!("reachability self-test circuit failed: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, a: DirAction, plane: &mut DataPlane, now: UnixTime) -> Result<(), RunError> {
+        match a {
+            DirAction::Fetch(f) => self.spawn_fetch(f),
+            DirAction::Publish { reason } => self.publish(&reason, now),
+            DirAction::NewConsensus { consensus, text } => {
+                self.store(CACHED_CONSENSUS, &text);
+                let me = self.keys.rsa_identity();
+                match consensus.relay(me.as_bytes()) {
+                    Some(r) => tracing::info!(
+                        "the consensus lists us as {} with flags {}",
+                        r.nickname,
+                        r.flags
+                    ),
+                    None => tracing::info!(
+                        "new consensus ({} relays); it does not list us yet",
+                        consensus.relays.len()
+                    ),
+                }
+                plane.set_circuits(Arc::new(self.circuit_config()));
+            }
+            DirAction::StoreCerts(text) => self.store(CACHED_CERTS, &text),
+            DirAction::SelfTest(via) => self.self_test(via),
+        }
+        Ok(())
+    }
+
+    fn spawn_fetch(&self, f: Fetch) {
+        let tx = self.tx.clone();
+        let stall = if self.config.testing_tor_network {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(300)
+        };
+        let max = match f.purpose {
+            Purpose::Upload => 1 << 20,
+            Purpose::Consensus | Purpose::Certs => MAX_DOCUMENT,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("oxit-dir".into())
+            .spawn(move || {
+                let res = super::dirconn::exchange(f.addr, &f.request, stall, max);
+                let _ = tx.send(Done::Http(f.id, f.addr, res));
+            });
+        if let Err(e) = spawned {
+            let _ = self.tx.send(Done::Http(
+                f.id,
+                f.addr,
+                Err(format!("cannot start a thread: {e}")),
+            ));
+        }
+    }
+
+    /// `X-Your-Address-Is` from an authority's DirPort: how it sees us.
+    fn address_suggestion(
+        &mut self,
+        r: &Response,
+        from: SocketAddr,
+        plane: &mut DataPlane,
+    ) -> Result<(), RunError> {
+        let Some(a) = r.your_address() else {
+            return Ok(());
+        };
+        let from_authority = self.servers.authorities.iter().any(|x| {
+            IpAddr::V4(*x.dir_addr.ip()) == from.ip() || x.ipv6.is_some_and(|v| v.ip() == from.ip())
+        });
+        if !from_authority || a == from.ip() || !self.finder.suggest(a) {
+            return Ok(());
+        }
+        tracing::info!("External address seen and suggested by a directory authority: {a}");
+        let now_published = published_addrs(&mut self.finder, &self.interfaces);
+        if now_published != self.published {
+            self.published = now_published;
+            self.dir.reset_reachability(unix(SystemTime::now()));
+            self.dir.mark_dirty("IP address changed");
+            plane.set_keys(
+                &self.keys,
+                self.published.clone(),
+                Arc::new(self.circuit_config()),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn renew_keys(&mut self, plane: &mut DataPlane) -> Result<(), RunError> {
+        match self.keys.renew(SystemTime::now(), &mut rand::rng()) {
+            Ok(o)
+                if o.signing
+                    || o.auth
+                    || o.tls
+                    || o.crosscert
+                    || o.onion_rotated
+                    || o.onion_old_dropped =>
+            {
+                tracing::info!("renewed keys ({o:?}); handing workers the new snapshot");
+                if o.onion_rotated {
+                    self.dir.mark_dirty("rotated onion key");
+                } else if o.signing {
+                    self.dir.mark_dirty("new signing key");
+                }
+                if let Err(e) = plane.set_keys(
+                    &self.keys,
+                    self.published.clone(),
+                    Arc::new(self.circuit_config()),
+                ) {
+                    tracing::error!("renewed keys but cannot build the TLS config: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("key renewal failed: {e}"),
+        }
+        Ok(())
+    }
+
+    /// `TestingMinTimeToReportBandwidth`: a day, 0 in a test network.
+    fn min_report_time(&self) -> u64 {
+        if self.config.testing_tor_network {
+            0
+        } else {
+            86400
+        }
+    }
+
+    /// router.c:check_descriptor_bandwidth_changed: during the first day,
+    /// republish when the observed bandwidth doubles or halves (at most
+    /// every 3 hours, except from zero or in a test network).
+    fn check_bandwidth_change(&mut self, now: UnixTime) {
+        let Some(prev) = self.last_published_observed else {
+            return;
+        };
+        if now.saturating_sub(self.started) > BANDWIDTH_CHANGE_UPTIME {
+            return;
+        }
+        let cur = self.bw.observed(self.min_report_time());
+        let changed = (prev != cur && (prev == 0 || cur == 0)) || cur > prev * 2 || cur < prev / 2;
+        if changed
+            && (self.bandwidth_changed_at + BANDWIDTH_CHANGE_FREQ < now
+                || self.config.testing_tor_network
+                || prev == 0)
+        {
+            self.bandwidth_changed_at = now;
+            self.dir.mark_dirty("bandwidth has changed");
+        }
+    }
+
+    fn publish_problem(&mut self, reason: String, problem: String, now: UnixTime) {
+        if self.last_publish_problem.as_deref() != Some(problem.as_str()) {
+            tracing::warn!("not publishing a descriptor: {problem}");
+            self.last_publish_problem = Some(problem);
+        }
+        self.dir.publish_failed(reason, now);
+    }
+
+    /// Build the server and extra-info descriptors and hand them to the
+    /// directory client for upload.
+    fn publish(&mut self, reason: &str, now: UnixTime) {
+        let cfg = self.config;
+        let v4 = match self.finder.find(false, &self.interfaces) {
+            Ok((IpAddr::V4(a), _)) => a,
+            Ok(_) => return self.publish_problem(reason.into(), "no IPv4 address".into(), now),
+            Err(e) => return self.publish_problem(reason.into(), e, now),
+        };
+        let port = |v6: bool| {
+            cfg.or_ports
+                .iter()
+                .find(|p| !p.no_advertise && p.addr.is_ipv6() == v6)
+                .map(|p| p.addr.port())
+        };
+        let Some(or_port) = port(false) else {
+            return self.publish_problem(reason.into(), "no IPv4 ORPort to advertise".into(), now);
+        };
+        let ipv6 = match (self.finder.find(true, &self.interfaces), port(true)) {
+            (Ok((IpAddr::V6(a), _)), Some(p)) => Some(SocketAddrV6::new(a, p, 0, 0)),
+            _ => None,
+        };
+        let observed = self.bw.observed(self.min_report_time());
+        let (rate, burst) = cfg.advertised_bandwidth();
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX).min(i32::MAX as u32);
+        let history = self.bw.extra_info_lines(cfg.relay_bandwidth_rate);
+        let family = canonical_family(
+            &cfg.my_family,
+            self.keys.rsa_identity().as_bytes(),
+            &cfg.nickname,
+        );
+        let rotation_days = self
+            .dir
+            .consensus()
+            .map_or(28, |c| c.param("onion-key-rotation-days", 28, 1, 90));
+        let policy = self.exit_policy();
+        let platform = format!("oxit {} on {}", env!("CARGO_PKG_VERSION"), uname());
+        let rng = &mut rand::rng();
+        let built = ExtraInfo {
+            nickname: &cfg.nickname,
+            published: now,
+            history: &history,
+        }
+        .sign(&self.keys, rng)
+        .and_then(|(ei, digest)| {
+            let sd = ServerDescriptor {
+                nickname: &cfg.nickname,
+                ipv4: v4,
+                or_port,
+                ipv6,
+                platform: &platform,
+                protocols: PROTOCOLS,
+                published: now,
+                uptime: now.saturating_sub(self.started),
+                bandwidth: Bandwidth {
+                    rate: clamp(rate),
+                    burst: clamp(burst),
+                    observed: clamp(observed),
+                },
+                extra_info: Some(digest),
+                family: &family,
+                family_keys: &self.family_keys,
+                hibernating: false,
+                contact: cfg.contact_info.as_deref(),
+                exit_policy: &policy,
+                ipv6_exit: cfg.ipv6_exit,
+                onion_key_lifetime: Duration::from_secs(
+                    u64::try_from(rotation_days).unwrap_or(28) * 86400,
+                ),
+            }
+            .sign(&self.keys, rng)?;
+            Ok((sd, ei))
+        });
+        match built {
+            Ok((sd, ei)) => {
+                self.last_publish_problem = None;
+                self.last_published_observed = Some(observed);
+                let mut body = sd.into_bytes();
+                body.extend_from_slice(ei.as_bytes());
+                tracing::info!(
+                    "publishing our descriptor ({reason}): {v4}:{or_port}, bandwidth {rate} {burst} {observed}"
+                );
+                self.dir.upload(body, reason, now);
+            }
+            Err(e) => self.publish_problem(reason.into(), e.to_string(), now),
+        }
+    }
+
+    fn self_test(&mut self, via: crate::dir::consensus::RouterStatus) {
+        if self.selftest_running {
+            return;
+        }
+        let Some(IpAddr::V4(target)) = self.published.iter().find(|a| a.is_ipv4()).copied() else {
+            return;
+        };
+        let Some(port) = self
+            .config
+            .or_ports
+            .iter()
+            .find(|p| !p.no_advertise && p.addr.is_ipv4())
+            .map(|p| p.addr.port())
+        else {
+            return;
+        };
+        let job = super::selftest::Job {
+            link: Arc::new(crate::proto::channel::LinkKeys::from_relay_keys(
+                &self.keys,
+                Vec::new(),
+            )),
+            via_addr: SocketAddr::new(via.ipv4.into(), via.or_port),
+            via_id: via.rsa_id,
+            target: std::net::SocketAddrV4::new(target, port),
+            target_rsa_id: *self.keys.rsa_identity().as_bytes(),
+            target_ed_id: *self.keys.ed_identity(),
+            target_ntor: *self.keys.ntor_key().public(),
+        };
+        tracing::debug!(
+            "testing reachability of {} through {} ({})",
+            job.target,
+            via.nickname,
+            job.via_addr
+        );
+        self.selftest_running = true;
+        let tx = self.tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("oxit-selftest".into())
+            .spawn(move || {
+                let res = super::selftest::run(&job);
+                let _ = tx.send(Done::SelfTest(SocketAddr::V4(job.target), res));
+            });
+        if spawned.is_err() {
+            self.selftest_running = false;
+        }
+    }
+}
+
+/// The operating system's name, for the `platform` line ("Linux").
+fn uname() -> String {
+    // SAFETY: uname fills the struct we own; a zeroed utsname is valid.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "Unknown".into();
+    }
+    let bytes: Vec<u8> = u
+        .sysname
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
