@@ -49,7 +49,13 @@ pub struct HttpServer {
 impl HttpServer {
     /// Bind 127.0.0.1:0 and serve in a background thread.
     pub fn start() -> Result<Self, HarnessError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("HTTP server bind"))?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Bind `ip:0` (any address of 127.0.0.0/8 works on Linux loopback:
+    /// e.g. the address dnsmasq gives the test name).
+    pub fn start_on(ip: std::net::Ipv4Addr) -> Result<Self, HarnessError> {
+        let listener = TcpListener::bind((ip, 0)).map_err(io_err("HTTP server bind"))?;
         let addr = listener.local_addr().map_err(io_err("HTTP server addr"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);

@@ -10,11 +10,14 @@
 mod dnsmasq;
 mod http;
 mod oxit;
+pub mod socks;
+pub mod testnet;
 mod tor;
 
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
-pub use oxit::{IoBackend, OxitOptions, OxitProcess, oxit_binary};
+pub use oxit::{DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary};
+pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};

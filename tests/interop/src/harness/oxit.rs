@@ -17,6 +17,13 @@ use super::{
 };
 use crate::client::{Handshake, HopSpec};
 
+/// A directory authority that does not exist (nothing listens on
+/// 127.0.0.1:1): what every torrc of a test that needs no network names,
+/// so that nothing ever reaches the live network's authorities.
+pub const DUMMY_AUTHORITY: &str = "DirAuthority dummy orport=1 no-v2 \
+     v3ident=0000000000000000000000000000000000000000 127.0.0.1:1 \
+     0000000000000000000000000000000000000000\n";
+
 /// Which I/O backend the relay runs (its `IOBackend` option).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoBackend {
@@ -101,6 +108,11 @@ impl OxitProcess {
         torrc += &format!("ORPort {or_addr}\n");
         torrc += &format!("DataDirectory {}\n", data_dir.display());
         torrc += "Nickname oxitinterop\n";
+        // Isolation: without DirAuthority lines oxit would use the live
+        // network's authorities. A dummy one keeps it on 127.0.0.1; these
+        // tests describe hops by their keys and need no consensus.
+        torrc += DUMMY_AUTHORITY;
+        torrc += "PublishServerDescriptor 0\n";
         // The test's HTTP and DNS servers live on 127.0.0.1: a private
         // address every exit refuses by default.
         torrc += "ExitPolicyRejectPrivate 0\n";

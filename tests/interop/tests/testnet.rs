@@ -1,0 +1,286 @@
+//! oxit as a member of a private Tor network (tests/interop/src/harness/
+//! testnet.rs): three C tor 0.4.9 authorities, three C tor relays, a C tor
+//! client, and oxit, which publishes itself, is voted into the consensus
+//! and is then chosen by the client on its own as its exit: no hop is
+//! described by hand, the client reads everything from the authorities.
+//!
+//! One network per I/O backend, each checked for everything at once so the
+//! suite pays for a network's start only twice. On 127.0.0.1 only: every
+//! torrc names the network's own authorities.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use oxit_interop::client::{self, Handshake};
+use oxit_interop::harness::socks::{self, Target};
+use oxit_interop::harness::testnet::wait_log;
+use oxit_interop::harness::{
+    Dnsmasq, HttpServer, IoBackend, Testnet, TestnetOptions, TorProcess, TorRole, body_for,
+    sha256_hex,
+};
+
+/// Bound on each network step on a loaded 2-core machine.
+const STEP: Duration = Duration::from_secs(120);
+/// oxit's exit policy rejects this port: no exit of the network allows it.
+const REJECTED_PORT: u16 = 9;
+/// SOCKS5 reply codes C tor gives (connection_edge.c:
+/// connection_ap_handshake_socks_reply, end reason to SOCKS5).
+const SOCKS_CONNREFUSED: u8 = 0x05;
+/// Relay END reasons (tor-spec §6.3).
+const END_MISC: u8 = 1;
+
+fn check_body(body: &[u8], n: usize, what: &str) {
+    assert_eq!(body.len(), n, "{what}: length");
+    assert_eq!(sha256_hex(body), sha256_hex(&body_for(n)), "{what}: sha256");
+}
+
+/// `GET /bytes/<n>` through the client, with a few tries: right after
+/// bootstrap a C client may still be waiting for a circuit.
+fn get(
+    net: &Testnet,
+    socks_addr: std::net::SocketAddr,
+    target: Target<'_>,
+    port: u16,
+    n: usize,
+    what: &str,
+) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        match socks::http_get(
+            socks_addr,
+            target.clone(),
+            port,
+            &format!("/bytes/{n}"),
+            STEP,
+        ) {
+            Ok(body) => return check_body(&body, n, what),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}: {e}; trying again");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => panic!(
+                "{what}: {e}\n--- oxit log ---\n{}\n--- client log ---\n{}",
+                net.oxit.log_tail(40),
+                net.client.log()
+            ),
+        }
+    }
+}
+
+/// A C tor relay's data directory, with every key C tor makes, for oxit to
+/// take over; returns it with its fingerprint.
+fn c_tor_keys(root: &std::path::Path) -> (std::path::PathBuf, String) {
+    let dir = root.join("migrated");
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = root.join("empty-torrc");
+    std::fs::write(&empty, "").unwrap();
+    let out = std::process::Command::new("/usr/bin/tor")
+        .args(["--list-fingerprint", "--defaults-torrc"])
+        .arg(&empty)
+        .arg("-f")
+        .arg(&empty)
+        .arg("--DataDirectory")
+        .arg(&dir)
+        .args(["--ORPort", "127.0.0.1:1", "--Nickname", "migrated"])
+        .args([
+            "--DirAuthority",
+            "dummy orport=1 no-v2 v3ident=0000000000000000000000000000000000000000 \
+             127.0.0.1:1 0000000000000000000000000000000000000000",
+        ])
+        .output()
+        .expect("run tor --list-fingerprint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let fp = std::fs::read_to_string(dir.join("fingerprint")).unwrap();
+    let fp = fp.split_whitespace().nth(1).unwrap().to_owned();
+    (dir, fp)
+}
+
+fn private_network(backend: IoBackend, migrate_c_keys: bool) {
+    let dns = Dnsmasq::start().expect("start dnsmasq");
+    let http = HttpServer::start().expect("start HTTP server");
+    // Reached by the name only dnsmasq knows (it resolves to 127.0.0.42).
+    let named = HttpServer::start_on(Dnsmasq::V4).expect("start HTTP server on the test name");
+    // A port only the C exit allows: there, oxit can only be a middle.
+    let c_only = HttpServer::start().expect("start HTTP server for the C exit");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut opts = TestnetOptions::new(backend);
+    opts.dns = Some(dns.addr());
+    opts.rejected_port = Some(REJECTED_PORT);
+    opts.c_exit_port = Some(c_only.addr().port());
+    let migrated = migrate_c_keys.then(|| c_tor_keys(scratch.path()));
+    if let Some((dir, _)) = &migrated {
+        opts.oxit_data_dir = Some(dir.clone());
+    }
+    let t0 = Instant::now();
+    let mut net = Testnet::start(&opts).expect("start the test network");
+    let started = t0.elapsed();
+
+    // The authorities take oxit's descriptor and vote it in.
+    let entry = net
+        .wait_for_oxit(&["Running", "Valid", "Exit", "Fast"], STEP)
+        .expect("oxit in the consensus");
+    let listed = t0.elapsed();
+    eprintln!(
+        "[{backend:?}] network started in {:.1} s; the consensus lists oxit {:.1} s after the start:\n{entry}",
+        started.as_secs_f64(),
+        listed.as_secs_f64()
+    );
+    assert!(
+        entry.contains(&format!("\npr {}\n", oxit::dir::descriptor::PROTOCOLS)),
+        "{entry}"
+    );
+    assert!(
+        entry.lines().any(|l| l.starts_with("w Bandwidth=")),
+        "{entry}"
+    );
+    for a in &net.authorities {
+        let log = a.log();
+        assert!(
+            !log.contains("Rejected router descriptor"),
+            "{}: {log}",
+            a.name
+        );
+    }
+    assert!(
+        net.oxit.log_lines("accepted our descriptor").len() >= 3,
+        "{}",
+        net.oxit.log_tail(40)
+    );
+    if let Some((_, fp)) = &migrated {
+        assert_eq!(
+            &net.oxit.fingerprint, fp,
+            "oxit keeps the C tor relay's identity"
+        );
+    }
+
+    net.wait_for_client(STEP).expect("the client bootstraps");
+    let s = net.socks;
+    let lo = Target::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // The client picks oxit itself: it is the only exit for these ports.
+    get(
+        &net,
+        s,
+        lo.clone(),
+        http.addr().port(),
+        20 << 20,
+        "20 MiB through the client",
+    );
+    std::thread::scope(|sc| {
+        for i in 0..20 {
+            let n = 50_000 + i * 7919;
+            let port = http.addr().port();
+            let net = &net;
+            let lo = lo.clone();
+            sc.spawn(move || get(net, s, lo, port, n, &format!("stream {i} of 20")));
+        }
+    });
+    get(
+        &net,
+        s,
+        Target::Name(Dnsmasq::NAME),
+        named.addr().port(),
+        100_000,
+        "by a name only dnsmasq resolves",
+    );
+    // No exit allows the rejected port: the client cannot open the stream.
+    let e = socks::http_get(s, lo.clone(), REJECTED_PORT, "/", STEP)
+        .expect_err("a port oxit's policy rejects must fail at the client");
+    assert!(e.reply_code().is_some(), "{e}");
+    // Network re-entry: a relay's ORPort is refused at the exit.
+    let relay0 = net.relays[0].or_addr;
+    let e = socks::connect(s, Target::Addr(relay0.ip()), relay0.port(), STEP)
+        .expect_err("oxit must refuse to connect to a relay's ORPort");
+    assert_eq!(e.reply_code(), Some(SOCKS_CONNREFUSED), "{e}");
+    // tor-resolve through the client: oxit's resolver answers.
+    let out = std::process::Command::new("/usr/bin/tor-resolve")
+        .arg("-5")
+        .arg(Dnsmasq::NAME)
+        .arg(s.to_string())
+        .output()
+        .expect("run tor-resolve");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        Dnsmasq::V4.to_string(),
+        "tor-resolve: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // RefuseUnknownExits (auto, the consensus says 1): BEGIN over a circuit
+    // from a relay the consensus lists works; from an authenticated relay it
+    // does not list, END MISC.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let oxit_hop =
+        client::HopSpec::from_c_tor_data_dir(&net.oxit.data_dir, net.oxit.or_addr, Handshake::Ntor)
+            .expect("oxit hop");
+    let listed_hop = client::HopSpec::from_c_tor_data_dir(
+        &net.relays[1].dir,
+        net.relays[1].or_addr,
+        Handshake::Ntor,
+    )
+    .expect("relay hop");
+    let unlisted = TorProcess::start(TorRole::Middle).expect("start an unlisted C relay");
+    let unlisted_hop = unlisted.hop(Handshake::Ntor).expect("unlisted hop");
+    let port = http.addr().port();
+    rt.block_on(async {
+        let t = tokio::time::timeout(STEP, client::build_circuit(&[listed_hop, oxit_hop.clone()]))
+            .await
+            .expect("in time")
+            .expect("circuit through a listed relay");
+        let body =
+            tokio::time::timeout(STEP, client::http_get(&t, "127.0.0.1", port, "/bytes/1000"))
+                .await
+                .expect("in time")
+                .expect("BEGIN from a listed relay");
+        check_body(&body, 1000, "through a listed relay");
+        let t = tokio::time::timeout(STEP, client::build_circuit(&[unlisted_hop, oxit_hop]))
+            .await
+            .expect("in time")
+            .expect("circuit through an unlisted relay");
+        let err = tokio::time::timeout(STEP, client::http_get(&t, "127.0.0.1", port, "/bytes/10"))
+            .await
+            .expect("in time")
+            .expect_err("BEGIN from a relay not in the consensus must be refused");
+        assert_eq!(err.end_reason(), Some(END_MISC), "{err}");
+    });
+
+    // oxit as a middle: a second client whose middles can only be oxit,
+    // to a port only the C exit allows.
+    let cexit_fp = net.c_exit.as_ref().map(|c| c.fingerprint.clone()).unwrap();
+    net.wait_for_relay(&cexit_fp, &["Running", "Valid"], STEP)
+        .expect("the C exit in the consensus");
+    let (c2, s2) = net
+        .add_client(
+            "client2",
+            &format!("MiddleNodes {}\n", net.oxit.fingerprint),
+        )
+        .expect("start the second client");
+    wait_log(&c2, "Bootstrapped 100%", STEP).expect("the second client bootstraps");
+    get(
+        &net,
+        s2,
+        lo,
+        c_only.addr().port(),
+        5 << 20,
+        "5 MiB with oxit as the middle",
+    );
+    drop(c2);
+    assert!(net.stop_oxit(), "oxit must exit 0 on SIGTERM");
+}
+
+#[test]
+fn private_network_io_uring() {
+    private_network(IoBackend::Uring, true);
+}
+
+#[test]
+fn private_network_epoll() {
+    private_network(IoBackend::Epoll, false);
+}
