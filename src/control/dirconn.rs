@@ -11,6 +11,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::selftest::Moved;
 use crate::dir::http::{Request, Response};
 
 /// How long to wait for the TCP connection.
@@ -25,21 +26,36 @@ fn host(addr: SocketAddr) -> String {
     }
 }
 
-/// Send `req` to `addr` and return the decoded answer. `stall` bounds the
-/// whole exchange; `max` the answer's size, compressed and not.
+/// Send `req` to `addr` and return the decoded answer, and the bytes sent
+/// and received (for the bandwidth history). `stall` bounds the whole
+/// exchange; `max` the answer's size, compressed and not.
 pub fn exchange(
     addr: SocketAddr,
     req: &Request,
     stall: Duration,
     max: usize,
+) -> (Result<Response, String>, Moved) {
+    let mut moved = Moved::default();
+    let res = exchange_inner(addr, req, stall, max, &mut moved);
+    (res, moved)
+}
+
+fn exchange_inner(
+    addr: SocketAddr,
+    req: &Request,
+    stall: Duration,
+    max: usize,
+    moved: &mut Moved,
 ) -> Result<Response, String> {
     let deadline = Instant::now() + stall;
     let mut sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT.min(stall))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = sock.set_nodelay(true);
+    let bytes = req.to_bytes(&host(addr));
     sock.set_write_timeout(Some(stall))
-        .and_then(|()| sock.write_all(&req.to_bytes(&host(addr))))
+        .and_then(|()| sock.write_all(&bytes))
         .map_err(|e| format!("sending to {addr}: {e}"))?;
+    moved.written += bytes.len() as u64;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -52,6 +68,7 @@ pub fn exchange(
         match sock.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                moved.read += n as u64;
                 raw.extend_from_slice(&buf[..n]);
                 if raw.len() > max {
                     return Err(format!("{addr} sent more than {max} bytes"));
@@ -86,19 +103,29 @@ mod tests {
     #[test]
     fn answers_and_failures() {
         let a = serve(b"HTTP/1.0 200 OK\r\n\r\nbody");
-        let r = exchange(a, &Request::get("/x"), Duration::from_secs(5), 100).unwrap();
-        assert_eq!(r.body, b"body");
+        let (r, moved) = exchange(a, &Request::get("/x"), Duration::from_secs(5), 100);
+        assert_eq!(r.unwrap().body, b"body");
+        assert_eq!(moved.read, 23);
+        assert!(moved.written > 20);
         let a = serve(b"HTTP/1.0 200 OK\r\nX-Your");
-        let e = exchange(a, &Request::get("/x"), Duration::from_secs(5), 100).unwrap_err();
+        let e = exchange(a, &Request::get("/x"), Duration::from_secs(5), 100)
+            .0
+            .unwrap_err();
         assert!(e.contains("ended inside its headers"), "{e}");
         let a = serve(b"HTTP/1.0 200 OK\r\n\r\n0123456789");
-        let e = exchange(a, &Request::get("/x"), Duration::from_secs(5), 20).unwrap_err();
+        let e = exchange(a, &Request::get("/x"), Duration::from_secs(5), 20)
+            .0
+            .unwrap_err();
         assert!(e.contains("more than 20 bytes"), "{e}");
         // Nobody listening.
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = l.local_addr().unwrap();
         drop(l);
-        assert!(exchange(closed, &Request::get("/x"), Duration::from_secs(5), 20).is_err());
+        assert!(
+            exchange(closed, &Request::get("/x"), Duration::from_secs(5), 20)
+                .0
+                .is_err()
+        );
         assert_eq!(host("1.2.3.4:80".parse().unwrap()), "1.2.3.4");
         assert_eq!(host("1.2.3.4:9030".parse().unwrap()), "1.2.3.4:9030");
     }

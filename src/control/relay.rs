@@ -45,8 +45,13 @@ const BANDWIDTH_CHANGE_UPTIME: u64 = 24 * 3600;
 
 /// What a helper thread reports.
 enum Done {
-    Http(u64, SocketAddr, Result<Response, String>),
-    SelfTest(SocketAddr, Result<(), String>),
+    Http(
+        u64,
+        SocketAddr,
+        Result<Response, String>,
+        super::selftest::Moved,
+    ),
+    SelfTest(SocketAddr, Result<(), String>, super::selftest::Moved),
 }
 
 /// Run the relay until `shutdown` is triggered.
@@ -92,6 +97,7 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
         family_keys,
         bw: BwHistory::new(now),
         last_traffic: (0, 0),
+        extra_traffic: (0, 0),
         last_sample: now,
         last_published_observed: None,
         bandwidth_changed_at: 0,
@@ -129,6 +135,9 @@ struct Control<'a> {
     family_keys: Vec<Ed25519Keypair>,
     bw: BwHistory,
     last_traffic: (u64, u64),
+    /// Bytes the control thread's own connections moved (directory
+    /// requests, the self-test), not yet in the history.
+    extra_traffic: (u64, u64),
     last_sample: UnixTime,
     last_published_observed: Option<u64>,
     bandwidth_changed_at: UnixTime,
@@ -275,15 +284,20 @@ impl Control<'_> {
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
                 self.renew_keys(plane)?;
-                self.check_bandwidth_change(now);
             }
             if now > self.last_sample {
                 let (r, w) = plane.traffic();
                 let (lr, lw) = self.last_traffic;
+                let (er, ew) = std::mem::take(&mut self.extra_traffic);
                 self.bw
-                    .note(now, r.saturating_sub(lr), w.saturating_sub(lw));
+                    .note(now, r.saturating_sub(lr) + er, w.saturating_sub(lw) + ew);
                 self.last_traffic = (r, w);
                 self.last_sample = now;
+                // C looks every minute; in a test network, every second
+                // (router.c:check_descriptor_bandwidth_changed).
+                if self.config.testing_tor_network || now % 60 == 0 {
+                    self.check_bandwidth_change(now);
+                }
             }
             while let Some(ev) = plane.poll_event() {
                 match ev {
@@ -329,14 +343,25 @@ impl Control<'_> {
         now: UnixTime,
     ) -> Result<(), RunError> {
         match done {
-            Done::Http(id, from, res) => {
+            Done::Http(id, from, res, moved) => {
+                if self.config.count_private_bandwidth
+                    || !crate::exit::dns::address::is_internal(from.ip())
+                {
+                    self.extra_traffic.0 += moved.read;
+                    self.extra_traffic.1 += moved.written;
+                }
                 if let Ok(r) = &res {
                     self.address_suggestion(r, from, plane)?;
                 }
                 self.dir.handle_response(id, res, now, &mut rand::rng());
             }
-            Done::SelfTest(target, res) => {
+            Done::SelfTest(target, res, moved) => {
                 self.selftest_running = false;
+                // Our own connection's bytes count, as in C tor (its
+                // bandwidth self-test is what first gives a relay an
+                // observed bandwidth).
+                self.extra_traffic.0 += moved.read;
+                self.extra_traffic.1 += moved.written;
                 match res {
                     // Our own ntor answer came back through another relay:
                     // it reached our ORPort from outside.
@@ -388,14 +413,15 @@ impl Control<'_> {
         let spawned = std::thread::Builder::new()
             .name("oxit-dir".into())
             .spawn(move || {
-                let res = super::dirconn::exchange(f.addr, &f.request, stall, max);
-                let _ = tx.send(Done::Http(f.id, f.addr, res));
+                let (res, moved) = super::dirconn::exchange(f.addr, &f.request, stall, max);
+                let _ = tx.send(Done::Http(f.id, f.addr, res, moved));
             });
         if let Err(e) = spawned {
             let _ = self.tx.send(Done::Http(
                 f.id,
                 f.addr,
                 Err(format!("cannot start a thread: {e}")),
+                Default::default(),
             ));
         }
     }
@@ -609,6 +635,7 @@ impl Control<'_> {
                 &self.keys,
                 Vec::new(),
             )),
+            bandwidth_rate: self.config.bandwidth_rate,
             via_addr: SocketAddr::new(via.ipv4.into(), via.or_port),
             via_id: via.rsa_id,
             target: std::net::SocketAddrV4::new(target, port),
@@ -627,8 +654,8 @@ impl Control<'_> {
         let spawned = std::thread::Builder::new()
             .name("oxit-selftest".into())
             .spawn(move || {
-                let res = super::selftest::run(&job);
-                let _ = tx.send(Done::SelfTest(SocketAddr::V4(job.target), res));
+                let (res, moved) = super::selftest::run(&job);
+                let _ = tx.send(Done::SelfTest(SocketAddr::V4(job.target), res, moved));
             });
         if spawned.is_err() {
             self.selftest_running = false;

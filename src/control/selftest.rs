@@ -33,10 +33,26 @@ use crate::proto::relay_msg::{
 
 /// Bound on the whole test.
 const DEADLINE: Duration = Duration::from_secs(60);
+/// RELAY_DROP cells sent over the test circuit once it reaches us: C
+/// tor's bandwidth self-test (circuituse.c:router_perform_bandwidth_test
+/// sends min(BandwidthRate × 10 / 514, 1000) cells), which gives a new
+/// relay an observed bandwidth to publish.
+const MAX_TEST_CELLS: u64 = 1000;
+/// Bytes of one cell on the wire (`CELL_MAX_NETWORK_SIZE`).
+const WIRE_CELL: u64 = 514;
+
+/// Bytes the test moved on its own connection, for the bandwidth history.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Moved {
+    pub read: u64,
+    pub written: u64,
+}
 
 /// What to test, and through whom.
 pub struct Job {
     pub link: Arc<LinkKeys>,
+    /// `BandwidthRate`, which bounds the bandwidth self-test.
+    pub bandwidth_rate: u64,
     pub via_addr: SocketAddr,
     pub via_id: [u8; 20],
     /// Our published ORPort.
@@ -66,6 +82,7 @@ struct Conn {
     deadline: Instant,
     cells: Vec<IncomingCell>,
     buf: Vec<u8>,
+    moved: Moved,
 }
 
 impl Conn {
@@ -80,9 +97,11 @@ impl Conn {
     /// Write what rustls has queued.
     fn flush(&mut self) -> Result<(), String> {
         while self.tls.wants_write() {
-            self.tls
+            let n = self
+                .tls
                 .write_tls(&mut self.sock)
                 .map_err(|e| format!("writing: {e}"))?;
+            self.moved.written += n as u64;
         }
         Ok(())
     }
@@ -95,7 +114,8 @@ impl Conn {
             .map_err(|e| e.to_string())?;
         match self.tls.read_tls(&mut self.sock) {
             Ok(0) => Ok(false),
-            Ok(_) => {
+            Ok(n) => {
+                self.moved.read += n as u64;
                 self.tls
                     .process_new_packets()
                     .map_err(|e| format!("TLS: {e}"))?;
@@ -179,8 +199,15 @@ fn encode<M: ChanBody>(m: &M) -> Result<Vec<u8>, String> {
     Ok(v)
 }
 
-/// Run the test; `Ok` once the relay extended the circuit back to us.
-pub fn run(job: &Job) -> Result<(), String> {
+/// Run the test; `Ok` once the relay extended the circuit back to us. The
+/// bytes the connection moved are returned either way.
+pub fn run(job: &Job) -> (Result<(), String>, Moved) {
+    let mut moved = Moved::default();
+    let res = run_inner(job, &mut moved);
+    (res, moved)
+}
+
+fn run_inner(job: &Job, moved: &mut Moved) -> Result<(), String> {
     let deadline = Instant::now() + DEADLINE;
     let sock = TcpStream::connect_timeout(&job.via_addr, Duration::from_secs(10))
         .map_err(|e| format!("connecting to {}: {e}", job.via_addr))?;
@@ -196,7 +223,14 @@ pub fn run(job: &Job) -> Result<(), String> {
         deadline,
         cells: Vec::new(),
         buf: Vec::new(),
+        moved: Moved::default(),
     };
+    let res = test_circuit(job, &mut c);
+    *moved = c.moved;
+    res
+}
+
+fn test_circuit(job: &Job, c: &mut Conn) -> Result<(), String> {
     while c.tls.is_handshaking() {
         c.flush()?;
         if !c.tls.is_handshaking() {
@@ -268,9 +302,10 @@ pub fn run(job: &Job) -> Result<(), String> {
             let (hdr, data) = relay_msg::parse_relay_body(&b).map_err(|e| e.to_string())?;
             if hdr.cmd == RelayCmd::EXTENDED2 {
                 let reply = Extended2::decode(data).map_err(|e| e.to_string())?;
-                ntor::client_finish(nstate, reply.hdata())
-                    .map(|_| ())
-                    .map_err(|e| format!("our own ntor reply does not check out: {e}"))
+                let keys = ntor::client_finish(nstate, reply.hdata())
+                    .map_err(|e| format!("our own ntor reply does not check out: {e}"))?;
+                circ.push_hop(&keys.tor1);
+                bandwidth_test(job, c, id, &mut circ)
             } else {
                 Err(format!("the relay answered EXTEND2 with {:?}", hdr.cmd))
             }
@@ -293,4 +328,41 @@ pub fn run(job: &Job) -> Result<(), String> {
         let _ = c.flush();
     }
     result
+}
+
+/// C tor's bandwidth self-test: RELAY_DROP cells through the relay back to
+/// us, which our worker reads and drops. Both directions then have traffic
+/// to measure.
+fn bandwidth_test(
+    job: &Job,
+    c: &mut Conn,
+    id: CircId,
+    circ: &mut Tor1ClientCircuit,
+) -> Result<(), String> {
+    let n = (job.bandwidth_rate.saturating_mul(10) / WIRE_CELL).min(MAX_TEST_CELLS);
+    let last = circ.len().saturating_sub(1);
+    for _ in 0..n {
+        let mut body = [0u8; RELAY_BODY_LEN];
+        relay_msg::encode_relay_data(
+            RelayCmd::DROP,
+            StreamId::CIRCUIT,
+            &[],
+            &mut rand::rng(),
+            &mut body,
+        )
+        .map_err(|e| e.to_string())?;
+        circ.encrypt_forward(last, &mut body).ok_or("no hop")?;
+        c.send(id, ChanCmd::RELAY, &body)?;
+    }
+    if let Some(ch) = c.chan.as_mut()
+        && ch.has_output()
+    {
+        let mut out = Vec::new();
+        ch.take_output(&mut out);
+        c.tls
+            .writer()
+            .write_all(&out)
+            .map_err(|e| format!("TLS write: {e}"))?;
+    }
+    c.flush()
 }

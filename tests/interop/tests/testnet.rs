@@ -23,11 +23,9 @@ use oxit_interop::harness::{
 const STEP: Duration = Duration::from_secs(120);
 /// oxit's exit policy rejects this port: no exit of the network allows it.
 const REJECTED_PORT: u16 = 9;
-/// SOCKS5 reply codes C tor gives (connection_edge.c:
-/// connection_ap_handshake_socks_reply, end reason to SOCKS5).
-const SOCKS_CONNREFUSED: u8 = 0x05;
 /// Relay END reasons (tor-spec §6.3).
 const END_MISC: u8 = 1;
+const END_CONNECTREFUSED: u8 = 3;
 
 fn check_body(body: &[u8], n: usize, what: &str) {
     assert_eq!(body.len(), n, "{what}: length");
@@ -190,11 +188,6 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
     let e = socks::http_get(s, lo.clone(), REJECTED_PORT, "/", STEP)
         .expect_err("a port oxit's policy rejects must fail at the client");
     assert!(e.reply_code().is_some(), "{e}");
-    // Network re-entry: a relay's ORPort is refused at the exit.
-    let relay0 = net.relays[0].or_addr;
-    let e = socks::connect(s, Target::Addr(relay0.ip()), relay0.port(), STEP)
-        .expect_err("oxit must refuse to connect to a relay's ORPort");
-    assert_eq!(e.reply_code(), Some(SOCKS_CONNREFUSED), "{e}");
     // tor-resolve through the client: oxit's resolver answers.
     let out = std::process::Command::new("/usr/bin/tor-resolve")
         .arg("-5")
@@ -240,6 +233,17 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
                 .expect("in time")
                 .expect("BEGIN from a listed relay");
         check_body(&body, 1000, "through a listed relay");
+        // Network re-entry: a relay's ORPort is refused at the exit (the C
+        // client would not even ask: it refuses such streams itself).
+        let relay0 = net.relays[0].or_addr;
+        let err = tokio::time::timeout(
+            STEP,
+            client::http_get(&t, &relay0.ip().to_string(), relay0.port(), "/"),
+        )
+        .await
+        .expect("in time")
+        .expect_err("oxit must refuse to connect to a relay's ORPort");
+        assert_eq!(err.end_reason(), Some(END_CONNECTREFUSED), "{err}");
         let t = tokio::time::timeout(STEP, client::build_circuit(&[unlisted_hop, oxit_hop]))
             .await
             .expect("in time")
@@ -252,14 +256,27 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
     });
 
     // oxit as a middle: a second client whose middles can only be oxit,
-    // to a port only the C exit allows.
+    // whose exits only the C exit, and whose guards the C relays; the
+    // client builds the path itself from what the authorities publish.
     let cexit_fp = net.c_exit.as_ref().map(|c| c.fingerprint.clone()).unwrap();
     net.wait_for_relay(&cexit_fp, &["Running", "Valid"], STEP)
         .expect("the C exit in the consensus");
     let (c2, s2) = net
         .add_client(
             "client2",
-            &format!("MiddleNodes {}\n", net.oxit.fingerprint),
+            // With MiddleNodes alone, C tor would count guards among those
+            // middles only (nodelist.c:compute_frac_paths_available).
+            // ExitNodes: its predicted circuits would otherwise pick oxit
+            // as their exit, and then find no middle.
+            &format!(
+                "MiddleNodes {}\nExitNodes {cexit_fp}\nEntryNodes {}\n",
+                net.oxit.fingerprint,
+                net.relays
+                    .iter()
+                    .map(|r| r.fingerprint.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         )
         .expect("start the second client");
     wait_log(&c2, "Bootstrapped 100%", STEP).expect("the second client bootstraps");
