@@ -295,7 +295,7 @@ impl Control<'_> {
                 self.last_sample = now;
                 // C looks every minute; in a test network, every second
                 // (router.c:check_descriptor_bandwidth_changed).
-                if self.config.testing_tor_network || now % 60 == 0 {
+                if self.config.testing_tor_network || now.is_multiple_of(60) {
                     self.check_bandwidth_change(now);
                 }
             }
