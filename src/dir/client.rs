@@ -621,7 +621,8 @@ impl DirClient {
                         }
                         Verdict::Reject => {
                             tracing::warn!(
-                                "rejecting a consensus after fetching certificates: {check}"
+                                "rejecting a consensus: not enough good signatures, even with \
+                                 the certificates fetched: {check}"
                             );
                             self.consensus_failed(now, rng);
                         }
