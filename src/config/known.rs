@@ -91,7 +91,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "CookieAuthFileGroupReadable",
     "DataDirectoryGroupReadable",
     "DirAllowPrivateAddresses",
-    "DirAuthorityFallbackRate",
     "DirCache",
     "DirPolicy",
     "DirPortFrontPage",

@@ -237,6 +237,10 @@ pub struct Config {
     pub fallback_dirs: Vec<FallbackDir>,
     /// `UseDefaultFallbackDirs` (default 1).
     pub use_default_fallback_dirs: bool,
+    /// `DirAuthorityFallbackRate` in thousandths (default 100, i.e. 0.1):
+    /// how much each authority weighs against one fallback directory when
+    /// picking where to fetch the consensus before our first publication.
+    pub dir_authority_fallback_rate_milli: u32,
     /// `PublishServerDescriptor` (default 1: to the v3 authorities).
     pub publish_server_descriptor: bool,
     /// `AssumeReachable` (default 0): publish without the reachability
@@ -322,6 +326,7 @@ impl Default for Config {
             alternate_dir_authorities: Vec::new(),
             fallback_dirs: Vec::new(),
             use_default_fallback_dirs: true,
+            dir_authority_fallback_rate_milli: 100,
             publish_server_descriptor: true,
             assume_reachable: false,
             testing_tor_network: false,
@@ -595,6 +600,14 @@ impl Config {
         line(
             "UseDefaultFallbackDirs",
             &u8::from(self.use_default_fallback_dirs),
+        );
+        line(
+            "DirAuthorityFallbackRate",
+            &format_args!(
+                "{}.{:03}",
+                self.dir_authority_fallback_rate_milli / 1000,
+                self.dir_authority_fallback_rate_milli % 1000
+            ),
         );
         line(
             "PublishServerDescriptor",

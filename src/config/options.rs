@@ -60,6 +60,7 @@ const OPTIONS: &[&str] = &[
     "AlternateDirAuthority",
     "FallbackDir",
     "UseDefaultFallbackDirs",
+    "DirAuthorityFallbackRate",
     "PublishServerDescriptor",
     "AssumeReachable",
     "TestingTorNetwork",
@@ -316,6 +317,18 @@ fn apply_lines(
             "UseDefaultFallbackDirs" => {
                 cfg.use_default_fallback_dirs =
                     boolean(value, d.use_default_fallback_dirs).ok_or_else(|| bad("0 or 1"))?
+            }
+            "DirAuthorityFallbackRate" => {
+                cfg.dir_authority_fallback_rate_milli = if reset {
+                    d.dir_authority_fallback_rate_milli
+                } else {
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1000.0).contains(r))
+                        .map(|r| (r * 1000.0).round() as u32)
+                        .ok_or_else(|| bad("a number from 0 to 1000 (e.g. 0.1)"))?
+                }
             }
             "PublishServerDescriptor" => {
                 cfg.publish_server_descriptor = if reset {

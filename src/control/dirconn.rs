@@ -11,7 +11,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::selftest::Moved;
+use super::onehop::Moved;
 use crate::dir::http::{Request, Response};
 
 /// How long to wait for the TCP connection.

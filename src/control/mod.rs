@@ -6,8 +6,8 @@
 pub mod address;
 mod dirconn;
 pub mod logging;
+mod onehop;
 pub mod relay;
-mod selftest;
 pub mod signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};

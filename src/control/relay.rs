@@ -22,7 +22,9 @@ use crate::crypto::cert::Ed25519Keypair;
 use crate::crypto::keys::RelayKeys;
 use crate::dir::authority::DirServers;
 use crate::dir::bwhist::BwHistory;
-use crate::dir::client::{DirAction, DirClient, DirClientConfig, Fetch, MAX_DOCUMENT, Purpose};
+use crate::dir::client::{
+    DirAction, DirClient, DirClientConfig, Fetch, MAX_DOCUMENT, Purpose, Server, Via,
+};
 use crate::dir::consensus::Consensus;
 use crate::dir::descriptor::{Bandwidth, ExtraInfo, PROTOCOLS, ServerDescriptor, canonical_family};
 use crate::dir::http::Response;
@@ -47,11 +49,18 @@ const BANDWIDTH_CHANGE_UPTIME: u64 = 24 * 3600;
 enum Done {
     Http(
         u64,
+        Server,
         SocketAddr,
         Result<Response, String>,
-        super::selftest::Moved,
+        super::onehop::Moved,
     ),
-    SelfTest(SocketAddr, Result<(), String>, super::selftest::Moved),
+    SelfTest(SocketAddr, Result<(), String>, super::onehop::Moved),
+    /// What an authority's NETINFO says our address is.
+    Learned(
+        SocketAddr,
+        Result<Option<IpAddr>, String>,
+        super::onehop::Moved,
+    ),
 }
 
 /// Run the relay until `shutdown` is triggered.
@@ -66,6 +75,8 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
     let dir = DirClient::new(
         DirClientConfig {
             authorities: servers.authorities.clone(),
+            fallbacks: servers.fallbacks.clone(),
+            authority_fallback_rate_milli: config.dir_authority_fallback_rate_milli,
             testing: config.testing_tor_network,
             publish: config.publish_server_descriptor,
             assume_reachable: config.assume_reachable,
@@ -88,7 +99,6 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut c = Control {
         config,
-        keys,
         dir,
         servers,
         finder,
@@ -105,7 +115,14 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
         tx,
         rx,
         selftest_running: false,
+        learning: false,
+        next_learn: now,
         last_publish_problem: None,
+        client_link: Arc::new(crate::proto::channel::LinkKeys::from_relay_keys(
+            &keys,
+            Vec::new(),
+        )),
+        keys,
     };
     c.load_cache(now);
     let snap = c.snapshot()?;
@@ -145,7 +162,13 @@ struct Control<'a> {
     tx: Sender<Done>,
     rx: Receiver<Done>,
     selftest_running: bool,
+    /// An address-learning connection is under way / the next may start.
+    learning: bool,
+    next_learn: UnixTime,
     last_publish_problem: Option<String>,
+    /// Link keys for the client channels of directory tunnels and the
+    /// self-test (no addresses: a client's NETINFO names none).
+    client_link: Arc<crate::proto::channel::LinkKeys>,
 }
 
 impl Control<'_> {
@@ -343,17 +366,27 @@ impl Control<'_> {
         now: UnixTime,
     ) -> Result<(), RunError> {
         match done {
-            Done::Http(id, from, res, moved) => {
+            Done::Http(id, server, from, res, moved) => {
                 if self.config.count_private_bandwidth
                     || !crate::exit::dns::address::is_internal(from.ip())
                 {
                     self.extra_traffic.0 += moved.read;
                     self.extra_traffic.1 += moved.written;
                 }
-                if let Ok(r) = &res {
+                if let (Ok(r), Server::Authority(_)) = (&res, server) {
                     self.address_suggestion(r, from, plane)?;
                 }
                 self.dir.handle_response(id, res, now, &mut rand::rng());
+            }
+            Done::Learned(from, res, moved) => {
+                self.learning = false;
+                self.extra_traffic.0 += moved.read;
+                self.extra_traffic.1 += moved.written;
+                match res {
+                    Ok(Some(a)) => self.suggested(a, from, plane)?,
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!("learning our address from {from} failed: {e}"),
+                }
             }
             Done::SelfTest(target, res, moved) => {
                 self.selftest_running = false;
@@ -410,16 +443,27 @@ impl Control<'_> {
             Purpose::Upload => 1 << 20,
             Purpose::Consensus | Purpose::Certs => MAX_DOCUMENT,
         };
+        let link = self.client_link.clone();
+        let (id, server) = (f.id, f.server);
+        let addr = match f.via {
+            Via::DirPort(a) | Via::Tunnel { or_addr: a, .. } => a,
+        };
         let spawned = std::thread::Builder::new()
             .name("oxit-dir".into())
             .spawn(move || {
-                let (res, moved) = super::dirconn::exchange(f.addr, &f.request, stall, max);
-                let _ = tx.send(Done::Http(f.id, f.addr, res, moved));
+                let (res, moved) = match f.via {
+                    Via::DirPort(a) => super::dirconn::exchange(a, &f.request, stall, max),
+                    Via::Tunnel { or_addr, rsa_id } => {
+                        super::onehop::begin_dir(link, or_addr, rsa_id, &f.request, stall, max)
+                    }
+                };
+                let _ = tx.send(Done::Http(id, server, addr, res, moved));
             });
         if let Err(e) = spawned {
             let _ = self.tx.send(Done::Http(
-                f.id,
-                f.addr,
+                id,
+                server,
+                addr,
                 Err(format!("cannot start a thread: {e}")),
                 Default::default(),
             ));
@@ -433,11 +477,25 @@ impl Control<'_> {
         from: SocketAddr,
         plane: &mut DataPlane,
     ) -> Result<(), RunError> {
-        let Some(a) = r.your_address() else {
-            return Ok(());
-        };
+        match r.your_address() {
+            Some(a) => self.suggested(a, from, plane),
+            None => Ok(()),
+        }
+    }
+
+    /// An authority at `from` says it sees us as `a` (X-Your-Address-Is,
+    /// or the other-address of its NETINFO). Only authorities are
+    /// believed, never our own address or a private one
+    /// (relay_find_addr.c:relay_address_new_suggestion).
+    fn suggested(
+        &mut self,
+        a: IpAddr,
+        from: SocketAddr,
+        plane: &mut DataPlane,
+    ) -> Result<(), RunError> {
         let from_authority = self.servers.authorities.iter().any(|x| {
-            IpAddr::V4(*x.dir_addr.ip()) == from.ip() || x.ipv6.is_some_and(|v| v.ip() == from.ip())
+            let ip = from.ip();
+            IpAddr::V4(*x.dir_addr.ip()) == ip || x.ipv6.is_some_and(|v| v.ip() == ip)
         });
         if !from_authority || a == from.ip() || !self.finder.suggest(a) {
             return Ok(());
@@ -526,6 +584,48 @@ impl Control<'_> {
         self.dir.publish_failed(reason, now);
     }
 
+    /// No address to publish: ask an authority how it sees us, at most
+    /// every 20 minutes (relay_find_addr.c:relay_addr_learn_from_dirauth,
+    /// `DUMMY_DOWNLOAD_INTERVAL`).
+    fn learn_address(&mut self, now: UnixTime) {
+        if self.learning || now < self.next_learn {
+            return;
+        }
+        self.next_learn = now
+            + if self.config.testing_tor_network {
+                30
+            } else {
+                20 * 60
+            };
+        let auths: Vec<_> = self
+            .servers
+            .v3()
+            .filter(|a| a.or_port != 0)
+            .map(|a| {
+                (
+                    SocketAddr::new(IpAddr::V4(*a.dir_addr.ip()), a.or_port),
+                    a.rsa_id,
+                )
+            })
+            .collect();
+        if auths.is_empty() {
+            return;
+        }
+        let (or_addr, rsa_id) = auths[rand::random_range(0..auths.len())];
+        let link = self.client_link.clone();
+        let tx = self.tx.clone();
+        self.learning = true;
+        let spawned = std::thread::Builder::new()
+            .name("oxit-learn-addr".into())
+            .spawn(move || {
+                let (res, moved) = super::onehop::learn_address(link, or_addr, rsa_id);
+                let _ = tx.send(Done::Learned(or_addr, res, moved));
+            });
+        if spawned.is_err() {
+            self.learning = false;
+        }
+    }
+
     /// Build the server and extra-info descriptors and hand them to the
     /// directory client for upload.
     fn publish(&mut self, reason: &str, now: UnixTime) {
@@ -533,7 +633,10 @@ impl Control<'_> {
         let v4 = match self.finder.find(false, &self.interfaces) {
             Ok((IpAddr::V4(a), _)) => a,
             Ok(_) => return self.publish_problem(reason.into(), "no IPv4 address".into(), now),
-            Err(e) => return self.publish_problem(reason.into(), e, now),
+            Err(e) => {
+                self.learn_address(now);
+                return self.publish_problem(reason.into(), e, now);
+            }
         };
         let port = |v6: bool| {
             cfg.or_ports
@@ -630,7 +733,7 @@ impl Control<'_> {
         else {
             return;
         };
-        let job = super::selftest::Job {
+        let job = super::onehop::SelfTestJob {
             link: Arc::new(crate::proto::channel::LinkKeys::from_relay_keys(
                 &self.keys,
                 Vec::new(),
@@ -654,7 +757,7 @@ impl Control<'_> {
         let spawned = std::thread::Builder::new()
             .name("oxit-selftest".into())
             .spawn(move || {
-                let (res, moved) = super::selftest::run(&job);
+                let (res, moved) = super::onehop::self_test(&job);
                 let _ = tx.send(Done::SelfTest(SocketAddr::V4(job.target), res, moved));
             });
         if spawned.is_err() {

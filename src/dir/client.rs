@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::{CryptoRng, RngExt as _};
 
 use super::authcert::{self, AuthCert};
-use super::authority::DirAuthority;
+use super::authority::{DirAuthority, FallbackDir};
 use super::consensus::{Consensus, Flags, RouterStatus, Verdict};
 use super::http::{Request, Response};
 use super::time::{UnixTime, format_iso};
@@ -59,15 +59,36 @@ pub enum Purpose {
     Upload,
 }
 
+/// Which directory server a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// A configured authority (an index into [`DirClientConfig::authorities`]).
+    Authority(usize),
+    /// A fallback directory (an index into [`DirClientConfig::fallbacks`]).
+    Fallback(usize),
+}
+
+/// How to reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Plain HTTP to a DirPort.
+    DirPort(SocketAddr),
+    /// BEGIN_DIR on a one-hop circuit to the relay's ORPort (directory
+    /// caches without a DirPort, such as every fallback directory).
+    Tunnel {
+        or_addr: SocketAddr,
+        rsa_id: [u8; 20],
+    },
+}
+
 /// An HTTP request for the driver to make.
 #[derive(Clone, Debug)]
 pub struct Fetch {
     /// Hand it back with the answer.
     pub id: u64,
     pub purpose: Purpose,
-    /// The authority asked (an index into the configured v3 authorities).
-    pub authority: usize,
-    pub addr: SocketAddr,
+    pub server: Server,
+    pub via: Via,
     pub request: Request,
 }
 
@@ -95,8 +116,15 @@ pub enum DirAction {
 /// Static settings.
 #[derive(Clone, Debug)]
 pub struct DirClientConfig {
-    /// The configured v3 authorities.
+    /// The configured authorities.
     pub authorities: Vec<DirAuthority>,
+    /// Fallback directories: asked for the consensus before our first
+    /// publication, as C tor relays do; afterwards the authorities are, as
+    /// C tor exits do (they refuse unknown relays, so they keep up to date).
+    pub fallbacks: Vec<FallbackDir>,
+    /// `DirAuthorityFallbackRate`: an authority's weight against one
+    /// fallback's, in thousandths.
+    pub authority_fallback_rate_milli: u32,
     pub testing: bool,
     pub publish: bool,
     pub assume_reachable: bool,
@@ -150,8 +178,9 @@ pub struct DirClient {
     consensus_backoff: Backoff,
     next_cert_fetch: UnixTime,
     cert_backoff: Backoff,
-    /// Authorities that failed recently, until when.
+    /// Authorities and fallbacks that failed recently, until when.
     down_until: Vec<UnixTime>,
+    fallback_down_until: Vec<UnixTime>,
     // Publishing.
     dirty: Option<String>,
     publishing: bool,
@@ -183,6 +212,7 @@ impl DirClient {
             next_cert_fetch: now,
             cert_backoff: Backoff::default(),
             down_until: vec![0; n],
+            fallback_down_until: vec![0; cfg.fallbacks.len()],
             dirty: Some("oxit just started".into()),
             publishing: false,
             published_at: None,
@@ -337,19 +367,74 @@ impl DirClient {
         from.get(rng.random_range(0..from.len())).copied()
     }
 
-    fn push_fetch(&mut self, purpose: Purpose, authority: usize, request: Request) {
-        let Some(a) = self.cfg.authorities.get(authority) else {
-            return;
-        };
-        let addr = match purpose {
-            Purpose::Upload => a.upload_addr(),
-            _ => a.download_addr(),
+    /// Where to fetch a document from. Before our first publication: a
+    /// fallback directory, with each authority weighted
+    /// `DirAuthorityFallbackRate` of one (0.1 by default;
+    /// node_select.c:router_pick_trusteddirserver_impl); afterwards, an
+    /// authority.
+    fn pick_server<R: CryptoRng>(&self, rng: &mut R, now: UnixTime) -> Option<Server> {
+        let mut up: Vec<usize> = (0..self.cfg.fallbacks.len())
+            .filter(|i| self.fallback_down_until.get(*i).is_none_or(|d| *d <= now))
+            .collect();
+        if up.is_empty() {
+            // All failed recently: try them all again (C tor's
+            // PDS_RETRY_IF_NO_SERVERS), rather than fall back on the
+            // authorities more than their weight says.
+            up = (0..self.cfg.fallbacks.len()).collect();
+        }
+        if self.published_at.is_none() && !up.is_empty() {
+            let w = f64::from(self.cfg.authority_fallback_rate_milli) / 1000.0;
+            let n_auth = self.v3idents.len() as f64;
+            let p_auth = w * n_auth / (up.len() as f64 + w * n_auth);
+            if !rng.random_bool(p_auth.clamp(0.0, 1.0)) {
+                return Some(Server::Fallback(up[rng.random_range(0..up.len())]));
+            }
+        }
+        self.pick_authority(rng, now).map(Server::Authority)
+    }
+
+    /// How logs name a server.
+    fn server_name(&self, s: Server) -> String {
+        match s {
+            Server::Authority(i) => self
+                .cfg
+                .authorities
+                .get(i)
+                .map_or_else(String::new, |a| format!("authority {}", a.name())),
+            Server::Fallback(i) => self
+                .cfg
+                .fallbacks
+                .get(i)
+                .map_or_else(String::new, |f| format!("directory mirror {}", f.or_addr())),
+        }
+    }
+
+    fn push_fetch(&mut self, purpose: Purpose, server: Server, request: Request) {
+        let via = match server {
+            Server::Authority(i) => {
+                let Some(a) = self.cfg.authorities.get(i) else {
+                    return;
+                };
+                Via::DirPort(match purpose {
+                    Purpose::Upload => a.upload_addr(),
+                    _ => a.download_addr(),
+                })
+            }
+            Server::Fallback(i) => {
+                let Some(f) = self.cfg.fallbacks.get(i) else {
+                    return;
+                };
+                Via::Tunnel {
+                    or_addr: f.or_addr(),
+                    rsa_id: f.rsa_id,
+                }
+            }
         };
         let f = Fetch {
             id: self.next_id,
             purpose,
-            authority,
-            addr,
+            server,
+            via,
             request,
         };
         self.next_id += 1;
@@ -397,7 +482,7 @@ impl DirClient {
                 .consensus
                 .check_signatures(&self.v3idents, &self.certs, now);
             if !check.missing.is_empty()
-                && let Some(a) = self.pick_authority(rng, now)
+                && let Some(server) = self.pick_server(rng, now)
             {
                 let list: Vec<String> = check
                     .missing
@@ -405,7 +490,7 @@ impl DirClient {
                     .map(|(id, sk)| format!("{}-{}", hex::encode_upper(id), hex::encode_upper(sk)))
                     .collect();
                 let req = Request::get(format!("/tor/keys/fp-sk/{}", list.join("+")));
-                self.push_fetch(Purpose::Certs, a, req);
+                self.push_fetch(Purpose::Certs, server, req);
             }
         }
         // The consensus.
@@ -419,10 +504,10 @@ impl DirClient {
         if now >= self.next_consensus_fetch
             && self.pending.is_none()
             && !self.fetch_in_flight(Purpose::Consensus)
-            && let Some(a) = self.pick_authority(rng, now)
+            && let Some(server) = self.pick_server(rng, now)
         {
             let req = self.consensus_request();
-            self.push_fetch(Purpose::Consensus, a, req);
+            self.push_fetch(Purpose::Consensus, server, req);
         }
         self.check_publication(now);
         self.check_reachability(now, rng);
@@ -434,9 +519,13 @@ impl DirClient {
                     && !self
                         .in_flight
                         .iter()
-                        .any(|f| f.purpose == Purpose::Upload && f.authority == i)
+                        .any(|f| f.purpose == Purpose::Upload && f.server == Server::Authority(i))
                 {
-                    self.push_fetch(Purpose::Upload, i, upload_request(&body, &reason));
+                    self.push_fetch(
+                        Purpose::Upload,
+                        Server::Authority(i),
+                        upload_request(&body, &reason),
+                    );
                 }
             }
         }
@@ -480,21 +569,22 @@ impl DirClient {
         let Some(f) = self.take_in_flight(id) else {
             return;
         };
-        let name = self
-            .cfg
-            .authorities
-            .get(f.authority)
-            .map_or_else(String::new, |a| a.name());
-        match f.purpose {
-            Purpose::Consensus => self.on_consensus(&name, f.authority, answer, now, rng),
-            Purpose::Certs => self.on_certs(&name, f.authority, answer, now, rng),
-            Purpose::Upload => self.on_upload(&name, f.authority, answer, now, rng),
+        let name = self.server_name(f.server);
+        match (f.purpose, f.server) {
+            (Purpose::Consensus, s) => self.on_consensus(&name, s, answer, now, rng),
+            (Purpose::Certs, s) => self.on_certs(&name, s, answer, now, rng),
+            (Purpose::Upload, Server::Authority(i)) => self.on_upload(&name, i, answer, now, rng),
+            (Purpose::Upload, Server::Fallback(_)) => {}
         }
     }
 
-    fn mark_down(&mut self, authority: usize, now: UnixTime) {
+    fn mark_down(&mut self, server: Server, now: UnixTime) {
         let until = now + 10 * self.tick();
-        if let Some(d) = self.down_until.get_mut(authority) {
+        let slot = match server {
+            Server::Authority(i) => self.down_until.get_mut(i),
+            Server::Fallback(i) => self.fallback_down_until.get_mut(i),
+        };
+        if let Some(d) = slot {
             *d = until;
         }
     }
@@ -507,7 +597,7 @@ impl DirClient {
     fn on_consensus<R: CryptoRng>(
         &mut self,
         name: &str,
-        authority: usize,
+        server: Server,
         answer: Result<Response, String>,
         now: UnixTime,
         rng: &mut R,
@@ -516,31 +606,31 @@ impl DirClient {
             Ok(r) if r.status == 200 => r.body,
             Ok(r) => {
                 tracing::warn!(
-                    "authority {name} answered {} ({:?}) to our consensus request",
+                    "{name} answered {} ({:?}) to our consensus request",
                     r.status,
                     r.reason
                 );
-                self.mark_down(authority, now);
+                self.mark_down(server, now);
                 return self.consensus_failed(now, rng);
             }
             Err(e) => {
-                tracing::warn!("fetching the consensus from authority {name} failed: {e}");
-                self.mark_down(authority, now);
+                tracing::warn!("fetching the consensus from {name} failed: {e}");
+                self.mark_down(server, now);
                 return self.consensus_failed(now, rng);
             }
         };
         let Ok(text) = String::from_utf8(body) else {
-            tracing::warn!("the consensus from authority {name} is not UTF-8");
+            tracing::warn!("the consensus from {name} is not UTF-8");
             return self.consensus_failed(now, rng);
         };
         let c = match Consensus::parse(&text, self.cfg.testing) {
             Ok(c) if c.flavor != super::consensus::Flavor::Microdesc => {
-                tracing::warn!("authority {name} sent a consensus of the wrong flavor");
+                tracing::warn!("{name} sent a consensus of the wrong flavor");
                 return self.consensus_failed(now, rng);
             }
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("the consensus from authority {name} does not parse: {e}");
+                tracing::warn!("the consensus from {name} does not parse: {e}");
                 return self.consensus_failed(now, rng);
             }
         };
@@ -548,7 +638,7 @@ impl DirClient {
             && c.valid_after <= cur.valid_after
         {
             tracing::debug!(
-                "authority {name} sent a consensus no newer than ours (valid-after {})",
+                "{name} sent a consensus no newer than ours (valid-after {})",
                 format_iso(c.valid_after)
             );
             return self.consensus_failed(now, rng);
@@ -557,7 +647,7 @@ impl DirClient {
         match check.verdict() {
             Verdict::Accept if !c.is_reasonably_live(now) => {
                 tracing::warn!(
-                    "authority {name} sent a consensus valid from {} until {}: not usable at {} \
+                    "{name} sent a consensus valid from {} until {}: not usable at {} \
                      (is our clock right?)",
                     format_iso(c.valid_after),
                     format_iso(c.valid_until),
@@ -565,11 +655,12 @@ impl DirClient {
                 );
                 self.consensus_failed(now, rng);
             }
-            Verdict::Accept => self.install(c, text.into(), now),
+            Verdict::Accept => {
+                tracing::debug!("the consensus from {name} checks out");
+                self.install(c, text.into(), now);
+            }
             Verdict::NeedCerts => {
-                tracing::debug!(
-                    "consensus from authority {name} needs authority certificates: {check}"
-                );
+                tracing::debug!("the consensus from {name} needs authority certificates: {check}");
                 self.pending = Some(Pending {
                     consensus: c,
                     text: text.into(),
@@ -580,7 +671,7 @@ impl DirClient {
             }
             Verdict::Reject => {
                 tracing::warn!(
-                    "rejecting the consensus from authority {name}: not enough good signatures: {check}"
+                    "rejecting the consensus from {name}: not enough good signatures: {check}"
                 );
                 self.consensus_failed(now, rng);
             }
@@ -590,7 +681,7 @@ impl DirClient {
     fn on_certs<R: CryptoRng>(
         &mut self,
         name: &str,
-        authority: usize,
+        server: Server,
         answer: Result<Response, String>,
         now: UnixTime,
         rng: &mut R,
@@ -631,7 +722,7 @@ impl DirClient {
             }
             Err(e) => {
                 tracing::warn!("fetching authority certificates from {name} failed: {e}");
-                self.mark_down(authority, now);
+                self.mark_down(server, now);
                 self.next_cert_fetch = now + self.cert_backoff.next(rng, self.tick());
             }
         }
@@ -719,7 +810,11 @@ impl DirClient {
             targets.len()
         );
         for i in targets {
-            self.push_fetch(Purpose::Upload, i, upload_request(&body, reason));
+            self.push_fetch(
+                Purpose::Upload,
+                Server::Authority(i),
+                upload_request(&body, reason),
+            );
         }
     }
 
@@ -734,9 +829,9 @@ impl DirClient {
         let failed = match answer {
             Ok(r) if r.status == 200 => {
                 if r.header("X-Descriptor-Not-New").is_some() {
-                    tracing::debug!("authority {name} kept our previous descriptor (not new)");
+                    tracing::debug!("{name} kept our previous descriptor (not new)");
                 } else {
-                    tracing::info!("authority {name} accepted our descriptor");
+                    tracing::info!("{name} accepted our descriptor");
                 }
                 false
             }
@@ -744,7 +839,7 @@ impl DirClient {
                 // The authority's verdict: retrying the same descriptor
                 // would get the same answer.
                 tracing::warn!(
-                    "authority {name} rejected our descriptor: {:?} (HTTP 400). Please correct.",
+                    "{name} rejected our descriptor: {:?} (HTTP 400). Please correct.",
                     r.reason
                 );
                 if let Some(slot) = self.upload_retry.get_mut(authority) {
@@ -754,14 +849,14 @@ impl DirClient {
             }
             Ok(r) => {
                 tracing::warn!(
-                    "authority {name} answered {} ({:?}) to our descriptor",
+                    "{name} answered {} ({:?}) to our descriptor",
                     r.status,
                     r.reason
                 );
                 true
             }
             Err(e) => {
-                tracing::warn!("uploading our descriptor to authority {name} failed: {e}");
+                tracing::warn!("uploading our descriptor to {name} failed: {e}");
                 true
             }
         };

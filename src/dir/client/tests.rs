@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dir::authcert::tests::TestAuthority;
+use crate::dir::authority::FallbackDir;
 use crate::dir::consensus::tests::{Relay, T0, authorities, consensus_text, relays};
 
 struct Net {
@@ -34,6 +35,8 @@ impl Net {
         DirClient::new(
             DirClientConfig {
                 authorities: self.dir.clone(),
+                fallbacks: Vec::new(),
+                authority_fallback_rate_milli: 100,
                 testing: false,
                 publish,
                 assume_reachable,
@@ -200,11 +203,11 @@ fn bad_consensuses_are_refused_and_retried_later() {
     c.handle_timeout(now, rng);
     let f = fetches(&drain(&mut c), Purpose::Consensus);
     c.handle_response(f[0].id, Err("connection refused".into()), now, rng);
-    let first = f[0].authority;
+    let first = f[0].server;
     now = c.next_consensus_fetch;
     c.handle_timeout(now, rng);
     let f = fetches(&drain(&mut c), Purpose::Consensus);
-    assert_ne!(f[0].authority, first);
+    assert_ne!(f[0].server, first);
     c.handle_response(f[0].id, status(404, "Not found"), now, rng);
     now = c.next_consensus_fetch;
     c.handle_timeout(now, rng);
@@ -231,7 +234,10 @@ fn publishes_to_every_authority_and_retries_failures() {
     assert_eq!(ups.len(), 3);
     for u in &ups {
         assert_eq!(u.request.path, "/tor/");
-        assert_eq!(u.addr, n.dir[u.authority].upload_addr());
+        let Server::Authority(i) = u.server else {
+            panic!("{u:?}")
+        };
+        assert_eq!(u.via, Via::DirPort(n.dir[i].upload_addr()));
         assert!(
             u.request
                 .headers
@@ -255,8 +261,8 @@ fn publishes_to_every_authority_and_retries_failures() {
     let again = fetches(&drain(&mut c), Purpose::Upload);
     assert!(later <= T0 + 600);
     assert_eq!(
-        again.iter().map(|f| f.authority).collect::<Vec<_>>(),
-        vec![ups[2].authority]
+        again.iter().map(|f| f.server).collect::<Vec<_>>(),
+        vec![ups[2].server]
     );
     c.handle_response(again[0].id, status(200, "[None]"), T0 + 600, rng);
     c.handle_timeout(T0 + 3000, rng);
@@ -314,4 +320,51 @@ fn waits_for_reachability_before_publishing() {
             |a| matches!(a, DirAction::Publish { reason } if reason == "ORPort found reachable")
         )
     );
+}
+
+#[test]
+fn fallbacks_before_publishing_authorities_after() {
+    let n = net();
+    let fb = FallbackDir::parse("10.9.9.9 orport=9001 id=0123456789ABCDEF0123456789ABCDEF01234567")
+        .unwrap();
+    let mut c = DirClient::new(
+        DirClientConfig {
+            authorities: n.dir.clone(),
+            fallbacks: vec![fb.clone()],
+            authority_fallback_rate_milli: 100,
+            testing: false,
+            publish: true,
+            assume_reachable: true,
+            own_rsa_id: [2; 20],
+        },
+        T0,
+    );
+    let rng = &mut rand::rng();
+    // With one fallback and three authorities weighted a tenth each, the
+    // fallback is asked most of the time, through a one-hop tunnel.
+    let mut tunnelled = 0;
+    for i in 0..20 {
+        c.handle_timeout(T0 + i, rng);
+        let f = fetches(&drain(&mut c), Purpose::Consensus);
+        let Some(f) = f.first() else { continue };
+        if f.via
+            == (Via::Tunnel {
+                or_addr: fb.or_addr(),
+                rsa_id: fb.rsa_id,
+            })
+        {
+            tunnelled += 1;
+        }
+        c.handle_response(f.id, Err("refused".into()), T0 + i, rng);
+        c.next_consensus_fetch = T0 + i + 1;
+        c.fallback_down_until[0] = 0;
+    }
+    assert!(tunnelled >= 10, "{tunnelled} of 20 through the fallback");
+    // Once published, the authorities' DirPorts.
+    c.upload(b"router x\n".to_vec(), "x", T0 + 30);
+    let _ = drain(&mut c);
+    c.next_consensus_fetch = T0 + 30;
+    c.handle_timeout(T0 + 30, rng);
+    let f = fetches(&drain(&mut c), Purpose::Consensus);
+    assert!(matches!(f[0].via, Via::DirPort(_)), "{f:?}");
 }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use oxit_interop::client::{self, Handshake};
+use oxit_interop::harness::arti::ArtiProcess;
 use oxit_interop::harness::socks::{self, Target};
 use oxit_interop::harness::testnet::wait_log;
 use oxit_interop::harness::{
@@ -148,6 +149,14 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
         "{}",
         net.oxit.log_tail(40)
     );
+    // Before publishing, the consensus came from a C relay over BEGIN_DIR.
+    assert!(
+        !net.oxit
+            .log_lines("consensus from directory mirror")
+            .is_empty(),
+        "{}",
+        net.oxit.log_tail(60)
+    );
     if let Some((_, fp)) = &migrated {
         assert_eq!(
             &net.oxit.fingerprint, fp,
@@ -155,7 +164,14 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
         );
     }
 
-    net.wait_for_client(STEP).expect("the client bootstraps");
+    // Arti, with its own directory code, bootstraps meanwhile.
+    let arti_dir = scratch.path().join("arti");
+    let arti = std::thread::scope(|sc| {
+        let arti = sc.spawn(|| ArtiProcess::start(&net, &arti_dir, STEP));
+        net.wait_for_client(STEP).expect("the client bootstraps");
+        arti.join().expect("arti thread")
+    })
+    .expect("arti bootstraps from the network's authorities");
     let s = net.socks;
     let lo = Target::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST));
     // The client picks oxit itself: it is the only exit for these ports.
@@ -254,6 +270,17 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
             .expect_err("BEGIN from a relay not in the consensus must be refused");
         assert_eq!(err.end_reason(), Some(END_MISC), "{err}");
     });
+
+    // The same download through Arti: it too picks oxit as its exit.
+    get(
+        &net,
+        arti.socks(),
+        lo.clone(),
+        http.addr().port(),
+        20 << 20,
+        "20 MiB through Arti",
+    );
+    drop(arti);
 
     // oxit as a middle: a second client whose middles can only be oxit,
     // whose exits only the C exit, and whose guards the C relays; the

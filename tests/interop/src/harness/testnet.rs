@@ -447,24 +447,6 @@ impl Testnet {
             });
         }
 
-        net.start_oxit(opts, &auth_lines)?;
-
-        // The client.
-        let dir = node_dir(net.root.path(), "client")?;
-        net.socks = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
-        let mut c = common_torrc(&dir, "client", &auth_lines, owner);
-        let _ = writeln!(c, "SocksPort {}", net.socks);
-        let torrc = dir.join("torrc");
-        std::fs::write(&torrc, c).map_err(io_err("write client torrc"))?;
-        net.client = TorNode {
-            name: "client".into(),
-            dir,
-            or_addr: net.socks,
-            dir_addr: None,
-            fingerprint: String::new(),
-            child: Some(spawn_tor(&torrc)?),
-        };
-
         // Fingerprints are on disk once each relay has started.
         let deadline = Instant::now() + Duration::from_secs(30);
         for r in net.relays.iter_mut().chain(net.c_exit.iter_mut()) {
@@ -485,6 +467,24 @@ impl Testnet {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        net.start_oxit(opts, &auth_lines)?;
+
+        // The client.
+        let dir = node_dir(net.root.path(), "client")?;
+        net.socks = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+        let mut c = common_torrc(&dir, "client", &auth_lines, owner);
+        let _ = writeln!(c, "SocksPort {}", net.socks);
+        let torrc = dir.join("torrc");
+        std::fs::write(&torrc, c).map_err(io_err("write client torrc"))?;
+        net.client = TorNode {
+            name: "client".into(),
+            dir,
+            or_addr: net.socks,
+            dir_addr: None,
+            fingerprint: String::new(),
+            child: Some(spawn_tor(&torrc)?),
+        };
+
         Ok(net)
     }
 
@@ -523,6 +523,19 @@ impl Testnet {
             }
         );
         let _ = writeln!(c, "NumCPUs 2");
+        // The C relays are oxit's directory mirrors until it publishes (as
+        // fallback directories are on the live network), reached with
+        // BEGIN_DIR; never the authorities before that.
+        for r in &self.relays {
+            let _ = writeln!(
+                c,
+                "FallbackDir {} orport={} id={}",
+                r.or_addr.ip(),
+                r.or_addr.port(),
+                r.fingerprint
+            );
+        }
+        let _ = writeln!(c, "DirAuthorityFallbackRate 0");
         if opts.oxit_assume_reachable {
             let _ = writeln!(c, "AssumeReachable 1");
         }
