@@ -550,10 +550,10 @@ fn dir_stream(
             CircEvent::Relay {
                 hop: 0,
                 cmd: RelayCmd::DATA,
-                stream,
+                stream: 1,
                 data,
                 tag,
-            } if stream == 1 => {
+            } => {
                 raw.extend_from_slice(&data);
                 if raw.len() > max {
                     c.close(id);
