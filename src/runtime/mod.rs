@@ -8,14 +8,15 @@
 
 pub mod driver;
 pub mod epoll;
+mod plane;
 pub mod relay;
 mod slots;
 pub mod tls;
 pub mod uring;
 mod worker;
 
+pub use plane::{DataPlane, PlaneEvent, Snapshot, build_snapshot};
 pub use relay::RunError;
-pub use worker::{DataPlane, PlaneEvent, Snapshot, build_snapshot};
 
 #[cfg(test)]
 mod tests;

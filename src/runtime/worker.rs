@@ -16,27 +16,23 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::ThreadRng;
 
-use crate::config::Config;
 use crate::control::Shutdown;
-use crate::crypto::keys::RelayKeys;
 use crate::exit::dns::{Resolver, ResolverConfig};
 use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, DestroyReason};
 use crate::proto::channel::queue::{CircQueue, WIRE_CELL_LEN};
-use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, LinkKeys, TlsSession};
-use crate::proto::circuit::{
-    Action, ChanId, CircuitConfig, CircuitTable, ExtendFailure, ExtendKey, StreamKey,
-};
+use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, TlsSession};
+use crate::proto::circuit::{Action, ChanId, CircuitTable, ExtendFailure, ExtendKey, StreamKey};
 use crate::proto::splice::{Batch, CROSS_QUEUE_LIMIT, HostedCell, Splices, WorkerId};
 
-use super::driver::{self, Backend, Event, Handler, Ops, Token, Waker};
-use super::relay::{RunError, choose_backend, worker_count};
-use super::tls::{self, TlsConn};
+use super::driver::{self, Event, Handler, Ops, Token, Waker};
+use super::plane::{Outbox, PlaneEvent, Snapshot};
+use super::tls::TlsConn;
 
 /// How long a worker waits when nothing is due: bounds how late it notices
 /// a shutdown or a new snapshot if a wakeup is ever lost.
@@ -59,247 +55,20 @@ const ACTION_ROUNDS: usize = 64;
 /// rest waits for the next turn (which comes at once).
 const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
 
-/// What the control thread hands workers when keys, the consensus or the
-/// configuration change.
-pub struct Snapshot {
-    pub link: Arc<LinkKeys>,
-    pub server_tls: Arc<rustls::ServerConfig>,
-    pub own_tls_sha256: [u8; 32],
-    pub circuits: Arc<CircuitConfig>,
-}
-
-/// The snapshot workers start with, and get again when keys change:
-/// link certificates, the TLS server configuration and `circuits`.
-pub fn build_snapshot(
-    keys: &RelayKeys,
-    addrs: Vec<IpAddr>,
-    circuits: Arc<CircuitConfig>,
-) -> Result<Snapshot, RunError> {
-    let link = Arc::new(LinkKeys::from_relay_keys(keys, addrs));
-    let server_tls = tls::server_config(keys.tls()).map_err(|e| RunError::Tls(e.to_string()))?;
-    Ok(Snapshot {
-        link,
-        server_tls,
-        own_tls_sha256: *keys.tls().cert_sha256(),
-        circuits,
-    })
-}
-
-/// What workers tell the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlaneEvent {
-    /// A CREATE arrived on an inbound channel whose peer's NETINFO names
-    /// our published address `addr`: the ORPort is reachable from outside
-    /// (circuitbuild_relay.c:onionskin_answer → router_orport_found_reachable).
-    Reachable(IpAddr),
-}
-
-/// Bytes a worker read from and wrote to the network, published once per
-/// turn (one relaxed add each, never per cell) for the bandwidth history.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    pub read: AtomicU64,
-    pub written: AtomicU64,
-}
-
-/// The running workers, as the control plane sees them.
-pub struct DataPlane {
-    handles: Vec<std::thread::JoinHandle<Result<(), String>>>,
-    feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)>,
-    snap: Arc<Snapshot>,
-    events: Receiver<PlaneEvent>,
-    traffic: Arc<[Traffic]>,
-}
-
-impl DataPlane {
-    /// Bind the listeners and start one worker per core.
-    pub fn start(
-        config: &Config,
-        snap: Snapshot,
-        shutdown: Arc<Shutdown>,
-    ) -> Result<DataPlane, RunError> {
-        let backend = choose_backend(config.io_backend)?;
-        let n = worker_count(config.num_cpus);
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let resolver_cfg = super::relay::resolver_config(config)?;
-        let client_tls = tls::client_config().map_err(|e| RunError::Tls(e.to_string()))?;
-        let snap = Arc::new(snap);
-        let mut handles = Vec::new();
-        let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
-        let (event_tx, events) = crossbeam_channel::unbounded();
-        let traffic: Arc<[Traffic]> = (0..n).map(|_| Traffic::default()).collect();
-        // Every worker can message every other one (splices); all mailboxes
-        // exist before the first worker starts.
-        let mut inboxes = Vec::new();
-        let mut peers = Vec::new();
-        for index in 0..n {
-            let waker =
-                Arc::new(Waker::new().map_err(|source| RunError::Worker { index, source })?);
-            let (tx, rx) = crossbeam_channel::unbounded();
-            peers.push(Peer { tx, waker });
-            inboxes.push(rx);
-        }
-        let peers: Arc<[Peer]> = peers.into();
-        let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
-        for (index, inbox) in inboxes.into_iter().enumerate() {
-            // Bind on the control thread so a busy port is reported before
-            // any worker starts.
-            let mut listeners = Vec::new();
-            for p in config.or_ports.iter().filter(|p| !p.no_listen) {
-                let fd = driver::reuseport_listener(p.addr).map_err(|source| RunError::Listen {
-                    addr: p.addr,
-                    source,
-                })?;
-                listeners.push(fd);
-            }
-            let waker = peers[index].waker.clone();
-            shutdown.add_waker(waker.clone());
-            let (tx, rx) = crossbeam_channel::unbounded();
-            feeds.push((tx, waker.clone()));
-            let core = if cores.is_empty() {
-                None
-            } else {
-                cores.get(index % cores.len()).copied()
-            };
-            let sd = shutdown.clone();
-            let snap = snap.clone();
-            let client_tls = client_tls.clone();
-            let resolver_cfg = resolver_cfg.clone();
-            let mail = Mail {
-                inbox,
-                peers: peers.clone(),
-                in_flight: in_flight.clone(),
-            };
-            let out = Outbox {
-                events: event_tx.clone(),
-                traffic: traffic.clone(),
-            };
-            let h = std::thread::Builder::new()
-                .name(format!("oxit-worker-{index}"))
-                .spawn(move || -> Result<(), String> {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    // The ring is created on its thread: SINGLE_ISSUER ties
-                    // it to the thread that first submits.
-                    let mut d = driver::new_driver(backend, waker).map_err(|e| e.to_string())?;
-                    for l in listeners {
-                        d.listen(l).map_err(|e| e.to_string())?;
-                    }
-                    let mut w = Worker::new(index, snap, client_tls, resolver_cfg, rx, mail, out);
-                    w.run(d.as_mut(), &sd).map_err(|e| e.to_string())
-                })
-                .map_err(|source| RunError::Worker { index, source })?;
-            handles.push(h);
-        }
-        tracing::info!(
-            "relay running: {n} worker(s) on {}",
-            match backend {
-                Backend::Uring => "io_uring",
-                Backend::Epoll => "epoll",
-            }
-        );
-        Ok(DataPlane {
-            handles,
-            feeds,
-            snap,
-            events,
-            traffic,
-        })
-    }
-
-    fn send(&mut self, s: Snapshot) {
-        let s = Arc::new(s);
-        for (tx, w) in &self.feeds {
-            let _ = tx.send(s.clone());
-            w.wake();
-        }
-        self.snap = s;
-    }
-
-    /// New keys or addresses (and with them link certificates, TLS and
-    /// onion keys): new handshakes use them, circuits already built keep
-    /// theirs.
-    pub fn set_keys(
-        &mut self,
-        keys: &RelayKeys,
-        addrs: Vec<IpAddr>,
-        circuits: Arc<CircuitConfig>,
-    ) -> Result<(), RunError> {
-        let s = build_snapshot(keys, addrs, circuits)?;
-        self.send(s);
-        Ok(())
-    }
-
-    /// A new circuit-layer snapshot (a new consensus, new onion keys).
-    pub fn set_circuits(&mut self, circuits: Arc<CircuitConfig>) {
-        let s = Snapshot {
-            link: self.snap.link.clone(),
-            server_tls: self.snap.server_tls.clone(),
-            own_tls_sha256: self.snap.own_tls_sha256,
-            circuits,
-        };
-        self.send(s);
-    }
-
-    /// What the workers reported since the last call.
-    pub fn poll_event(&self) -> Option<PlaneEvent> {
-        self.events.try_recv().ok()
-    }
-
-    /// Total bytes read and written so far, over every worker.
-    pub fn traffic(&self) -> (u64, u64) {
-        self.traffic.iter().fold((0, 0), |(r, w), t| {
-            (
-                r + t.read.load(Ordering::Relaxed),
-                w + t.written.load(Ordering::Relaxed),
-            )
-        })
-    }
-
-    /// True once some worker has stopped (an error, or the shutdown).
-    pub fn any_finished(&self) -> bool {
-        self.handles.iter().any(|h| h.is_finished())
-    }
-
-    /// Wait for every worker; the first failure, if any.
-    pub fn join(self) -> Result<(), RunError> {
-        let mut first_err = None;
-        for (index, h) in self.handles.into_iter().enumerate() {
-            let res = match h.join() {
-                Ok(Ok(())) => continue,
-                Ok(Err(message)) => RunError::WorkerFailed { index, message },
-                Err(_) => RunError::WorkerFailed {
-                    index,
-                    message: "worker thread panicked".into(),
-                },
-            };
-            first_err.get_or_insert(res);
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-}
-
-/// A worker's ways to the control plane.
-struct Outbox {
-    events: Sender<PlaneEvent>,
-    traffic: Arc<[Traffic]>,
-}
-
 /// How to reach one worker.
-struct Peer {
-    tx: Sender<Batch>,
-    waker: Arc<Waker>,
+pub(super) struct Peer {
+    pub(super) tx: Sender<Batch>,
+    pub(super) waker: Arc<Waker>,
 }
 
 /// A worker's mailbox and everyone else's.
-struct Mail {
-    inbox: Receiver<Batch>,
-    peers: Arc<[Peer]>,
+pub(super) struct Mail {
+    pub(super) inbox: Receiver<Batch>,
+    pub(super) peers: Arc<[Peer]>,
     /// Items sent and not yet taken in, per (from, to) pair of workers at
     /// `from * n + to`; touched once per batch, not per cell. The sender
     /// adds after sending, so the count can dip below zero for a moment.
-    in_flight: Arc<[AtomicIsize]>,
+    pub(super) in_flight: Arc<[AtomicIsize]>,
 }
 
 impl Mail {
@@ -363,7 +132,7 @@ impl TlsSession for TlsRef<'_> {
     }
 }
 
-struct Worker {
+pub(super) struct Worker {
     index: usize,
     snap: Arc<Snapshot>,
     client_tls: Arc<rustls::ClientConfig>,
@@ -405,7 +174,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(
+    pub(super) fn new(
         index: usize,
         snap: Arc<Snapshot>,
         client_tls: Arc<rustls::ClientConfig>,
@@ -446,7 +215,7 @@ impl Worker {
         }
     }
 
-    fn run(&mut self, d: &mut dyn driver::Driver, sd: &Shutdown) -> std::io::Result<()> {
+    pub(super) fn run(&mut self, d: &mut dyn driver::Driver, sd: &Shutdown) -> std::io::Result<()> {
         while !sd.is_triggered() {
             let now = Instant::now();
             let mut due = now + IDLE_TURN;
