@@ -84,6 +84,12 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
         },
         now,
     );
+    if let Some(p) = &config.dir_port {
+        tracing::info!(
+            "DirPort {p}: oxit serves no directory data yet; it does not listen there and \
+             publishes DirPort 0, as C tor relays do"
+        );
+    }
     if servers.is_default() {
         tracing::info!(
             "using the live Tor network's {} directory authorities",
@@ -412,6 +418,10 @@ impl Control<'_> {
             DirAction::Publish { reason } => self.publish(&reason, now),
             DirAction::NewConsensus { consensus, text } => {
                 self.store(CACHED_CONSENSUS, &text);
+                let rotation = consensus.param("onion-key-rotation-days", 28, 1, 90);
+                let grace = consensus.param("onion-key-grace-period-days", 7, 1, rotation);
+                let days = |d: i32| Duration::from_secs(u64::try_from(d).unwrap_or(1) * 86400);
+                self.keys.set_onion_lifetimes(days(rotation), days(grace));
                 let me = self.keys.rsa_identity();
                 match consensus.relay(me.as_bytes()) {
                     Some(r) => tracing::info!(

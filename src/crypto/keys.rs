@@ -320,6 +320,15 @@ impl RelayKeys {
         Ok(out)
     }
 
+    /// The consensus's `onion-key-rotation-days` and
+    /// `onion-key-grace-period-days` (router.c:get_onion_key_lifetime,
+    /// get_onion_key_grace_period): when the onion keys rotate next, and
+    /// how long the previous ones still answer.
+    pub fn set_onion_lifetimes(&mut self, rotation: Duration, grace: Duration) {
+        self.lifetimes.onion_rotation = rotation;
+        self.lifetimes.onion_grace = grace.min(rotation);
+    }
+
     /// CERTS cell entries a responder sends: types 2, 4, 5, 7 (§1.4).
     pub fn responder_certs(&self) -> [(u8, &[u8]); 4] {
         [

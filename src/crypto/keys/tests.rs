@@ -87,3 +87,49 @@ fn offline_master() {
     assert!(matches!(e, KeysError::MasterKeyOffline { .. }), "{e}");
     fs::remove_dir_all(&d).unwrap();
 }
+
+/// Happy-family keys as `tor --keygen-family` writes them: a tagged
+/// `fmly-id` file of the expanded secret key.
+#[test]
+fn family_keys_load_by_family_id() {
+    use crate::config::FamilyId;
+    let d = std::env::temp_dir().join(format!("oxit-family-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let write = |name: &str, kp: &Ed25519Keypair| {
+        let mut body = b"== ed25519v1-secret: fmly-id ==".to_vec();
+        body.resize(32, 0);
+        body.extend_from_slice(kp.expanded_secret());
+        std::fs::write(d.join(name), body).unwrap();
+    };
+    let a = Ed25519Keypair::generate(&mut rand::rng());
+    let b = Ed25519Keypair::generate(&mut rand::rng());
+    write("a.secret_family_key", &a);
+    write("b.secret_family_key", &b);
+    std::fs::write(d.join("notes.txt"), "not a key").unwrap();
+    // Only the listed family.
+    let got = load_family_keys(&d, &[FamilyId::Key(a.public_bytes())]).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].public_bytes(), a.public_bytes());
+    // `*`: every key there.
+    assert_eq!(load_family_keys(&d, &[FamilyId::Any]).unwrap().len(), 2);
+    // No FamilyId: none, and the directory is not even read.
+    assert!(load_family_keys(&d.join("absent"), &[]).unwrap().is_empty());
+    // A listed family without its key stops startup, naming it.
+    let missing = Ed25519Keypair::generate(&mut rand::rng()).public_bytes();
+    let e = load_family_keys(&d, &[FamilyId::Key(missing)]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no key was found for the listed FamilyId"),
+        "{e}"
+    );
+    // A damaged key file is an error naming the file.
+    std::fs::write(
+        d.join("c.secret_family_key"),
+        b"== ed25519v1-secret: type0 ==",
+    )
+    .unwrap();
+    let e = load_family_keys(&d, &[FamilyId::Any]).unwrap_err();
+    assert!(e.to_string().contains("c.secret_family_key"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

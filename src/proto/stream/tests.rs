@@ -528,29 +528,7 @@ fn upload_emits_v1_circuit_sendme_with_last_data_tag() {
     let mut rng = StdRng::seed_from_u64(25);
     let (mut r, mut cl) = exit(&mut rng);
     let _key = open_stream(&mut r, &mut cl, &mut rng, 1);
-    let mut last_tag = [0u8; 20];
-    for _ in 0..100 {
-        let mut body = [0u8; 509];
-        crate::proto::relay_msg::encode_relay_data(
-            RelayCmd::DATA,
-            crate::proto::relay_msg::StreamId::new(1),
-            b"x",
-            &mut rng,
-            &mut body,
-        )
-        .unwrap();
-        last_tag = cl.circ.encrypt_forward(0, &mut body).unwrap().0;
-        r.t.handle_cells(
-            RELAY_CHAN,
-            &mut [crate::proto::circuit::tests::cell(
-                cl.id,
-                ChanCmd::RELAY,
-                body,
-            )],
-            now(),
-            &mut rng,
-        );
-    }
+    let last_tag = upload_100(&mut r, &mut cl, &mut rng);
     let acts: Vec<Action> = drain(&mut r.t)
         .into_iter()
         .filter(|a| matches!(a, Action::SendCell { .. }))
@@ -591,5 +569,142 @@ fn stream_setup_deadlines_stay_bounded_under_begin_end_churn() {
         r.t.deadlines.len() <= 2 * r.t.streams.len() + 1025,
         "{} deadlines",
         r.t.deadlines.len()
+    );
+}
+
+/// The network re-entry filter (connection_edge.c:connection_exit_connect):
+/// a stream to a known relay's ORPort gets END CONNECTREFUSED, after the
+/// exit policy and whether the address came as a literal or from DNS; with
+/// `allow-network-reentry` the connect goes ahead. The config's reentry set
+/// holds 198.51.100.9:9001.
+#[test]
+fn network_reentry_is_refused_unless_allowed() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let (mut r, mut cl) = exit(&mut rng);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"198.51.100.9:9001\0",
+    );
+    assert_eq!(
+        only_end(&mut r, &mut cl).reason(),
+        EndReason::CONNECTREFUSED
+    );
+    // The same address on another port is an ordinary destination.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        2,
+        b"198.51.100.9:443\0",
+    );
+    let acts = drain(&mut r.t);
+    assert!(matches!(acts[..], [Action::Connect { .. }]), "{acts:?}");
+    // A name that resolves to the relay: refused too.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        3,
+        b"relay.example:9001\0",
+    );
+    let Some(Action::Resolve { key, .. }) = r.t.poll_action() else {
+        panic!()
+    };
+    let ans = Answer {
+        addrs: vec!["198.51.100.9".parse().unwrap()],
+        ttl: 300,
+        hostname: None,
+    };
+    r.t.handle_resolved(key, Ok(ans), now(), &mut rng);
+    assert_eq!(
+        only_end(&mut r, &mut cl).reason(),
+        EndReason::CONNECTREFUSED
+    );
+    // The consensus allows re-entry: the next snapshot lets it through.
+    let mut cfg = (*r.cfg).clone();
+    cfg.allow_network_reentry = true;
+    r.t.set_config(std::sync::Arc::new(cfg));
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        4,
+        b"198.51.100.9:9001\0",
+    );
+    let acts = drain(&mut r.t);
+    assert!(matches!(acts[..], [Action::Connect { .. }]), "{acts:?}");
+}
+
+/// The client sends 100 one-byte DATA cells on stream 1; the tag of the last.
+fn upload_100(r: &mut Relay, cl: &mut Client, rng: &mut StdRng) -> [u8; 20] {
+    let mut last_tag = [0u8; 20];
+    for _ in 0..100 {
+        let mut body = [0u8; 509];
+        crate::proto::relay_msg::encode_relay_data(
+            RelayCmd::DATA,
+            crate::proto::relay_msg::StreamId::new(1),
+            b"x",
+            rng,
+            &mut body,
+        )
+        .unwrap();
+        last_tag = cl.circ.encrypt_forward(0, &mut body).unwrap().0;
+        r.t.handle_cells(
+            RELAY_CHAN,
+            &mut [crate::proto::circuit::tests::cell(
+                cl.id,
+                ChanCmd::RELAY,
+                body,
+            )],
+            now(),
+            rng,
+        );
+    }
+    last_tag
+}
+
+/// `sendme_emit_min_version` 0: the exit's circuit SENDME is the empty v0
+/// (sendme.c:send_circuit_level_sendme). `sendme_accept_min_version` 1: a
+/// v0 SENDME from the client closes the circuit.
+#[test]
+fn sendme_versions_follow_the_consensus() {
+    let mut rng = StdRng::seed_from_u64(43);
+    let (mut r, mut cl) = exit(&mut rng);
+    let mut cfg = (*r.cfg).clone();
+    cfg.sendme_emit_min_version = 0;
+    r.t.set_config(std::sync::Arc::new(cfg));
+    let _key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    upload_100(&mut r, &mut cl, &mut rng);
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    let sendme = rep
+        .iter()
+        .find(|x| x.0 == RelayCmd::SENDME && x.1 == 0)
+        .unwrap();
+    assert_eq!(Sendme::decode(&sendme.2).unwrap(), Sendme::V0);
+
+    let (mut r, mut cl) = exit(&mut rng);
+    let mut cfg = (*r.cfg).clone();
+    cfg.sendme_accept_min_version = 1;
+    r.t.set_config(std::sync::Arc::new(cfg));
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    assert_eq!(
+        r.t.handle_stream_data(key, &[7u8; 498 * 100], now(), &mut rng),
+        498 * 100
+    );
+    let _ = drain(&mut r.t);
+    let mut c = [client_msg(&mut cl, &mut rng, 0, 0, &Sendme::V0, false)];
+    r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
+    let acts = drain(&mut r.t);
+    assert!(
+        sent_cells(&acts).iter().any(|c| c.2 == ChanCmd::DESTROY),
+        "a v0 SENDME must close the circuit: {acts:?}"
     );
 }

@@ -98,7 +98,7 @@ fn c_tor_keys(root: &std::path::Path) -> (std::path::PathBuf, String) {
     (dir, fp)
 }
 
-fn private_network(backend: IoBackend, migrate_c_keys: bool) {
+fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     let dns = Dnsmasq::start().expect("start dnsmasq");
     let http = HttpServer::start().expect("start HTTP server");
     // Reached by the name only dnsmasq knows (it resolves to 127.0.0.42).
@@ -110,6 +110,7 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
     opts.dns = Some(dns.addr());
     opts.rejected_port = Some(REJECTED_PORT);
     opts.c_exit_port = Some(c_only.addr().port());
+    opts.oxit_family = family;
     let migrated = migrate_c_keys.then(|| c_tor_keys(scratch.path()));
     if let Some((dir, _)) = &migrated {
         opts.oxit_data_dir = Some(dir.clone());
@@ -161,6 +162,26 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
         assert_eq!(
             &net.oxit.fingerprint, fp,
             "oxit keeps the C tor relay's identity"
+        );
+    }
+    // The happy-family certificate checked out: the authorities put the
+    // family id into oxit's microdescriptor, with its `family` line.
+    if let Some(id) = &net.oxit_family_id {
+        let deadline = Instant::now() + STEP;
+        while !net
+            .microdescriptors()
+            .contains(&format!("family-ids ed25519:{id}"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no family-ids ed25519:{id} in the authorities' microdescriptors"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(
+            net.microdescriptors()
+                .contains(&format!("${}", net.relays[0].fingerprint)),
+            "MyFamily in the microdescriptor's family line"
         );
     }
 
@@ -321,10 +342,10 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool) {
 
 #[test]
 fn private_network_io_uring() {
-    private_network(IoBackend::Uring, true);
+    private_network(IoBackend::Uring, true, false);
 }
 
 #[test]
 fn private_network_epoll() {
-    private_network(IoBackend::Epoll, false);
+    private_network(IoBackend::Epoll, false, true);
 }

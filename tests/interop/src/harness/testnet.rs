@@ -56,6 +56,9 @@ pub struct TestnetOptions {
     pub oxit_extra: String,
     /// Log oxit at debug level.
     pub oxit_debug: bool,
+    /// Give oxit a happy-family key made by C tor (`tor --keygen-family`)
+    /// and a `MyFamily` line naming the first C relay.
+    pub oxit_family: bool,
     /// The owning process C tor watches (default: this one).
     pub owner_pid: Option<u32>,
 }
@@ -71,6 +74,7 @@ impl TestnetOptions {
             oxit_data_dir: None,
             oxit_extra: String::new(),
             oxit_debug: false,
+            oxit_family: false,
             owner_pid: None,
         }
     }
@@ -146,6 +150,8 @@ pub struct Testnet {
     pub socks: SocketAddr,
     /// When [`Testnet::start`] began.
     pub started: Instant,
+    /// oxit's happy-family id, with [`TestnetOptions::oxit_family`].
+    pub oxit_family_id: Option<String>,
 }
 
 fn node_dir(root: &Path, name: &str) -> Result<PathBuf, HarnessError> {
@@ -372,6 +378,7 @@ impl Testnet {
             dir_authority_lines: auth_lines.clone(),
             socks: SocketAddr::from(([127, 0, 0, 1], 0)),
             started,
+            oxit_family_id: None,
         };
         let relay_names = ["relay0", "relay1", "relay2"];
         for mut a in authorities {
@@ -536,6 +543,34 @@ impl Testnet {
             );
         }
         let _ = writeln!(c, "DirAuthorityFallbackRate 0");
+        if opts.oxit_family {
+            let fam_dir = dir.join("family");
+            std::fs::create_dir_all(&fam_dir).map_err(io_err("family key dir"))?;
+            let empty = dir.join("torrc.empty");
+            std::fs::write(&empty, "").map_err(io_err("write empty torrc"))?;
+            let out = run(
+                Command::new(TOR)
+                    .arg("--keygen-family")
+                    .arg(fam_dir.join("oxitfamily"))
+                    .arg("-f")
+                    .arg(&empty)
+                    .arg("--defaults-torrc")
+                    .arg(&empty),
+                "tor --keygen-family",
+            )?;
+            let id = out
+                .lines()
+                .find_map(|l| l.strip_prefix("FamilyId "))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            self.oxit_family_id = Some(id.clone());
+            let _ = writeln!(c, "FamilyKeyDirectory {}", fam_dir.display());
+            let _ = writeln!(c, "FamilyId {id}");
+            if let Some(r) = self.relays.first() {
+                let _ = writeln!(c, "MyFamily ${}", r.fingerprint);
+            }
+        }
         if opts.oxit_assume_reachable {
             let _ = writeln!(c, "AssumeReachable 1");
         }
@@ -573,6 +608,17 @@ impl Testnet {
             child: Some(child),
         };
         Ok(())
+    }
+
+    /// Every microdescriptor the first authority has made, as text.
+    pub fn microdescriptors(&self) -> String {
+        let Some(a) = self.authorities.first() else {
+            return String::new();
+        };
+        ["cached-microdescs", "cached-microdescs.new"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(a.dir.join(f)).ok())
+            .collect()
     }
 
     /// The newest microdesc consensus the first authority has (its cached
