@@ -1,5 +1,5 @@
-//! An Arti client (the `arti` binary from crates.io, pinned and built in
-//! release mode by `scripts/test.sh` into `target/arti/bin/arti`) as a SOCKS
+//! An Arti client (the `arti` program of the crates.io `arti` crate, pinned
+//! and built as the workspace member `tests/arti`) as a SOCKS
 //! proxy in a [`Testnet`]: it bootstraps from the network's own authorities
 //! with its own directory code, and picks its path itself.
 //!
@@ -14,32 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::oxit::workspace_binary;
 use super::testnet::Testnet;
 use super::{HarnessError, free_tcp_port, io_err, kill_child, tail, wait_until};
 
-/// The version `scripts/test.sh` builds.
-pub const ARTI_VERSION: &str = "2.7.0";
-
-/// Where `scripts/test.sh` installs arti (`ARTI_BIN` overrides).
+/// Arti's own `arti` program as `tests/arti` builds it (`ARTI_BIN`
+/// overrides it).
 pub fn arti_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = std::env::var_os("ARTI_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("arti/bin/arti");
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(HarnessError::NotReady {
-            program: "arti".into(),
-            detail: format!(
-                "no {}: run scripts/test.sh, which builds arti {ARTI_VERSION} there",
-                p.display()
-            ),
-        })
-    }
+    workspace_binary("arti", "ARTI_BIN")
 }
 
 /// A running arti proxy.

@@ -65,22 +65,28 @@ pub struct OxitProcess {
 /// The `oxit` binary of this workspace (`OXIT_BIN` overrides it, e.g. to
 /// benchmark a release build).
 pub fn oxit_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = std::env::var_os("OXIT_BIN") {
+    workspace_binary("oxit", "OXIT_BIN")
+}
+
+/// A binary of this workspace's target dir, debug build first; the
+/// environment variable `env` overrides it.
+pub(crate) fn workspace_binary(name: &str, env: &str) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     for profile in ["debug", "release"] {
-        let p = target.join(profile).join("oxit");
+        let p = target.join(profile).join(name);
         if p.exists() {
             return Ok(p);
         }
     }
     Err(HarnessError::NotReady {
-        program: "oxit".into(),
+        program: name.into(),
         detail: format!(
-            "no oxit binary under {}: run scripts/test.sh (or `cargo build --workspace`) first",
+            "no {name} binary under {}: run scripts/test.sh (or `cargo build --workspace --all-targets`) first",
             target.display()
         ),
     })
