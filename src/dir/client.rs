@@ -345,16 +345,21 @@ impl DirClient {
         self.in_flight.iter().any(|f| f.purpose == p)
     }
 
-    /// A v3 authority to ask, avoiding ones that failed recently.
-    fn pick_authority<R: CryptoRng>(&self, rng: &mut R, now: UnixTime) -> Option<usize> {
-        let candidates: Vec<usize> = self
-            .cfg
+    /// Indices of the v3 authorities: the ones that vote, sign the
+    /// consensus and take descriptors.
+    fn v3_authorities(&self) -> Vec<usize> {
+        self.cfg
             .authorities
             .iter()
             .enumerate()
             .filter(|(_, a)| a.is_v3())
             .map(|(i, _)| i)
-            .collect();
+            .collect()
+    }
+
+    /// A v3 authority to ask, avoiding ones that failed recently.
+    fn pick_authority<R: CryptoRng>(&self, rng: &mut R, now: UnixTime) -> Option<usize> {
+        let candidates = self.v3_authorities();
         let up: Vec<usize> = candidates
             .iter()
             .copied()

@@ -81,14 +81,7 @@ impl DirClient {
         for r in &mut self.upload_retry {
             *r = None;
         }
-        let targets: Vec<usize> = self
-            .cfg
-            .authorities
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.is_v3())
-            .map(|(i, _)| i)
-            .collect();
+        let targets = self.v3_authorities();
         if targets.is_empty() {
             tracing::warn!("no v3 directory authority is configured: nowhere to publish");
         }

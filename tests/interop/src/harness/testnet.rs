@@ -455,24 +455,19 @@ impl Testnet {
         }
 
         // Fingerprints are on disk once each relay has started.
-        let deadline = Instant::now() + Duration::from_secs(30);
         for r in net.relays.iter_mut().chain(net.c_exit.iter_mut()) {
-            loop {
-                if let Ok(fp) = read_fingerprint(&r.dir) {
-                    r.fingerprint = fp;
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(HarnessError::NotReady {
-                        program: format!("tor ({})", r.name),
-                        detail: format!(
-                            "no fingerprint file; log:\n{}",
-                            tail(&r.dir.join("notice.log"), 20)
-                        ),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            let dir = r.dir.clone();
+            let Some(child) = r.child.as_mut() else {
+                continue;
+            };
+            wait_until(
+                &format!("tor ({})", r.name),
+                child,
+                Duration::from_secs(30),
+                || read_fingerprint(&dir).is_ok(),
+                || tail(&dir.join("notice.log"), 20),
+            )?;
+            r.fingerprint = read_fingerprint(&dir)?;
         }
         net.start_oxit(opts, &auth_lines)?;
 
