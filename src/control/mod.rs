@@ -9,6 +9,7 @@ pub mod logging;
 mod onehop;
 pub mod relay;
 pub mod signals;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

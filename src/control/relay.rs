@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::Shutdown;
 use super::address::AddressFinder;
+use super::state::{self, StateFile};
 use crate::config::Config;
 use crate::crypto::cert::Ed25519Keypair;
 use crate::crypto::keys::RelayKeys;
@@ -37,6 +38,7 @@ use crate::runtime::{DataPlane, PlaneEvent, Snapshot};
 /// The cached consensus and certificates, in `DataDirectory` (C tor's names).
 const CACHED_CONSENSUS: &str = "cached-microdesc-consensus";
 const CACHED_CERTS: &str = "cached-certs";
+const STATE_SAVE_EVERY: UnixTime = 3600;
 /// How often the control loop looks at everything.
 const LOOP: Duration = Duration::from_millis(200);
 /// Keys are checked for renewal this often.
@@ -112,6 +114,8 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
         published,
         family_keys,
         bw: BwHistory::new(now),
+        state: StateFile::default(),
+        next_state_save: now + STATE_SAVE_EVERY,
         last_traffic: (0, 0),
         extra_traffic: (0, 0),
         last_sample: now,
@@ -131,9 +135,11 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
         keys,
     };
     c.load_cache(now);
+    c.load_state(now);
     let snap = c.snapshot()?;
     let mut plane = DataPlane::start(config, snap, shutdown.clone())?;
     let res = c.run(&mut plane, &shutdown);
+    c.save_state(unix(SystemTime::now()));
     shutdown.trigger();
     let joined = plane.join();
     res.and(joined)
@@ -157,6 +163,9 @@ struct Control<'a> {
     published: Vec<IpAddr>,
     family_keys: Vec<Ed25519Keypair>,
     bw: BwHistory,
+    /// `DataDirectory/state`: what we keep of it is the bandwidth history.
+    state: StateFile,
+    next_state_save: UnixTime,
     last_traffic: (u64, u64),
     /// Bytes the control thread's own connections moved (directory
     /// requests, the self-test), not yet in the history.
@@ -182,17 +191,48 @@ impl Control<'_> {
         self.config.data_directory.join(name)
     }
 
-    fn load_cache(&mut self, now: UnixTime) {
-        let read = |p: PathBuf| match std::fs::read_to_string(&p) {
+    /// A file of `DataDirectory`, or `None` (with a warning when it exists
+    /// but cannot be read).
+    fn read_data_file(&self, name: &str) -> Option<String> {
+        let p = self.data_dir(name);
+        match std::fs::read_to_string(&p) {
             Ok(s) => Some(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 tracing::warn!("cannot read {}: {e}; ignoring it", p.display());
                 None
             }
+        }
+    }
+
+    /// The bandwidth history of earlier runs (ours or C tor's), so that a
+    /// restart neither zeroes the observed bandwidth nor leaves a hole in
+    /// the extra-info history.
+    fn load_state(&mut self, now: UnixTime) {
+        let Some(text) = self.read_data_file(state::FILE) else {
+            return;
         };
-        let certs = read(self.data_dir(CACHED_CERTS));
-        let consensus = read(self.data_dir(CACHED_CONSENSUS));
+        self.state = StateFile::parse(&text);
+        match BwHistory::from_state(|k| self.state.get(k), now) {
+            Ok(bw) => self.bw = bw,
+            Err(e) => tracing::warn!("{e}; starting the bandwidth history afresh"),
+        }
+    }
+
+    /// C tor writes its state file every two hours when it is a relay and
+    /// when it stops (statefile.c:or_state_save); oxit every hour.
+    fn save_state(&mut self, now: UnixTime) {
+        self.next_state_save = now + STATE_SAVE_EVERY;
+        for (k, v) in self.bw.state_entries() {
+            self.state.set(&k, v);
+        }
+        let text = self.state.render(now);
+        self.store(state::FILE, &text);
+    }
+
+    fn load_cache(&mut self, now: UnixTime) {
+        let certs = self.read_data_file(CACHED_CERTS);
+        let consensus = self.read_data_file(CACHED_CONSENSUS);
         self.dir
             .load_cached(certs.as_deref(), consensus.as_deref(), now);
         // The cached consensus (if used) is applied with the first snapshot.
@@ -326,6 +366,9 @@ impl Control<'_> {
                 // (router.c:check_descriptor_bandwidth_changed).
                 if self.config.testing_tor_network || now.is_multiple_of(60) {
                     self.check_bandwidth_change(now);
+                }
+                if now >= self.next_state_save {
+                    self.save_state(now);
                 }
             }
             while let Some(ev) = plane.poll_event() {

@@ -12,7 +12,7 @@
 //! Days start when the relay starts, not at midnight (bw_array_new), and an
 //! array only moves on when it is given an observation (add_obs).
 
-use super::time::{UnixTime, format_iso};
+use super::time::{UnixTime, format_iso, parse_iso};
 
 /// `NUM_SECS_ROLLING_MEASURE`.
 const ROLLING: usize = 10;
@@ -115,6 +115,103 @@ impl BwArray {
         self.maxima.iter().copied().fold(cur, u64::max)
     }
 
+    /// The state file's `Ends`, `Interval`, `Values` and `Maxima` for this
+    /// array (bwhist_update_bwhist_state_section): each completed day's
+    /// total and best 10-second average, then the current day's so far.
+    fn state_section(&self) -> [String; 4] {
+        let mut vals = Vec::with_capacity(self.num_maxes_set + 1);
+        let mut maxima = Vec::with_capacity(self.num_maxes_set + 1);
+        let mut i = if self.num_maxes_set <= self.next_max_idx {
+            0
+        } else {
+            self.next_max_idx
+        };
+        for _ in 0..self.num_maxes_set {
+            i %= TOTALS;
+            vals.push((self.totals[i] & !0x3ff).to_string());
+            maxima.push(((self.maxima[i] / ROLLING as u64) & !0x3ff).to_string());
+            i += 1;
+        }
+        vals.push((self.total_in_period & !0x3ff).to_string());
+        maxima.push(((self.max_total / ROLLING as u64) & !0x3ff).to_string());
+        [
+            format_iso(self.next_period),
+            PERIOD.to_string(),
+            vals.join(","),
+            maxima.join(","),
+        ]
+    }
+
+    /// Rebuild an array from its state-file section
+    /// (bwhist_load_bwhist_state_section): each interval's total is spread
+    /// evenly over its seconds, and its best 10 seconds restored. Sections
+    /// that ended more than five days ago are ignored, as C does.
+    fn from_state(
+        ends: Option<&str>,
+        interval: Option<&str>,
+        values: Option<&str>,
+        maxima: Option<&str>,
+        now: UnixTime,
+    ) -> Result<BwArray, BwStateError> {
+        let mut b = BwArray::new(now);
+        let (Some(ends), Some(values)) = (ends, values) else {
+            return Ok(b);
+        };
+        let bad = |what: &'static str, v: &str| BwStateError {
+            what,
+            value: v.to_string(),
+        };
+        let ends = parse_iso(ends).ok_or_else(|| bad("end time", ends))?;
+        // C's default interval, for files written by a client.
+        let interval = match interval {
+            Some(i) => i
+                .parse::<u64>()
+                .ok()
+                .filter(|&i| i > 0)
+                .ok_or_else(|| bad("interval", i))?,
+            None => 900,
+        };
+        let list = |s: &str| -> Result<Vec<u64>, BwStateError> {
+            s.split(',')
+                .filter(|v| !v.is_empty())
+                .map(|v| v.trim().parse::<u64>().map_err(|_| bad("value", v)))
+                .collect()
+        };
+        let values = list(values)?;
+        let maxima = maxima.map(list).transpose()?;
+        let maxima = maxima.filter(|m| m.len() == values.len());
+        if values.is_empty() || ends < now.saturating_sub(PERIOD * TOTALS as u64) {
+            return Ok(b);
+        }
+        let Some(mut start) = ends.checked_sub(interval.saturating_mul(values.len() as u64)) else {
+            return Ok(b);
+        };
+        if start > now {
+            return Ok(b);
+        }
+        b.cur_obs_time = start;
+        b.next_period = start + PERIOD;
+        for (i, &v) in values.iter().enumerate() {
+            let best = match &maxima {
+                Some(m) => m[i].saturating_mul(ROLLING as u64),
+                // No maxima: guess the average rate, to be conservative.
+                None => (v / interval) * ROLLING as u64,
+            };
+            if start < now {
+                let len = interval.min(now - start);
+                let per_sec = v / len;
+                for t in start..start + len {
+                    b.add(t, per_sec);
+                }
+                b.max_total = best;
+                start += len;
+            }
+        }
+        b.obs = [0; ROLLING];
+        b.total_obs = 0;
+        Ok(b)
+    }
+
     /// bwhist_get_one_bandwidth_line.
     fn line(&self, keyword: &str, cap: Option<u64>) -> Option<String> {
         if self.num_maxes_set == 0 {
@@ -141,6 +238,14 @@ impl BwArray {
             vals.join(",")
         ))
     }
+}
+
+/// A bandwidth history in the state file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("bad bandwidth history {what} {value:?} in the state file")]
+pub struct BwStateError {
+    what: &'static str,
+    value: String,
 }
 
 /// Reads and writes.
@@ -173,6 +278,38 @@ impl BwHistory {
         let r = self.read.largest_max(min_observation);
         let w = self.write.largest_max(min_observation);
         r.min(w) / ROLLING as u64
+    }
+
+    /// The state file's `BWHistory{Read,Write}{Ends,Interval,Values,Maxima}`
+    /// lines (bwhist_update_state), as key and value.
+    pub fn state_entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(8);
+        for (dir, a) in [("Read", &self.read), ("Write", &self.write)] {
+            for (field, v) in ["Ends", "Interval", "Values", "Maxima"]
+                .into_iter()
+                .zip(a.state_section())
+            {
+                out.push((format!("BWHistory{dir}{field}"), v));
+            }
+        }
+        out
+    }
+
+    /// The history saved by [`Self::state_entries`] (or by C tor), with
+    /// `get` looking a state-file key up (bwhist_load_state). Without
+    /// those lines the history starts empty at `now`.
+    pub fn from_state<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+        now: UnixTime,
+    ) -> Result<BwHistory, BwStateError> {
+        let array = |dir: &str| {
+            let g = |f: &str| get(&format!("BWHistory{dir}{f}"));
+            BwArray::from_state(g("Ends"), g("Interval"), g("Values"), g("Maxima"), now)
+        };
+        Ok(BwHistory {
+            read: array("Read")?,
+            write: array("Write")?,
+        })
     }
 
     /// The extra-info history lines, write first
@@ -244,6 +381,79 @@ mod tests {
         assert!(big.extra_info_lines(1).contains(" 86400\n"));
         // The best 10 s of a completed day still counts after the day.
         assert_eq!(big.observed(86400), 10_000_000);
+    }
+
+    fn state_of(h: &BwHistory) -> std::collections::HashMap<String, String> {
+        h.state_entries().into_iter().collect()
+    }
+
+    #[test]
+    fn history_survives_a_restart_through_the_state_file() {
+        let mut h = BwHistory::new(T);
+        // Three whole days and part of a fourth. The file keeps whole KiB
+        // and reloads a day as an even rate in whole bytes per second
+        // (as C does), so these amounts survive exactly.
+        const N: u64 = 86400 * 1024;
+        for day in 0..4 {
+            h.note(T + day * PERIOD + 5, (day + 1) * N, 2 * (day + 1) * N);
+        }
+        // The current second counts once the clock moves past it.
+        h.note(T + 3 * PERIOD + 30, 0, 0);
+        let saved = state_of(&h);
+        assert_eq!(saved["BWHistoryReadInterval"], "86400");
+        assert_eq!(saved["BWHistoryReadEnds"], format_iso(T + 4 * PERIOD));
+        assert_eq!(
+            saved["BWHistoryReadValues"],
+            format!("{},{},{},{}", N, 2 * N, 3 * N, 4 * N)
+        );
+        assert_eq!(
+            saved["BWHistoryWriteMaxima"],
+            format!("{},{},{},{}", N / 5, 2 * N / 5, 3 * N / 5, 4 * N / 5)
+        );
+
+        let now = T + 3 * PERIOD + 600;
+        let back = BwHistory::from_state(|k| saved.get(k).map(String::as_str), now).unwrap();
+        assert_eq!(back.extra_info_lines(0), h.extra_info_lines(0));
+        assert_eq!(back.observed(0), h.observed(0));
+        assert_eq!(back.observed(PERIOD), h.observed(PERIOD));
+        // The fourth day goes on where it was: its total so far is kept.
+        let mut back = back;
+        back.note(T + 4 * PERIOD + 1, 0, 0);
+        assert!(back.extra_info_lines(0).ends_with(&format!(",{}\n", 4 * N)));
+    }
+
+    #[test]
+    fn state_from_c_tor_old_and_bad() {
+        let now = T + 10 * PERIOD;
+        // As C tor 0.4.9 writes it; no maxima means the average is used.
+        let c: std::collections::HashMap<&str, &str> = [
+            ("BWHistoryReadEnds", format_iso(now - 100).leak() as &str),
+            ("BWHistoryReadInterval", "86400"),
+            ("BWHistoryReadValues", "864000,1728000"),
+        ]
+        .into();
+        let h = BwHistory::from_state(|k| c.get(k).copied(), now).unwrap();
+        assert!(
+            h.read
+                .line("read-history", None)
+                .unwrap()
+                .ends_with(" 863232\n")
+        );
+        // 1728000 B over the current day is 20 B/s, 200 B per 10 s; the
+        // write side is empty.
+        assert_eq!(h.read.largest_max(0), 200);
+        assert_eq!(h.observed(0), 0);
+        // More than five days old: ignored.
+        let old = BwHistory::from_state(|k| c.get(k).copied(), now + 6 * PERIOD).unwrap();
+        assert_eq!(old.extra_info_lines(0), "");
+        // Garbage is an error that names the field.
+        let bad: std::collections::HashMap<&str, &str> = [
+            ("BWHistoryWriteEnds", "2026-12-01 00:00:00"),
+            ("BWHistoryWriteValues", "12,x"),
+        ]
+        .into();
+        let e = BwHistory::from_state(|k| bad.get(k).copied(), now).unwrap_err();
+        assert!(e.to_string().contains("value \"x\""), "{e}");
     }
 
     #[test]

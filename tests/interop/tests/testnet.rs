@@ -338,6 +338,37 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     );
     drop(c2);
     assert!(net.stop_oxit(), "oxit must exit 0 on SIGTERM");
+    bandwidth_history_is_saved(&mut net);
+}
+
+/// oxit leaves its bandwidth history in `DataDirectory/state` as C tor
+/// does, and reads the state file a C relay writes.
+fn bandwidth_history_is_saved(net: &mut Testnet) {
+    use oxit::control::state::StateFile;
+    use oxit::dir::bwhist::BwHistory;
+    let now = oxit::dir::time::unix(std::time::SystemTime::now());
+    let ours = std::fs::read_to_string(net.oxit.data_dir.join("state")).expect("oxit's state file");
+    let state = StateFile::parse(&ours);
+    assert!(
+        state
+            .get("TorVersion")
+            .is_some_and(|v| v.starts_with("oxit ")),
+        "{ours}"
+    );
+    // Every byte of the downloads went out through oxit this (first) day.
+    let written: u64 = state
+        .get("BWHistoryWriteValues")
+        .and_then(|v| v.rsplit(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no write history in oxit's state file:\n{ours}"));
+    assert!(written >= 20 << 20, "{ours}");
+    BwHistory::from_state(|k| state.get(k), now).expect("oxit reads its own state file");
+
+    let relay = &mut net.relays[0];
+    assert!(relay.stop(), "the C relay exits 0 on SIGTERM");
+    let theirs = std::fs::read_to_string(relay.dir.join("state")).expect("the C relay's state");
+    let state = StateFile::parse(&theirs);
+    assert!(state.get("BWHistoryReadValues").is_some(), "{theirs}");
+    BwHistory::from_state(|k| state.get(k), now).expect("oxit reads a C relay's state file");
 }
 
 #[test]

@@ -727,21 +727,33 @@ impl Testnet {
 
     /// Stop oxit with SIGTERM; true if it exited 0 within 10 s.
     pub fn stop_oxit(&mut self) -> bool {
-        let Some(mut child) = self.oxit.child.take() else {
-            return false;
-        };
-        super::signal_child(&child, super::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                kill_child(&mut child);
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        stop_child(&mut self.oxit.child)
+    }
+}
+
+impl TorNode {
+    /// Stop this tor with SIGTERM (it saves its state file as it goes);
+    /// true if it exited 0 within 10 s.
+    pub fn stop(&mut self) -> bool {
+        stop_child(&mut self.child)
+    }
+}
+
+fn stop_child(child: &mut Option<Child>) -> bool {
+    let Some(mut child) = child.take() else {
+        return false;
+    };
+    super::signal_child(&child, super::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.success();
         }
+        if Instant::now() > deadline {
+            kill_child(&mut child);
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
