@@ -16,5 +16,6 @@ pub mod crypto;
 pub mod dir;
 pub mod exit;
 pub mod metrics;
+pub mod os;
 pub mod proto;
 pub mod runtime;

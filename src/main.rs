@@ -112,6 +112,8 @@ enum CliError {
     Signals(std::io::Error),
     #[error("{0}")]
     Runtime(#[from] RunError),
+    #[error("{0}")]
+    Process(#[from] oxit::os::ProcessError),
 }
 
 impl CliError {
@@ -119,7 +121,7 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Logging(_) | CliError::Nickname(_) => 1,
             CliError::Keys(_) | CliError::KeyFile(_) => 2,
-            CliError::Signals(_) | CliError::Runtime(_) => 3,
+            CliError::Signals(_) | CliError::Runtime(_) | CliError::Process(_) => 3,
         }
     }
 }
@@ -192,6 +194,7 @@ fn run(config_path: Option<&Path>) -> Result<(), CliError> {
         Some(p) => Config::parse_file(p)?,
         None => (Config::default(), Vec::new()),
     };
+    logging::set_safe_logging(config.safe_logging.scrubs());
     logging::init(&config.logs)?;
     // Before any thread exists (the runtime's workers, key generation
     // spawns none), so that every thread inherits the blocked mask.
@@ -213,6 +216,30 @@ fn run(config_path: Option<&Path>) -> Result<(), CliError> {
 }
 
 fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliError> {
+    let fds = oxit::os::raise_fd_limit()?;
+    if fds.soft != fds.soft_before {
+        tracing::info!(
+            "Raised the file descriptor limit from {} to {} (the hard limit)",
+            fds.soft_before,
+            fds.soft
+        );
+    }
+    if fds.is_low() {
+        tracing::warn!(
+            "The file descriptor limit is {}: an exit relay can need tens of thousands of \
+             sockets. Raise the hard limit to at least {} (LimitNOFILE= in the systemd unit, \
+             or ulimit -Hn).",
+            fds.soft,
+            oxit::os::FD_LIMIT_WANTED
+        );
+    }
+    // Ports first, as root if need be; then give root up before a key file
+    // is read or a peer is heard (C: options_act_reversible).
+    let listeners = oxit::runtime::Listeners::bind(config)?;
+    if let Some(user) = &config.user {
+        switch_user(user)?;
+    }
+    oxit::os::check_private_dir(&config.data_directory)?;
     let keys = RelayKeys::load_or_create(
         &config.data_directory,
         &config.nickname,
@@ -241,8 +268,28 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
             "MetricsPort {addr}: metrics are not implemented yet; nothing is served there"
         );
     }
-    oxit::control::relay::run(config, keys, shutdown)?;
+    oxit::control::relay::run(config, keys, listeners, shutdown)?;
     tracing::info!("All channels closed; exiting.");
+    Ok(())
+}
+
+/// `User`: switch to it, or carry on if we already run as it (C fails
+/// then, since setgroups needs root; an operator who starts oxit as the
+/// user it names has what they asked for).
+fn switch_user(user: &str) -> Result<(), CliError> {
+    let ids = oxit::os::lookup_user(user)?;
+    // SAFETY: getuid/geteuid cannot fail.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    if uid == ids.uid && euid == ids.uid {
+        tracing::info!("Already running as User {user}; no switch needed");
+        return Ok(());
+    }
+    let ids = oxit::os::switch_user(user)?;
+    tracing::info!(
+        "Switched to User {user} (uid {}, gid {}) after binding the ports",
+        ids.uid,
+        ids.gid
+    );
     Ok(())
 }
 

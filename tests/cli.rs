@@ -393,6 +393,76 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `oxit run`, with its log (stdout) read line by line as it comes.
+struct Relay {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    log: Vec<String>,
+}
+
+impl Relay {
+    fn start(cmd: Command) -> Relay {
+        let mut child = Child::spawn(cmd);
+        let stderr = drain(child.inner().stderr.take().unwrap());
+        let stdout = child.inner().stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Relay {
+            child,
+            lines: rx,
+            reader: Some(reader),
+            stderr: Some(stderr),
+            log: Vec::new(),
+        }
+    }
+
+    fn pid(&mut self) -> u32 {
+        self.child.inner().id()
+    }
+
+    /// The first log line containing `needle`, within a bound that covers
+    /// key generation in a debug build.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!(
+                    "no {needle:?} in the log ({e}); log so far: {:#?}",
+                    self.log
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM; the exit status, the rest of the log and stderr.
+    fn stop(mut self) -> (ExitStatus, Vec<String>, String) {
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
+        // SAFETY: `pid` is our own child, not yet reaped (the guard reaps it).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status = self.child.wait_for(Duration::from_secs(10));
+        self.reader.take().unwrap().join().unwrap();
+        let rest = self.lines.try_iter().collect();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        (status, rest, err)
+    }
+}
+
 #[test]
 fn run_logs_identity_serves_and_stops_on_sigterm() {
     let d = TempDir::new("run");
@@ -407,34 +477,8 @@ fn run_logs_identity_serves_and_stops_on_sigterm() {
     );
     let mut cmd = oxit();
     cmd.args(["run", "-f", s(&torrc)]);
-    let mut child = Child::spawn(cmd);
-    let stderr = drain(child.inner().stderr.take().unwrap());
-    let stdout = child.inner().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
-    // The identity line, within a bound that covers key generation.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = Vec::new();
-    let identity = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                log.push(l.clone());
-                if l.contains("identity: RSA fingerprint") {
-                    break l;
-                }
-            }
-            Err(e) => panic!("no identity line ({e}); log so far: {log:#?}"),
-        }
-    };
+    let mut relay = Relay::start(cmd);
+    let identity = relay.wait_for("identity: RSA fingerprint");
     assert!(
         identity.contains(" [notice] Relay RunTest identity: "),
         "{identity}"
@@ -460,15 +504,9 @@ fn run_logs_identity_serves_and_stops_on_sigterm() {
         }
     };
 
-    let pid = libc::pid_t::try_from(child.inner().id()).unwrap();
-    // SAFETY: `pid` is our own child, not yet reaped (the guard reaps it).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = child.wait_for(Duration::from_secs(10));
+    let (status, rest, err) = relay.stop();
     drop(conn);
     assert!(status.success(), "exit status {status:?}");
-    reader.join().unwrap();
-    let rest: Vec<String> = rx.try_iter().collect();
-    let err = stderr.join().unwrap();
     assert!(err.is_empty(), "stderr: {err}");
     assert!(
         rest.iter().any(|l| l.contains("Caught SIGTERM")),
@@ -605,4 +643,152 @@ fn default_authorities_are_c_tors_builtin_lists() {
         "{}",
         o.stdout
     );
+}
+
+/// The numbers of a `/proc/<pid>/task/<tid>/status` line (`Uid:`, `Gid:`,
+/// `Groups:`).
+fn status_ids(task_dir: &Path, key: &str) -> Vec<u32> {
+    let status = fs::read_to_string(task_dir.join("status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {}", task_dir.display()));
+    line[key.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// A port below 1024 that is free: only root can bind it, so a relay that
+/// serves on it and runs as another user bound it before switching.
+fn free_low_port() -> u16 {
+    (700..1000)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below 1024")
+}
+
+#[test]
+fn user_gives_up_root_after_binding_and_checks_the_data_directory() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test checks User, which needs root: run the suite as root (CI does)"
+    );
+    let ids = oxit::os::lookup_user("debian-tor")
+        .expect("the debian-tor user, which Debian's tor package creates (the suite installs it)");
+    let d = TempDir::new("user");
+    let data = d.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let port = free_low_port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNumCPUs 2\nUser debian-tor\n",
+            data.display()
+        ),
+    );
+
+    // Still root's: refused, as C tor refuses it, naming both users.
+    let o = oxit_with(&["run", "-f", s(&torrc)]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "{} is not owned by this user (debian-tor, {}) but by root (0)",
+            data.display(),
+            ids.uid
+        )),
+        "{}",
+        o.stderr
+    );
+    assert_no_panic(&o);
+
+    std::os::unix::fs::chown(&data, Some(ids.uid), Some(ids.gid)).unwrap();
+    let mut cmd = oxit();
+    cmd.args(["run", "-f", s(&torrc)]);
+    let mut relay = Relay::start(cmd);
+    relay.wait_for("Switched to User debian-tor");
+    relay.wait_for("relay running: 2 worker(s)");
+    let conn = TcpStream::connect(("127.0.0.1", port)).expect("the ORPort bound as root serves");
+    // Every thread (workers, control, signals) runs as the user, with no
+    // way back: real, effective, saved and filesystem ids, and no group
+    // but its own.
+    let tasks: Vec<PathBuf> = fs::read_dir(format!("/proc/{}/task", relay.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(tasks.len() >= 3, "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(status_ids(t, "Uid:"), [ids.uid; 4], "{}", t.display());
+        assert_eq!(status_ids(t, "Gid:"), [ids.gid; 4], "{}", t.display());
+        assert_eq!(status_ids(t, "Groups:"), [ids.gid], "{}", t.display());
+    }
+    use std::os::unix::fs::MetadataExt;
+    let key = fs::metadata(data.join("keys/secret_id_key")).unwrap();
+    assert_eq!(key.uid(), ids.uid, "keys are written as the user");
+    let (status, _, err) = relay.stop();
+    drop(conn);
+    assert!(status.success(), "exit status {status:?}: {err}");
+
+    // A user that does not exist stops startup with a clear error.
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{}\nUser no-such-user-oxit\n",
+            data.display(),
+            free_port()
+        ),
+    );
+    let o = oxit_with(&["run", "-f", s(&torrc)]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("User no-such-user-oxit: no such user"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn a_low_descriptor_limit_is_raised_and_warned_about() {
+    use std::os::unix::process::CommandExt;
+    let d = TempDir::new("nofile");
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{}\nNumCPUs 1\n",
+            d.path().join("data").display(),
+            free_port()
+        ),
+    );
+    let mut cmd = oxit();
+    cmd.args(["run", "-f", s(&torrc)]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+    // child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut relay = Relay::start(cmd);
+    relay.wait_for("Raised the file descriptor limit from 1024 to 4096 (the hard limit)");
+    let warning = relay.wait_for("The file descriptor limit is 4096");
+    assert!(warning.contains("[warn]"), "{warning}");
+    relay.wait_for("relay running");
+    let limits = fs::read_to_string(format!("/proc/{}/limits", relay.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
+    let (status, _, err) = relay.stop();
+    assert!(status.success(), "exit status {status:?}: {err}");
 }

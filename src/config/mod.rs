@@ -60,6 +60,31 @@ impl fmt::Display for AutoBool {
     }
 }
 
+/// `SafeLogging 0|1|relay`. oxit is only ever a relay, so `relay` scrubs
+/// what `1` scrubs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafeLogging {
+    Off,
+    On,
+    Relay,
+}
+
+impl SafeLogging {
+    pub fn scrubs(self) -> bool {
+        self != SafeLogging::Off
+    }
+}
+
+impl fmt::Display for SafeLogging {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SafeLogging::Off => "0",
+            SafeLogging::On => "1",
+            SafeLogging::Relay => "relay",
+        })
+    }
+}
+
 /// `IOBackend`: which data-plane driver to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoBackend {
@@ -198,6 +223,11 @@ pub struct Config {
     pub nickname: String,
     /// `ContactInfo`.
     pub contact_info: Option<String>,
+    /// `User`: switch to this user once the ports are bound.
+    pub user: Option<String>,
+    /// `SafeLogging` (default 1): addresses of clients and destinations
+    /// are `[scrubbed]` in logs at notice and above.
+    pub safe_logging: SafeLogging,
     /// `ExitRelay` (default 1 in oxit; auto in C tor).
     pub exit_relay: AutoBool,
     /// `ExitPolicy` lines, in order; `None` when no line was given.
@@ -308,6 +338,8 @@ impl Default for Config {
             data_directory: default_data_directory(),
             nickname: "Unnamed".to_owned(),
             contact_info: None,
+            user: None,
+            safe_logging: SafeLogging::On,
             exit_relay: AutoBool::On,
             exit_policy: None,
             exit_policy_reject_private: true,
@@ -553,6 +585,10 @@ impl Config {
         if let Some(c) = &self.contact_info {
             line("ContactInfo", c);
         }
+        if let Some(u) = &self.user {
+            line("User", u);
+        }
+        line("SafeLogging", &self.safe_logging);
         line("ExitRelay", &self.exit_relay);
         for r in self.exit_policy.iter().flatten() {
             line("ExitPolicy", r);

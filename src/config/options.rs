@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::include::SourcedLine;
 use super::{
     AutoBool, Config, ConfigError, ConfigWarning, ErrorKind, FamilyId, IoBackend, LogSpec,
-    LogTarget, OrPort, RELAY_REQUIRED_MIN_BANDWIDTH, Severity, SeverityRange, known,
+    LogTarget, OrPort, RELAY_REQUIRED_MIN_BANDWIDTH, SafeLogging, Severity, SeverityRange, known,
 };
 use crate::dir::authority::{DirAuthority, FallbackDir};
 use crate::exit::policy::parse_policy_list;
@@ -74,6 +74,8 @@ const OPTIONS: &[&str] = &[
     "FamilyId",
     "FamilyKeyDirectory",
     "DirPort",
+    "User",
+    "SafeLogging",
 ];
 
 /// Old names C tor still accepts (config.c option_abbrevs_).
@@ -400,6 +402,19 @@ fn apply_lines(
             }
             "FamilyKeyDirectory" => {
                 cfg.family_key_directory = (!reset).then(|| PathBuf::from(value));
+            }
+            "User" => cfg.user = (!reset).then(|| value.to_owned()),
+            "SafeLogging" => {
+                cfg.safe_logging = if reset {
+                    d.safe_logging
+                } else {
+                    match value.to_ascii_lowercase().as_str() {
+                        "0" => SafeLogging::Off,
+                        "1" => SafeLogging::On,
+                        "relay" => SafeLogging::Relay,
+                        _ => return Err(bad("0, 1 or relay")),
+                    }
+                }
             }
             "DirPort" => {
                 cfg.dir_port = if reset {

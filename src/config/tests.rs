@@ -93,9 +93,16 @@ fn full_exit_torrc() {
          Log warn syslog\n\
          ShutdownWaitLength 5 seconds\n\
          MetricsPort 127.0.0.1:9035 prometheus\n\
-         IOBackend epoll\n",
+         IOBackend epoll\n\
+         User debian-tor\n\
+         SafeLogging relay\n",
     );
     assert_eq!(c.or_ports.len(), 2);
+    assert_eq!(c.user.as_deref(), Some("debian-tor"));
+    assert_eq!(c.safe_logging, crate::config::SafeLogging::Relay);
+    assert!(c.safe_logging.scrubs());
+    assert!(!parse("SafeLogging 0").safe_logging.scrubs());
+    assert!(Config::parse_str("SafeLogging 2", "torrc").is_err());
     assert!(c.or_ports[1].no_advertise);
     assert_eq!(c.addresses.len(), 2);
     assert_eq!(c.data_directory, PathBuf::from("/srv/oxit"));
@@ -232,7 +239,7 @@ fn errors_name_file_and_line() {
 fn unimplemented_c_options_warn_once_each() {
     let (c, w) = Config::parse_str(
         "SocksPort 0\nControlPort 9051\nsocksport 9050\nAccountingMax 10 GB\nDirCache 0\n\
-         User debian-tor\nRunAsDaemon 1\n",
+         Sandbox 1\nRunAsDaemon 1\n",
         "torrc",
     )
     .unwrap();
@@ -245,7 +252,7 @@ fn unimplemented_c_options_warn_once_each() {
             "ControlPort",
             "AccountingMax",
             "DirCache",
-            "User",
+            "Sandbox",
             "RunAsDaemon"
         ]
     );

@@ -20,6 +20,10 @@
 //! Log domains (`[net,~mm]`) are kept by the parser but not applied here:
 //! every range of a `Log` line is checked on severity only (docs/options.md
 //! says so).
+//!
+//! `SafeLogging`: a log line that names a client's address or a
+//! destination wraps it in [`Scrub`], which prints `[scrubbed]` unless the
+//! operator set `SafeLogging 0` (C: safe_str, connection_describe_peer).
 
 use std::ffi::CString;
 use std::fmt::{self, Write as _};
@@ -28,6 +32,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -36,6 +41,27 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 use crate::config::{LogSpec, LogTarget, Severity};
+
+static SAFE_LOGGING: AtomicBool = AtomicBool::new(true);
+
+/// Set from `SafeLogging` once at start (logging only reads it, never on
+/// the per-cell path).
+pub fn set_safe_logging(on: bool) {
+    SAFE_LOGGING.store(on, Ordering::Relaxed);
+}
+
+/// Something a log line may show only with `SafeLogging 0`.
+pub struct Scrub<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Scrub<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if SAFE_LOGGING.load(Ordering::Relaxed) {
+            f.write_str("[scrubbed]")
+        } else {
+            self.0.fmt(f)
+        }
+    }
+}
 
 /// Setting up logging failed; startup stops.
 #[derive(Debug, thiserror::Error)]

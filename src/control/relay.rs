@@ -33,7 +33,7 @@ use crate::dir::time::{UnixTime, unix};
 use crate::exit::policy::ExitPolicy;
 use crate::proto::circuit::CircuitConfig;
 use crate::runtime::relay::{RunError, local_interface_addrs};
-use crate::runtime::{DataPlane, PlaneEvent, Snapshot};
+use crate::runtime::{DataPlane, Listeners, PlaneEvent, Snapshot};
 
 /// The cached consensus and certificates, in `DataDirectory` (C tor's names).
 const CACHED_CONSENSUS: &str = "cached-microdesc-consensus";
@@ -66,7 +66,12 @@ enum Done {
 }
 
 /// Run the relay until `shutdown` is triggered.
-pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<(), RunError> {
+pub fn run(
+    config: &Config,
+    keys: RelayKeys,
+    listeners: Listeners,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), RunError> {
     let now = unix(SystemTime::now());
     let servers = config.dir_servers();
     let interfaces = local_interface_addrs();
@@ -137,7 +142,7 @@ pub fn run(config: &Config, keys: RelayKeys, shutdown: Arc<Shutdown>) -> Result<
     c.load_cache(now);
     c.load_state(now);
     let snap = c.snapshot()?;
-    let mut plane = DataPlane::start(config, snap, shutdown.clone())?;
+    let mut plane = DataPlane::start(config, snap, listeners, shutdown.clone())?;
     let res = c.run(&mut plane, &shutdown);
     c.save_state(unix(SystemTime::now()));
     shutdown.trigger();

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Length of the tagged header.
@@ -237,29 +237,10 @@ pub fn replace_tagged(path: &Path, typ: &str, tag: &str, body: &[u8]) -> Result<
     res
 }
 
-/// Create `dir` with mode 0700 if missing (C: check_private_dir with
-/// CPD_CREATE), and tighten an existing one to 0700.
-pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyFileError> {
-    let io_err = |source| KeyFileError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    match fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(io_err(e)),
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)
-}
-
-use std::os::unix::fs::DirBuilderExt;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("oxit-keyfile-{name}-{}", std::process::id()));

@@ -82,6 +82,8 @@ pub enum KeysError {
     /// Reading or writing a key file.
     #[error(transparent)]
     File(#[from] KeyFileError),
+    #[error(transparent)]
+    Dir(#[from] crate::os::ProcessError),
     /// An RSA key file that does not parse or has the wrong shape.
     #[error("key file {path}: {source}")]
     RsaFile {

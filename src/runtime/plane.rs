@@ -8,6 +8,7 @@
 //! occurrence, and one relaxed add per worker turn to the traffic counters.
 
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
@@ -76,15 +77,40 @@ pub struct DataPlane {
     traffic: Arc<[Traffic]>,
 }
 
+/// The ORPort sockets, one `SO_REUSEPORT` listener per port for each
+/// worker, bound before anything else so that a busy port is reported at
+/// once and so that `User` can give up root before any peer is heard.
+pub struct Listeners(Vec<Vec<OwnedFd>>);
+
+impl Listeners {
+    pub fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let n = worker_count(config.num_cpus);
+        let mut per_worker = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut fds = Vec::new();
+            for p in config.or_ports.iter().filter(|p| !p.no_listen) {
+                let fd = driver::reuseport_listener(p.addr).map_err(|source| RunError::Listen {
+                    addr: p.addr,
+                    source,
+                })?;
+                fds.push(fd);
+            }
+            per_worker.push(fds);
+        }
+        Ok(Listeners(per_worker))
+    }
+}
+
 impl DataPlane {
     /// Bind the listeners and start one worker per core.
     pub fn start(
         config: &Config,
         snap: Snapshot,
+        listeners: Listeners,
         shutdown: Arc<Shutdown>,
     ) -> Result<DataPlane, RunError> {
         let backend = choose_backend(config.io_backend)?;
-        let n = worker_count(config.num_cpus);
+        let n = listeners.0.len();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let resolver_cfg = super::relay::resolver_config(config)?;
         let client_tls = tls::client_config().map_err(|e| RunError::Tls(e.to_string()))?;
@@ -106,17 +132,9 @@ impl DataPlane {
         }
         let peers: Arc<[Peer]> = peers.into();
         let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
+        let mut listeners = listeners.0.into_iter();
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            // Bind on the control thread so a busy port is reported before
-            // any worker starts.
-            let mut listeners = Vec::new();
-            for p in config.or_ports.iter().filter(|p| !p.no_listen) {
-                let fd = driver::reuseport_listener(p.addr).map_err(|source| RunError::Listen {
-                    addr: p.addr,
-                    source,
-                })?;
-                listeners.push(fd);
-            }
+            let listeners = listeners.next().unwrap_or_default();
             let waker = peers[index].waker.clone();
             shutdown.add_waker(waker.clone());
             let (tx, rx) = crossbeam_channel::unbounded();

@@ -100,6 +100,35 @@ struct OrConn {
     reach_witness: bool,
 }
 
+impl OrConn {
+    fn describe(&self) -> String {
+        describe_peer(
+            self.peer,
+            self.channel.as_ref().and_then(Channel::peer),
+            self.outbound.as_ref().map(|o| &o.expect),
+        )
+    }
+}
+
+/// A link's peer as a log line names it (connection_describe_peer): a
+/// relay by its address and identity, anyone else (a client, or a peer
+/// that has not authenticated yet) by an address `SafeLogging` scrubs.
+fn describe_peer(
+    addr: SocketAddr,
+    kind: Option<&crate::proto::channel::PeerKind>,
+    expect: Option<&[u8; 20]>,
+) -> String {
+    use crate::control::logging::Scrub;
+    use crate::proto::channel::PeerKind;
+    let hex = |id: &[u8; 20]| id.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    match (kind, expect) {
+        (Some(PeerKind::Relay { rsa_id, .. }), _) | (_, Some(rsa_id)) => {
+            format!("{addr} RSA_ID={}", hex(rsa_id))
+        }
+        _ => Scrub(addr).to_string(),
+    }
+}
+
 struct Outbound {
     expect: [u8; 20],
     expect_ed: Option<[u8; 32]>,
@@ -286,7 +315,7 @@ impl Worker {
         };
         match c {
             Conn::Or(or) => {
-                tracing::debug!(peer = %or.peer, "closing link: {why}");
+                tracing::debug!("closing link with {}: {why}", or.describe());
                 self.chans.remove(&or.chan_id);
                 self.relay_chans.retain(|_, c| *c != or.chan_id);
                 self.pending_links.retain(|_, tok| *tok != t);
@@ -398,7 +427,14 @@ impl Worker {
                 self.relay_chans.insert(*rsa_id, chan_id);
                 self.pending_links.remove(rsa_id);
             }
-            tracing::debug!(peer = %or.peer, ?peer, "link open");
+            tracing::debug!(
+                "link open with {}",
+                describe_peer(
+                    or.peer,
+                    Some(&peer),
+                    or.outbound.as_ref().map(|o| &o.expect)
+                )
+            );
             self.splices.local_channel_opened(chan_id, &peer);
             if or.outbound.is_some() {
                 self.circuits.channel_opened_outbound(chan_id, peer);
@@ -921,9 +957,9 @@ impl Worker {
                 let heavy = or.queue.heavier_than(heavy_over);
                 if !heavy.is_empty() {
                     tracing::info!(
-                        peer = %or.peer,
-                        "link has {queued} bytes waiting: closing {} circuit(s) with over \
-                         {heavy_over} cells queued on it (RESOURCELIMIT)",
+                        "link with {} has {queued} bytes waiting: closing {} circuit(s) \
+                         with over {heavy_over} cells queued on it (RESOURCELIMIT)",
+                        or.describe(),
                         heavy.len()
                     );
                 }
@@ -979,7 +1015,10 @@ impl Handler for Worker {
                 let Some(peer) = peer else { return };
                 let tls = match TlsConn::server(&self.snap.server_tls) {
                     Ok(t) => t,
-                    Err(e) => return tracing::warn!("cannot start TLS for {peer}: {e}"),
+                    Err(e) => {
+                        let peer = crate::control::logging::Scrub(peer);
+                        return tracing::warn!("cannot start TLS for {peer}: {e}");
+                    }
                 };
                 let Ok(t) = ops.add_conn(fd) else { return };
                 let chan_id = self.new_chan_id();
@@ -1109,5 +1148,30 @@ impl Handler for Worker {
         {
             me.waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::channel::PeerKind;
+
+    #[test]
+    fn only_relays_are_named_in_logs() {
+        // SafeLogging 1, the default (this process never turns it off).
+        let a: SocketAddr = "198.51.100.7:443".parse().unwrap();
+        let relay = PeerKind::Relay {
+            rsa_id: [0xAB; 20],
+            ed_id: [0; 32],
+        };
+        assert_eq!(
+            describe_peer(a, Some(&PeerKind::Client), None),
+            "[scrubbed]"
+        );
+        assert_eq!(describe_peer(a, None, None), "[scrubbed]");
+        let named = format!("198.51.100.7:443 RSA_ID={}", "AB".repeat(20));
+        assert_eq!(describe_peer(a, Some(&relay), None), named);
+        // An outbound link to the relay an EXTEND2 named, before it opens.
+        assert_eq!(describe_peer(a, None, Some(&[0xAB; 20])), named);
     }
 }

@@ -193,7 +193,7 @@ pub(super) fn load_or_create<R: rand::CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<DiskKeys, KeysError> {
     let dir = data_dir.join("keys");
-    keyfile::ensure_private_dir(&dir)?;
+    crate::os::check_private_dir(&dir)?;
     let rsa_id = load_or_create_rsa(&dir.join(SECRET_ID_KEY), rng)?;
 
     let signing = load_signing(&dir)?;
