@@ -589,6 +589,23 @@ pub async fn begin_dir(tunnel: &Tunnel, path: &str) -> Result<Vec<u8>, Error> {
     Ok(reply)
 }
 
+/// Open a BEGIN_DIR stream and read what comes back without sending a
+/// request: for a relay that refuses it, the END. (Writing first races
+/// the END: a write after it fails without the END's reason.)
+pub async fn begin_dir_answer(tunnel: &Tunnel) -> Result<Vec<u8>, Error> {
+    let ctx = "BEGIN_DIR".to_owned();
+    let mut stream = Arc::clone(tunnel)
+        .begin_dir_stream()
+        .await
+        .map_err(|e| Error::proto(ctx.clone(), e))?;
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .await
+        .map_err(|e| Error::io(format!("{ctx}: read reply"), e))?;
+    Ok(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

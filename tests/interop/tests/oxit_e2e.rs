@@ -276,14 +276,15 @@ async fn one_hop_begin_refused(backend: IoBackend) {
             Some(END_TORPROTOCOL),
             "{hs:?}: END TORPROTOCOL expected, got {err}"
         );
-        let err = tokio::time::timeout(STEP, client::begin_dir(&tunnel, "/tor/server/authority"))
+        let err = tokio::time::timeout(STEP, client::begin_dir_answer(&tunnel))
             .await
             .expect("an answer to BEGIN_DIR")
             .expect_err("oxit serves no directory yet");
         assert_eq!(
             err.end_reason(),
             Some(END_NOTDIRECTORY),
-            "{hs:?}: END NOTDIRECTORY expected, got {err}"
+            "{hs:?}: END NOTDIRECTORY expected, got {err}\n--- oxit log ---\n{}",
+            oxit.log()
         );
     }
     assert!(
