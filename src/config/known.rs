@@ -243,7 +243,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "ServerDNSAllowBrokenConfig",
     "ServerDNSAllowNonRFC953Hostnames",
     "ServerDNSDetectHijacking",
-    "ServerDNSRandomizeCase",
     "ServerDNSSearchDomains",
     "ServerDNSTestAddresses",
     "ServerTransportListenAddr",

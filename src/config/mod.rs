@@ -223,6 +223,8 @@ pub struct Config {
     pub nickname: String,
     /// `ContactInfo`.
     pub contact_info: Option<String>,
+    /// `ServerDNSRandomizeCase` (default 1): 0x20 encoding of DNS names.
+    pub server_dns_randomize_case: bool,
     /// `User`: switch to this user once the ports are bound.
     pub user: Option<String>,
     /// `SafeLogging` (default 1): addresses of clients and destinations
@@ -338,6 +340,7 @@ impl Default for Config {
             data_directory: default_data_directory(),
             nickname: "Unnamed".to_owned(),
             contact_info: None,
+            server_dns_randomize_case: true,
             user: None,
             safe_logging: SafeLogging::On,
             exit_relay: AutoBool::On,
@@ -611,6 +614,10 @@ impl Config {
         line(
             "ServerDNSResolvConfFile",
             &self.server_dns_resolv_conf_file.display(),
+        );
+        line(
+            "ServerDNSRandomizeCase",
+            &u8::from(self.server_dns_randomize_case),
         );
         line("NumCPUs", &self.num_cpus);
         for l in &self.logs {

@@ -76,6 +76,7 @@ const OPTIONS: &[&str] = &[
     "DirPort",
     "User",
     "SafeLogging",
+    "ServerDNSRandomizeCase",
 ];
 
 /// Old names C tor still accepts (config.c option_abbrevs_).
@@ -404,6 +405,10 @@ fn apply_lines(
                 cfg.family_key_directory = (!reset).then(|| PathBuf::from(value));
             }
             "User" => cfg.user = (!reset).then(|| value.to_owned()),
+            "ServerDNSRandomizeCase" => {
+                cfg.server_dns_randomize_case =
+                    boolean(value, d.server_dns_randomize_case).ok_or_else(|| bad("0 or 1"))?
+            }
             "SafeLogging" => {
                 cfg.safe_logging = if reset {
                     d.safe_logging

@@ -49,6 +49,8 @@ pub fn resolver_config(config: &Config) -> Result<crate::exit::dns::ResolverConf
     for n in notes {
         tracing::info!("{}:{}: {}", path.display(), n.line, n.message);
     }
+    let mut cfg = cfg;
+    cfg.randomize_case = config.server_dns_randomize_case;
     Ok(cfg)
 }
 

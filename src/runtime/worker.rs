@@ -728,6 +728,9 @@ impl Worker {
                         }
                     }
                     Action::CloseStream { key } => {
+                        // A stream that ended while its name was looked up
+                        // stops waiting for the answer.
+                        self.resolver.cancel(key.0);
                         if let Some(t) = self.streams.remove(&key) {
                             self.conns.remove(&t);
                             ops.close(t, true);

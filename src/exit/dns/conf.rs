@@ -31,6 +31,12 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
 /// libevent's `max-inflight` to 8192 for the whole process).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
+/// Default limit of questions waiting for a slot per worker: a flood of
+/// names that never answer fills the slots, and honest lookups then wait
+/// for one (a slot frees within `timeout` × `attempts`) instead of failing.
+/// A waiting question costs about 150 bytes.
+pub const DEFAULT_MAX_QUEUED: usize = 65536;
+
 /// How a [`super::Resolver`] talks to its nameservers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolverConfig {
@@ -42,8 +48,15 @@ pub struct ResolverConfig {
     pub attempts: u32,
     /// Most cache entries kept (per worker).
     pub cache_capacity: usize,
-    /// Most questions in flight at once (per worker).
+    /// Most questions in flight at once (per worker); more wait in a
+    /// queue.
     pub max_in_flight: usize,
+    /// Most questions waiting for a slot (per worker); past this a new
+    /// question fails at once as overloaded.
+    pub max_queued: usize,
+    /// `ServerDNSRandomizeCase` (default 1): send names in random letter
+    /// case and accept only answers that echo it exactly (0x20 encoding).
+    pub randomize_case: bool,
 }
 
 /// Something in the file that was not used, with its line number (1-based).
@@ -69,6 +82,8 @@ impl ResolverConfig {
             attempts: DEFAULT_ATTEMPTS,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_queued: DEFAULT_MAX_QUEUED,
+            randomize_case: true,
         }
     }
 

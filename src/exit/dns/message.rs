@@ -65,13 +65,16 @@ pub enum Outcome {
     Rcode(ResponseCode),
 }
 
-/// Decode `data` and check it answers query `id` for (`name`, `rtype`),
-/// comparing names case-insensitively.
+/// Decode `data` and check it answers query `id` for (`name`, `rtype`).
+/// The question's name must echo `name` letter for letter when
+/// `exact_case` (0x20 encoding), and case-insensitively otherwise; answer
+/// records match it case-insensitively either way.
 pub fn parse_response(
     data: &[u8],
     id: u16,
     name: &str,
     rtype: RecordType,
+    exact_case: bool,
 ) -> Result<Outcome, Rejected> {
     let msg = Message::from_vec(data).map_err(|e| Rejected::Malformed(e.to_string()))?;
     if msg.metadata.message_type != MessageType::Response || msg.metadata.op_code != OpCode::Query {
@@ -85,8 +88,11 @@ pub fn parse_response(
     }
     let qname = Name::from_ascii(format!("{name}.")).map_err(|_| Rejected::WrongQuestion)?;
     match msg.queries.as_slice() {
-        [q] if q.name().eq_ignore_root(&qname)
-            && q.query_type() == rtype
+        [q] if (if exact_case {
+            q.name().eq_ignore_root_case(&qname)
+        } else {
+            q.name().eq_ignore_root(&qname)
+        }) && q.query_type() == rtype
             && q.query_class() == DNSClass::IN => {}
         _ => return Err(Rejected::WrongQuestion),
     }
@@ -251,7 +257,13 @@ mod tests {
         r.add_answer(a("edge.example.net.", 300, "192.0.2.2"));
         // Not on the chain: must be ignored.
         r.add_answer(a("evil.example.org.", 10, "203.0.113.66"));
-        let out = parse_response(&r.to_vec().unwrap(), 7, "www.example.com", RecordType::A);
+        let out = parse_response(
+            &r.to_vec().unwrap(),
+            7,
+            "www.example.com",
+            RecordType::A,
+            false,
+        );
         assert_eq!(
             out,
             Ok(Outcome::Records {
@@ -268,7 +280,7 @@ mod tests {
         let mut r = response_to(&q, ResponseCode::NoError);
         r.add_answer(cname("a.example.", 60, "b.example."));
         r.add_answer(cname("b.example.", 60, "a.example."));
-        let out = parse_response(&r.to_vec().unwrap(), 7, "a.example", RecordType::A);
+        let out = parse_response(&r.to_vec().unwrap(), 7, "a.example", RecordType::A, false);
         assert_eq!(out, Ok(Outcome::NoData { negative_ttl: None }));
     }
 
@@ -277,32 +289,43 @@ mod tests {
         let q = build_query(9, "x.example", RecordType::A).unwrap();
         let ok = response_to(&q, ResponseCode::NoError).to_vec().unwrap();
         assert!(matches!(
-            parse_response(&ok, 10, "x.example", RecordType::A),
+            parse_response(&ok, 10, "x.example", RecordType::A, false),
             Err(Rejected::WrongId {
                 expected: 10,
                 got: 9
             })
         ));
         assert_eq!(
-            parse_response(&ok, 9, "y.example", RecordType::A),
+            parse_response(&ok, 9, "y.example", RecordType::A, false),
             Err(Rejected::WrongQuestion)
         );
         assert_eq!(
-            parse_response(&ok, 9, "x.example", RecordType::AAAA),
+            parse_response(&ok, 9, "x.example", RecordType::AAAA, false),
             Err(Rejected::WrongQuestion)
         );
         // Our own query echoed back is not a response.
         assert_eq!(
-            parse_response(&q, 9, "x.example", RecordType::A),
+            parse_response(&q, 9, "x.example", RecordType::A, false),
             Err(Rejected::NotAResponse)
         );
         assert!(matches!(
-            parse_response(&ok[..5], 9, "x.example", RecordType::A),
+            parse_response(&ok[..5], 9, "x.example", RecordType::A, false),
             Err(Rejected::Malformed(_))
         ));
-        // Case differences in the echoed question are fine.
+        // Case differences in the echoed question are fine, unless the
+        // name went out in random case (0x20), which must come back exact.
         assert_eq!(
-            parse_response(&ok, 9, "X.Example", RecordType::A),
+            parse_response(&ok, 9, "X.Example", RecordType::A, false),
+            Ok(Outcome::NoData { negative_ttl: None })
+        );
+        assert_eq!(
+            parse_response(&ok, 9, "X.Example", RecordType::A, true),
+            Err(Rejected::WrongQuestion)
+        );
+        let mixed = build_query(9, "x.ExAmple", RecordType::A).unwrap();
+        let echoed = response_to(&mixed, ResponseCode::NoError).to_vec().unwrap();
+        assert_eq!(
+            parse_response(&echoed, 9, "x.ExAmple", RecordType::A, true),
             Ok(Outcome::NoData { negative_ttl: None })
         );
     }
@@ -312,7 +335,13 @@ mod tests {
         let q = build_query(1, "nope.example", RecordType::A).unwrap();
         let mut r = response_to(&q, ResponseCode::NXDomain);
         r.add_authority(soa("example.", 900, 60));
-        let out = parse_response(&r.to_vec().unwrap(), 1, "nope.example", RecordType::A);
+        let out = parse_response(
+            &r.to_vec().unwrap(),
+            1,
+            "nope.example",
+            RecordType::A,
+            false,
+        );
         assert_eq!(
             out,
             Ok(Outcome::NxDomain {
@@ -320,11 +349,23 @@ mod tests {
             })
         );
         let r = response_to(&q, ResponseCode::ServFail);
-        let out = parse_response(&r.to_vec().unwrap(), 1, "nope.example", RecordType::A);
+        let out = parse_response(
+            &r.to_vec().unwrap(),
+            1,
+            "nope.example",
+            RecordType::A,
+            false,
+        );
         assert_eq!(out, Ok(Outcome::Rcode(ResponseCode::ServFail)));
         let mut r = response_to(&q, ResponseCode::NoError);
         r.metadata.truncation = true;
-        let out = parse_response(&r.to_vec().unwrap(), 1, "nope.example", RecordType::A);
+        let out = parse_response(
+            &r.to_vec().unwrap(),
+            1,
+            "nope.example",
+            RecordType::A,
+            false,
+        );
         assert_eq!(out, Ok(Outcome::Truncated));
     }
 
@@ -334,7 +375,7 @@ mod tests {
         let q = build_query(3, n, RecordType::PTR).unwrap();
         let mut r = response_to(&q, ResponseCode::NoError);
         r.add_answer(ptr("4.3.2.1.in-addr.arpa.", 7200, "Host.Example.COM."));
-        let out = parse_response(&r.to_vec().unwrap(), 3, n, RecordType::PTR);
+        let out = parse_response(&r.to_vec().unwrap(), 3, n, RecordType::PTR, false);
         assert_eq!(
             out,
             Ok(Outcome::Records {

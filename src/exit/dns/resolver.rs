@@ -11,11 +11,18 @@
 //! Safety against off-path spoofing: each question gets a random 16-bit
 //! transaction id, unique among those in flight; a response is accepted
 //! only if it comes from a nameserver address this question was sent to,
-//! carries that id, and echoes the question (name compared
-//! case-insensitively, type, class IN). Anything else is dropped and the
-//! question keeps waiting. The driver adds source-port entropy by binding
-//! its UDP socket to a kernel-chosen port. There is no 0x20 case
-//! randomisation (C tor's ServerDNSRandomizeCase) yet.
+//! carries that id, and echoes the question (type, class IN, and the name:
+//! with `randomize_case`, C tor's ServerDNSRandomizeCase, the name goes out
+//! in random letter case and must come back in exactly that case, which
+//! adds a bit per letter to what a spoofer must guess). Anything else is
+//! dropped and the question keeps waiting. The driver adds source-port
+//! entropy by binding its UDP socket to a kernel-chosen port.
+//!
+//! Overload: at most `max_in_flight` questions are sent at once; more wait
+//! in a queue (up to `max_queued`) and go out as slots free, so a flood of
+//! names that never answer delays honest lookups instead of failing them.
+//! A stream that ends stops waiting ([`Resolver::cancel`]); a queued
+//! question nobody waits for any more is dropped before it is sent.
 //!
 //! Retries: an attempt that times out, or answers SERVFAIL or another
 //! failure code, is retried on the next nameserver (rotating through the
@@ -63,11 +70,15 @@ struct Waiter {
     fallback: Option<RecordType>,
 }
 
-/// One question in flight.
+/// One question, in flight or queued.
 #[derive(Debug)]
 struct Lookup {
     key: Key,
-    txid: u16,
+    /// Set when the question is launched (queued questions have none).
+    txid: Option<u16>,
+    /// The name as sent: `key.0` in random letter case with
+    /// `randomize_case`.
+    wire_name: String,
     waiters: Vec<Waiter>,
     /// Sends made so far.
     attempts: u32,
@@ -92,6 +103,11 @@ pub struct Resolver<R> {
     lookups: HashMap<u64, Lookup>,
     by_key: HashMap<Key, u64>,
     by_txid: HashMap<u16, u64>,
+    /// Which question each waiting token is on.
+    by_token: HashMap<u64, u64>,
+    /// Questions waiting for a slot, oldest first (ids of lookups with no
+    /// txid; stale ids are skipped).
+    queued: VecDeque<u64>,
     to_send: VecDeque<u64>,
     timers: BTreeSet<(Instant, u64)>,
     events: VecDeque<(u64, Result_)>,
@@ -110,6 +126,8 @@ impl<R: rand::CryptoRng> Resolver<R> {
             lookups: HashMap::new(),
             by_key: HashMap::new(),
             by_txid: HashMap::new(),
+            by_token: HashMap::new(),
+            queued: VecDeque::new(),
             to_send: VecDeque::new(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
@@ -156,38 +174,33 @@ impl<R: rand::CryptoRng> Resolver<R> {
         }
     }
 
-    /// Put `waiter` on the question `key`, launching it if needed.
+    /// Put `waiter` on the question `key`, launching it (or queueing it
+    /// when every slot is taken) if it is new.
     fn enqueue(&mut self, key: Key, waiter: Waiter) -> Result<(), ResolveError> {
-        if let Some(lookup) = self
-            .by_key
-            .get(&key)
-            .and_then(|id| self.lookups.get_mut(id))
+        if let Some(&id) = self.by_key.get(&key)
+            && let Some(lookup) = self.lookups.get_mut(&id)
         {
             lookup.waiters.push(waiter);
+            self.by_token.insert(waiter.token, id);
             return Ok(());
         }
-        let overloaded = || ResolveError::Overloaded {
-            name: key.0.clone(),
-            limit: self.config.max_in_flight,
-        };
-        if self.lookups.len() >= self.config.max_in_flight {
-            return Err(overloaded());
+        let queued = self.lookups.len().saturating_sub(self.by_txid.len());
+        if self.by_txid.len() >= self.config.max_in_flight && queued >= self.config.max_queued {
+            return Err(ResolveError::Overloaded {
+                name: key.0.clone(),
+                limit: self.config.max_in_flight + self.config.max_queued,
+            });
         }
-        // A fresh id unused by any question in flight. With at most
-        // `max_in_flight` (well under 65536) ids taken, a few tries suffice.
-        let txid = (0..64)
-            .map(|_| self.rng.next_u32() as u16)
-            .find(|id| !self.by_txid.contains_key(id))
-            .ok_or_else(overloaded)?;
         let id = self.next_lookup;
         self.next_lookup += 1;
         self.by_key.insert(key.clone(), id);
-        self.by_txid.insert(txid, id);
+        self.by_token.insert(waiter.token, id);
         self.lookups.insert(
             id,
             Lookup {
+                wire_name: key.0.clone(),
                 key,
-                txid,
+                txid: None,
                 waiters: vec![waiter],
                 attempts: 0,
                 server: 0,
@@ -196,8 +209,53 @@ impl<R: rand::CryptoRng> Resolver<R> {
                 last_rcode: None,
             },
         );
-        self.to_send.push_back(id);
+        self.queued.push_back(id);
+        self.launch_queued();
         Ok(())
+    }
+
+    /// Launch queued questions while slots are free: each gets a fresh
+    /// transaction id unused by any question in flight (with at most
+    /// `max_in_flight`, well under 65536, taken, a few tries suffice) and
+    /// its name's random case.
+    fn launch_queued(&mut self) {
+        while self.by_txid.len() < self.config.max_in_flight {
+            let Some(id) = self.queued.pop_front() else {
+                return;
+            };
+            let Some(lookup) = self.lookups.get_mut(&id) else {
+                continue;
+            };
+            let Some(txid) = (0..64)
+                .map(|_| self.rng.next_u32() as u16)
+                .find(|t| !self.by_txid.contains_key(t))
+            else {
+                self.queued.push_front(id);
+                return;
+            };
+            lookup.txid = Some(txid);
+            if self.config.randomize_case {
+                lookup.wire_name = randomize_case(&lookup.key.0, &mut self.rng);
+            }
+            self.by_txid.insert(txid, id);
+            self.to_send.push_back(id);
+        }
+    }
+
+    /// `token`'s stream ended: it no longer waits. A question still queued
+    /// that nobody waits for is dropped; one in flight goes on, so that its
+    /// answer is cached (as C tor lets a resolve finish).
+    pub fn cancel(&mut self, token: u64) {
+        let Some(id) = self.by_token.remove(&token) else {
+            return;
+        };
+        let Some(lookup) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        lookup.waiters.retain(|w| w.token != token);
+        if lookup.waiters.is_empty() && lookup.txid.is_none() {
+            self.remove_lookup(id);
+        }
     }
 
     /// The next query to send, if any.
@@ -214,7 +272,10 @@ impl<R: rand::CryptoRng> Resolver<R> {
                 self.finish(id, Err(ResolveError::Timeout { name, attempts }));
                 continue;
             };
-            let payload = match build_query(lookup.txid, &lookup.key.0, lookup.key.1) {
+            let Some(txid) = lookup.txid else {
+                continue;
+            };
+            let payload = match build_query(txid, &lookup.wire_name, lookup.key.1) {
                 Ok(p) => p,
                 Err(reason) => {
                     let name = lookup.key.0.clone();
@@ -281,7 +342,13 @@ impl<R: rand::CryptoRng> Resolver<R> {
             tracing::debug!(%from, txid, "DNS response from a server not asked; dropped");
             return;
         }
-        let outcome = match parse_response(data, txid, &lookup.key.0, lookup.key.1) {
+        let outcome = match parse_response(
+            data,
+            txid,
+            &lookup.wire_name,
+            lookup.key.1,
+            self.config.randomize_case,
+        ) {
             Ok(o) => o,
             Err(why) => {
                 self.stats.responses_rejected += 1;
@@ -329,9 +396,14 @@ impl<R: rand::CryptoRng> Resolver<R> {
         self.stats
     }
 
-    /// Questions in flight.
+    /// Questions in flight (sent and not yet answered).
     pub fn in_flight(&self) -> usize {
-        self.lookups.len()
+        self.by_txid.len()
+    }
+
+    /// Questions waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.lookups.len() - self.by_txid.len()
     }
 
     /// Drop expired cache entries (the cache also drops them lazily).
@@ -400,15 +472,48 @@ impl<R: rand::CryptoRng> Resolver<R> {
         }
     }
 
+    /// Forget question `id` (its waiters are the caller's to answer), and
+    /// give its slot to the next queued question.
     fn remove_lookup(&mut self, id: u64) -> Option<Lookup> {
         let lookup = self.lookups.remove(&id)?;
         self.by_key.remove(&lookup.key);
-        self.by_txid.remove(&lookup.txid);
+        for w in &lookup.waiters {
+            self.by_token.remove(&w.token);
+        }
         if let Some(deadline) = lookup.deadline {
             self.timers.remove(&(deadline, id));
         }
+        if let Some(txid) = lookup.txid {
+            self.by_txid.remove(&txid);
+            self.launch_queued();
+        }
         Some(lookup)
     }
+}
+
+/// `name` with each ASCII letter in a random case (draft-vixie-dnsext-dns0x20).
+fn randomize_case(name: &str, rng: &mut impl rand::Rng) -> String {
+    let mut bits = 0u32;
+    let mut left = 0;
+    name.chars()
+        .map(|c| {
+            if !c.is_ascii_alphabetic() {
+                return c;
+            }
+            if left == 0 {
+                bits = rng.next_u32();
+                left = 32;
+            }
+            left -= 1;
+            let upper = bits & 1 == 1;
+            bits >>= 1;
+            if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 /// What a cached or fresh outcome means for one waiter.

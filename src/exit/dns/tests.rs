@@ -291,10 +291,8 @@ fn spoofed_responses_are_ignored() {
     assert_eq!(h.r.stats().responses_rejected, 7);
     assert_eq!(h.r.in_flight(), 1);
 
-    // The real answer, with the question in another case, still counts.
-    let mut real = good.clone();
-    real.queries[0].set_name(name("BANK.Example."));
-    h.deliver(tx.dst, &real);
+    // The real answer still counts.
+    h.deliver(tx.dst, &good);
     assert_eq!(h.events(), vec![(1, ok(&["192.0.2.10"], 3600))]);
     // A replay after completion is dropped.
     h.deliver(tx.dst, &evil(&good));
@@ -494,21 +492,114 @@ fn truncated_is_transient_without_retry() {
 }
 
 #[test]
-fn in_flight_limit_and_unique_ids() {
-    let mut h = Harness::with(|c| c.max_in_flight = 50);
-    let mut ids = std::collections::HashSet::new();
+fn in_flight_limit_queue_and_unique_ids() {
+    let mut h = Harness::with(|c| {
+        c.max_in_flight = 50;
+        c.max_queued = 10;
+    });
+    let mut sent = Vec::new();
     for i in 0..50 {
         assert_eq!(h.resolve(&format!("n{i}.example"), QueryKind::A, i), None);
-        ids.insert(question_of(&h.transmit().payload).0);
+        sent.push(h.transmit());
     }
+    let ids: std::collections::HashSet<u16> =
+        sent.iter().map(|t| question_of(&t.payload).0).collect();
     assert_eq!(ids.len(), 50);
+    // Every slot taken: the next ten wait, unsent.
+    for i in 50..60 {
+        assert_eq!(h.resolve(&format!("q{i}.example"), QueryKind::A, i), None);
+    }
+    h.no_transmit();
+    assert_eq!((h.r.in_flight(), h.r.queued()), (50, 10));
     let refused = h.resolve("one-more.example", QueryKind::A, 99);
     assert!(matches!(
         refused,
-        Some(Err(ResolveError::Overloaded { limit: 50, .. }))
+        Some(Err(ResolveError::Overloaded { limit: 60, .. }))
     ));
-    // Joining a question already in flight is still fine.
+    // Joining a question already in flight or queued is still fine.
     assert_eq!(h.resolve("n0.example", QueryKind::A, 100), None);
+    assert_eq!(h.resolve("q50.example", QueryKind::A, 101), None);
+    // A queued question whose only stream ended is never sent.
+    h.r.cancel(51);
+    assert_eq!(h.r.queued(), 9);
+    // An answer frees a slot: the oldest waiting question goes out.
+    let first = sent.remove(0);
+    h.answer(
+        &first,
+        ResponseCode::NoError,
+        vec![a("n0.example", 60, "192.0.2.1")],
+    );
+    let next = h.transmit();
+    assert!(
+        question_of(&next.payload)
+            .1
+            .to_ascii()
+            .eq_ignore_ascii_case("q50.example."),
+        "{:?}",
+        question_of(&next.payload).1
+    );
+    h.no_transmit();
+    let tokens: Vec<u64> = h.events().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(tokens, [0, 100]);
+}
+
+#[test]
+fn a_cancelled_stream_gets_no_result_but_the_answer_is_cached() {
+    let mut h = Harness::new();
+    assert_eq!(h.resolve("gone.example", QueryKind::A, 1), None);
+    assert_eq!(h.resolve("gone.example", QueryKind::A, 2), None);
+    let tx = h.transmit();
+    h.r.cancel(1);
+    h.answer(
+        &tx,
+        ResponseCode::NoError,
+        vec![a("gone.example", 60, "192.0.2.9")],
+    );
+    let tokens: Vec<u64> = h.events().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(tokens, [2]);
+    // Cancelling every waiter of a question in flight lets it finish, for
+    // the cache.
+    assert_eq!(h.resolve("late.example", QueryKind::A, 3), None);
+    let tx = h.transmit();
+    h.r.cancel(3);
+    assert_eq!(h.r.in_flight(), 1);
+    h.answer(
+        &tx,
+        ResponseCode::NoError,
+        vec![a("late.example", 60, "192.0.2.10")],
+    );
+    assert!(h.events().is_empty());
+    assert!(matches!(
+        h.resolve("late.example", QueryKind::A, 4),
+        Some(Ok(_))
+    ));
+}
+
+#[test]
+fn names_go_out_in_random_case_and_must_come_back_so() {
+    let mut h = Harness::new();
+    let name = "www.some-long-name.example";
+    assert_eq!(h.resolve(name, QueryKind::A, 1), None);
+    let tx = h.transmit();
+    let sent = question_of(&tx.payload).1.to_ascii();
+    assert!(sent.eq_ignore_ascii_case(&format!("{name}.")), "{sent}");
+    assert_ne!(sent, format!("{name}."), "no letter changed case");
+    // A spoofer who guessed the id but not the case is ignored...
+    let txid = question_of(&tx.payload).0;
+    let lower = super::message::build_query(txid, name, RecordType::A).unwrap();
+    let mut forged = response_to(&lower, ResponseCode::NoError);
+    forged.insert_answers(vec![a(name, 60, "203.0.113.66")]);
+    h.deliver(tx.dst, &forged);
+    assert!(h.events().is_empty());
+    // ...and the real answer, echoing the case, still counts.
+    h.answer(&tx, ResponseCode::NoError, vec![a(name, 60, "192.0.2.1")]);
+    let (_, res) = h.events().remove(0);
+    assert_eq!(res.unwrap().addrs, [ip("192.0.2.1")]);
+    // With ServerDNSRandomizeCase 0 the name goes out as asked.
+    let mut plain = Harness::with(|c| c.randomize_case = false);
+    assert_eq!(plain.resolve(name, QueryKind::A, 1), None);
+    let tx = plain.transmit();
+    assert_eq!(question_of(&tx.payload).1.to_ascii(), format!("{name}."));
 }
 
 #[test]
