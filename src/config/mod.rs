@@ -225,6 +225,8 @@ pub struct Config {
     pub contact_info: Option<String>,
     /// `ServerDNSRandomizeCase` (default 1): 0x20 encoding of DNS names.
     pub server_dns_randomize_case: bool,
+    /// The `DoS*` options (C tor's DoS mitigations).
+    pub dos: crate::proto::dos::DosOptions,
     /// `User`: switch to this user once the ports are bound.
     pub user: Option<String>,
     /// `SafeLogging` (default 1): addresses of clients and destinations
@@ -341,6 +343,7 @@ impl Default for Config {
             nickname: "Unnamed".to_owned(),
             contact_info: None,
             server_dns_randomize_case: true,
+            dos: crate::proto::dos::DosOptions::default(),
             user: None,
             safe_logging: SafeLogging::On,
             exit_relay: AutoBool::On,
@@ -590,6 +593,9 @@ impl Config {
         }
         if let Some(u) = &self.user {
             line("User", u);
+        }
+        for (k, v) in self.dos.torrc_lines() {
+            line(k, &v);
         }
         line("SafeLogging", &self.safe_logging);
         line("ExitRelay", &self.exit_relay);

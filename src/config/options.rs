@@ -77,6 +77,23 @@ const OPTIONS: &[&str] = &[
     "User",
     "SafeLogging",
     "ServerDNSRandomizeCase",
+    "DoSCircuitCreationEnabled",
+    "DoSCircuitCreationMinConnections",
+    "DoSCircuitCreationRate",
+    "DoSCircuitCreationBurst",
+    "DoSCircuitCreationDefenseType",
+    "DoSCircuitCreationDefenseTimePeriod",
+    "DoSConnectionEnabled",
+    "DoSConnectionMaxConcurrentCount",
+    "DoSConnectionDefenseType",
+    "DoSConnectionConnectRate",
+    "DoSConnectionConnectBurst",
+    "DoSConnectionConnectDefenseTimePeriod",
+    "DoSRefuseSingleHopClientRendezvous",
+    "DoSStreamCreationEnabled",
+    "DoSStreamCreationRate",
+    "DoSStreamCreationBurst",
+    "DoSStreamCreationDefenseType",
 ];
 
 /// Old names C tor still accepts (config.c option_abbrevs_).
@@ -429,6 +446,9 @@ fn apply_lines(
                     Some(value.to_owned())
                 };
             }
+            n if n.starts_with("DoS") => {
+                dos_option(&mut cfg.dos, n, value, reset).map_err(bad)?
+            }
             // OPTIONS and this match list the same names; a name in one but
             // not the other is a bug caught by the tests.
             _ => return Err(at(ErrorKind::UnknownOption(key.to_owned()))),
@@ -620,6 +640,78 @@ fn validate_dir_port(v: &str) -> Result<(), String> {
 }
 
 /// C's boolean type: exactly `0` or `1`; empty means the default.
+/// The DoS* options (dos_options.inc): `auto` or 0/1 for the switches, a
+/// positive number, an interval, or a defense type, where an empty value
+/// or 0 leaves the consensus in charge.
+fn dos_option(
+    o: &mut crate::proto::dos::DosOptions,
+    name: &str,
+    value: &str,
+    reset: bool,
+) -> Result<(), &'static str> {
+    let switch = || -> Result<Option<bool>, &'static str> {
+        match (reset, autobool(value)) {
+            (true, _) | (false, Some(AutoBool::Auto)) => Ok(None),
+            (false, Some(b)) => Ok(b.as_option()),
+            (false, None) => Err("0, 1 or auto"),
+        }
+    };
+    let count = || -> Result<u32, &'static str> {
+        if reset {
+            return Ok(0);
+        }
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n <= i32::MAX as u32)
+            .ok_or("a whole number (0: the consensus decides)")
+    };
+    let period = || -> Result<u32, &'static str> {
+        if reset {
+            return Ok(0);
+        }
+        parse_interval(value)
+            .and_then(|d| u32::try_from(d.as_secs()).ok())
+            .filter(|&n| n <= i32::MAX as u32)
+            .ok_or("an interval such as \"1 hour\" (0: the consensus decides)")
+    };
+    let defense = |max: i32| -> Result<i32, &'static str> {
+        if reset {
+            return Ok(0);
+        }
+        value
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .ok_or(if max == 3 {
+                "1 (none), 2 (refuse the stream) or 3 (close the circuit)"
+            } else {
+                "1 (none) or 2 (refuse)"
+            })
+    };
+    match name {
+        "DoSCircuitCreationEnabled" => o.cc_enabled = switch()?,
+        "DoSCircuitCreationMinConnections" => o.cc_min_connections = count()?,
+        "DoSCircuitCreationRate" => o.cc_rate = count()?,
+        "DoSCircuitCreationBurst" => o.cc_burst = count()?,
+        "DoSCircuitCreationDefenseType" => o.cc_defense_type = defense(2)?,
+        "DoSCircuitCreationDefenseTimePeriod" => o.cc_defense_time_period = period()?,
+        "DoSConnectionEnabled" => o.conn_enabled = switch()?,
+        "DoSConnectionMaxConcurrentCount" => o.conn_max_concurrent_count = count()?,
+        "DoSConnectionDefenseType" => o.conn_defense_type = defense(2)?,
+        "DoSConnectionConnectRate" => o.conn_connect_rate = count()?,
+        "DoSConnectionConnectBurst" => o.conn_connect_burst = count()?,
+        "DoSConnectionConnectDefenseTimePeriod" => o.conn_connect_defense_time_period = period()?,
+        "DoSRefuseSingleHopClientRendezvous" => o.refuse_single_hop_client_rendezvous = switch()?,
+        "DoSStreamCreationEnabled" => o.stream_enabled = switch()?,
+        "DoSStreamCreationRate" => o.stream_rate = count()?,
+        "DoSStreamCreationBurst" => o.stream_burst = count()?,
+        "DoSStreamCreationDefenseType" => o.stream_defense_type = defense(3)?,
+        _ => return Err("a DoS option oxit knows"),
+    }
+    Ok(())
+}
+
 fn boolean(v: &str, default: bool) -> Option<bool> {
     match v {
         "" => Some(default),

@@ -95,7 +95,12 @@ fn full_exit_torrc() {
          MetricsPort 127.0.0.1:9035 prometheus\n\
          IOBackend epoll\n\
          User debian-tor\n\
-         SafeLogging relay\n",
+         SafeLogging relay\n\
+         DoSCircuitCreationEnabled 1\n\
+         DoSConnectionEnabled auto\n\
+         DoSCircuitCreationDefenseTimePeriod 2 hours\n\
+         DoSConnectionMaxConcurrentCount 50\n\
+         DoSStreamCreationDefenseType 3\n",
     );
     assert_eq!(c.or_ports.len(), 2);
     assert_eq!(c.user.as_deref(), Some("debian-tor"));
@@ -103,6 +108,18 @@ fn full_exit_torrc() {
     assert!(c.safe_logging.scrubs());
     assert!(!parse("SafeLogging 0").safe_logging.scrubs());
     assert!(Config::parse_str("SafeLogging 2", "torrc").is_err());
+    assert_eq!(c.dos.cc_enabled, Some(true));
+    assert_eq!(c.dos.conn_enabled, None);
+    assert_eq!(c.dos.cc_defense_time_period, 7200);
+    assert_eq!(c.dos.conn_max_concurrent_count, 50);
+    assert_eq!(c.dos.stream_defense_type, 3);
+    for bad in [
+        "DoSStreamCreationDefenseType 4",
+        "DoSConnectionEnabled yes",
+        "DoSCircuitCreationRate -1",
+    ] {
+        assert!(Config::parse_str(bad, "torrc").is_err(), "{bad}");
+    }
     assert!(c.or_ports[1].no_advertise);
     assert_eq!(c.addresses.len(), 2);
     assert_eq!(c.data_directory, PathBuf::from("/srv/oxit"));

@@ -339,6 +339,7 @@ impl Control<'_> {
             allow_network_reentry: param("allow-network-reentry", 0, 0, 1) != 0,
             reentry,
             count_private_bandwidth: cfg.count_private_bandwidth,
+            dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
         }
     }
 

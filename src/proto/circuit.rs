@@ -101,11 +101,17 @@ pub(crate) struct Circuit {
     pub streams: HashMap<StreamId, StreamKey>,
     /// SendCell actions of this circuit not yet taken by the worker.
     pub queued: usize,
+    /// DoSStreamCreation's per-circuit bucket, set when the circuit is
+    /// made (or_circuit_new → dos_stream_init_circ_tbf).
+    pub stream_limiter: crate::proto::dos::TokenBucketCtr,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChanInfo {
     pub peer: Option<PeerKind>,
+    /// The peer's address, for a channel it opened to us (the DoS
+    /// mitigations key on it).
+    pub addr: Option<std::net::IpAddr>,
     /// We opened this channel: we pick circuit IDs with the high bit set,
     /// and the peer's CREATEs must have it clear (channel.c:channel_set_circid_type).
     pub initiator: bool,
@@ -128,6 +134,8 @@ pub struct CircuitTable {
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
     tag_scratch: Vec<Option<SendmeTag>>,
+    /// The address owners' verdicts, and this worker's refusals.
+    pub(crate) dos: crate::proto::dos::Verdicts,
 }
 
 impl CircuitTable {
@@ -145,6 +153,7 @@ impl CircuitTable {
             next_key: 1,
             actions: VecDeque::new(),
             tag_scratch: Vec::new(),
+            dos: crate::proto::dos::Verdicts::default(),
         }
     }
 
@@ -153,11 +162,36 @@ impl CircuitTable {
     }
 
     /// A channel we accepted finished its handshake.
+    /// The address an accepted channel comes from (after
+    /// [`Self::channel_opened`]).
+    pub fn set_channel_addr(&mut self, chan: ChanId, addr: std::net::IpAddr) {
+        if let Some(c) = self.chans.get_mut(&chan) {
+            c.addr = Some(addr);
+        }
+    }
+
+    /// What the address owners said (see [`crate::proto::dos`]).
+    pub fn dos_verdict(&mut self, v: crate::proto::dos::Verdict) {
+        self.dos.apply(v);
+    }
+
+    /// Close a connection from `addr` as it is accepted? (DoSConnection)
+    pub fn dos_refuse_connection(&mut self, addr: std::net::IpAddr, now: Instant) -> bool {
+        let secs = crate::proto::dos::secs(now);
+        self.dos.refuse_connection(&self.cfg.dos, addr, secs)
+    }
+
+    /// This worker's refusals so far.
+    pub fn dos_counters(&self) -> crate::proto::dos::DosStats {
+        self.dos.counters
+    }
+
     pub fn channel_opened(&mut self, chan: ChanId, peer: PeerKind) {
         self.chans.insert(
             chan,
             ChanInfo {
                 peer: Some(peer),
+                addr: None,
                 initiator: false,
             },
         );
@@ -170,6 +204,7 @@ impl CircuitTable {
             chan,
             ChanInfo {
                 peer: Some(peer),
+                addr: None,
                 initiator: true,
             },
         );
@@ -262,7 +297,7 @@ impl CircuitTable {
             if let [cell] = group
                 && !is_relay(cell)
             {
-                self.handle_control_cell(chan, cell, rng);
+                self.handle_control_cell(chan, cell, now, rng);
             } else {
                 self.handle_relay_group(chan, group, now, rng);
             }

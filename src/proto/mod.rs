@@ -7,6 +7,7 @@
 pub mod cell;
 pub mod channel;
 pub mod circuit;
+pub mod dos;
 pub mod relay_msg;
 pub mod splice;
 pub mod stream;

@@ -92,6 +92,9 @@ pub enum CrossItem {
         vcirc: CircId,
         reason: DestroyReason,
     },
+    /// DoS bookkeeping (see [`crate::proto::dos`]): handed to the worker
+    /// as it comes, not interpreted here.
+    Dos(crate::proto::dos::DosMsg),
 }
 
 impl CrossItem {
@@ -140,6 +143,8 @@ pub struct Splices {
     hosted_ids: HashMap<(WorkerId, ChanId, CircId), CircId>,
     /// What to send each worker at the end of this turn.
     outbox: Vec<Vec<CrossItem>>,
+    /// DoS messages received, for the worker.
+    dos_in: Vec<crate::proto::dos::DosMsg>,
     /// Relay channels we announced, so a close is announced only for them.
     announced: HashMap<ChanId, [u8; 20]>,
     scratch: Vec<IncomingCell>,
@@ -157,6 +162,7 @@ impl Splices {
             hosted: HashMap::new(),
             hosted_ids: HashMap::new(),
             outbox: (0..workers).map(|_| Vec::new()).collect(),
+            dos_in: Vec::new(),
             announced: HashMap::new(),
             scratch: Vec::new(),
         }
@@ -166,6 +172,21 @@ impl Splices {
         if let Some(o) = self.outbox.get_mut(to.0) {
             o.push(item);
         }
+    }
+
+    /// Send `msg` to worker `to` with this turn's batch.
+    pub fn send_dos(&mut self, to: WorkerId, msg: crate::proto::dos::DosMsg) {
+        self.push(to, CrossItem::Dos(msg));
+    }
+
+    /// Send `msg` to every other worker.
+    pub fn broadcast_dos(&mut self, msg: crate::proto::dos::DosMsg) {
+        self.broadcast(|| CrossItem::Dos(msg));
+    }
+
+    /// The DoS messages taken in since the last call.
+    pub fn take_dos(&mut self) -> Vec<crate::proto::dos::DosMsg> {
+        std::mem::take(&mut self.dos_in)
     }
 
     fn broadcast(&mut self, item: impl Fn() -> CrossItem) {
@@ -370,6 +391,7 @@ impl Splices {
                         table.next_hop_failed(v, vcirc, reason);
                     }
                 }
+                CrossItem::Dos(m) => self.dos_in.push(m),
                 CrossItem::Backward {
                     chan,
                     vcirc,

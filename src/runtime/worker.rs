@@ -28,6 +28,7 @@ use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, DestroyReason};
 use crate::proto::channel::queue::{CircQueue, WIRE_CELL_LEN};
 use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, TlsSession};
 use crate::proto::circuit::{Action, ChanId, CircuitTable, ExtendFailure, ExtendKey, StreamKey};
+use crate::proto::dos::DosMsg;
 use crate::proto::splice::{Batch, CROSS_QUEUE_LIMIT, HostedCell, Splices, WorkerId};
 
 use super::driver::{self, Event, Handler, Ops, Token, Waker};
@@ -98,6 +99,9 @@ struct OrConn {
     /// Inbound, open, and the peer's NETINFO names our published address:
     /// a CREATE here shows the ORPort is reachable.
     reach_witness: bool,
+    /// Counted in its address's concurrent connections (DoS): uncount it
+    /// when it closes.
+    dos_tracked: bool,
 }
 
 impl OrConn {
@@ -168,6 +172,8 @@ pub(super) struct Worker {
     feed: Receiver<Arc<Snapshot>>,
     rng: ThreadRng,
     circuits: CircuitTable,
+    /// The DoS counts of the client addresses this worker owns.
+    dos_table: crate::proto::dos::AddrTable,
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -220,6 +226,7 @@ impl Worker {
             count_private: snap.circuits.count_private_bandwidth,
             index,
             circuits: CircuitTable::new(snap.circuits.clone()),
+            dos_table: crate::proto::dos::AddrTable::default(),
             splices: Splices::new(WorkerId(index), mail.peers.len()),
             mail,
             hosted_send: Vec::new(),
@@ -316,6 +323,9 @@ impl Worker {
         match c {
             Conn::Or(or) => {
                 tracing::debug!("closing link with {}: {why}", or.describe());
+                if or.dos_tracked {
+                    self.dos_event(DosMsg::ConnClosed(or.peer.ip()));
+                }
                 self.chans.remove(&or.chan_id);
                 self.relay_chans.retain(|_, c| *c != or.chan_id);
                 self.pending_links.retain(|_, tok| *tok != t);
@@ -440,6 +450,7 @@ impl Worker {
                 self.circuits.channel_opened_outbound(chan_id, peer);
             } else {
                 self.circuits.channel_opened(chan_id, peer);
+                self.circuits.set_channel_addr(chan_id, or.peer.ip());
             }
             if let Some(ob) = or.outbound.as_mut() {
                 for k in std::mem::take(&mut ob.waiting) {
@@ -621,6 +632,7 @@ impl Worker {
                         synced: 0,
                         counted: self.counts(addr.ip()),
                         reach_witness: false,
+                        dos_tracked: false,
                     })),
                 );
             }
@@ -737,6 +749,7 @@ impl Worker {
                         }
                     }
                     Action::OpenChannel { key, target } => self.open_channel(key, &target, ops),
+                    Action::DosCreate { addr } => self.dos_event(DosMsg::Create(addr)),
                 }
             }
             for (chan, circ_id) in std::mem::take(&mut self.over_cap) {
@@ -851,7 +864,47 @@ impl Worker {
         {
             me.waker.wake();
         }
+        for m in self.splices.take_dos() {
+            match m {
+                DosMsg::Verdict(v) => self.circuits.dos_verdict(v),
+                m => self.dos_owned(m),
+            }
+        }
         self.send_hosted(ops);
+    }
+
+    /// Something happened that an address's DoS counts depend on: count it
+    /// here if we own the address, else tell its owner.
+    fn dos_event(&mut self, m: DosMsg) {
+        let addr = match m {
+            DosMsg::ConnOpened(a) | DosMsg::ConnClosed(a) | DosMsg::Create(a) => a,
+            DosMsg::Verdict(v) => return self.circuits.dos_verdict(v),
+        };
+        let owner = crate::proto::dos::owner_of(addr, self.mail.peers.len());
+        if owner == self.index {
+            self.dos_owned(m);
+        } else {
+            self.splices.send_dos(WorkerId(owner), m);
+        }
+    }
+
+    /// An event for an address we own: update its counts, and if its
+    /// verdict changed, apply it here and send it to every worker.
+    fn dos_owned(&mut self, m: DosMsg) {
+        use crate::proto::dos::{secs, secs32};
+        let now = Instant::now();
+        let p = &self.snap.circuits.dos;
+        let t = &mut self.dos_table;
+        let v = match m {
+            DosMsg::ConnOpened(a) => t.conn_opened(p, a, secs(now), secs32(now), &mut self.rng),
+            DosMsg::ConnClosed(a) => t.conn_closed(p, a, secs(now), secs32(now)),
+            DosMsg::Create(a) => t.create_cell(p, a, secs(now), &mut self.rng),
+            DosMsg::Verdict(v) => Some(v),
+        };
+        if let Some(v) = v {
+            self.circuits.dos_verdict(v);
+            self.splices.broadcast_dos(DosMsg::Verdict(v));
+        }
     }
 
     /// A worker that has fallen this far behind on our messages gets no
@@ -1016,6 +1069,18 @@ impl Handler for Worker {
         match ev {
             Event::Accepted { fd, peer } => {
                 let Some(peer) = peer else { return };
+                // Before TLS or anything else costs us: a refused socket is
+                // closed at once and counts for nothing
+                // (connection.c:connection_handle_listener_read).
+                let now = Instant::now();
+                if self.circuits.dos_refuse_connection(peer.ip(), now) {
+                    drop(fd);
+                    return;
+                }
+                let dos_tracked = self.snap.circuits.dos.addr_tracking();
+                if dos_tracked {
+                    self.dos_event(DosMsg::ConnOpened(peer.ip()));
+                }
                 let tls = match TlsConn::server(&self.snap.server_tls) {
                     Ok(t) => t,
                     Err(e) => {
@@ -1045,6 +1110,7 @@ impl Handler for Worker {
                         synced: 0,
                         counted: self.counts(peer.ip()),
                         reach_witness: false,
+                        dos_tracked,
                     })),
                 );
             }

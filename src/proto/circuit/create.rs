@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use rand::CryptoRng;
 
 use super::{
-    CIRCWINDOW_START, ChanId, CircWindows, Circuit, CircuitTable, IncomingCell, MAX_RELAY_EARLY,
-    Next, Side,
+    Action, CIRCWINDOW_START, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell,
+    MAX_RELAY_EARLY, Next, PeerKind, Side,
 };
 use crate::crypto::kdf::CircuitKeys;
 use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate_circ_params};
@@ -52,11 +52,12 @@ impl CircuitTable {
         &mut self,
         chan: ChanId,
         cell: &IncomingCell,
+        now: std::time::Instant,
         rng: &mut impl CryptoRng,
     ) {
         match cell.cmd {
             ChanCmd::CREATE | ChanCmd::CREATE_FAST | ChanCmd::CREATE2 => {
-                self.handle_create(chan, cell, rng)
+                self.handle_create(chan, cell, now, rng)
             }
             ChanCmd::CREATED2 | ChanCmd::CREATED_FAST | ChanCmd::CREATED => {
                 self.handle_created(chan, cell, rng)
@@ -67,12 +68,38 @@ impl CircuitTable {
         }
     }
 
-    fn handle_create(&mut self, chan: ChanId, cell: &IncomingCell, rng: &mut impl CryptoRng) {
+    fn handle_create(
+        &mut self,
+        chan: ChanId,
+        cell: &IncomingCell,
+        now: std::time::Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        // Every create cell from a client counts against its address, even
+        // one dropped below (command.c:command_process_create_cell).
+        let client_addr = match self.chans.get(&chan) {
+            Some(ChanInfo {
+                peer: Some(PeerKind::Client),
+                addr: Some(a),
+                ..
+            }) if self.cfg.dos.cc_enabled => Some(*a),
+            _ => None,
+        };
+        if let Some(addr) = client_addr {
+            self.push_action(Action::DosCreate { addr });
+        }
         // CircID 0, or one in use on this channel: drop silently.
         if cell.circ_id.is_channel()
             || self.ids.contains_key(&(chan, cell.circ_id))
             || self.reserved.contains(&(chan, cell.circ_id))
         {
+            return;
+        }
+        let secs = crate::proto::dos::secs(now);
+        if let Some(addr) = client_addr
+            && self.dos.refuse_create(&self.cfg.dos, addr, secs)
+        {
+            self.send_destroy(chan, cell.circ_id, DestroyReason::RESOURCELIMIT);
             return;
         }
         match self.run_create(chan, cell, rng) {
@@ -92,6 +119,11 @@ impl CircuitTable {
                     },
                     streams: HashMap::new(),
                     queued: 0,
+                    stream_limiter: crate::proto::dos::TokenBucketCtr::new(
+                        self.cfg.dos.stream_rate,
+                        self.cfg.dos.stream_burst,
+                        secs as u32,
+                    ),
                 };
                 self.circs.insert(idx, circ);
                 self.ids.insert((chan, cell.circ_id), (idx, Side::Prev));

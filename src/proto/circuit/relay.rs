@@ -322,6 +322,7 @@ impl CircuitTable {
             .entry(chan)
             .or_insert(ChanInfo {
                 peer: None,
+                addr: None,
                 initiator: true,
             })
             .initiator;

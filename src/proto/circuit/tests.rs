@@ -49,6 +49,7 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         allow_network_reentry: false,
         reentry: ["198.51.100.9:9001".parse().unwrap()].into_iter().collect(),
         count_private_bandwidth: false,
+        dos: crate::proto::dos::DosParams::default(),
     }
 }
 
@@ -276,6 +277,68 @@ fn create_fast_succeeds() {
     let mut reply = cf.y().to_vec();
     reply.extend_from_slice(cf.kh());
     fast::client_finish(st, &reply).unwrap();
+}
+
+#[test]
+fn marked_client_addresses_get_destroy_resourcelimit() {
+    use crate::proto::dos::{DosOptions, DosParams, Verdict};
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut r = relay(&mut rng, 1);
+    let mut cfg = (*r.cfg).clone();
+    cfg.dos = DosParams::resolve(
+        &DosOptions {
+            cc_enabled: Some(true),
+            ..DosOptions::default()
+        },
+        &|_, d, _, _| d,
+    );
+    r.t.set_config(Arc::new(cfg));
+    let client: std::net::IpAddr = "198.51.100.20".parse().unwrap();
+    r.t.set_channel_addr(CLIENT_CHAN, client);
+    r.t.set_channel_addr(RELAY_CHAN, client);
+    let create_fast = |r: &mut Relay, rng: &mut StdRng, chan, id: u32| {
+        let (_, x) = fast::client_create(rng);
+        r.t.handle_cells(
+            chan,
+            &mut [cell(
+                CircId::new(0x8000_0000 | id),
+                ChanCmd::CREATE_FAST,
+                body_of(&x),
+            )],
+            now(),
+            rng,
+        );
+        drain(&mut r.t)
+    };
+    // Unmarked: the CREATE is counted for the address's owner and served.
+    let acts = create_fast(&mut r, &mut rng, CLIENT_CHAN, 1);
+    assert!(
+        matches!(acts[0], Action::DosCreate { addr } if addr == client),
+        "{acts:?}"
+    );
+    assert_eq!(sent_cells(&acts)[0].2, ChanCmd::CREATED_FAST);
+    // Marked by its owner: DESTROY RESOURCELIMIT, still counted.
+    r.t.dos_verdict(Verdict {
+        addr: client,
+        conn_marked_until: 0,
+        over_concurrent: false,
+        cc_marked_until: u64::MAX,
+    });
+    let acts = create_fast(&mut r, &mut rng, CLIENT_CHAN, 2);
+    assert!(matches!(acts[0], Action::DosCreate { .. }), "{acts:?}");
+    assert_eq!(
+        destroy_reasons(&acts),
+        [(
+            CLIENT_CHAN,
+            CircId::new(0x8000_0002),
+            DestroyReason::RESOURCELIMIT.get()
+        )]
+    );
+    assert_eq!(r.t.dos_counters().cc_rejected_cells, 1);
+    // An authenticated relay at the same address is not a client.
+    let acts = create_fast(&mut r, &mut rng, RELAY_CHAN, 3);
+    assert!(!acts.iter().any(|a| matches!(a, Action::DosCreate { .. })));
+    assert_eq!(sent_cells(&acts)[0].2, ChanCmd::CREATED_FAST);
 }
 
 #[test]

@@ -76,6 +76,8 @@ pub struct CircuitConfig {
     /// `CountPrivateBandwidth`: for the worker, whether bytes of
     /// connections to private addresses count in the bandwidth history.
     pub count_private_bandwidth: bool,
+    /// The DoS mitigations in force (torrc, else consensus).
+    pub dos: crate::proto::dos::DosParams,
 }
 
 impl CircuitConfig {
@@ -139,6 +141,9 @@ pub enum Action {
     /// Close the exit socket after its queued output is flushed (or abandon
     /// the connect / lookup). The key is dead afterwards.
     CloseStream { key: StreamKey },
+    /// A client channel from `addr` sent a CREATE: its address's owner
+    /// counts it (DoSCircuitCreation).
+    DosCreate { addr: std::net::IpAddr },
     /// Find or open an authenticated channel to this relay; answer with
     /// [`super::CircuitTable::handle_extend_channel`].
     OpenChannel {

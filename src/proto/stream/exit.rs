@@ -16,9 +16,11 @@ use crate::exit::dns::{
     Answer, DEFAULT_DNS_TTL, MIN_DNS_TTL, Purpose, QueryKind, ResolveError, Target,
     classify_address, clip_dns_ttl,
 };
+use crate::proto::cell::DestroyReason;
 use crate::proto::circuit::{
     Action, CircIdx, CircuitTable, PeerKind, StreamKey, errno_to_end_reason,
 };
+use crate::proto::dos::StreamDefense;
 use crate::proto::relay_msg::{
     Begin, BeginTarget, Connected, Data, End, EndReason, RELAY_DATA_MAX, RelayBody, RelayCmd,
     Resolve, Resolved, ResolvedVal, Sendme, StreamId,
@@ -114,6 +116,20 @@ impl CircuitTable {
             self.send_end(idx, sid, &End::new(EndReason::EXITPOLICY), rng);
             return;
         };
+        match self.stream_limited(idx, now) {
+            None => {}
+            Some(StreamDefense::CloseCircuit) => {
+                let r = Some(DestroyReason::RESOURCELIMIT);
+                self.close_circuit(idx, r, r);
+                return;
+            }
+            // MISC, not RESOURCELIMIT: that would make clients think the
+            // exit broken (connection_edge.c).
+            Some(_) => {
+                self.send_end(idx, sid, &End::new(EndReason::MISC), rng);
+                return;
+            }
+        }
         let key = self.new_stream(idx, sid, StreamState::Resolving, now);
         if let Some(s) = self.streams.get_mut(&key) {
             s.port = begin.port();
@@ -146,6 +162,19 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
+        match self.stream_limited(idx, now) {
+            None => {}
+            Some(StreamDefense::CloseCircuit) => {
+                let r = Some(DestroyReason::RESOURCELIMIT);
+                self.close_circuit(idx, r, r);
+                return;
+            }
+            Some(_) => {
+                let msg = Resolved::error(true, MIN_DNS_TTL);
+                self.send_back(idx, sid, &msg, rng);
+                return;
+            }
+        }
         let target = Resolve::decode(data)
             .ok()
             .and_then(|r| classify_address(r.name(), Purpose::Resolve).ok());
@@ -166,6 +195,26 @@ impl CircuitTable {
         let Some(query) = query else { return };
         let key = self.new_stream(idx, sid, StreamState::ResolveOnly, now);
         self.push_action(Action::Resolve { key, query });
+    }
+
+    /// DoSStreamCreation (dos_stream_new_begin_or_resolve_cell): take a
+    /// token from the circuit's bucket, or say what to do instead. A
+    /// refusal takes no token.
+    fn stream_limited(&mut self, idx: CircIdx, now: Instant) -> Option<StreamDefense> {
+        let p = &self.cfg.dos;
+        if !p.stream_enabled {
+            return None;
+        }
+        let c = self.circs.get_mut(&idx)?;
+        c.stream_limiter.refill(crate::proto::dos::secs32(now));
+        if c.stream_limiter.take() {
+            return None;
+        }
+        self.dos.counters.stream_rejected += 1;
+        match p.stream_defense {
+            StreamDefense::None => None,
+            d => Some(d),
+        }
     }
 
     fn new_stream(

@@ -708,3 +708,123 @@ fn sendme_versions_follow_the_consensus() {
         "a v0 SENDME must close the circuit: {acts:?}"
     );
 }
+
+/// The exit with DoSStreamCreation on: burst 3, one more a second.
+fn limited_exit(rng: &mut StdRng, defense_type: i32) -> (Relay, Client) {
+    use crate::proto::dos::{DosOptions, DosParams};
+    let mut r = relay(rng, 1);
+    let mut cfg = (*r.cfg).clone();
+    cfg.dos = DosParams::resolve(
+        &DosOptions {
+            stream_enabled: Some(true),
+            stream_rate: 1,
+            stream_burst: 3,
+            stream_defense_type: defense_type,
+            ..DosOptions::default()
+        },
+        &|_, d, _, _| d,
+    );
+    r.t.set_config(std::sync::Arc::new(cfg));
+    let cl = create_ntor(&mut r, rng, RELAY_CHAN, 0x8000_0001);
+    (r, cl)
+}
+
+#[test]
+fn stream_creation_over_the_rate_is_refused_with_end_misc() {
+    let mut rng = StdRng::seed_from_u64(40);
+    let (mut r, mut cl) = limited_exit(&mut rng, 2);
+    for sid in 1..=3 {
+        send(
+            &mut r,
+            &mut cl,
+            &mut rng,
+            RelayCmd::BEGIN,
+            sid,
+            b"example.com:80\0",
+        );
+        let acts = drain(&mut r.t);
+        assert!(matches!(&acts[..], [Action::Resolve { .. }]), "{acts:?}");
+    }
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        4,
+        b"example.com:80\0",
+    );
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::MISC);
+    // RESOLVE counts too: a transient error.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::RESOLVE,
+        5,
+        b"example.com\0",
+    );
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    assert_eq!((rep[0].0, rep[0].1), (RelayCmd::RESOLVED, 5));
+    let resolved = Resolved::decode(&rep[0].2).unwrap();
+    assert!(matches!(
+        resolved.answers().first(),
+        Some(a) if a.val == ResolvedVal::TransientError
+    ));
+    assert_eq!(r.t.dos_counters().stream_rejected, 2);
+    // A second later there is one token again.
+    let later = now() + std::time::Duration::from_secs(1);
+    let mut c = [client_cell(
+        &mut cl,
+        &mut rng,
+        0,
+        RelayCmd::BEGIN,
+        6,
+        b"example.com:80\0",
+        false,
+    )];
+    r.t.handle_cells(cl.chan, &mut c, later, &mut rng);
+    assert!(matches!(&drain(&mut r.t)[..], [Action::Resolve { .. }]));
+}
+
+#[test]
+fn stream_creation_over_the_rate_can_close_the_circuit() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let (mut r, mut cl) = limited_exit(&mut rng, 3);
+    for sid in 1..=3 {
+        send(
+            &mut r,
+            &mut cl,
+            &mut rng,
+            RelayCmd::BEGIN,
+            sid,
+            b"example.com:80\0",
+        );
+        drain(&mut r.t);
+    }
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        4,
+        b"example.com:80\0",
+    );
+    let acts = drain(&mut r.t);
+    let destroys: Vec<_> = sent_cells(&acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| c.3[0])
+        .collect();
+    assert_eq!(
+        destroys,
+        [crate::proto::cell::DestroyReason::RESOURCELIMIT.get()]
+    );
+    // Its streams went with it.
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::CloseStream { .. }))
+            .count(),
+        3
+    );
+}

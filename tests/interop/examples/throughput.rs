@@ -148,6 +148,7 @@ fn start_oxit(backend: IoBackend, dns: &Dnsmasq, debug_log: bool) -> OxitProcess
         dns: Some(dns.addr()),
         rejected_port: None,
         debug_log,
+        extra_torrc: String::new(),
     })
     .expect("oxit")
 }

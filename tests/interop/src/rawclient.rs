@@ -21,7 +21,7 @@
 //! (tor-spec §5.1.1), so [`RawClient::next_circ_id`] hands those out.
 
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,11 +153,36 @@ fn unexpected(what: &str, detail: impl Into<String>) -> RawError {
     }
 }
 
+/// A TCP connection to `addr`, from `from` when given.
+pub fn tcp_connect(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.bind(&SocketAddr::new(from, 0).into())?;
+    sock.connect_timeout(&addr.into(), timeout)?;
+    Ok(sock.into())
+}
+
 impl RawClient {
     /// TCP + TLS to `addr`; no Tor bytes sent yet.
     pub fn connect_tls(addr: SocketAddr) -> Result<Self, RawError> {
+        Self::connect_tls_from(addr, None)
+    }
+
+    /// [`Self::connect_tls`] from the local address `from` (another
+    /// 127.0.0.0/8 address makes another client on loopback).
+    pub fn connect_tls_from(addr: SocketAddr, from: Option<IpAddr>) -> Result<Self, RawError> {
         let what = format!("connecting to {addr}");
-        let sock = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT).map_err(io_err(&what))?;
+        let sock = tcp_connect(addr, from, HANDSHAKE_TIMEOUT).map_err(io_err(&what))?;
         sock.set_nodelay(true).map_err(io_err(&what))?;
         let cfg = oxit::runtime::tls::client_config().map_err(|source| RawError::Tls {
             what: what.clone(),
@@ -201,7 +226,12 @@ impl RawClient {
     /// TLS, then the whole link handshake as a client: VERSIONS [4, 5],
     /// read VERSIONS, CERTS, AUTH_CHALLENGE, NETINFO; send NETINFO.
     pub fn connect(addr: SocketAddr) -> Result<Self, RawError> {
-        let mut me = Self::connect_tls(addr)?;
+        Self::connect_from(addr, None)
+    }
+
+    /// [`Self::connect`] from the local address `from`.
+    pub fn connect_from(addr: SocketAddr, from: Option<IpAddr>) -> Result<Self, RawError> {
+        let mut me = Self::connect_tls_from(addr, from)?;
         me.send_versions(&OUR_VERSIONS)?;
         me.finish_link_handshake()?;
         Ok(me)

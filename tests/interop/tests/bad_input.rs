@@ -124,6 +124,7 @@ impl Net {
                         dns: Some(dns.addr()),
                         rejected_port: None,
                         debug_log: false,
+                        extra_torrc: String::new(),
                     })
                     .expect("start oxit"),
                 ),

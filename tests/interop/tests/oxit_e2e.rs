@@ -80,6 +80,7 @@ async fn oxit_as_exit(backend: IoBackend) {
         dns: Some(dns.addr()),
         rejected_port: Some(REJECTED_PORT),
         debug_log: false,
+        extra_torrc: String::new(),
     })
     .expect("start oxit");
     let middle = middle
@@ -171,6 +172,7 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
         dns: Some(dns.addr()),
         rejected_port: None,
         debug_log: true,
+        extra_torrc: String::new(),
     })
     .expect("start oxit");
     let exit = exit.join().expect("exit thread").expect("start C tor exit");
@@ -255,6 +257,7 @@ async fn one_hop_begin_refused(backend: IoBackend) {
         dns: None,
         rejected_port: None,
         debug_log: false,
+        extra_torrc: String::new(),
     })
     .expect("start oxit");
     for hs in [Handshake::Ntor, Handshake::Fast] {

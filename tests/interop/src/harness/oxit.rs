@@ -53,6 +53,8 @@ pub struct OxitOptions {
     /// Log at debug level instead of info (tests that look for
     /// per-circuit decisions in the log).
     pub debug_log: bool,
+    /// More torrc lines, appended last.
+    pub extra_torrc: String,
 }
 
 /// A running oxit relay.
@@ -135,6 +137,7 @@ impl OxitProcess {
         torrc += "NumCPUs 2\n";
         let level = if opts.debug_log { "debug" } else { "info" };
         torrc += &format!("Log {level} file {}\n", log.display());
+        torrc += &opts.extra_torrc;
         let torrc_path = dir.path().join("torrc");
         std::fs::write(&torrc_path, torrc).map_err(io_err("write oxit torrc"))?;
         let mut child = Command::new(&bin)

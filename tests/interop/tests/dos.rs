@@ -1,0 +1,153 @@
+//! C tor's DoS mitigations at oxit, attacked over real sockets on both io
+//! backends: the concurrent-connection limit (DoSConnection*) and the
+//! circuit-creation limit (DoSCircuitCreation*). oxit runs two workers, so
+//! an address's connections land on both and its counts are kept by one
+//! of them (proto::dos): the limits hold across cores.
+//!
+//! Attackers connect from 127.0.0.1 and 127.0.0.3, a quiet client from
+//! 127.0.0.2: it must be served throughout.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use oxit::proto::cell::{ChanCmd, CreateFast};
+use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess};
+use oxit_interop::rawclient::{RawClient, tcp_connect};
+
+const STEP: Duration = Duration::from_secs(10);
+/// Long enough for an address's owner to send its verdict to the other
+/// worker (one loop turn each).
+const SETTLE: Duration = Duration::from_millis(300);
+const MAX_CONNS: usize = 6;
+const CC_BURST: usize = 20;
+const RESOURCELIMIT: u8 = 5;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A quiet client elsewhere builds a circuit.
+fn quiet_client_is_served(relay: SocketAddr, when: &str) {
+    let mut c = RawClient::connect_from(relay, Some(ip("127.0.0.2")))
+        .unwrap_or_else(|e| panic!("{when}: the quiet client cannot connect: {e}"));
+    c.create_fast(STEP)
+        .unwrap_or_else(|e| panic!("{when}: the quiet client gets no circuit: {e}"));
+}
+
+/// Whether the relay closed `s` without a byte (refused at accept).
+fn closed_at_once(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0))
+        || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+fn dos(backend: IoBackend) {
+    let oxit = OxitProcess::start(&OxitOptions {
+        backend,
+        dns: None,
+        rejected_port: None,
+        debug_log: false,
+        extra_torrc: format!(
+            "DoSConnectionEnabled 1\n\
+             DoSConnectionMaxConcurrentCount {MAX_CONNS}\n\
+             DoSConnectionConnectBurst 1000\n\
+             DoSCircuitCreationEnabled 1\n\
+             DoSCircuitCreationMinConnections 1\n\
+             DoSCircuitCreationBurst {CC_BURST}\n\
+             DoSCircuitCreationRate 1\n"
+        ),
+    })
+    .expect("start oxit");
+    let relay = oxit.or_addr();
+    quiet_client_is_served(relay, "at start");
+
+    // Connections: MAX_CONNS + 1 open ones from one address (C refuses
+    // only when more than the maximum exist), then the next is closed as
+    // it is accepted, before TLS.
+    let mut held: Vec<TcpStream> = (0..=MAX_CONNS)
+        .map(|i| {
+            tcp_connect(relay, Some(ip("127.0.0.1")), STEP)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    std::thread::sleep(SETTLE);
+    let mut refused = tcp_connect(relay, Some(ip("127.0.0.1")), STEP).expect("TCP connect");
+    assert!(
+        closed_at_once(&mut refused),
+        "connection {} from one address was not refused\n--- oxit log ---\n{}",
+        MAX_CONNS + 2,
+        oxit.log()
+    );
+    quiet_client_is_served(relay, "during the connection flood");
+    // Two close: the address is below the limit again.
+    held.truncate(MAX_CONNS - 1);
+    std::thread::sleep(SETTLE);
+    let mut again = RawClient::connect_from(relay, Some(ip("127.0.0.1")))
+        .expect("below the limit, a connection is served again");
+    again.create_fast(STEP).expect("and gets a circuit");
+    drop(again);
+    drop(held);
+
+    // Circuit creation: a client flooding CREATE_FAST on one link. Its
+    // address's bucket (burst CC_BURST, 1/s) runs dry and its owner marks
+    // it; later CREATEs get DESTROY RESOURCELIMIT while the link stays up.
+    let mut flood =
+        RawClient::connect_from(relay, Some(ip("127.0.0.3"))).expect("flooder connects");
+    let ids: Vec<u32> = (0..2 * CC_BURST).map(|_| flood.next_circ_id()).collect();
+    for &id in &ids {
+        let (_, x) = oxit::crypto::fast::client_create(&mut rand::rng());
+        flood
+            .send_msg(id, &CreateFast::new(x))
+            .expect("send CREATE_FAST");
+    }
+    let mut created = 0;
+    for _ in &ids {
+        let c = flood
+            .recv_cell(STEP)
+            .expect("read")
+            .expect("an answer to every CREATE_FAST");
+        if c.cmd == ChanCmd::CREATED_FAST {
+            created += 1;
+        }
+    }
+    // At least the burst less one, as C; the cells of one read are all
+    // handled before the owner's verdict comes back, so a burst that
+    // arrives at once may all be served.
+    assert!(
+        created >= CC_BURST - 1,
+        "{created} of {} CREATE_FAST served",
+        2 * CC_BURST
+    );
+    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    let id = flood.next_circ_id();
+    let (_, x) = oxit::crypto::fast::client_create(&mut rand::rng());
+    flood
+        .send_msg(id, &CreateFast::new(x))
+        .expect("send CREATE_FAST");
+    let c = flood.recv_cell(STEP).expect("read").expect("an answer");
+    assert_eq!(
+        (c.circ_id, c.cmd, c.body.first().copied()),
+        (id, ChanCmd::DESTROY, Some(RESOURCELIMIT)),
+        "a marked address's CREATE gets DESTROY RESOURCELIMIT\n--- oxit log ---\n{}",
+        oxit.log()
+    );
+    assert!(started.elapsed() < STEP);
+    quiet_client_is_served(relay, "during the CREATE flood");
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn dos_limits_io_uring() {
+    dos(IoBackend::Uring);
+}
+
+#[test]
+fn dos_limits_epoll() {
+    dos(IoBackend::Epoll);
+}
