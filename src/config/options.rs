@@ -446,9 +446,7 @@ fn apply_lines(
                     Some(value.to_owned())
                 };
             }
-            n if n.starts_with("DoS") => {
-                dos_option(&mut cfg.dos, n, value, reset).map_err(bad)?
-            }
+            n if n.starts_with("DoS") => dos_option(&mut cfg.dos, n, value, reset).map_err(bad)?,
             // OPTIONS and this match list the same names; a name in one but
             // not the other is a bug caught by the tests.
             _ => return Err(at(ErrorKind::UnknownOption(key.to_owned()))),

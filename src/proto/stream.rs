@@ -34,6 +34,13 @@ pub const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// stream window.
 pub const MAX_OPTIMISTIC_BYTES: usize = 500 * 498;
 
+/// Most streams (opening, open, or resolving) one circuit may have at the
+/// exit. C tor has no such cap; each stream can hold
+/// [`MAX_OPTIMISTIC_BYTES`] and a destination's data for up to
+/// [`STREAM_SETUP_TIMEOUT`], so without one a single circuit could pin
+/// gigabytes. A browser's busiest page opens far fewer.
+pub const MAX_STREAMS_PER_CIRCUIT: usize = 512;
+
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamState {

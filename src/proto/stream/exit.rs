@@ -9,8 +9,8 @@ use std::time::Instant;
 use rand::CryptoRng;
 
 use super::{
-    MAX_OPTIMISTIC_BYTES, MAX_QUEUED_CELLS_FOR_SENDME, STREAM_SETUP_TIMEOUT,
-    STREAMWINDOW_INCREMENT, STREAMWINDOW_START, Stream, StreamState,
+    MAX_OPTIMISTIC_BYTES, MAX_QUEUED_CELLS_FOR_SENDME, MAX_STREAMS_PER_CIRCUIT,
+    STREAM_SETUP_TIMEOUT, STREAMWINDOW_INCREMENT, STREAMWINDOW_START, Stream, StreamState,
 };
 use crate::exit::dns::{
     Answer, DEFAULT_DNS_TTL, MIN_DNS_TTL, Purpose, QueryKind, ResolveError, Target,
@@ -130,6 +130,10 @@ impl CircuitTable {
                 return;
             }
         }
+        if self.circuit_full(idx) {
+            self.send_end(idx, sid, &End::new(EndReason::MISC), rng);
+            return;
+        }
         let key = self.new_stream(idx, sid, StreamState::Resolving, now);
         if let Some(s) = self.streams.get_mut(&key) {
             s.port = begin.port();
@@ -175,6 +179,11 @@ impl CircuitTable {
                 return;
             }
         }
+        if self.circuit_full(idx) {
+            let msg = Resolved::error(true, MIN_DNS_TTL);
+            self.send_back(idx, sid, &msg, rng);
+            return;
+        }
         let target = Resolve::decode(data)
             .ok()
             .and_then(|r| classify_address(r.name(), Purpose::Resolve).ok());
@@ -195,6 +204,20 @@ impl CircuitTable {
         let Some(query) = query else { return };
         let key = self.new_stream(idx, sid, StreamState::ResolveOnly, now);
         self.push_action(Action::Resolve { key, query });
+    }
+
+    /// The circuit has [`MAX_STREAMS_PER_CIRCUIT`] streams: refuse another
+    /// as the DoS limiter does (MISC: RESOURCELIMIT would make clients
+    /// think the exit broken).
+    fn circuit_full(&mut self, idx: CircIdx) -> bool {
+        let full = self
+            .circs
+            .get(&idx)
+            .is_some_and(|c| c.streams.len() >= MAX_STREAMS_PER_CIRCUIT);
+        if full {
+            self.dos.counters.stream_rejected += 1;
+        }
+        full
     }
 
     /// DoSStreamCreation (dos_stream_new_begin_or_resolve_cell): take a

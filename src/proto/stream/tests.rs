@@ -828,3 +828,47 @@ fn stream_creation_over_the_rate_can_close_the_circuit() {
         3
     );
 }
+
+#[test]
+fn a_circuit_holds_at_most_max_streams() {
+    use crate::proto::stream::MAX_STREAMS_PER_CIRCUIT;
+    let mut rng = StdRng::seed_from_u64(42);
+    let (mut r, mut cl) = exit(&mut rng);
+    for sid in 1..=MAX_STREAMS_PER_CIRCUIT as u16 {
+        send(
+            &mut r,
+            &mut cl,
+            &mut rng,
+            RelayCmd::BEGIN,
+            sid,
+            b"example.com:80\0",
+        );
+    }
+    let resolves = drain(&mut r.t)
+        .iter()
+        .filter(|a| matches!(a, Action::Resolve { .. }))
+        .count();
+    assert_eq!(resolves, MAX_STREAMS_PER_CIRCUIT);
+    let next = MAX_STREAMS_PER_CIRCUIT as u16 + 1;
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        next,
+        b"example.com:80\0",
+    );
+    assert_eq!(only_end(&mut r, &mut cl).reason(), EndReason::MISC);
+    // One ends: there is room again.
+    send(&mut r, &mut cl, &mut rng, RelayCmd::END, 1, &[6]);
+    drain(&mut r.t);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::BEGIN,
+        next,
+        b"example.com:80\0",
+    );
+    assert!(matches!(&drain(&mut r.t)[..], [Action::Resolve { .. }]));
+}
