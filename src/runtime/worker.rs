@@ -52,6 +52,11 @@ const LINK_HARD_LIMIT: usize = 2 * LINK_QUEUE_LIMIT;
 /// Bounded rounds of action processing per turn, so a burst cannot keep
 /// the worker from its sockets and timers.
 const ACTION_ROUNDS: usize = 64;
+/// Unfinished inbound handshakes one address may have on one worker; more
+/// connections from it are closed as they are accepted until some finish
+/// or time out (HANDSHAKE_LIMIT). Relays finish theirs in a few round
+/// trips; a flood of half-open TLS sessions from one address stops here.
+const MAX_HANDSHAKES_PER_ADDR: u32 = 32;
 /// Items from other workers taken in per turn, for the same reason; the
 /// rest waits for the next turn (which comes at once).
 const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
@@ -102,6 +107,9 @@ struct OrConn {
     /// Counted in its address's concurrent connections (DoS): uncount it
     /// when it closes.
     dos_tracked: bool,
+    /// Inbound and its handshake not finished: counted in
+    /// [`Worker::handshaking`].
+    handshaking: bool,
 }
 
 impl OrConn {
@@ -111,6 +119,16 @@ impl OrConn {
             self.channel.as_ref().and_then(Channel::peer),
             self.outbound.as_ref().map(|o| &o.expect),
         )
+    }
+}
+
+/// An inbound connection from `ip` finished or gave up its handshake.
+fn handshake_done(handshaking: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
+    if let Some(n) = handshaking.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            handshaking.remove(&ip);
+        }
     }
 }
 
@@ -174,6 +192,8 @@ pub(super) struct Worker {
     circuits: CircuitTable,
     /// The DoS counts of the client addresses this worker owns.
     dos_table: crate::proto::dos::AddrTable,
+    /// Inbound connections whose handshake is unfinished, per address.
+    handshaking: HashMap<IpAddr, u32>,
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -227,6 +247,7 @@ impl Worker {
             index,
             circuits: CircuitTable::new(snap.circuits.clone()),
             dos_table: crate::proto::dos::AddrTable::default(),
+            handshaking: HashMap::new(),
             splices: Splices::new(WorkerId(index), mail.peers.len()),
             mail,
             hosted_send: Vec::new(),
@@ -326,6 +347,9 @@ impl Worker {
                 if or.dos_tracked {
                     self.dos_event(DosMsg::ConnClosed(or.peer.ip()));
                 }
+                if or.handshaking {
+                    handshake_done(&mut self.handshaking, or.peer.ip());
+                }
                 self.chans.remove(&or.chan_id);
                 self.relay_chans.retain(|_, c| *c != or.chan_id);
                 self.pending_links.retain(|_, tok| *tok != t);
@@ -419,6 +443,9 @@ impl Worker {
         }
         if let Some(peer) = opened {
             or.opened = true;
+            if std::mem::take(&mut or.handshaking) {
+                handshake_done(&mut self.handshaking, or.peer.ip());
+            }
             // C tor's reachability witness (circuitbuild_relay.c:
             // onionskin_answer): an inbound channel, not from a local
             // address unless ExtendAllowPrivateAddresses, whose peer says
@@ -633,6 +660,7 @@ impl Worker {
                         counted: self.counts(addr.ip()),
                         reach_witness: false,
                         dos_tracked: false,
+                        handshaking: false,
                     })),
                 );
             }
@@ -1077,6 +1105,17 @@ impl Handler for Worker {
                     drop(fd);
                     return;
                 }
+                let unfinished = self.handshaking.entry(peer.ip()).or_insert(0);
+                if *unfinished >= MAX_HANDSHAKES_PER_ADDR {
+                    tracing::debug!(
+                        "refusing a connection from {}: {MAX_HANDSHAKES_PER_ADDR} handshakes \
+                         from it are unfinished",
+                        crate::control::logging::Scrub(peer.ip())
+                    );
+                    drop(fd);
+                    return;
+                }
+                *unfinished += 1;
                 let dos_tracked = self.snap.circuits.dos.addr_tracking();
                 if dos_tracked {
                     self.dos_event(DosMsg::ConnOpened(peer.ip()));
@@ -1111,6 +1150,7 @@ impl Handler for Worker {
                         counted: self.counts(peer.ip()),
                         reach_witness: false,
                         dos_tracked,
+                        handshaking: true,
                     })),
                 );
             }

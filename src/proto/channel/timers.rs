@@ -3,7 +3,11 @@
 //! channelpadding_get_channel_idle_timeout):
 //!
 //! - handshake: a channel that is not open `KeepalivePeriod` after our last
-//!   write is closed ("Expiring non-open OR connection");
+//!   write is closed ("Expiring non-open OR connection"); and, unlike C
+//!   (where a peer that keeps us writing can stretch it), one that is not
+//!   open [`HANDSHAKE_LIMIT`] after it began is closed too, so a
+//!   half-finished handshake holds a socket and a TLS session for a
+//!   bounded time;
 //! - keepalive: an open channel with nothing written for `KeepalivePeriod`
 //!   (5 min) sends a PADDING cell;
 //! - idle: an open channel without circuits closes after a randomised
@@ -19,6 +23,10 @@ use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, encode_raw};
 
 /// `KeepalivePeriod` default (config.c): 5 minutes.
 pub(super) const KEEPALIVE_PERIOD: Duration = Duration::from_secs(300);
+/// The longest a link handshake (TLS, VERSIONS to NETINFO) may take from
+/// the connection's start. Relays finish in a few round trips; a minute
+/// leaves room for a congested path.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 /// `CONNTIMEOUT_CLIENTS_BASE` (channelpadding.c).
 const CONNTIMEOUT_CLIENTS_BASE: u64 = 180;
 /// `nf_conntimeout_relays` consensus default (channelpadding.c).
@@ -27,6 +35,7 @@ const CONNTIMEOUT_RELAYS_DEFAULT: u64 = 3600;
 
 #[derive(Debug)]
 pub(super) struct Timers {
+    started: Instant,
     last_write: Instant,
     /// `send_cell` wrote without knowing the time: the next call that has a
     /// `now` stamps `last_write` (at worst one early wakeup).
@@ -39,6 +48,7 @@ pub(super) struct Timers {
 impl Timers {
     pub fn new(now: Instant) -> Self {
         Timers {
+            started: now,
             last_write: now,
             unstamped_write: false,
             circuits: 0,
@@ -104,7 +114,9 @@ impl Channel {
             State::Open => {}
             _ => {
                 self.timers.stamp(now);
-                if now >= self.timers.last_write + KEEPALIVE_PERIOD {
+                if now >= self.timers.last_write + KEEPALIVE_PERIOD
+                    || now >= self.timers.started + HANDSHAKE_LIMIT
+                {
                     return self.fail(ChannelError::HandshakeTimeout);
                 }
                 return Ok(());
@@ -148,7 +160,7 @@ impl Channel {
                     .idle_deadline()
                     .map_or(keepalive, |d| d.min(keepalive)),
             ),
-            _ => Some(keepalive),
+            _ => Some(keepalive.min(self.timers.started + HANDSHAKE_LIMIT)),
         }
     }
 }

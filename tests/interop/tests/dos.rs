@@ -4,8 +4,11 @@
 //! an address's connections land on both and its counts are kept by one
 //! of them (proto::dos): the limits hold across cores.
 //!
-//! Attackers connect from 127.0.0.1 and 127.0.0.3, a quiet client from
-//! 127.0.0.2: it must be served throughout.
+//! Also without any DoS option: the bound on unfinished handshakes per
+//! address (200 silent connections from one address).
+//!
+//! Attackers connect from 127.0.0.1, 127.0.0.3 and 127.0.0.4, a quiet
+//! client from 127.0.0.2: it must be served throughout.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -140,6 +143,58 @@ fn dos(backend: IoBackend) {
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"
     );
+}
+
+/// 200 connections from one address that never start TLS: oxit keeps at
+/// most 32 unfinished handshakes per address on each of its 2 workers and
+/// closes the rest as it accepts them.
+fn silent_connections(backend: IoBackend) {
+    let oxit = OxitProcess::start(&OxitOptions {
+        backend,
+        dns: None,
+        rejected_port: None,
+        debug_log: false,
+        extra_torrc: String::new(),
+    })
+    .expect("start oxit");
+    let relay = oxit.or_addr();
+    let mut socks: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            tcp_connect(relay, Some(ip("127.0.0.4")), STEP)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    std::thread::sleep(SETTLE);
+    let mut open = 0;
+    for s in &mut socks {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        (1..=64).contains(&open),
+        "{open} of 200 silent connections from one address held open\n--- oxit log ---\n{}",
+        oxit.log()
+    );
+    quiet_client_is_served(relay, "with 200 silent connections from another address");
+    drop(socks);
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn silent_connections_io_uring() {
+    silent_connections(IoBackend::Uring);
+}
+
+#[test]
+fn silent_connections_epoll() {
+    silent_connections(IoBackend::Epoll);
 }
 
 #[test]
