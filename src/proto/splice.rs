@@ -33,15 +33,22 @@
 //! Messages between workers are not limited by the link's socket, so a
 //! worker that falls behind could make the queue to it grow without bound
 //! (a flood of cells that middle hops do not count against any window).
-//! The runtime counts items in flight per pair of workers; past
-//! [`CROSS_QUEUE_LIMIT`] the sender cuts every splice it has with the
-//! slow worker ([`Splices::cut_off`], DESTROY RESOURCELIMIT), as a link
-//! whose peer stops reading is closed.
+//! Two limits apply, as on a link:
+//! - per circuit: each side counts, per spliced circuit, the cells it sent
+//!   that the other worker has not taken in yet (from the runtime's count
+//!   of items in flight, batches being taken in order). A circuit with
+//!   more than the circuit queue limit (`circ_max_cell_queue_size`) in
+//!   flight is closed with RESOURCELIMIT, alone, as C closes a circuit
+//!   whose queue is too long;
+//! - per pair of workers: past [`CROSS_QUEUE_LIMIT`] items in flight the
+//!   sender cuts every splice it has with the slow worker
+//!   ([`Splices::cut_off`], DESTROY RESOURCELIMIT), as a link whose peer
+//!   stops reading is closed.
 //!
 //! Sans-IO: the worker hands batches in and out; tests drive two workers'
 //! tables through it without threads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rand::CryptoRng;
 
@@ -127,6 +134,38 @@ pub struct HostedCell {
     pub body: [u8; CELL_BODY_LEN],
 }
 
+/// One spliced circuit's cells in one direction, as the sender names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flow {
+    /// Owner → holder: our circuit `vcirc` on our virtual channel `chan`.
+    Forward { chan: ChanId, vcirc: CircId },
+    /// Holder → owner: the circuit `circ_id` we host on our channel `chan`.
+    Backward { chan: ChanId, circ_id: CircId },
+}
+
+/// What one worker has in flight to another, per circuit (see the module
+/// documentation).
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Batches sent and maybe not yet taken in, oldest first: their item
+    /// counts and per-circuit counts.
+    sent: VecDeque<(usize, HashMap<Flow, u32>)>,
+    sent_items: usize,
+    /// The per-circuit counts of the batch being built this turn.
+    current: HashMap<Flow, u32>,
+    /// Per circuit: cells sent or about to be, not yet taken in.
+    outstanding: HashMap<Flow, u32>,
+}
+
+/// Count one cell of `flow` in this turn's batch to worker `to` (one
+/// hash-map increment per spliced cell; the totals are checked once per
+/// batch, in [`Splices::take_outboxes`]).
+fn count_flow(ledgers: &mut [Ledger], to: WorkerId, flow: Flow) {
+    if let Some(l) = ledgers.get_mut(to.0) {
+        *l.current.entry(flow).or_insert(0) += 1;
+    }
+}
+
 /// One worker's side of every splice: see the module documentation.
 pub struct Splices {
     me: WorkerId,
@@ -143,6 +182,12 @@ pub struct Splices {
     hosted_ids: HashMap<(WorkerId, ChanId, CircId), CircId>,
     /// What to send each worker at the end of this turn.
     outbox: Vec<Vec<CrossItem>>,
+    /// Per worker: what we have in flight to it, per circuit.
+    ledgers: Vec<Ledger>,
+    /// Cells one circuit may have in flight to another worker.
+    flow_cap: u32,
+    /// Circuits over `flow_cap`, for the worker to close.
+    over_cap: Vec<(WorkerId, Flow)>,
     /// DoS messages received, for the worker.
     dos_in: Vec<crate::proto::dos::DosMsg>,
     /// Relay channels we announced, so a close is announced only for them.
@@ -162,6 +207,9 @@ impl Splices {
             hosted: HashMap::new(),
             hosted_ids: HashMap::new(),
             outbox: (0..workers).map(|_| Vec::new()).collect(),
+            ledgers: (0..workers).map(|_| Ledger::default()).collect(),
+            flow_cap: 2500,
+            over_cap: Vec::new(),
             dos_in: Vec::new(),
             announced: HashMap::new(),
             scratch: Vec::new(),
@@ -172,6 +220,59 @@ impl Splices {
         if let Some(o) = self.outbox.get_mut(to.0) {
             o.push(item);
         }
+    }
+
+    /// Push a cell of `flow`, counting it against the circuit's limit.
+    fn push_cell(&mut self, to: WorkerId, flow: Flow, item: CrossItem) {
+        self.push(to, item);
+        count_flow(&mut self.ledgers, to, flow);
+    }
+
+    /// The circuit queue limit (`circ_max_cell_queue_size`) for cells in
+    /// flight to another worker.
+    pub fn set_flow_cap(&mut self, cap: usize) {
+        self.flow_cap = u32::try_from(cap).unwrap_or(u32::MAX);
+    }
+
+    /// `in_flight` of the items we sent worker `to` are not taken in yet:
+    /// the batches before them were, so their cells no longer count.
+    pub fn taken(&mut self, to: WorkerId, in_flight: usize) {
+        let Some(l) = self.ledgers.get_mut(to.0) else {
+            return;
+        };
+        while let Some((n, _)) = l.sent.front() {
+            if l.sent_items - n < in_flight {
+                break;
+            }
+            l.sent_items -= n;
+            let Some((_, counts)) = l.sent.pop_front() else {
+                break;
+            };
+            for (flow, c) in counts {
+                if let Some(o) = l.outstanding.get_mut(&flow) {
+                    *o = o.saturating_sub(c);
+                    if *o == 0 {
+                        l.outstanding.remove(&flow);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Circuits with more cells in flight than the limit since the last
+    /// call: the worker closes each (RESOURCELIMIT).
+    pub fn take_over_cap(&mut self) -> Vec<(WorkerId, Flow)> {
+        std::mem::take(&mut self.over_cap)
+    }
+
+    /// Cells of `flow` sent to worker `to` and not taken in (for tests and
+    /// metrics; this turn's batch counts once sent).
+    pub fn outstanding(&self, to: WorkerId, flow: Flow) -> u32 {
+        self.ledgers
+            .get(to.0)
+            .and_then(|l| l.outstanding.get(&flow))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Send `msg` to worker `to` with this turn's batch.
@@ -275,8 +376,9 @@ impl Splices {
         let Some(&(worker, real)) = self.virtual_chans.get(&chan) else {
             return false;
         };
-        self.push(
+        self.push_cell(
             worker,
+            Flow::Forward { chan, vcirc },
             CrossItem::Forward {
                 chan: real,
                 vcirc,
@@ -300,6 +402,7 @@ impl Splices {
             return;
         };
         let outbox = &mut self.outbox;
+        let ledgers = &mut self.ledgers;
         let mut destroyed = Vec::new();
         // `retain` moves nothing before the first hosted cell.
         cells.retain(|c| {
@@ -316,6 +419,11 @@ impl Splices {
                     cmd: c.cmd,
                     body: c.body,
                 });
+                let flow = Flow::Backward {
+                    chan,
+                    circ_id: c.circ_id,
+                };
+                count_flow(ledgers, owner, flow);
             }
             false
         });
@@ -504,13 +612,31 @@ impl Splices {
         }
     }
 
-    /// What to send each worker now; leaves the outboxes empty.
+    /// What to send each worker now; leaves the outboxes empty. Circuits
+    /// whose cells in flight pass the limit with this batch are noted for
+    /// [`Self::take_over_cap`].
     pub fn take_outboxes(&mut self) -> impl Iterator<Item = (WorkerId, Vec<CrossItem>)> + '_ {
+        let cap = self.flow_cap;
+        let over_cap = &mut self.over_cap;
         self.outbox
             .iter_mut()
+            .zip(self.ledgers.iter_mut())
             .enumerate()
-            .filter(|(_, o)| !o.is_empty())
-            .map(|(i, o)| (WorkerId(i), std::mem::take(o)))
+            .filter(|(_, (o, _))| !o.is_empty())
+            .map(move |(i, (o, l))| {
+                let counts = std::mem::take(&mut l.current);
+                for (flow, c) in &counts {
+                    let n = l.outstanding.entry(*flow).or_insert(0);
+                    let before = *n;
+                    *n += c;
+                    if before <= cap && *n > cap {
+                        over_cap.push((WorkerId(i), *flow));
+                    }
+                }
+                l.sent_items += o.len();
+                l.sent.push_back((o.len(), counts));
+                (WorkerId(i), std::mem::take(o))
+            })
     }
 
     /// The queue to worker `to` is over [`CROSS_QUEUE_LIMIT`]: end every

@@ -29,7 +29,7 @@ use crate::proto::channel::queue::{CircQueue, WIRE_CELL_LEN};
 use crate::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, TlsSession};
 use crate::proto::circuit::{Action, ChanId, CircuitTable, ExtendFailure, ExtendKey, StreamKey};
 use crate::proto::dos::DosMsg;
-use crate::proto::splice::{Batch, CROSS_QUEUE_LIMIT, HostedCell, Splices, WorkerId};
+use crate::proto::splice::{Batch, CROSS_QUEUE_LIMIT, Flow, HostedCell, Splices, WorkerId};
 
 use super::driver::{self, Event, Handler, Ops, Token, Waker};
 use super::plane::{Outbox, PlaneEvent, Snapshot};
@@ -248,7 +248,11 @@ impl Worker {
             circuits: CircuitTable::new(snap.circuits.clone()),
             dos_table: crate::proto::dos::AddrTable::default(),
             handshaking: HashMap::new(),
-            splices: Splices::new(WorkerId(index), mail.peers.len()),
+            splices: {
+                let mut s = Splices::new(WorkerId(index), mail.peers.len());
+                s.set_flow_cap(snap.circuits.max_queue);
+                s
+            },
             mail,
             hosted_send: Vec::new(),
             over_cap: Vec::new(),
@@ -943,6 +947,9 @@ impl Worker {
                 .mail
                 .in_flight(self.index, to)
                 .map_or(0, |c| c.load(Ordering::Relaxed).max(0).unsigned_abs());
+            if to != self.index {
+                self.splices.taken(WorkerId(to), queued);
+            }
             if to == self.index || queued <= CROSS_QUEUE_LIMIT {
                 continue;
             }
@@ -954,6 +961,32 @@ impl Worker {
                     "worker {to} is {queued} cells behind on worker {}'s messages: \
                      closed {cut} circuit(s) between them (RESOURCELIMIT)",
                     self.index
+                );
+            }
+        }
+        // One spliced circuit flooding the other worker loses only itself,
+        // as a circuit whose queue on a link is too long.
+        for (to, flow) in self.splices.take_over_cap() {
+            let reason = DestroyReason::RESOURCELIMIT;
+            let closed = match flow {
+                Flow::Forward { chan, vcirc } => {
+                    self.circuits.close_circuit_at(chan, vcirc, reason);
+                    true
+                }
+                Flow::Backward { chan, circ_id } => self.splices.fail_hosted(
+                    chan,
+                    circ_id,
+                    reason,
+                    &mut self.circuits,
+                    &mut self.hosted_send,
+                ),
+            };
+            if closed {
+                tracing::info!(
+                    "a spliced circuit has over {} cells waiting for worker {}: closing it \
+                     (RESOURCELIMIT)",
+                    self.snap.circuits.max_queue,
+                    to.0
                 );
             }
         }
@@ -1221,6 +1254,7 @@ impl Handler for Worker {
             Event::Woken => {
                 while let Ok(s) = self.feed.try_recv() {
                     self.circuits.set_config(s.circuits.clone());
+                    self.splices.set_flow_cap(s.circuits.max_queue);
                     if s.link.my_addrs() != self.snap.link.my_addrs() {
                         self.reach_reported = false;
                     }

@@ -431,3 +431,66 @@ fn a_second_announcement_of_a_channel_keeps_its_circuits() {
     assert!(drain(&mut net.owner.t).is_empty());
     assert_eq!(net.owner.t.circuit_count(VIRTUAL), 1);
 }
+
+#[test]
+fn a_circuit_flooding_another_worker_is_closed_alone() {
+    let mut rng = StdRng::seed_from_u64(28);
+    let mut net = spliced(&mut rng);
+    // Everything so far was taken in.
+    net.s0.taken(WorkerId(1), 0);
+    net.s1.taken(WorkerId(0), 0);
+    let vcirc = net
+        .owner
+        .t
+        .ids
+        .keys()
+        .find(|(c, _)| *c == VIRTUAL)
+        .map(|(_, id)| *id)
+        .expect("the circuit goes on over the virtual channel");
+    let f = Flow::Forward {
+        chan: VIRTUAL,
+        vcirc,
+    };
+    assert_eq!(net.s0.outstanding(WorkerId(1), f), 0);
+    net.s0.set_flow_cap(10);
+    // The client sends 10 cells for B: at the cap, not over it.
+    let send = |net: &mut Net, rng: &mut StdRng, n: usize| {
+        for _ in 0..n {
+            let mut c = [client_cell(
+                &mut net.cl,
+                rng,
+                1,
+                RelayCmd::DROP,
+                0,
+                b"",
+                false,
+            )];
+            net.owner.t.handle_cells(CLIENT_CHAN, &mut c, now(), rng);
+        }
+        owner_actions(net)
+    };
+    assert!(send(&mut net, &mut rng, 10).is_empty());
+    // Sent as this turn's batch; worker 1 has not taken it in.
+    assert_eq!(net.s0.take_outboxes().count(), 1);
+    assert_eq!(net.s0.outstanding(WorkerId(1), f), 10);
+    assert!(net.s0.take_over_cap().is_empty());
+    net.s0.taken(WorkerId(1), 10);
+    assert_eq!(net.s0.outstanding(WorkerId(1), f), 10);
+    // One more: over the cap, while the first ten still wait.
+    send(&mut net, &mut rng, 1);
+    let _ = net.s0.take_outboxes().count();
+    assert_eq!(net.s0.take_over_cap(), [(WorkerId(1), f)]);
+    // What the worker does with it: that circuit alone, both ways.
+    net.owner
+        .t
+        .close_circuit_at(VIRTUAL, vcirc, DestroyReason::RESOURCELIMIT);
+    let to_client = owner_actions(&mut net);
+    assert_eq!(only_destroy(&to_client), (CLIENT_CHAN, net.cl.id, 5));
+    // Once worker 1 took the first batch in, only the last cell and the
+    // DESTROY (in two more batches) count.
+    let _ = net.s0.take_outboxes().count();
+    net.s0.taken(WorkerId(1), 2);
+    assert_eq!(net.s0.outstanding(WorkerId(1), f), 2);
+    net.s0.taken(WorkerId(1), 0);
+    assert_eq!(net.s0.outstanding(WorkerId(1), f), 0);
+}
