@@ -132,7 +132,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "GuardLifetime",
     "HardwareAccel",
     "HashedControlPassword",
-    "HeartbeatPeriod",
     "HiddenServiceAllowUnknownPorts",
     "HiddenServiceDir",
     "HiddenServiceDirGroupReadable",

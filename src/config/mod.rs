@@ -258,6 +258,9 @@ pub struct Config {
     /// `ShutdownWaitLength` (default 30 s): how long to keep relaying after
     /// a shutdown request before exiting.
     pub shutdown_wait_length: Duration,
+    /// `HeartbeatPeriod` (default 6 hours; 0 turns the heartbeat off; at
+    /// least 30 minutes unless `TestingTorNetwork`).
+    pub heartbeat_period: Duration,
     /// `MetricsPort`: where to serve Prometheus metrics (default: nowhere).
     pub metrics_port: Option<SocketAddr>,
     /// `IOBackend` (oxit only; default auto).
@@ -358,6 +361,7 @@ impl Default for Config {
             num_cpus: 0,
             logs: vec![options::default_log()],
             shutdown_wait_length: Duration::from_secs(30),
+            heartbeat_period: Duration::from_secs(6 * 3600),
             metrics_port: None,
             io_backend: IoBackend::Auto,
             dir_authorities: Vec::new(),
@@ -632,6 +636,10 @@ impl Config {
         line(
             "ShutdownWaitLength",
             &format_args!("{} seconds", self.shutdown_wait_length.as_secs()),
+        );
+        line(
+            "HeartbeatPeriod",
+            &format_args!("{} seconds", self.heartbeat_period.as_secs()),
         );
         if let Some(m) = &self.metrics_port {
             line("MetricsPort", m);

@@ -54,6 +54,7 @@ const OPTIONS: &[&str] = &[
     "NumCPUs",
     "Log",
     "ShutdownWaitLength",
+    "HeartbeatPeriod",
     "MetricsPort",
     "IOBackend",
     "DirAuthority",
@@ -281,6 +282,15 @@ fn apply_lines(
                     cfg.logs.push(parse_log(value).map_err(|e| bad(&e))?);
                 }
             }
+            "HeartbeatPeriod" => {
+                cfg.heartbeat_period = if reset {
+                    d.heartbeat_period
+                } else {
+                    parse_interval(value).ok_or_else(|| {
+                        bad("an interval such as \"6 hours\" (0 turns the heartbeat off)")
+                    })?
+                }
+            }
             "ShutdownWaitLength" => {
                 cfg.shutdown_wait_length = if reset {
                     d.shutdown_wait_length
@@ -481,6 +491,15 @@ fn finish(cfg: &mut Config, seen: &[&'static str]) -> Result<(), String> {
         if unset("CountPrivateBandwidth") {
             cfg.count_private_bandwidth = true;
         }
+    }
+    // config.c:options_validate_cb (MIN_HEARTBEAT_PERIOD): raised, not
+    // refused, outside a test network.
+    let min_heartbeat = std::time::Duration::from_secs(30 * 60);
+    if !cfg.heartbeat_period.is_zero()
+        && cfg.heartbeat_period < min_heartbeat
+        && !cfg.testing_tor_network
+    {
+        cfg.heartbeat_period = min_heartbeat;
     }
     // C caps every bandwidth at INT32_MAX (a value of exactly 2 GBytes is
     // taken as INT32_MAX, config_ensure_bandwidth_cap).

@@ -108,6 +108,13 @@ fn full_exit_torrc() {
     assert!(c.safe_logging.scrubs());
     assert!(!parse("SafeLogging 0").safe_logging.scrubs());
     assert!(Config::parse_str("SafeLogging 2", "torrc").is_err());
+    // HeartbeatPeriod: at least 30 minutes outside a test network, 0 off.
+    assert_eq!(c.heartbeat_period, Duration::from_secs(6 * 3600));
+    assert_eq!(
+        parse("HeartbeatPeriod 1 minute").heartbeat_period,
+        Duration::from_secs(1800)
+    );
+    assert!(parse("HeartbeatPeriod 0").heartbeat_period.is_zero());
     assert_eq!(c.dos.cc_enabled, Some(true));
     assert_eq!(c.dos.conn_enabled, None);
     assert_eq!(c.dos.cc_defense_time_period, 7200);

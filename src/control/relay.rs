@@ -353,12 +353,23 @@ impl Control<'_> {
 
     fn run(&mut self, plane: &mut DataPlane, shutdown: &Shutdown) -> Result<(), RunError> {
         let mut next_renew = Instant::now() + RENEW_EVERY;
+        let heartbeat = self.config.heartbeat_period;
+        let mut next_heartbeat = Instant::now() + heartbeat;
         let mut next_dir: UnixTime = 0;
         while !shutdown.is_triggered() && !plane.any_finished() {
             let now = unix(SystemTime::now());
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
                 self.renew_keys(plane)?;
+            }
+            if !heartbeat.is_zero() && Instant::now() >= next_heartbeat {
+                next_heartbeat = Instant::now() + heartbeat;
+                let line = crate::proto::dos::heartbeat_line(
+                    &self.circuit_config().dos,
+                    &plane.dos_stats(),
+                    self.config.dos.refuse_single_hop_client_rendezvous == Some(true),
+                );
+                tracing::info!("{line}");
             }
             if now > self.last_sample {
                 let (r, w) = plane.traffic();

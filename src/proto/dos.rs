@@ -391,6 +391,88 @@ pub struct DosStats {
     pub conn_addr_rejected: u64,
     pub conn_addr_connect_rejected: u64,
     pub stream_rejected: u64,
+    /// Circuits closed for a queue over `circ_max_cell_queue_size`
+    /// (stats_n_circ_max_cell_reached).
+    pub circ_max_cell_killed: u64,
+}
+
+impl DosStats {
+    pub fn add(&mut self, o: &DosStats) {
+        self.cc_rejected_cells += o.cc_rejected_cells;
+        self.cc_marked_addrs += o.cc_marked_addrs;
+        self.conn_addr_rejected += o.conn_addr_rejected;
+        self.conn_addr_connect_rejected += o.conn_addr_connect_rejected;
+        self.stream_rejected += o.stream_rejected;
+        self.circ_max_cell_killed += o.circ_max_cell_killed;
+    }
+
+    /// The fields in a fixed order, for carrying them between threads.
+    pub fn to_array(&self) -> [u64; 6] {
+        [
+            self.cc_rejected_cells,
+            self.cc_marked_addrs,
+            self.conn_addr_rejected,
+            self.conn_addr_connect_rejected,
+            self.stream_rejected,
+            self.circ_max_cell_killed,
+        ]
+    }
+
+    pub fn from_array(a: [u64; 6]) -> DosStats {
+        DosStats {
+            cc_rejected_cells: a[0],
+            cc_marked_addrs: a[1],
+            conn_addr_rejected: a[2],
+            conn_addr_connect_rejected: a[3],
+            stream_rejected: a[4],
+            circ_max_cell_killed: a[5],
+        }
+    }
+}
+
+/// C's DoS heartbeat line (dos.c:dos_log_heartbeat), logged at notice every
+/// `HeartbeatPeriod`. oxit is no rendezvous point and no onion service, so
+/// it refuses no single-hop client and no INTRODUCE2.
+pub fn heartbeat_line(p: &DosParams, s: &DosStats, refuse_single_hop: bool) -> String {
+    let mut parts = vec![format!(
+        "{} circuits killed with too many cells",
+        s.circ_max_cell_killed
+    )];
+    if p.cc_enabled {
+        parts.push(format!(
+            "{} circuits rejected, {} marked addresses, 0 marked addresses for max queue",
+            s.cc_rejected_cells, s.cc_marked_addrs
+        ));
+    } else {
+        parts.push("[DoSCircuitCreationEnabled disabled]".into());
+    }
+    if p.conn_enabled {
+        parts.push(format!(
+            "{} same address concurrent connections rejected",
+            s.conn_addr_rejected
+        ));
+        parts.push(format!(
+            "{} connections rejected",
+            s.conn_addr_connect_rejected
+        ));
+    } else {
+        parts.push("[DoSConnectionEnabled disabled]".into());
+    }
+    if refuse_single_hop {
+        parts.push("0 single hop clients refused".into());
+    } else {
+        parts.push("[DoSRefuseSingleHopClientRendezvous disabled]".into());
+    }
+    if p.stream_enabled {
+        parts.push(format!("{} stream rejected", s.stream_rejected));
+    } else {
+        parts.push("[DoSStreamCreationEnabled disabled]".into());
+    }
+    parts.push("0 INTRODUCE2 rejected".into());
+    format!(
+        "Heartbeat: DoS mitigation since startup: {}.",
+        parts.join(", ")
+    )
 }
 
 /// The addresses a worker owns: their counts, and the verdicts to send to

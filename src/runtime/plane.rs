@@ -66,6 +66,9 @@ pub enum PlaneEvent {
 pub struct Traffic {
     pub read: AtomicU64,
     pub written: AtomicU64,
+    /// The worker's DoS counters ([`crate::proto::dos::DosStats::to_array`]),
+    /// stored when they change (at most once per turn).
+    pub dos: [AtomicU64; 6],
 }
 
 /// The running workers, as the control plane sees them.
@@ -238,6 +241,16 @@ impl DataPlane {
                 w + t.written.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// Every worker's DoS counters, summed.
+    pub fn dos_stats(&self) -> crate::proto::dos::DosStats {
+        let mut total = crate::proto::dos::DosStats::default();
+        for t in self.traffic.iter() {
+            let a = std::array::from_fn(|i| t.dos[i].load(Ordering::Relaxed));
+            total.add(&crate::proto::dos::DosStats::from_array(a));
+        }
+        total
     }
 
     /// True once some worker has stopped (an error, or the shutdown).

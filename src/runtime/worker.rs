@@ -194,6 +194,11 @@ pub(super) struct Worker {
     dos_table: crate::proto::dos::AddrTable,
     /// Inbound connections whose handshake is unfinished, per address.
     handshaking: HashMap<IpAddr, u32>,
+    /// Circuits closed for too long a queue (a link's, or toward another
+    /// worker).
+    queue_kills: u64,
+    /// The DoS counters last stored for the control plane.
+    dos_published: crate::proto::dos::DosStats,
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -248,6 +253,8 @@ impl Worker {
             circuits: CircuitTable::new(snap.circuits.clone()),
             dos_table: crate::proto::dos::AddrTable::default(),
             handshaking: HashMap::new(),
+            queue_kills: 0,
+            dos_published: crate::proto::dos::DosStats::default(),
             splices: {
                 let mut s = Splices::new(WorkerId(index), mail.peers.len());
                 s.set_flow_cap(snap.circuits.max_queue);
@@ -786,6 +793,7 @@ impl Worker {
             }
             for (chan, circ_id) in std::mem::take(&mut self.over_cap) {
                 progressed = true;
+                self.queue_kills += 1;
                 // Its cells already on the link count for nobody now.
                 if let Some(&t) = self.chans.get(&chan)
                     && let Some(Conn::Or(or)) = self.conns.get_mut(&t)
@@ -905,6 +913,23 @@ impl Worker {
         self.send_hosted(ops);
     }
 
+    /// Store this worker's DoS counters for the control plane's heartbeat
+    /// when they changed (rarely: a comparison per turn otherwise).
+    fn publish_dos_stats(&mut self) {
+        let mut now = self.circuits.dos_counters();
+        now.add(&self.dos_table.counters);
+        now.circ_max_cell_killed += self.queue_kills;
+        if now == self.dos_published {
+            return;
+        }
+        self.dos_published = now;
+        if let Some(t) = self.out.traffic.get(self.index) {
+            for (slot, v) in t.dos.iter().zip(now.to_array()) {
+                slot.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Something happened that an address's DoS counts depend on: count it
     /// here if we own the address, else tell its owner.
     fn dos_event(&mut self, m: DosMsg) {
@@ -982,6 +1007,7 @@ impl Worker {
                 ),
             };
             if closed {
+                self.queue_kills += 1;
                 tracing::info!(
                     "a spliced circuit has over {} cells waiting for worker {}: closing it \
                      (RESOURCELIMIT)",
@@ -1276,6 +1302,7 @@ impl Handler for Worker {
         self.run_actions(ops);
         self.flush_links(ops);
         self.send_mail();
+        self.publish_dos_stats();
         if self.turn_read + self.turn_written > 0
             && let Some(t) = self.out.traffic.get(self.index)
         {

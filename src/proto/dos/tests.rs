@@ -241,3 +241,38 @@ fn a_short_defense_period_does_not_panic() {
         assert_eq!(mark_until(NOW, period, &mut rng), NOW + u64::from(period));
     }
 }
+
+#[test]
+fn heartbeat_line_is_c_tors() {
+    let off = heartbeat_line(&DosParams::default(), &DosStats::default(), false);
+    assert_eq!(
+        off,
+        "Heartbeat: DoS mitigation since startup: 0 circuits killed with too many cells, \
+         [DoSCircuitCreationEnabled disabled], [DoSConnectionEnabled disabled], \
+         [DoSRefuseSingleHopClientRendezvous disabled], [DoSStreamCreationEnabled disabled], \
+         0 INTRODUCE2 rejected."
+    );
+    let p = params(DosOptions {
+        cc_enabled: Some(true),
+        conn_enabled: Some(true),
+        stream_enabled: Some(true),
+        ..DosOptions::default()
+    });
+    let s = DosStats {
+        cc_rejected_cells: 5,
+        cc_marked_addrs: 2,
+        conn_addr_rejected: 3,
+        conn_addr_connect_rejected: 4,
+        stream_rejected: 6,
+        circ_max_cell_killed: 1,
+    };
+    assert_eq!(DosStats::from_array(s.to_array()), s);
+    assert_eq!(
+        heartbeat_line(&p, &s, false),
+        "Heartbeat: DoS mitigation since startup: 1 circuits killed with too many cells, \
+         5 circuits rejected, 2 marked addresses, 0 marked addresses for max queue, \
+         3 same address concurrent connections rejected, 4 connections rejected, \
+         [DoSRefuseSingleHopClientRendezvous disabled], 6 stream rejected, \
+         0 INTRODUCE2 rejected."
+    );
+}

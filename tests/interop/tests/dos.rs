@@ -52,8 +52,11 @@ fn dos(backend: IoBackend) {
         dns: None,
         rejected_port: None,
         debug_log: false,
+        // A test network allows a heartbeat every second.
         extra_torrc: format!(
-            "DoSConnectionEnabled 1\n\
+            "TestingTorNetwork 1\n\
+             HeartbeatPeriod 1 second\n\
+             DoSConnectionEnabled 1\n\
              DoSConnectionMaxConcurrentCount {MAX_CONNS}\n\
              DoSConnectionConnectBurst 1000\n\
              DoSCircuitCreationEnabled 1\n\
@@ -139,6 +142,36 @@ fn dos(backend: IoBackend) {
     );
     assert!(started.elapsed() < STEP);
     quiet_client_is_served(relay, "during the CREATE flood");
+    // C's heartbeat line counts what every worker refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counted = |log: &str, what: &str| -> u64 {
+        log.lines()
+            .rev()
+            .find(|l| l.contains("Heartbeat: DoS mitigation since startup:"))
+            .and_then(|l| {
+                let at = l.find(what)?;
+                l[..at]
+                    .split([' ', ':'])
+                    .rev()
+                    .find(|w| !w.is_empty())?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    loop {
+        let log = oxit.log();
+        if counted(&log, " same address concurrent connections rejected") >= 1
+            && counted(&log, " circuits rejected") >= 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat counting the refusals\n--- oxit log ---\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"
