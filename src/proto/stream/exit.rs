@@ -26,6 +26,15 @@ use crate::proto::relay_msg::{
     Resolve, Resolved, ResolvedVal, Sendme, StreamId,
 };
 
+/// What [`CircuitTable::admit_stream`] decided.
+enum Admit {
+    Yes,
+    /// Answer the BEGIN or RESOLVE with a refusal.
+    Refuse,
+    /// The circuit was closed.
+    CircuitClosed,
+}
+
 impl CircuitTable {
     /// A recognized cell with a non-zero StreamID, other than DATA.
     pub(crate) fn stream_cell(
@@ -116,23 +125,12 @@ impl CircuitTable {
             self.send_end(idx, sid, &End::new(EndReason::EXITPOLICY), rng);
             return;
         };
-        match self.stream_limited(idx, now) {
-            None => {}
-            Some(StreamDefense::CloseCircuit) => {
-                let r = Some(DestroyReason::RESOURCELIMIT);
-                self.close_circuit(idx, r, r);
-                return;
-            }
+        match self.admit_stream(idx, now) {
+            Admit::Yes => {}
             // MISC, not RESOURCELIMIT: that would make clients think the
             // exit broken (connection_edge.c).
-            Some(_) => {
-                self.send_end(idx, sid, &End::new(EndReason::MISC), rng);
-                return;
-            }
-        }
-        if self.circuit_full(idx) {
-            self.send_end(idx, sid, &End::new(EndReason::MISC), rng);
-            return;
+            Admit::Refuse => return self.send_end(idx, sid, &End::new(EndReason::MISC), rng),
+            Admit::CircuitClosed => return,
         }
         let key = self.new_stream(idx, sid, StreamState::Resolving, now);
         if let Some(s) = self.streams.get_mut(&key) {
@@ -166,23 +164,14 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
-        match self.stream_limited(idx, now) {
-            None => {}
-            Some(StreamDefense::CloseCircuit) => {
-                let r = Some(DestroyReason::RESOURCELIMIT);
-                self.close_circuit(idx, r, r);
-                return;
-            }
-            Some(_) => {
+        match self.admit_stream(idx, now) {
+            Admit::Yes => {}
+            Admit::Refuse => {
                 let msg = Resolved::error(true, MIN_DNS_TTL);
                 self.send_back(idx, sid, &msg, rng);
                 return;
             }
-        }
-        if self.circuit_full(idx) {
-            let msg = Resolved::error(true, MIN_DNS_TTL);
-            self.send_back(idx, sid, &msg, rng);
-            return;
+            Admit::CircuitClosed => return,
         }
         let target = Resolve::decode(data)
             .ok()
@@ -206,37 +195,33 @@ impl CircuitTable {
         self.push_action(Action::Resolve { key, query });
     }
 
-    /// The circuit has [`MAX_STREAMS_PER_CIRCUIT`] streams: refuse another
-    /// as the DoS limiter does (MISC: RESOURCELIMIT would make clients
-    /// think the exit broken).
-    fn circuit_full(&mut self, idx: CircIdx) -> bool {
-        let full = self
-            .circs
-            .get(&idx)
-            .is_some_and(|c| c.streams.len() >= MAX_STREAMS_PER_CIRCUIT);
-        if full {
-            self.dos.counters.stream_rejected += 1;
-        }
-        full
-    }
-
-    /// DoSStreamCreation (dos_stream_new_begin_or_resolve_cell): take a
-    /// token from the circuit's bucket, or say what to do instead. A
-    /// refusal takes no token.
-    fn stream_limited(&mut self, idx: CircIdx, now: Instant) -> Option<StreamDefense> {
+    /// May the circuit open another stream (BEGIN or RESOLVE)? Not past
+    /// [`MAX_STREAMS_PER_CIRCUIT`], and not without a token from its
+    /// DoSStreamCreation bucket (dos_stream_new_begin_or_resolve_cell; a
+    /// refusal takes no token). With defense type 3 the circuit is closed
+    /// here (RESOURCELIMIT).
+    fn admit_stream(&mut self, idx: CircIdx, now: Instant) -> Admit {
         let p = &self.cfg.dos;
-        if !p.stream_enabled {
-            return None;
-        }
-        let c = self.circs.get_mut(&idx)?;
-        c.stream_limiter.refill(crate::proto::dos::secs32(now));
-        if c.stream_limiter.take() {
-            return None;
+        let Some(c) = self.circs.get_mut(&idx) else {
+            return Admit::CircuitClosed;
+        };
+        let limited = p.stream_enabled && {
+            c.stream_limiter.refill(crate::proto::dos::secs32(now));
+            !c.stream_limiter.take()
+        };
+        let full = c.streams.len() >= MAX_STREAMS_PER_CIRCUIT;
+        if !limited && !full {
+            return Admit::Yes;
         }
         self.dos.counters.stream_rejected += 1;
-        match p.stream_defense {
-            StreamDefense::None => None,
-            d => Some(d),
+        match (limited, p.stream_defense) {
+            (true, StreamDefense::CloseCircuit) => {
+                let r = Some(DestroyReason::RESOURCELIMIT);
+                self.close_circuit(idx, r, r);
+                Admit::CircuitClosed
+            }
+            (true, StreamDefense::None) if !full => Admit::Yes,
+            _ => Admit::Refuse,
         }
     }
 

@@ -567,37 +567,33 @@ pub async fn resolve(tunnel: &Tunnel, name: &str) -> Result<Vec<IpAddr>, Error> 
 /// BEGIN_DIR is sent optimistically by tor-proto, so a refusal
 /// (END NOTDIRECTORY) shows up as an error while reading.
 pub async fn begin_dir(tunnel: &Tunnel, path: &str) -> Result<Vec<u8>, Error> {
-    let ctx = format!("BEGIN_DIR GET {path}");
-    let mut stream = Arc::clone(tunnel)
-        .begin_dir_stream()
-        .await
-        .map_err(|e| Error::proto(ctx.clone(), e))?;
-    let req = format!("GET {path} HTTP/1.0\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
-    stream
-        .flush()
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: read reply"), e))?;
-    Ok(reply)
+    begin_dir_with(tunnel, Some(path)).await
 }
 
 /// Open a BEGIN_DIR stream and read what comes back without sending a
 /// request: for a relay that refuses it, the END. (Writing first races
 /// the END: a write after it fails without the END's reason.)
 pub async fn begin_dir_answer(tunnel: &Tunnel) -> Result<Vec<u8>, Error> {
-    let ctx = "BEGIN_DIR".to_owned();
+    begin_dir_with(tunnel, None).await
+}
+
+async fn begin_dir_with(tunnel: &Tunnel, path: Option<&str>) -> Result<Vec<u8>, Error> {
+    let ctx = format!("BEGIN_DIR GET {}", path.unwrap_or("(no request)"));
     let mut stream = Arc::clone(tunnel)
         .begin_dir_stream()
         .await
         .map_err(|e| Error::proto(ctx.clone(), e))?;
+    if let Some(path) = path {
+        let req = format!("GET {path} HTTP/1.0\r\n\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
+    }
     let mut reply = Vec::new();
     stream
         .read_to_end(&mut reply)
