@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = ResolverConfig::with_nameservers(vec![ns]);
     // The id is random: answer the one in flight by patching it in.
     cfg.randomize_case = false;
+    // A small cache: one is built per input.
+    cfg.cache_capacity = 8;
     let mut r = Resolver::new(cfg, rand::rngs::StdRng::seed_from_u64(7));
     let now = Instant::now();
     let q = Query::new("www.example.com", QueryKind::Ipv4ThenIpv6).unwrap();
