@@ -66,7 +66,7 @@ impl BwArray {
     }
 
     fn advance(&mut self) {
-        let total = self.total_obs + self.obs[self.cur_obs_idx];
+        let total = self.total_obs.saturating_add(self.obs[self.cur_obs_idx]);
         self.max_total = self.max_total.max(total);
         let next = (self.cur_obs_idx + 1) % ROLLING;
         self.total_obs = total - self.obs[next];
@@ -99,8 +99,9 @@ impl BwArray {
             }
             self.advance();
         }
-        self.obs[self.cur_obs_idx] += n;
-        self.total_in_period += n;
+        // Saturating: a state file can hold any number.
+        self.obs[self.cur_obs_idx] = self.obs[self.cur_obs_idx].saturating_add(n);
+        self.total_in_period = self.total_in_period.saturating_add(n);
     }
 
     /// find_largest_max: the completed days' maxima, and the current day's
@@ -178,6 +179,15 @@ impl BwArray {
                 .collect()
         };
         let values = list(values)?;
+        // C writes a day's intervals (86400 s, or 900 s in old versions)
+        // covering at most the kept days and the current one; anything
+        // longer would only make the replay below run for ever.
+        if interval.saturating_mul(values.len() as u64) > PERIOD * (TOTALS as u64 + 1) {
+            return Err(bad(
+                "span (interval × values)",
+                &format!("{interval} × {}", values.len()),
+            ));
+        }
         let maxima = maxima.map(list).transpose()?;
         let maxima = maxima.filter(|m| m.len() == values.len());
         if values.is_empty() || ends < now.saturating_sub(PERIOD * TOTALS as u64) {
@@ -195,7 +205,7 @@ impl BwArray {
             let best = match &maxima {
                 Some(m) => m[i].saturating_mul(ROLLING as u64),
                 // No maxima: guess the average rate, to be conservative.
-                None => (v / interval) * ROLLING as u64,
+                None => (v / interval).saturating_mul(ROLLING as u64),
             };
             if start < now {
                 let len = interval.min(now - start);
@@ -454,6 +464,27 @@ mod tests {
         .into();
         let e = BwHistory::from_state(|k| bad.get(k).copied(), now).unwrap_err();
         assert!(e.to_string().contains("value \"x\""), "{e}");
+        // Hostile numbers neither overflow nor make the replay run for
+        // ever: a span past six days is refused, huge totals saturate.
+        let long: std::collections::HashMap<&str, &str> = [
+            ("BWHistoryReadEnds", format_iso(now).leak() as &str),
+            ("BWHistoryReadInterval", "1000000000"),
+            ("BWHistoryReadValues", "1"),
+        ]
+        .into();
+        let e = BwHistory::from_state(|k| long.get(k).copied(), now).unwrap_err();
+        assert!(e.to_string().contains("span"), "{e}");
+        let huge: std::collections::HashMap<&str, &str> = [
+            ("BWHistoryReadEnds", format_iso(now).leak() as &str),
+            ("BWHistoryReadInterval", "1"),
+            (
+                "BWHistoryReadValues",
+                "18446744073709551615,18446744073709551615",
+            ),
+        ]
+        .into();
+        let h = BwHistory::from_state(|k| huge.get(k).copied(), now).unwrap();
+        assert!(h.read.largest_max(0) > 0);
     }
 
     #[test]

@@ -181,6 +181,11 @@ impl CircuitTable {
         self.dos.refuse_connection(&self.cfg.dos, addr, secs)
     }
 
+    /// Drop the verdicts that no longer refuse anything.
+    pub fn dos_purge(&mut self, now: Instant) {
+        self.dos.purge(crate::proto::dos::secs(now));
+    }
+
     /// This worker's refusals so far.
     pub fn dos_counters(&self) -> crate::proto::dos::DosStats {
         self.dos.counters

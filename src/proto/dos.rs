@@ -560,6 +560,47 @@ impl AddrTable {
         self.verdict(p, addr, now)
     }
 
+    /// Forget addresses with no connection, a full connect bucket and no
+    /// mark in force (their next event starts them afresh as C's first
+    /// sight of an address would). Without this, every address ever seen
+    /// would stay (C keeps them until its OOM handler runs). Returns the
+    /// verdicts that lapsed, for the other workers.
+    pub fn purge(&mut self, p: &DosParams, now: u64, mono_sec: u32) -> Vec<Verdict> {
+        let mut idle = Vec::new();
+        for (addr, s) in &mut self.stats {
+            s.connect.refill(mono_sec);
+            if s.concurrent == 0
+                && s.connect.get() >= p.conn_connect_burst
+                && s.conn_marked_until < now
+                && s.cc_marked_until < now
+            {
+                idle.push(*addr);
+            }
+        }
+        let mut lapsed = Vec::new();
+        for addr in idle {
+            self.stats.remove(&addr);
+            if self.last_sent.remove(&addr).is_some() {
+                lapsed.push(Verdict {
+                    addr,
+                    conn_marked_until: 0,
+                    over_concurrent: false,
+                    cc_marked_until: 0,
+                });
+            }
+        }
+        lapsed
+    }
+
+    /// Addresses counted (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.stats.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stats.is_empty()
+    }
+
     /// The verdict for `addr` if it differs from the last one sent.
     /// Expired connect marks are cleared here, as C clears them when it
     /// next checks (dos_conn_addr_get_defense_type).
@@ -673,6 +714,13 @@ impl Verdicts {
             }
             _ => false,
         }
+    }
+
+    /// Drop verdicts whose marks ended and that refuse nothing else.
+    pub fn purge(&mut self, now: u64) {
+        self.map.retain(|_, v| {
+            v.over_concurrent || v.conn_marked_until >= now || v.cc_marked_until >= now
+        });
     }
 
     /// Addresses with a verdict (for tests and metrics).

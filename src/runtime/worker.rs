@@ -57,6 +57,8 @@ const ACTION_ROUNDS: usize = 64;
 /// or time out (HANDSHAKE_LIMIT). Relays finish theirs in a few round
 /// trips; a flood of half-open TLS sessions from one address stops here.
 const MAX_HANDSHAKES_PER_ADDR: u32 = 32;
+/// How often idle DoS state is swept.
+const DOS_PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Items from other workers taken in per turn, for the same reason; the
 /// rest waits for the next turn (which comes at once).
 const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
@@ -125,7 +127,7 @@ impl OrConn {
 /// An inbound connection from `ip` finished or gave up its handshake.
 fn handshake_done(handshaking: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
     if let Some(n) = handshaking.get_mut(&ip) {
-        *n -= 1;
+        *n = n.saturating_sub(1);
         if *n == 0 {
             handshaking.remove(&ip);
         }
@@ -199,6 +201,7 @@ pub(super) struct Worker {
     queue_kills: u64,
     /// The DoS counters last stored for the control plane.
     dos_published: crate::proto::dos::DosStats,
+    next_dos_purge: Instant,
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -255,6 +258,7 @@ impl Worker {
             handshaking: HashMap::new(),
             queue_kills: 0,
             dos_published: crate::proto::dos::DosStats::default(),
+            next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
             splices: {
                 let mut s = Splices::new(WorkerId(index), mail.peers.len());
                 s.set_flow_cap(snap.circuits.max_queue);
@@ -913,6 +917,18 @@ impl Worker {
         self.send_hosted(ops);
     }
 
+    /// Forget DoS state that no longer refuses anything: the addresses we
+    /// own (telling the other workers of lapsed verdicts) and the verdicts
+    /// we were told.
+    fn purge_dos(&mut self, now: Instant) {
+        use crate::proto::dos::{secs, secs32};
+        let p = &self.snap.circuits.dos;
+        for v in self.dos_table.purge(p, secs(now), secs32(now)) {
+            self.splices.broadcast_dos(DosMsg::Verdict(v));
+        }
+        self.circuits.dos_purge(now);
+    }
+
     /// Store this worker's DoS counters for the control plane's heartbeat
     /// when they changed (rarely: a comparison per turn otherwise).
     fn publish_dos_stats(&mut self) {
@@ -1123,6 +1139,10 @@ impl Worker {
             return;
         }
         self.next_tick = now + CHANNEL_TICK;
+        if now >= self.next_dos_purge {
+            self.next_dos_purge = now + DOS_PURGE_EVERY;
+            self.purge_dos(now);
+        }
         let mut dead = Vec::new();
         let counts = self.circuits.circuit_counts();
         for (t, c) in self.conns.iter_mut() {
@@ -1164,8 +1184,8 @@ impl Handler for Worker {
                     drop(fd);
                     return;
                 }
-                let unfinished = self.handshaking.entry(peer.ip()).or_insert(0);
-                if *unfinished >= MAX_HANDSHAKES_PER_ADDR {
+                if self.handshaking.get(&peer.ip()).copied().unwrap_or(0) >= MAX_HANDSHAKES_PER_ADDR
+                {
                     tracing::debug!(
                         "refusing a connection from {}: {MAX_HANDSHAKES_PER_ADDR} handshakes \
                          from it are unfinished",
@@ -1173,11 +1193,6 @@ impl Handler for Worker {
                     );
                     drop(fd);
                     return;
-                }
-                *unfinished += 1;
-                let dos_tracked = self.snap.circuits.dos.addr_tracking();
-                if dos_tracked {
-                    self.dos_event(DosMsg::ConnOpened(peer.ip()));
                 }
                 let tls = match TlsConn::server(&self.snap.server_tls) {
                     Ok(t) => t,
@@ -1187,6 +1202,13 @@ impl Handler for Worker {
                     }
                 };
                 let Ok(t) = ops.add_conn(fd) else { return };
+                // Counted only once the connection exists, so that every
+                // count is undone when it closes.
+                *self.handshaking.entry(peer.ip()).or_insert(0) += 1;
+                let dos_tracked = self.snap.circuits.dos.addr_tracking();
+                if dos_tracked {
+                    self.dos_event(DosMsg::ConnOpened(peer.ip()));
+                }
                 let chan_id = self.new_chan_id();
                 let channel = Channel::new_responder(
                     self.snap.link.clone(),

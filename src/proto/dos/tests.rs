@@ -276,3 +276,34 @@ fn heartbeat_line_is_c_tors() {
          0 INTRODUCE2 rejected."
     );
 }
+
+#[test]
+fn idle_addresses_and_lapsed_marks_are_purged() {
+    let p = params(DosOptions {
+        cc_enabled: Some(true),
+        cc_min_connections: 1,
+        ..DosOptions::default()
+    });
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut owner = AddrTable::default();
+    let mut view = Verdicts::default();
+    owner.conn_opened(&p, addr(), NOW, 0, &mut rng);
+    let mut mark = None;
+    for _ in 0..90 {
+        mark = mark.or(owner.create_cell(&p, addr(), NOW, &mut rng));
+    }
+    let v = mark.expect("marked");
+    view.apply(v);
+    owner.conn_closed(&p, addr(), NOW, 0);
+    // Still marked: kept.
+    assert!(owner.purge(&p, NOW + 10, 10).is_empty());
+    view.purge(NOW + 10);
+    assert_eq!((owner.len(), view.len()), (1, 1));
+    // The mark over and nothing open: forgotten, and the others told.
+    let after = v.cc_marked_until + 1;
+    let lapsed = owner.purge(&p, after, 10_000);
+    assert_eq!(lapsed.len(), 1);
+    assert!(lapsed[0].blocks_nothing());
+    view.purge(after);
+    assert!(owner.is_empty() && view.is_empty());
+}
