@@ -500,21 +500,32 @@ pub async fn http_get(
         .await
         .map_err(|e| Error::proto(format!("{ctx}: BEGIN"), e))?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
-    // A DataStream packs writes into cells and only sends on flush.
-    stream
-        .flush()
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
+    let reply = exchange(&mut stream, Some(req.as_bytes()), &ctx).await?;
+    parse_http_reply(path, reply)
+}
+
+/// Send `request` (if any) on `stream`, then read until the stream ends.
+async fn exchange<S>(stream: &mut S, request: Option<&[u8]>, ctx: &str) -> Result<Vec<u8>, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Some(req) = request {
+        stream
+            .write_all(req)
+            .await
+            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
+        // A DataStream packs writes into cells and only sends on flush.
+        stream
+            .flush()
+            .await
+            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
+    }
     let mut reply = Vec::new();
     stream
         .read_to_end(&mut reply)
         .await
         .map_err(|e| Error::io(format!("{ctx}: read reply"), e))?;
-    parse_http_reply(path, reply)
+    Ok(reply)
 }
 
 /// Split an HTTP/1.x reply into its body, checking status and length.
@@ -583,23 +594,8 @@ async fn begin_dir_with(tunnel: &Tunnel, path: Option<&str>) -> Result<Vec<u8>, 
         .begin_dir_stream()
         .await
         .map_err(|e| Error::proto(ctx.clone(), e))?;
-    if let Some(path) = path {
-        let req = format!("GET {path} HTTP/1.0\r\n\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
-        stream
-            .flush()
-            .await
-            .map_err(|e| Error::io(format!("{ctx}: send request"), e))?;
-    }
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .await
-        .map_err(|e| Error::io(format!("{ctx}: read reply"), e))?;
-    Ok(reply)
+    let req = path.map(|p| format!("GET {p} HTTP/1.0\r\n\r\n"));
+    exchange(&mut stream, req.as_deref().map(str::as_bytes), &ctx).await
 }
 
 #[cfg(test)]

@@ -48,10 +48,6 @@ fn closed_at_once(s: &mut TcpStream) -> bool {
 
 fn dos(backend: IoBackend) {
     let oxit = OxitProcess::start(&OxitOptions {
-        backend,
-        dns: None,
-        rejected_port: None,
-        debug_log: false,
         // A test network allows a heartbeat every second.
         extra_torrc: format!(
             "TestingTorNetwork 1\n\
@@ -64,6 +60,7 @@ fn dos(backend: IoBackend) {
              DoSCircuitCreationBurst {CC_BURST}\n\
              DoSCircuitCreationRate 1\n"
         ),
+        ..OxitOptions::new(backend)
     })
     .expect("start oxit");
     let relay = oxit.or_addr();
@@ -182,14 +179,7 @@ fn dos(backend: IoBackend) {
 /// most 32 unfinished handshakes per address on each of its 2 workers and
 /// closes the rest as it accepts them.
 fn silent_connections(backend: IoBackend) {
-    let oxit = OxitProcess::start(&OxitOptions {
-        backend,
-        dns: None,
-        rejected_port: None,
-        debug_log: false,
-        extra_torrc: String::new(),
-    })
-    .expect("start oxit");
+    let oxit = OxitProcess::start(&OxitOptions::new(backend)).expect("start oxit");
     let relay = oxit.or_addr();
     let mut socks: Vec<TcpStream> = (0..200)
         .map(|i| {

@@ -252,14 +252,7 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
 /// is answered (END NOTDIRECTORY: oxit serves no directory yet).
 async fn one_hop_begin_refused(backend: IoBackend) {
     let http = HttpServer::start().expect("start HTTP server");
-    let oxit = OxitProcess::start(&OxitOptions {
-        backend,
-        dns: None,
-        rejected_port: None,
-        debug_log: false,
-        extra_torrc: String::new(),
-    })
-    .expect("start oxit");
+    let oxit = OxitProcess::start(&OxitOptions::new(backend)).expect("start oxit");
     for hs in [Handshake::Ntor, Handshake::Fast] {
         let tunnel = step(
             "one-hop circuit",

@@ -57,6 +57,20 @@ pub struct OxitOptions {
     pub extra_torrc: String,
 }
 
+impl OxitOptions {
+    /// An exit on `backend` that resolves with 127.0.0.1, rejects no port,
+    /// logs at info and adds nothing to its torrc.
+    pub fn new(backend: IoBackend) -> OxitOptions {
+        OxitOptions {
+            backend,
+            dns: None,
+            rejected_port: None,
+            debug_log: false,
+            extra_torrc: String::new(),
+        }
+    }
+}
+
 /// A running oxit relay.
 pub struct OxitProcess {
     child: Child,
