@@ -371,11 +371,18 @@ pub enum DosMsg {
 /// computes the same answer (FNV-1a over the address bytes).
 pub fn owner_of(addr: IpAddr, workers: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes: Vec<u8> = match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+    let (v4, v6);
+    let bytes: &[u8] = match addr {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            &v4
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            &v6
+        }
     };
-    for b in bytes {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

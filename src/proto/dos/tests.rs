@@ -307,3 +307,13 @@ fn idle_addresses_and_lapsed_marks_are_purged() {
     view.purge(after);
     assert!(owner.is_empty() && view.is_empty());
 }
+
+#[test]
+fn every_worker_names_the_same_owner() {
+    let a = addr();
+    let b: IpAddr = "2001:db8::9".parse().unwrap();
+    assert_eq!(owner_of(a, 4), owner_of(a, 4));
+    assert!(owner_of(b, 4) < 4);
+    assert_eq!(owner_of(a, 1), 0);
+    assert_eq!(owner_of(a, 0), 0);
+}
