@@ -55,6 +55,7 @@ fn config() -> Arc<CircuitConfig> {
             reentry: HashSet::new(),
             count_private_bandwidth: false,
             dos: DosParams::default(),
+            onion: oxit::proto::circuit::OnionParams::default(),
         })
     })
     .clone()

@@ -174,8 +174,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "MaxClientCircuitsPending",
     "MaxConsensusAgeForDiffs",
     "MaxHSDirCacheBytes",
-    "MaxMemInQueues",
-    "MaxOnionQueueDelay",
     "MaxUnparseableDescSizeToLog",
     "MetricsPortPolicy",
     "MiddleNodes",

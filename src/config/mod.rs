@@ -227,6 +227,11 @@ pub struct Config {
     pub server_dns_randomize_case: bool,
     /// The `DoS*` options (C tor's DoS mitigations).
     pub dos: crate::proto::dos::DosOptions,
+    /// `MaxOnionQueueDelay`; zero leaves it to the consensus (1750 ms).
+    pub max_onion_queue_delay: Duration,
+    /// `MaxMemInQueues` in bytes; 0 picks one from the machine's memory
+    /// as C tor does.
+    pub max_mem_in_queues: u64,
     /// `User`: switch to this user once the ports are bound.
     pub user: Option<String>,
     /// `SafeLogging` (default 1): addresses of clients and destinations
@@ -349,6 +354,8 @@ impl Default for Config {
             dos: crate::proto::dos::DosOptions::default(),
             user: None,
             safe_logging: SafeLogging::On,
+            max_onion_queue_delay: Duration::ZERO,
+            max_mem_in_queues: 0,
             exit_relay: AutoBool::On,
             exit_policy: None,
             exit_policy_reject_private: true,
@@ -602,6 +609,18 @@ impl Config {
             line(k, &v);
         }
         line("SafeLogging", &self.safe_logging);
+        if !self.max_onion_queue_delay.is_zero() {
+            line(
+                "MaxOnionQueueDelay",
+                &format!("{} msec", self.max_onion_queue_delay.as_millis()),
+            );
+        }
+        if self.max_mem_in_queues != 0 {
+            line(
+                "MaxMemInQueues",
+                &format!("{} bytes", self.max_mem_in_queues),
+            );
+        }
         line("ExitRelay", &self.exit_relay);
         for r in self.exit_policy.iter().flatten() {
             line("ExitPolicy", r);

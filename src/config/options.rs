@@ -78,6 +78,8 @@ const OPTIONS: &[&str] = &[
     "User",
     "SafeLogging",
     "ServerDNSRandomizeCase",
+    "MaxOnionQueueDelay",
+    "MaxMemInQueues",
     "DoSCircuitCreationEnabled",
     "DoSCircuitCreationMinConnections",
     "DoSCircuitCreationRate",
@@ -432,6 +434,24 @@ fn apply_lines(
                 cfg.family_key_directory = (!reset).then(|| PathBuf::from(value));
             }
             "User" => cfg.user = (!reset).then(|| value.to_owned()),
+            "MaxOnionQueueDelay" => {
+                cfg.max_onion_queue_delay = if reset {
+                    d.max_onion_queue_delay
+                } else {
+                    parse_msec_interval(value).ok_or_else(|| {
+                        bad("milliseconds, or an interval such as \"2 seconds\" (0: the consensus decides)")
+                    })?
+                }
+            }
+            "MaxMemInQueues" => {
+                cfg.max_mem_in_queues = if reset {
+                    d.max_mem_in_queues
+                } else {
+                    parse_memunit(value).ok_or_else(|| {
+                        bad("a size such as \"2 GB\" or \"512 MB\" (0: chosen from the machine's memory)")
+                    })?
+                }
+            }
             "ServerDNSRandomizeCase" => {
                 cfg.server_dns_randomize_case =
                     boolean(value, d.server_dns_randomize_case).ok_or_else(|| bad("0 or 1"))?
@@ -939,6 +959,19 @@ fn parse_interval(v: &str) -> Option<Duration> {
     n.checked_mul(mult).map(Duration::from_secs)
 }
 
+/// C tor's MSEC_INTERVAL (confmgt/unitparse.c, time_msec_units): a whole
+/// number and an optional unit; no unit means milliseconds.
+fn parse_msec_interval(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v.get(..split)?.parse().ok()?;
+    let unit = v.get(split..)?.trim().to_ascii_lowercase();
+    match unit.as_str() {
+        "" | "msec" | "millisecond" | "milliseconds" => Some(Duration::from_millis(n)),
+        _ => parse_interval(v),
+    }
+}
+
 #[cfg(test)]
 pub(super) fn option_names() -> &'static [&'static str] {
     OPTIONS
@@ -955,6 +988,19 @@ pub(super) mod value_tests {
         assert_eq!(parse_interval("1 hour"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_interval("1 fortnight"), None);
         assert_eq!(parse_interval("minutes"), None);
+        assert_eq!(
+            parse_msec_interval("1750"),
+            Some(Duration::from_millis(1750))
+        );
+        assert_eq!(
+            parse_msec_interval("250 msec"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_msec_interval("2 seconds"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse_msec_interval("2 parsecs"), None);
     }
 
     #[test]

@@ -340,6 +340,7 @@ impl Control<'_> {
             reentry,
             count_private_bandwidth: cfg.count_private_bandwidth,
             dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
+            onion: crate::proto::circuit::OnionParams::resolve(cfg.max_onion_queue_delay, &param),
         }
     }
 

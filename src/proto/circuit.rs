@@ -21,6 +21,7 @@
 //! IDs) is assumed for the circuit-ID rules.
 
 mod create;
+mod onion;
 mod relay;
 pub mod types;
 
@@ -39,6 +40,7 @@ use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Create2, Destroy, Destr
 use crate::proto::relay_msg::{RelayBody, StreamId, encode_relay_msg};
 use crate::proto::stream::{Stream, StreamState};
 
+pub use onion::{OnionParams, OnionStats};
 pub use types::{
     Action, ChanId, CircuitConfig, ExtendFailure, ExtendKey, IncomingCell, PeerKind, StreamKey,
     errno_to_end_reason,
@@ -136,12 +138,16 @@ pub struct CircuitTable {
     tag_scratch: Vec<Option<SendmeTag>>,
     /// The address owners' verdicts, and this worker's refusals.
     pub(crate) dos: crate::proto::dos::Verdicts,
+    /// Creates waiting for a handshake (see [`onion`]).
+    pub(crate) onion: onion::OnionQueue,
+    /// Measures what handshakes cost, for the onion queue's budget. Not
+    /// protocol time (that is always given as `now`); tests replace it.
+    pub(crate) clock: fn() -> Instant,
 }
 
 impl CircuitTable {
     pub fn new(cfg: Arc<CircuitConfig>) -> Self {
         CircuitTable {
-            cfg,
             chans: HashMap::new(),
             circs: HashMap::new(),
             ids: HashMap::new(),
@@ -154,6 +160,13 @@ impl CircuitTable {
             actions: VecDeque::new(),
             tag_scratch: Vec::new(),
             dos: crate::proto::dos::Verdicts::default(),
+            onion: {
+                let mut q = onion::OnionQueue::default();
+                q.start_turn(cfg.onion.turn_budget);
+                q
+            },
+            clock: Instant::now,
+            cfg,
         }
     }
 
@@ -220,6 +233,7 @@ impl CircuitTable {
     pub fn channel_closed(&mut self, chan: ChanId) {
         self.chans.remove(&chan);
         self.reserved.retain(|(c, _)| *c != chan);
+        self.onion.channel_closed(chan);
         let mut victims: Vec<(CircIdx, Side)> = self
             .ids
             .iter()
@@ -316,6 +330,7 @@ impl CircuitTable {
         self.ids
             .keys()
             .chain(self.reserved.iter())
+            .chain(self.onion.waiting_ids())
             .filter(|(c, _)| *c == chan)
             .count()
     }
@@ -324,7 +339,12 @@ impl CircuitTable {
     /// timers that look at every channel: linear, not links × circuits).
     pub fn circuit_counts(&self) -> HashMap<ChanId, usize> {
         let mut m = HashMap::new();
-        for (c, _) in self.ids.keys().chain(self.reserved.iter()) {
+        for (c, _) in self
+            .ids
+            .keys()
+            .chain(self.reserved.iter())
+            .chain(self.onion.waiting_ids())
+        {
             *m.entry(*c).or_insert(0) += 1;
         }
         m

@@ -1317,6 +1317,7 @@ impl Handler for Worker {
         let now = Instant::now();
         self.resolver.handle_timeout(now);
         self.circuits.handle_timeout(now, &mut self.rng);
+        let onions_wait = self.circuits.run_onion_queue(now, &mut self.rng);
         self.turn += 1;
         self.read_mail(ops);
         self.check_backlogs(ops);
@@ -1335,7 +1336,8 @@ impl Handler for Worker {
         }
         // Circuits found over a link's limits in flush_links are closed at
         // the start of the next turn: make it come at once.
-        if !self.over_cap.is_empty()
+        // So are creates left over from this turn's handshake budget.
+        if (!self.over_cap.is_empty() || onions_wait)
             && let Some(me) = self.mail.peers.get(self.index)
         {
             me.waker.wake();

@@ -4,9 +4,11 @@
 //! command_process_created_cell, command_process_destroy_cell).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 
+use super::onion::{OnionStats, SkinKind};
 use super::{
     Action, CIRCWINDOW_START, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell,
     MAX_RELAY_EARLY, Next, PeerKind, Side,
@@ -20,6 +22,10 @@ use crate::proto::cell::{
     HandshakeType,
 };
 use crate::proto::relay_msg::{Extended2, StreamId};
+
+/// How often the "too slow" warning may be logged (onion_queue.c:
+/// WARN_TOO_MANY_CIRC_CREATIONS_INTERVAL).
+const ONION_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a create cell is refused with DESTROY. Every case is PROTOCOL in
 /// 0.4.9 (command.c, onion.c:check_create_cell, cpuworker reply handling).
@@ -92,6 +98,7 @@ impl CircuitTable {
         if cell.circ_id.is_channel()
             || self.ids.contains_key(&(chan, cell.circ_id))
             || self.reserved.contains(&(chan, cell.circ_id))
+            || self.onion.is_waiting(chan, cell.circ_id)
         {
             return;
         }
@@ -102,12 +109,101 @@ impl CircuitTable {
             self.send_destroy(chan, cell.circ_id, DestroyReason::RESOURCELIMIT);
             return;
         }
-        match self.run_create(chan, cell, rng) {
+        // What can be refused without the handshake is refused before the
+        // queue, as command.c parses the cell before the cpuworker sees it.
+        if let Err(e) = self.check_create(chan, cell) {
+            tracing::debug!(?chan, circ_id = %cell.circ_id, "refusing create: {e}");
+            self.send_destroy(chan, cell.circ_id, e.destroy_reason());
+            return;
+        }
+        if self.onion.can_run_now() {
+            self.answer_create(chan, cell.circ_id, cell.cmd, &cell.body, now, rng);
+            return;
+        }
+        let kind = SkinKind::of(cell.cmd);
+        if !self.onion.has_room(&self.cfg.onion) {
+            // onion_queue.c:onion_pending_add; the caller closes with
+            // RESOURCELIMIT (command.c).
+            self.onion.note_dropped(kind);
+            if kind == SkinKind::Ntor
+                && self
+                    .onion
+                    .last_warned
+                    .is_none_or(|t| now.saturating_duration_since(t) >= ONION_WARN_EVERY)
+            {
+                self.onion.last_warned = Some(now);
+                tracing::warn!(
+                    "Your computer is too slow to handle this many circuit creation \
+                     requests! Please consider using the MaxAdvertisedBandwidth config \
+                     option or choosing a more restricted exit policy. ({} waiting on \
+                     this core)",
+                    self.onion.len()
+                );
+            }
+            self.send_destroy(chan, cell.circ_id, DestroyReason::RESOURCELIMIT);
+            return;
+        }
+        self.onion
+            .push(chan, cell.circ_id, cell.cmd, &cell.body, now);
+        self.cull_onions(now);
+    }
+
+    /// Run waiting creates while this turn's handshake budget lasts, then
+    /// give the next turn a fresh budget. Returns whether creates still
+    /// wait (the worker should come back at once).
+    pub fn run_onion_queue(&mut self, now: Instant, rng: &mut impl CryptoRng) -> bool {
+        self.cull_onions(now);
+        while self.onion.has_budget() {
+            let Some(w) = self.onion.pop() else { break };
+            self.answer_create(w.chan, w.circ_id, w.cmd, &w.body, now, rng);
+        }
+        self.onion.start_turn(self.cfg.onion.turn_budget);
+        self.onion.len() > 0
+    }
+
+    /// Creates waiting for a handshake on this worker.
+    pub fn onion_backlog(&self) -> usize {
+        self.onion.len()
+    }
+
+    /// What the onion queue did since start.
+    pub fn onion_stats(&self) -> OnionStats {
+        self.onion.stats
+    }
+
+    /// Drop the creates that waited past `onion_queue_wait_cutoff`
+    /// (onion_queue.c: "Circuit create request is too old; canceling due to
+    /// overload.").
+    fn cull_onions(&mut self, now: Instant) {
+        while let Some(w) = self.onion.pop_expired(now, self.cfg.onion.wait_cutoff) {
+            tracing::info!("Circuit create request is too old; canceling due to overload.");
+            self.onion.stats.timed_out += 1;
+            self.send_destroy(w.chan, w.circ_id, DestroyReason::RESOURCELIMIT);
+        }
+    }
+
+    /// Run one create's handshake, charge its cost, and make the circuit
+    /// or refuse it.
+    fn answer_create(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let started = (self.clock)();
+        let res = self.run_create(cmd, body, rng);
+        let spent = (self.clock)().saturating_duration_since(started);
+        self.onion.charge(SkinKind::of(cmd), spent);
+        match res {
             Ok((reply_cmd, reply, keys)) => {
+                let secs = crate::proto::dos::secs(now);
                 let idx = self.alloc_idx();
                 let circ = Circuit {
                     prev_chan: chan,
-                    prev_id: cell.circ_id,
+                    prev_id: circ_id,
                     next: Next::None,
                     crypto: Tor1RelayCrypto::new(&keys.tor1),
                     early_left: MAX_RELAY_EARLY,
@@ -126,38 +222,52 @@ impl CircuitTable {
                     ),
                 };
                 self.circs.insert(idx, circ);
-                self.ids.insert((chan, cell.circ_id), (idx, Side::Prev));
-                self.push_cell(Some(idx), chan, cell.circ_id, reply_cmd, reply);
+                self.ids.insert((chan, circ_id), (idx, Side::Prev));
+                self.push_cell(Some(idx), chan, circ_id, reply_cmd, reply);
             }
             Err(e) => {
-                tracing::debug!(?chan, circ_id = %cell.circ_id, "refusing create: {e}");
-                self.send_destroy(chan, cell.circ_id, e.destroy_reason());
+                tracing::debug!(?chan, %circ_id, "refusing create: {e}");
+                self.send_destroy(chan, circ_id, e.destroy_reason());
             }
         }
     }
 
-    /// Check and run one create cell; returns the reply command and body.
-    fn run_create(
-        &self,
-        chan: ChanId,
-        cell: &IncomingCell,
-        rng: &mut impl CryptoRng,
-    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys), CreateError> {
+    /// The checks of a create cell that need no handshake: circuit ID
+    /// direction, handshake type, CREATE2 framing.
+    fn check_create(&self, chan: ChanId, cell: &IncomingCell) -> Result<(), CreateError> {
         // Responder channels (CIRC_ID_TYPE_LOWER) get high-bit IDs from the
         // peer, initiator channels low-bit ones (command.c; §1.8).
         let initiator = self.chans.get(&chan).is_some_and(|c| c.initiator);
         if cell.circ_id.has_high_bit() == initiator {
             return Err(CreateError::WrongCircIdType(cell.circ_id));
         }
-        let mut out = [0u8; CELL_BODY_LEN];
         match cell.cmd {
+            ChanCmd::CREATE_FAST => Ok(()),
+            ChanCmd::CREATE2 => match Create2::decode(&cell.body)?.htype() {
+                HandshakeType::NTOR | HandshakeType::NTOR_V3 => Ok(()),
+                other => Err(CreateError::Htype(other)),
+            },
+            _ => Err(CreateError::Tap),
+        }
+    }
+
+    /// Run one create cell's handshake (checked by [`Self::check_create`]);
+    /// returns the reply command and body.
+    fn run_create(
+        &self,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        rng: &mut impl CryptoRng,
+    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys), CreateError> {
+        let mut out = [0u8; CELL_BODY_LEN];
+        match cmd {
             ChanCmd::CREATE_FAST => {
-                let (reply, keys) = fast::server_handshake(&cell.body, rng)?;
+                let (reply, keys) = fast::server_handshake(body, rng)?;
                 put(&mut out, &reply);
                 Ok((ChanCmd::CREATED_FAST, out, keys))
             }
             ChanCmd::CREATE2 => {
-                let c2 = Create2::decode(&cell.body)?;
+                let c2 = Create2::decode(body)?;
                 let cfg = &self.cfg;
                 let (reply, keys) = match c2.htype() {
                     HandshakeType::NTOR => {
@@ -218,6 +328,10 @@ impl CircuitTable {
     /// DESTROY the other side with reason DESTROYED, not the one received
     /// (§3.7; tor-spec §5.4).
     fn handle_destroy(&mut self, chan: ChanId, cell: &IncomingCell) {
+        // A create still waiting for its handshake is simply forgotten.
+        if self.onion.cancel(chan, cell.circ_id) {
+            return;
+        }
         let Some(&(idx, side)) = self.ids.get(&(chan, cell.circ_id)) else {
             return;
         };

@@ -50,7 +50,12 @@ impl CircuitTable {
     ) {
         let Some(first) = group.first() else { return };
         let Some(&(idx, side)) = self.ids.get(&(chan, first.circ_id)) else {
-            return; // unknown circuit: drop (command.c)
+            // A relay cell before CREATED: "circuit in create_wait. Closing."
+            // (command.c:command_process_relay_cell). Otherwise unknown: drop.
+            if self.onion.cancel(chan, first.circ_id) {
+                self.send_destroy(chan, first.circ_id, DestroyReason::PROTOCOL);
+            }
+            return;
         };
         let Some(c) = self.circs.get_mut(&idx) else {
             return;

@@ -50,6 +50,11 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         reentry: ["198.51.100.9:9001".parse().unwrap()].into_iter().collect(),
         count_private_bandwidth: false,
         dos: crate::proto::dos::DosParams::default(),
+        // Most tests create circuits without ending turns: no budget limit.
+        onion: OnionParams {
+            turn_budget: std::time::Duration::from_secs(3600),
+            ..OnionParams::default()
+        },
     }
 }
 
@@ -776,4 +781,148 @@ fn random_input_never_panics() {
     }
     r.t.handle_timeout(now() + std::time::Duration::from_secs(3600), &mut rng);
     drain(&mut r.t);
+}
+
+thread_local! {
+    /// Calls to [`fake_clock`] so far on this thread.
+    static TICKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A clock that advances 250 µs per reading: a handshake (two readings)
+/// costs 250 µs, whatever the machine.
+fn fake_clock() -> Instant {
+    let n = TICKS.with(|t| {
+        t.set(t.get() + 1);
+        t.get()
+    });
+    now() + std::time::Duration::from_micros(250) * n
+}
+
+/// A relay whose onion queue gives `budget` of handshake time per turn,
+/// measured with [`fake_clock`].
+fn onion_relay(rng: &mut StdRng, budget_us: u64, max_delay_ms: u64) -> Relay {
+    let mut cfg = config(rng, 1);
+    cfg.onion.turn_budget = std::time::Duration::from_micros(budget_us);
+    cfg.onion.max_delay = std::time::Duration::from_millis(max_delay_ms);
+    let cfg = Arc::new(cfg);
+    let mut t = CircuitTable::new(cfg.clone());
+    t.clock = fake_clock;
+    t.channel_opened(CLIENT_CHAN, PeerKind::Client);
+    Relay { t, cfg }
+}
+
+fn create_fast_cells(rng: &mut StdRng, ids: std::ops::RangeInclusive<u32>) -> Vec<IncomingCell> {
+    ids.map(|i| {
+        let (_, x) = fast::client_create(rng);
+        cell(
+            CircId::new(0x8000_0000 | i),
+            ChanCmd::CREATE_FAST,
+            body_of(&x),
+        )
+    })
+    .collect()
+}
+
+fn answered(acts: &[Action]) -> Vec<(u32, ChanCmd)> {
+    sent_cells(acts)
+        .into_iter()
+        .map(|c| (c.1.get() & 0x7fff_ffff, c.2))
+        .collect()
+}
+
+#[test]
+fn onion_queue_spends_the_turn_budget_then_waits_in_order() {
+    let mut rng = StdRng::seed_from_u64(41);
+    // 1 ms per turn, 250 µs per handshake: four handshakes a turn.
+    let mut r = onion_relay(&mut rng, 1000, 1750);
+    let mut cells = create_fast_cells(&mut rng, 1..=10);
+    r.t.handle_cells(CLIENT_CHAN, &mut cells, now(), &mut rng);
+    let first: Vec<u32> = answered(&drain(&mut r.t)).iter().map(|a| a.0).collect();
+    assert_eq!(first, [1, 2, 3, 4], "the turn's budget runs the first four");
+    assert_eq!(r.t.onion_backlog(), 6);
+    // Waiting creates hold their IDs: counted on the channel, and a
+    // second CREATE with one of them is dropped.
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 10);
+    let mut dup = create_fast_cells(&mut rng, 5..=5);
+    r.t.handle_cells(CLIENT_CHAN, &mut dup, now(), &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+
+    // A relay cell on a waiting circuit closes it with PROTOCOL (command.c:
+    // "circuit in create_wait"); a DESTROY just forgets it.
+    let mut early = [cell(CircId::new(0x8000_0005), ChanCmd::RELAY, [0; 509])];
+    r.t.handle_cells(CLIENT_CHAN, &mut early, now(), &mut rng);
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        [(
+            CLIENT_CHAN,
+            CircId::new(0x8000_0005),
+            DestroyReason::PROTOCOL.get()
+        )]
+    );
+    let mut d = [cell(CircId::new(0x8000_0006), ChanCmd::DESTROY, [0; 509])];
+    r.t.handle_cells(CLIENT_CHAN, &mut d, now(), &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(r.t.onion_backlog(), 4);
+
+    // The end of this turn has no budget left; the next turn runs the rest
+    // in arrival order.
+    assert!(r.t.run_onion_queue(now(), &mut rng));
+    assert!(drain(&mut r.t).is_empty());
+    assert!(!r.t.run_onion_queue(now(), &mut rng));
+    assert_eq!(
+        answered(&drain(&mut r.t)),
+        [7, 8, 9, 10].map(|i| (i, ChanCmd::CREATED_FAST))
+    );
+    assert_eq!(r.t.onion_stats().processed, [8, 0]);
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 8);
+}
+
+#[test]
+fn onion_queue_refuses_past_max_delay_and_drops_old_creates() {
+    let mut rng = StdRng::seed_from_u64(42);
+    // A budget of one handshake per turn; at 250 µs each, 50 waiting are
+    // 12.5 ms of work, over a 10 ms MaxOnionQueueDelay.
+    let mut r = onion_relay(&mut rng, 1, 10);
+    let mut cells = create_fast_cells(&mut rng, 1..=61);
+    r.t.handle_cells(CLIENT_CHAN, &mut cells, now(), &mut rng);
+    let acts = answered(&drain(&mut r.t));
+    assert_eq!(acts[0], (1, ChanCmd::CREATED_FAST));
+    // Fewer than 50 waiting are always admitted (ids 2..=51); then the
+    // estimate is over the limit and the rest are refused.
+    assert!(acts[1..].iter().all(|a| a.1 == ChanCmd::DESTROY));
+    let refused: Vec<u32> = acts[1..].iter().map(|a| a.0).collect();
+    assert_eq!(refused, (52..=61).collect::<Vec<_>>());
+    assert_eq!(r.t.onion_backlog(), 50);
+    assert_eq!(r.t.onion_stats().dropped, [10, 0]);
+
+    // Past onion_queue_wait_cutoff (5 s) every waiting create is dropped
+    // with RESOURCELIMIT instead of answered late.
+    let later = now() + std::time::Duration::from_secs(6);
+    assert!(!r.t.run_onion_queue(later, &mut rng));
+    let acts = drain(&mut r.t);
+    let d = destroy_reasons(&acts);
+    assert_eq!(d.len(), 50);
+    assert!(
+        d.iter()
+            .all(|c| c.2 == DestroyReason::RESOURCELIMIT.get() && c.0 == CLIENT_CHAN)
+    );
+    assert_eq!(r.t.onion_stats().timed_out, 50);
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+}
+
+#[test]
+fn onion_queue_forgets_a_closed_channel() {
+    let mut rng = StdRng::seed_from_u64(43);
+    let mut r = onion_relay(&mut rng, 1, 1750);
+    let mut cells = create_fast_cells(&mut rng, 1..=20);
+    r.t.handle_cells(CLIENT_CHAN, &mut cells, now(), &mut rng);
+    drain(&mut r.t);
+    assert_eq!(r.t.onion_backlog(), 19);
+    r.t.channel_closed(CLIENT_CHAN);
+    assert_eq!(r.t.onion_backlog(), 0);
+    assert!(!r.t.run_onion_queue(now(), &mut rng));
+    assert!(
+        sent_cells(&drain(&mut r.t)).is_empty(),
+        "nothing is answered on a closed channel"
+    );
 }

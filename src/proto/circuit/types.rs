@@ -78,6 +78,9 @@ pub struct CircuitConfig {
     pub count_private_bandwidth: bool,
     /// The DoS mitigations in force (torrc, else consensus).
     pub dos: crate::proto::dos::DosParams,
+    /// The onion queue's limits (`MaxOnionQueueDelay`,
+    /// `onion_queue_wait_cutoff`) and per-turn handshake budget.
+    pub onion: super::OnionParams,
 }
 
 impl CircuitConfig {

@@ -5,18 +5,25 @@
 //! of them (proto::dos): the limits hold across cores.
 //!
 //! Also without any DoS option: the bound on unfinished handshakes per
-//! address (200 silent connections from one address).
+//! address (200 silent connections from one address), and the onion
+//! queue's per-turn handshake budget (a CREATE2 storm beside a quiet link
+//! of the same core, whose round trips stay short).
 //!
 //! Attackers connect from 127.0.0.1, 127.0.0.3 and 127.0.0.4, a quiet
 //! client from 127.0.0.2: it must be served throughout.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use oxit::proto::cell::{ChanCmd, CreateFast};
+use oxit::crypto::ntor;
+use oxit::proto::cell::{ChanCmd, Create2, CreateFast, HandshakeType};
+use oxit::proto::relay_msg::RelayCmd;
+use oxit_interop::client::Handshake;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess};
-use oxit_interop::rawclient::{RawClient, tcp_connect};
+use oxit_interop::rawclient::{Circ, CircEvent, RawClient, tcp_connect};
 
 const STEP: Duration = Duration::from_secs(10);
 /// Long enough for an address's owner to send its verdict to the other
@@ -46,7 +53,15 @@ fn closed_at_once(s: &mut TcpStream) -> bool {
         || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
+/// The tests of this file run one at a time: each loads the machine's two
+/// cores, and the storm measures latency.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn dos(backend: IoBackend) {
+    let _one_at_a_time = serial();
     let oxit = OxitProcess::start(&OxitOptions {
         // A test network allows a heartbeat every second.
         extra_torrc: format!(
@@ -179,6 +194,7 @@ fn dos(backend: IoBackend) {
 /// most 32 unfinished handshakes per address on each of its 2 workers and
 /// closes the rest as it accepts them.
 fn silent_connections(backend: IoBackend) {
+    let _one_at_a_time = serial();
     let oxit = OxitProcess::start(&OxitOptions::new(backend)).expect("start oxit");
     let relay = oxit.or_addr();
     let mut socks: Vec<TcpStream> = (0..200)
@@ -208,6 +224,126 @@ fn silent_connections(backend: IoBackend) {
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"
     );
+}
+
+/// Round trips of BEGIN_DIR → answer on `circ`, in milliseconds, sorted.
+fn round_trips(c: &mut RawClient, circ: &mut Circ, n: u16, first_stream: u16) -> Vec<f64> {
+    let mut v: Vec<f64> = (0..n)
+        .map(|i| {
+            let stream = first_stream + i;
+            let t = Instant::now();
+            c.send_relay(circ, 0, false, RelayCmd::BEGIN_DIR, stream, &[])
+                .expect("send BEGIN_DIR");
+            match c.recv_relay(circ, STEP) {
+                Ok(Some(CircEvent::Relay { stream: s, .. })) if s == stream => {}
+                other => panic!("BEGIN_DIR {stream} answered {other:?}"),
+            }
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A CREATE2 (ntor) storm from four links on a one-worker relay, beside a
+/// quiet link on that worker: the quiet link's round trips stay within the
+/// stated bound, since a turn spends at most 2 ms on handshakes and the
+/// rest wait in the onion queue; the storm is still served.
+fn create_storm(backend: IoBackend) {
+    let _one_at_a_time = serial();
+    let oxit = OxitProcess::start(&OxitOptions {
+        extra_torrc: "NumCPUs 1\n".into(),
+        ..OxitOptions::new(backend)
+    })
+    .expect("start oxit");
+    let relay = oxit.or_addr();
+    let hop = oxit.hop(Handshake::Ntor).expect("oxit's keys");
+    let mut quiet = RawClient::connect_from(relay, Some(ip("127.0.0.2"))).expect("quiet client");
+    let mut circ = quiet.create_fast(STEP).expect("quiet circuit");
+    let calm = round_trips(&mut quiet, &mut circ, 50, 1);
+
+    // One CREATE2 body serves every flood cell: the relay does the whole
+    // ntor handshake (two X25519 multiplications) for each.
+    let (_, hdata) = ntor::client_create(&mut rand::rng(), &hop.rsa_id, &hop.ntor_key);
+    let create = Create2::new(HandshakeType::NTOR, hdata.to_vec()).expect("CREATE2");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = ["127.0.0.1", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+        .into_iter()
+        .map(|from| {
+            let (stop, answered, create) = (stop.clone(), answered.clone(), create.clone());
+            std::thread::spawn(move || {
+                let mut f = RawClient::connect_from(relay, Some(ip(from))).expect("flooder");
+                while !stop.load(Ordering::Relaxed) {
+                    // A burst, then its answers (so the flood is not
+                    // throttled by our own receive buffer).
+                    for _ in 0..STORM_BURST {
+                        let id = f.next_circ_id();
+                        f.send_msg(id, &create).expect("send CREATE2");
+                    }
+                    for _ in 0..STORM_BURST {
+                        match f.recv_cell(STEP) {
+                            Ok(Some(_)) => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => panic!("flooder {from}: {other:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let stormy = round_trips(&mut quiet, &mut circ, 200, 100);
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().expect("flooder thread");
+    }
+    let served = answered.load(Ordering::Relaxed);
+    let (p50, p99, max) = (pct(&stormy, 0.5), pct(&stormy, 0.99), pct(&stormy, 1.0));
+    eprintln!(
+        "{backend:?}: quiet link round trip: calm p50 {:.2} ms p99 {:.2} ms; \
+         storm p50 {p50:.2} ms p99 {p99:.2} ms max {max:.2} ms; {served} CREATE2 answered",
+        pct(&calm, 0.5),
+        pct(&calm, 0.99)
+    );
+    assert!(served >= 4 * STORM_BURST as u64, "the storm was not served");
+    assert!(
+        p99 < STORM_P99_BOUND_MS,
+        "a CREATE2 storm raised the quiet link's p99 round trip to {p99:.1} ms \
+         (bound {STORM_P99_BOUND_MS} ms)\n--- oxit log ---\n{}",
+        oxit.log()
+    );
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
+}
+
+/// CREATE2 cells each flooder sends before reading the answers.
+const STORM_BURST: usize = 1500;
+/// The bound on the quiet link's p99 round trip during the storm. The
+/// relay's own share is small: a turn spends at most 2 ms (and one
+/// handshake) on creates, so a request waits at most about two turns.
+/// The rest is this shared 2-core machine, where the one worker competes
+/// with the four flooders' TLS (measured: p50 ≈ 5 ms, p99 ≈ 15 ms). With
+/// no budget, a turn ran every CREATE2 that had arrived: p50 1.2 s, p99
+/// 1.7 s in the same test.
+const STORM_P99_BOUND_MS: f64 = 50.0;
+
+#[test]
+fn create_storm_io_uring() {
+    create_storm(IoBackend::Uring);
+}
+
+#[test]
+fn create_storm_epoll() {
+    create_storm(IoBackend::Epoll);
 }
 
 #[test]
