@@ -64,6 +64,23 @@ impl FdLimit {
     }
 }
 
+/// The machine's physical memory in bytes, if the kernel says
+/// (for C tor's default `MaxMemInQueues`).
+pub fn total_ram() -> Option<u64> {
+    // SAFETY: an all-zero sysinfo is a valid value of the plain C struct,
+    // and sysinfo(2) only writes into the one it is given.
+    let (rc, si) = unsafe {
+        let mut si: libc::sysinfo = std::mem::zeroed();
+        (libc::sysinfo(&mut si), si)
+    };
+    if rc != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
+    let total = u64::from(si.totalram);
+    total.checked_mul(u64::from(si.mem_unit.max(1)))
+}
+
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit (C raises it to what
 /// it may; a soft limit of 1024, systemd's default, is far too few for an
 /// exit).

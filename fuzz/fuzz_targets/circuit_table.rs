@@ -56,6 +56,7 @@ fn config() -> Arc<CircuitConfig> {
             count_private_bandwidth: false,
             dos: DosParams::default(),
             onion: oxit::proto::circuit::OnionParams::default(),
+            max_mem_in_queues: 8 << 30,
         })
     })
     .clone()

@@ -97,6 +97,7 @@ pub fn run(
              publishes DirPort 0, as C tor relays do"
         );
     }
+    log_mem_limit(config);
     if servers.is_default() {
         tracing::info!(
             "using the live Tor network's {} directory authorities",
@@ -148,6 +149,32 @@ pub fn run(
     shutdown.trigger();
     let joined = plane.join();
     res.and(joined)
+}
+
+/// C tor's start-up lines about `MaxMemInQueues` (config.c:
+/// compute_real_max_mem_in_queues).
+fn log_mem_limit(config: &Config) {
+    use crate::proto::oom::{MIN_SERVER_BYTES, effective_limit};
+    let ram = crate::os::total_ram();
+    let limit = effective_limit(config.max_mem_in_queues, ram, config.testing_tor_network);
+    if config.max_mem_in_queues == 0 {
+        tracing::info!(
+            "{}MaxMemInQueues is set to {} MB. You can override this by setting \
+             MaxMemInQueues by hand.",
+            if ram.is_some() {
+                "Based on detected system memory, "
+            } else {
+                ""
+            },
+            limit >> 20
+        );
+    } else if limit != config.max_mem_in_queues {
+        tracing::warn!(
+            "MaxMemInQueues must be at least {} MB on servers for now. Ideally, have it as \
+             large as you can afford.",
+            MIN_SERVER_BYTES >> 20
+        );
+    }
 }
 
 fn published_addrs(finder: &mut AddressFinder, interfaces: &[IpAddr]) -> Vec<IpAddr> {
@@ -341,6 +368,11 @@ impl Control<'_> {
             count_private_bandwidth: cfg.count_private_bandwidth,
             dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
             onion: crate::proto::circuit::OnionParams::resolve(cfg.max_onion_queue_delay, &param),
+            max_mem_in_queues: crate::proto::oom::effective_limit(
+                cfg.max_mem_in_queues,
+                crate::os::total_ram(),
+                cfg.testing_tor_network,
+            ),
         }
     }
 

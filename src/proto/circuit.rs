@@ -335,6 +335,11 @@ impl CircuitTable {
             .count()
     }
 
+    /// Circuits on this worker.
+    pub fn circuit_total(&self) -> usize {
+        self.circs.len()
+    }
+
     /// Circuits per channel, in one pass over the table (for periodic
     /// timers that look at every channel: linear, not links × circuits).
     pub fn circuit_counts(&self) -> HashMap<ChanId, usize> {

@@ -2,12 +2,15 @@
 //! handshake, circuits and streams. Inputs arrive through `handle_*`
 //! methods (bytes, a timer, a connect or DNS result, always with `now`
 //! passed in); outputs leave through `poll_*` methods. No sockets, no
-//! threads and no `Instant::now()` live here.
+//! threads and no `Instant::now()` live here, except as the default of
+//! the circuit table's cost clock, which measures CPU spent on handshakes
+//! (the onion queue's budget), not protocol time.
 
 pub mod cell;
 pub mod channel;
 pub mod circuit;
 pub mod dos;
+pub mod oom;
 pub mod relay_msg;
 pub mod splice;
 pub mod stream;

@@ -69,6 +69,9 @@ pub struct Traffic {
     /// The worker's DoS counters ([`crate::proto::dos::DosStats::to_array`]),
     /// stored when they change (at most once per turn).
     pub dos: [AtomicU64; 6],
+    /// Bytes the worker holds in its queues ([`crate::proto::oom::MemUsage`]),
+    /// stored a few times a second; every worker reads all of them.
+    pub mem: AtomicU64,
 }
 
 /// The running workers, as the control plane sees them.

@@ -61,6 +61,12 @@ const MAX_HANDSHAKES_PER_ADDR: u32 = 32;
 const DOS_PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Items from other workers taken in per turn, for the same reason; the
 /// rest waits for the next turn (which comes at once).
+/// Capacity a drained `held` buffer keeps: a stream that once held a lot
+/// gives the rest back.
+const HELD_KEEP: usize = 16 * 1024;
+/// What a create waiting in the onion queue costs (its cell and entry).
+const ONION_ENTRY_BYTES: u64 = CELL_BODY_LEN as u64 + 64;
+
 const MAIL_ITEMS_PER_TURN: usize = 16 * 1024;
 
 /// How to reach one worker.
@@ -169,6 +175,11 @@ struct ExitConn {
     /// How much of `held` the circuit already took.
     held_off: usize,
     held_eof: Option<Option<std::io::Error>>,
+    /// Since when bytes wait to be written to the socket (cleared when the
+    /// driver says it drained), and since when `held` is not empty: the
+    /// age of the stream's oldest queued data, for the OOM handler.
+    out_since: Option<Instant>,
+    held_since: Option<Instant>,
 }
 
 enum Conn {
@@ -202,6 +213,9 @@ pub(super) struct Worker {
     /// The DoS counters last stored for the control plane.
     dos_published: crate::proto::dos::DosStats,
     next_dos_purge: Instant,
+    /// What the OOM handler closed since start: circuits, exit streams,
+    /// and the bytes it counted as recovered.
+    oom_kills: (u64, u64, u64),
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -259,6 +273,7 @@ impl Worker {
             queue_kills: 0,
             dos_published: crate::proto::dos::DosStats::default(),
             next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
+            oom_kills: (0, 0, 0),
             splices: {
                 let mut s = Splices::new(WorkerId(index), mail.peers.len());
                 s.set_flow_cap(snap.circuits.max_queue);
@@ -548,6 +563,7 @@ impl Worker {
         if took < data.len() {
             if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
                 x.held.extend_from_slice(&data[took..]);
+                x.held_since.get_or_insert(now);
             }
             ops.set_recv(t, false);
         }
@@ -572,7 +588,9 @@ impl Worker {
             }
         }
         x.held.clear();
+        x.held.shrink_to(HELD_KEEP);
         x.held_off = 0;
+        x.held_since = None;
         if let Some(err) = x.held_eof.take() {
             self.circuits
                 .handle_stream_eof(key, err, now, &mut self.rng);
@@ -752,6 +770,8 @@ impl Worker {
                                     counted,
                                     held: Vec::new(),
                                     held_off: 0,
+                                    out_since: None,
+                                    held_since: None,
                                     held_eof: None,
                                 }),
                             );
@@ -765,10 +785,11 @@ impl Worker {
                             && let Some(out) = ops.out_buf(t)
                         {
                             out.extend_from_slice(&data);
-                            if let Some(Conn::Exit(x)) = self.conns.get(&t)
-                                && x.counted
-                            {
-                                self.turn_written += data.len() as u64;
+                            if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
+                                x.out_since.get_or_insert(now);
+                                if x.counted {
+                                    self.turn_written += data.len() as u64;
+                                }
                             }
                         }
                     }
@@ -862,6 +883,7 @@ impl Worker {
                 if or.synced != self.turn {
                     or.synced = self.turn;
                     or.queue.sync(ops.queued(t) / WIRE_CELL_LEN);
+                    or.queue.stamp(Instant::now());
                 }
                 let cap = u32::try_from(self.snap.circuits.max_queue).unwrap_or(u32::MAX);
                 if or.queue.push(circ_id, cap).is_none() {
@@ -1133,12 +1155,140 @@ impl Worker {
         self.dirty = dirty;
     }
 
+    /// What this worker holds in its queues (see [`crate::proto::oom`]).
+    fn mem_usage(&self, ops: &dyn Ops) -> crate::proto::oom::MemUsage {
+        let mut u = crate::proto::oom::MemUsage::default();
+        for (t, c) in &self.conns {
+            match c {
+                Conn::Or(_) => u.links += ops.queued(*t) as u64,
+                Conn::Exit(x) => {
+                    u.streams += (ops.queued(*t) + x.held.len() - x.held_off) as u64;
+                }
+                Conn::Dns(_) => {}
+            }
+        }
+        u.streams += self.circuits.optimistic_bytes() as u64;
+        u.onion = self.circuits.onion_backlog() as u64 * ONION_ENTRY_BYTES;
+        u.dns = self.resolver.cache_bytes() as u64;
+        u
+    }
+
+    /// Publish what this worker holds, add up every worker's, and past
+    /// `MaxMemInQueues` free this worker's share (relay.c:
+    /// cell_queues_check_size → circuitlist.c:circuits_handle_oom).
+    fn check_memory(&mut self, ops: &mut dyn Ops) {
+        use crate::proto::oom::{Victim, plan};
+        #[derive(Clone, Copy)]
+        enum Kill {
+            Stream(Token),
+            Circuit(ChanId, CircId),
+        }
+        let mine = self.mem_usage(ops);
+        let traffic = &self.out.traffic;
+        if let Some(t) = traffic.get(self.index) {
+            t.mem.store(mine.total(), Ordering::Relaxed);
+        }
+        let total: u64 = traffic.iter().map(|t| t.mem.load(Ordering::Relaxed)).sum();
+        let limit = self.snap.circuits.max_mem_in_queues;
+        if mine.total() > 0 {
+            tracing::debug!(worker = self.index, ?mine, total, limit, "queued memory");
+        }
+        if total < limit {
+            return;
+        }
+        let mut victims = Vec::new();
+        for (t, c) in &self.conns {
+            match c {
+                Conn::Exit(x) => {
+                    let bytes = (ops.queued(*t) + x.held.len() - x.held_off) as u64;
+                    if bytes > 0 {
+                        let since = match (x.out_since, x.held_since) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        victims.push(Victim {
+                            since,
+                            bytes,
+                            what: Kill::Stream(*t),
+                        });
+                    }
+                }
+                Conn::Or(or) => {
+                    for (id, since, cells) in or.queue.oldest_cells() {
+                        victims.push(Victim {
+                            since,
+                            bytes: u64::from(cells) * WIRE_CELL_LEN as u64,
+                            what: Kill::Circuit(or.chan_id, id),
+                        });
+                    }
+                }
+                Conn::Dns(_) => {}
+            }
+        }
+        let Some(p) = plan(limit, total, &mine, traffic.len(), victims) else {
+            return;
+        };
+        // C's notice, with oxit's parts of the total.
+        tracing::info!(
+            "We're low on memory (cell queues total alloc: {} buffer total alloc: {}, \
+             onion queue: {}, dns cache: {}; all workers: {total} of MaxMemInQueues {limit}). \
+             Killing circuits withover-long queues. (This behavior is controlled by \
+             MaxMemInQueues.)",
+            mine.links,
+            mine.streams,
+            mine.onion,
+            mine.dns
+        );
+        let mut freed = 0u64;
+        if let Some(to) = p.dns_to {
+            freed +=
+                self.resolver
+                    .shrink_cache(usize::try_from(to).unwrap_or(usize::MAX)) as u64;
+        }
+        let (mut circs, mut streams) = (0u64, 0u64);
+        for k in p.kill {
+            match k {
+                Kill::Stream(t) => {
+                    let Some(Conn::Exit(x)) = self.conns.remove(&t) else {
+                        continue;
+                    };
+                    freed += (ops.queued(t) + x.held.len() - x.held_off) as u64;
+                    self.streams.remove(&x.key);
+                    self.circuits.end_stream_for_memory(x.key, &mut self.rng);
+                    // At once: what it held is what we want back.
+                    ops.close(t, false);
+                    streams += 1;
+                }
+                Kill::Circuit(chan, id) => {
+                    if let Some(&t) = self.chans.get(&chan)
+                        && let Some(Conn::Or(or)) = self.conns.get_mut(&t)
+                    {
+                        freed += u64::from(or.queue.of(id)) * WIRE_CELL_LEN as u64;
+                        or.queue.forget(id);
+                    }
+                    self.circuits
+                        .close_circuit_at(chan, id, DestroyReason::RESOURCELIMIT);
+                    circs += 1;
+                }
+            }
+        }
+        self.oom_kills.0 += circs;
+        self.oom_kills.1 += streams;
+        self.oom_kills.2 += freed;
+        tracing::info!(
+            "Removed {freed} bytes by killing {circs} circuits; {} circuits remain alive. \
+             Also killed 0 non-linked directory connections. Killed {streams} edge connections",
+            self.circuits.circuit_total()
+        );
+    }
+
     fn tick(&mut self, ops: &mut dyn Ops) {
         let now = Instant::now();
         if now < self.next_tick {
             return;
         }
         self.next_tick = now + CHANNEL_TICK;
+        self.check_memory(ops);
         if now >= self.next_dos_purge {
             self.next_dos_purge = now + DOS_PURGE_EVERY;
             self.purge_dos(now);
@@ -1285,7 +1435,8 @@ impl Handler for Worker {
                 _ => {}
             },
             Event::SendDrained(t) => {
-                if let Some(Conn::Exit(x)) = self.conns.get(&t) {
+                if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
+                    x.out_since = None;
                     let key = x.key;
                     self.circuits.handle_stream_drained(key, &mut self.rng);
                 }

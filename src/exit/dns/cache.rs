@@ -44,6 +44,23 @@ struct Entry {
     value: Cached,
     expires: Instant,
     seq: u64,
+    /// What this entry costs, counted in [`Cache::bytes`].
+    cost: usize,
+}
+
+/// Bookkeeping per entry besides its name and value: the two maps' nodes
+/// and the entry's fields, roughly.
+const ENTRY_OVERHEAD: usize = 128;
+
+fn entry_cost(key: &Key, value: &Cached) -> usize {
+    let value = match value {
+        Cached::Records { addrs, hostname } => {
+            addrs.len() * std::mem::size_of::<IpAddr>() + hostname.as_ref().map_or(0, String::len)
+        }
+        Cached::NoData | Cached::NxDomain => 0,
+    };
+    // The key is stored twice (map and expiry index).
+    2 * key.0.len() + value + ENTRY_OVERHEAD
 }
 
 /// See the module documentation.
@@ -53,6 +70,7 @@ pub struct Cache {
     by_expiry: BTreeMap<(Instant, u64), Key>,
     seq: u64,
     capacity: usize,
+    bytes: usize,
 }
 
 impl Cache {
@@ -62,6 +80,7 @@ impl Cache {
             by_expiry: BTreeMap::new(),
             seq: 0,
             capacity,
+            bytes: 0,
         }
     }
 
@@ -71,6 +90,26 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Memory the entries take, approximately (for `MaxMemInQueues`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Evict entries, closest to expiry first, until at most `bytes` remain
+    /// (dns.c:dns_cache_handle_oom). Returns the bytes freed.
+    pub fn shrink_to(&mut self, bytes: usize) -> usize {
+        let before = self.bytes;
+        while self.bytes > bytes {
+            let Some((_, victim)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.map.remove(&victim) {
+                self.bytes = self.bytes.saturating_sub(e.cost);
+            }
+        }
+        before - self.bytes
     }
 
     /// The entry for `key` if it has not expired, with its remaining
@@ -110,10 +149,14 @@ impl Cache {
             let Some((_, victim)) = self.by_expiry.pop_first() else {
                 break;
             };
-            self.map.remove(&victim);
+            if let Some(e) = self.map.remove(&victim) {
+                self.bytes = self.bytes.saturating_sub(e.cost);
+            }
         }
         let expires = now + Duration::from_secs(u64::from(life_secs));
         self.seq += 1;
+        let cost = entry_cost(&key, &value);
+        self.bytes += cost;
         self.by_expiry.insert((expires, self.seq), key.clone());
         self.map.insert(
             key,
@@ -121,6 +164,7 @@ impl Cache {
                 value,
                 expires,
                 seq: self.seq,
+                cost,
             },
         );
     }
@@ -132,12 +176,15 @@ impl Cache {
                 break;
             }
             let key = entry.remove();
-            self.map.remove(&key);
+            if let Some(e) = self.map.remove(&key) {
+                self.bytes = self.bytes.saturating_sub(e.cost);
+            }
         }
     }
 
     fn remove(&mut self, key: &Key) {
         if let Some(old) = self.map.remove(key) {
+            self.bytes = self.bytes.saturating_sub(old.cost);
             self.by_expiry.remove(&(old.expires, old.seq));
         }
     }
@@ -156,6 +203,21 @@ mod tests {
             addrs: vec![ip.parse().unwrap()],
             hostname: None,
         }
+    }
+
+    #[test]
+    fn bytes_are_counted_and_shrink_evicts_soonest_expiry() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(100);
+        c.insert_records(t0, key("late"), rec("192.0.2.1"), 1000);
+        c.insert_records(t0, key("soon"), rec("192.0.2.2"), 10);
+        let one = c.bytes() / 2;
+        assert!(one > ENTRY_OVERHEAD);
+        assert_eq!(c.shrink_to(one + 1), one);
+        assert_eq!(c.len(), 1);
+        assert!(c.get(t0, &key("late")).is_some());
+        c.purge_expired(t0 + Duration::from_secs(2000));
+        assert_eq!((c.len(), c.bytes()), (0, 0));
     }
 
     #[test]

@@ -245,6 +245,17 @@ impl<R: rand::CryptoRng> Resolver<R> {
     /// `token`'s stream ended: it no longer waits. A question still queued
     /// that nobody waits for is dropped; one in flight goes on, so that its
     /// answer is cached (as C tor lets a resolve finish).
+    /// Memory the cache takes, approximately (for `MaxMemInQueues`).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Evict cache entries down to `bytes` (the OOM handler). Returns the
+    /// bytes freed.
+    pub fn shrink_cache(&mut self, bytes: usize) -> usize {
+        self.cache.shrink_to(bytes)
+    }
+
     pub fn cancel(&mut self, token: u64) {
         let Some(id) = self.by_token.remove(&token) else {
             return;

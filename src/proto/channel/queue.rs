@@ -20,6 +20,7 @@
 //! stays far from the cap.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use crate::proto::cell::CircId;
 
@@ -29,8 +30,8 @@ pub const WIRE_CELL_LEN: usize = 514;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct CircQueue {
-    /// Older runs, oldest first: (circuit, cells).
-    runs: VecDeque<(CircId, u32)>,
+    /// Older runs, oldest first: (circuit, cells, when the run started).
+    runs: VecDeque<(CircId, u32, Option<Instant>)>,
     /// Cells per circuit in `runs` (not counting `open`).
     counted: HashMap<CircId, u32>,
     /// The run being appended to: circuit, its cells, and what `counted`
@@ -38,6 +39,11 @@ pub struct CircQueue {
     open: Option<(CircId, u32, u32)>,
     /// Cells in `runs` plus `open`.
     total: usize,
+    /// When `open` started, and the time given to [`CircQueue::stamp`]
+    /// for runs started from now on (the turn's time, not a clock read
+    /// per cell).
+    open_at: Option<Instant>,
+    now: Option<Instant>,
 }
 
 impl CircQueue {
@@ -62,6 +68,7 @@ impl CircQueue {
         }
         self.close_run();
         self.open = Some((id, 1, base));
+        self.open_at = self.now;
         self.total += 1;
         Some(base + 1)
     }
@@ -72,7 +79,7 @@ impl CircQueue {
     pub fn forget(&mut self, id: CircId) {
         self.close_run();
         if self.counted.remove(&id).is_some() {
-            for (rid, _) in self.runs.iter_mut() {
+            for (rid, _, _) in self.runs.iter_mut() {
                 if *rid == id {
                     *rid = CircId::CHANNEL;
                 }
@@ -97,7 +104,7 @@ impl CircQueue {
     fn close_run(&mut self) {
         if let Some((id, n, _)) = self.open.take() {
             *self.counted.entry(id).or_insert(0) += n;
-            self.runs.push_back((id, n));
+            self.runs.push_back((id, n, self.open_at));
         }
     }
 
@@ -109,7 +116,7 @@ impl CircQueue {
         self.close_run();
         let mut gone = self.total - waiting;
         while gone > 0 {
-            let Some((id, n)) = self.runs.front_mut() else {
+            let Some((id, n, _)) = self.runs.front_mut() else {
                 break;
             };
             let k = (*n as usize).min(gone) as u32;
@@ -129,6 +136,27 @@ impl CircQueue {
                 }
             }
         }
+    }
+
+    /// The time of the current turn: cells pushed from now on were queued
+    /// then (for the OOM handler's "oldest queued data first").
+    pub fn stamp(&mut self, now: Instant) {
+        self.now = Some(now);
+    }
+
+    /// Each circuit with cells waiting, with when its oldest waiting cell
+    /// was queued and how many wait; oldest first. One pass over the runs:
+    /// for the OOM handler, not for every turn.
+    pub fn oldest_cells(&self) -> Vec<(CircId, Option<Instant>, u32)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut v = Vec::new();
+        let open = self.open.map(|(id, n, _)| (id, n, self.open_at));
+        for &(id, _, at) in self.runs.iter().chain(open.iter()) {
+            if id != CircId::CHANNEL && seen.insert(id) {
+                v.push((id, at, self.of(id)));
+            }
+        }
+        v
     }
 
     /// Cells waiting on the link, all circuits together.

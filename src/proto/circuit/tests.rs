@@ -51,6 +51,7 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         count_private_bandwidth: false,
         dos: crate::proto::dos::DosParams::default(),
         // Most tests create circuits without ending turns: no budget limit.
+        max_mem_in_queues: 8 << 30,
         onion: OnionParams {
             turn_budget: std::time::Duration::from_secs(3600),
             ..OnionParams::default()

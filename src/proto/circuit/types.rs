@@ -81,6 +81,8 @@ pub struct CircuitConfig {
     /// The onion queue's limits (`MaxOnionQueueDelay`,
     /// `onion_queue_wait_cutoff`) and per-turn handshake budget.
     pub onion: super::OnionParams,
+    /// `MaxMemInQueues` in force, in bytes ([`crate::proto::oom::effective_limit`]).
+    pub max_mem_in_queues: u64,
 }
 
 impl CircuitConfig {

@@ -262,6 +262,18 @@ impl CircuitTable {
         self.send_back(idx, sid, end, rng);
     }
 
+    /// Optimistic data held by streams not yet connected, in bytes (for
+    /// `MaxMemInQueues`; one pass over the streams).
+    pub fn optimistic_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.pending.len()).sum()
+    }
+
+    /// The OOM handler closes this stream: END RESOURCELIMIT to the client.
+    /// The worker drops the socket and what it held itself.
+    pub fn end_stream_for_memory(&mut self, key: StreamKey, rng: &mut impl CryptoRng) {
+        self.end_stream(key, &End::new(EndReason::RESOURCELIMIT), false, rng);
+    }
+
     /// END a stream we hold; `close` also tells the worker to drop its
     /// socket or lookup.
     fn end_stream(&mut self, key: StreamKey, end: &End, close: bool, rng: &mut impl CryptoRng) {

@@ -10,6 +10,7 @@
 pub mod arti;
 mod dnsmasq;
 mod http;
+mod netns;
 mod oxit;
 pub mod socks;
 pub mod testnet;
@@ -17,6 +18,7 @@ mod tor;
 
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
+pub use netns::isolate_thread_network;
 pub use oxit::{DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};

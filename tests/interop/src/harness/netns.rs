@@ -1,0 +1,51 @@
+//! A private network namespace for the calling thread, with narrow TCP
+//! buffers.
+//!
+//! On loopback the kernel's socket buffers (up to 4 MiB per socket by
+//! default) can absorb a flood and hide what the relay itself holds. A
+//! test that measures the relay's own limits moves its thread into a new
+//! network namespace first: every socket the thread opens afterwards, and
+//! every process and thread it starts, lives there, on a loopback of its
+//! own whose `net.ipv4.tcp_wmem` the test sets. The namespace goes away
+//! when its last process and socket do. Needs root (CI runs as root).
+
+use std::process::Command;
+
+use super::HarnessError;
+
+/// Move the calling thread into a new network namespace, bring its
+/// loopback up, and cap automatic TCP send buffers at `wmem_max` bytes.
+pub fn isolate_thread_network(wmem_max: u32) -> Result<(), HarnessError> {
+    let fail = |detail: String| HarnessError::NotReady {
+        program: "network namespace".into(),
+        detail,
+    };
+    // SAFETY: unshare only changes this thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(fail(format!(
+            "unshare(CLONE_NEWNET): {} (the test needs root)",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| fail(format!("ip (Debian package iproute2): {e}")))?;
+    if !up.success() {
+        return Err(fail(format!("ip link set lo up: {up}")));
+    }
+    // /proc/sys/net shows the namespace of the thread that opens it.
+    let min = wmem_max.min(4096);
+    std::fs::write(
+        "/proc/thread-self/../../sys/net/ipv4/tcp_wmem",
+        format!("{min} {min} {wmem_max}"),
+    )
+    .or_else(|_| {
+        std::fs::write(
+            "/proc/sys/net/ipv4/tcp_wmem",
+            format!("{min} {min} {wmem_max}"),
+        )
+    })
+    .map_err(|e| fail(format!("setting net.ipv4.tcp_wmem: {e}")))?;
+    Ok(())
+}
