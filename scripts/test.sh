@@ -7,6 +7,8 @@
 #   /usr/bin/tor          Debian package `tor`          C tor relays, authorities, clients
 #   /usr/bin/tor-gencert  Debian package `tor`          authority keys of the test network
 #   /usr/sbin/dnsmasq     Debian package `dnsmasq-base` a DNS server for RESOLVE
+#   /usr/sbin/ip          Debian package `iproute2`     loopback of a test's own network
+#                         namespace (tests/oom.rs; those tests need root)
 #   target/debug/arti     crates.io `arti` 2.7.0        Arti as a client of the test network
 #                         (workspace member tests/arti, built below)
 # They fail (never skip) when these are missing, so install them first.
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/bin/tor ] || missing+=(tor)
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then

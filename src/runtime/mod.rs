@@ -6,6 +6,7 @@
 //! control plane starts it ([`DataPlane::start`]) and talks to it only
 //! through snapshots, events and traffic counters.
 
+mod dnssocks;
 pub mod driver;
 pub mod epoll;
 mod plane;

@@ -225,7 +225,7 @@ pub(super) struct Worker {
     over_cap: Vec<(ChanId, CircId)>,
     turn: u64,
     resolver: Resolver<ThreadRng>,
-    dns_socks: HashMap<SocketAddr, Token>,
+    dns_socks: super::dnssocks::DnsSockets,
     conns: HashMap<Token, Conn>,
     chans: HashMap<ChanId, Token>,
     /// Open, authenticated outbound-or-inbound relay channels by RSA id,
@@ -288,7 +288,7 @@ impl Worker {
             feed,
             rng: rand::rng(),
             resolver: Resolver::new(resolver_cfg, rand::rng()),
-            dns_socks: HashMap::new(),
+            dns_socks: Default::default(),
             conns: HashMap::new(),
             chans: HashMap::new(),
             relay_chans: HashMap::new(),
@@ -400,8 +400,8 @@ impl Worker {
                 self.streams.remove(&x.key);
                 ops.close(t, true);
             }
-            Conn::Dns(addr) => {
-                self.dns_socks.remove(&addr);
+            Conn::Dns(_) => {
+                self.dns_socks.forget(t);
                 ops.close(t, false);
             }
         }
@@ -708,30 +708,30 @@ impl Worker {
         }
     }
 
+    /// The socket the next query to `dst` leaves from (see
+    /// [`super::dnssocks`]).
     fn dns_socket(&mut self, dst: SocketAddr, ops: &mut dyn Ops) -> Option<Token> {
-        if let Some(t) = self.dns_socks.get(&dst) {
-            return Some(*t);
-        }
-        // A connected UDP socket per nameserver on a kernel-chosen port:
-        // the kernel drops datagrams from anyone else, and the source port
-        // is random (the resolver randomises the transaction id).
-        let bind: SocketAddr = if dst.is_ipv4() {
-            "0.0.0.0:0".parse().ok()?
-        } else {
-            "[::]:0".parse().ok()?
-        };
-        let sock = UdpSocket::bind(bind).and_then(|s| s.connect(dst).map(|_| s));
-        match sock.and_then(|s| ops.add_udp(OwnedFd::from(s))) {
-            Ok(t) => {
-                self.dns_socks.insert(dst, t);
-                self.conns.insert(t, Conn::Dns(dst));
-                Some(t)
+        let conns = &mut self.conns;
+        self.dns_socks.pick(dst, Instant::now(), &mut self.rng, || {
+            // A connected UDP socket on a kernel-chosen port: the kernel
+            // drops datagrams from anyone but the nameserver.
+            let bind: SocketAddr = if dst.is_ipv4() {
+                "0.0.0.0:0".parse().ok()?
+            } else {
+                "[::]:0".parse().ok()?
+            };
+            let sock = UdpSocket::bind(bind).and_then(|s| s.connect(dst).map(|_| s));
+            match sock.and_then(|s| ops.add_udp(OwnedFd::from(s))) {
+                Ok(t) => {
+                    conns.insert(t, Conn::Dns(dst));
+                    Some(t)
+                }
+                Err(e) => {
+                    tracing::warn!("cannot open a DNS socket to {dst}: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                tracing::warn!("cannot open a DNS socket to {dst}: {e}");
-                None
-            }
-        }
+        })
     }
 
     /// Carry out what the circuit table and the resolver asked for, until
@@ -1289,6 +1289,10 @@ impl Worker {
         }
         self.next_tick = now + CHANNEL_TICK;
         self.check_memory(ops);
+        for t in self.dns_socks.due(now) {
+            self.conns.remove(&t);
+            ops.close(t, false);
+        }
         if now >= self.next_dos_purge {
             self.next_dos_purge = now + DOS_PURGE_EVERY;
             self.purge_dos(now);
