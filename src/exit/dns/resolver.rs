@@ -35,6 +35,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
+
+/// Datagrams this long or longer are dropped (see
+/// [`Resolver::handle_datagram`]).
+pub const MAX_DATAGRAM: usize = 16 * 1024;
 use hickory_proto::rr::RecordType;
 
 use super::cache::{Cache, Cached, Key};
@@ -335,6 +339,15 @@ impl<R: rand::CryptoRng> Resolver<R> {
     /// Take a datagram that arrived on the resolver socket from `from`.
     /// Datagrams that do not answer a question in flight are dropped.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if data.len() >= MAX_DATAGRAM {
+            // Possibly cut: the io_uring backend's receive buffers hold
+            // 16 KiB, and no answer to a query that advertises 1232 bytes
+            // may be this long (RFC 6891 §6.2.5). Dropped on both backends,
+            // so the lookup retries, then fails as transient.
+            self.stats.responses_rejected += 1;
+            tracing::debug!(%from, len = data.len(), "oversized DNS response dropped");
+            return;
+        }
         let Some(txid) = data.first_chunk::<2>().map(|b| u16::from_be_bytes(*b)) else {
             self.stats.responses_rejected += 1;
             return;

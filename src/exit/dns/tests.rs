@@ -255,6 +255,29 @@ fn servfail_retries_at_once_then_is_transient() {
 }
 
 #[test]
+fn oversized_answers_are_dropped() {
+    let mut h = Harness::new();
+    assert_eq!(h.resolve("big.example", QueryKind::A, 1), None);
+    let tx = h.transmit();
+    let mut m = response_to(&tx.payload, ResponseCode::NoError);
+    for i in 0..1100u32 {
+        m.add_answer(a(
+            "big.example.",
+            600,
+            &std::net::Ipv4Addr::from(0xC633_6400 + i).to_string(),
+        ));
+    }
+    let wire = m.to_vec().unwrap();
+    assert!(wire.len() > super::resolver::MAX_DATAGRAM);
+    h.deliver(tx.dst, &m);
+    // As the io_uring backend would hand it over: cut at 16 KiB.
+    h.r.handle_datagram(h.now, tx.dst, &wire[..super::resolver::MAX_DATAGRAM]);
+    assert!(h.events().is_empty());
+    assert_eq!(h.r.stats().responses_rejected, 2);
+    assert_eq!(h.r.in_flight(), 1);
+}
+
+#[test]
 fn spoofed_responses_are_ignored() {
     let mut h = Harness::new();
     assert_eq!(h.resolve("bank.example", QueryKind::A, 1), None);

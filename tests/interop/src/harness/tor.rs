@@ -52,6 +52,12 @@ pub struct TorProcess {
 impl TorProcess {
     /// Start a relay and wait (≤ 30 s) until it can take circuits.
     pub fn start(role: TorRole) -> Result<Self, HarnessError> {
+        Self::start_with(role, "")
+    }
+
+    /// [`Self::start`], with `extra` torrc lines after the role's (a later
+    /// line of a single-valued option wins in C tor).
+    pub fn start_with(role: TorRole, extra: &str) -> Result<Self, HarnessError> {
         require_program(TOR, "tor")?;
         let dir = tempfile::Builder::new()
             .prefix("oxit-interop-tor-")
@@ -69,7 +75,7 @@ impl TorProcess {
         let torrc = dir.path().join("torrc");
         std::fs::write(
             &torrc,
-            Self::torrc(&role, &data_dir, or_addr, &resolv, std::process::id()),
+            Self::torrc(&role, &data_dir, or_addr, &resolv, std::process::id()) + extra,
         )
         .map_err(io_err("write torrc"))?;
         let log = dir.path().join("notice.log");
