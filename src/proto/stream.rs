@@ -68,8 +68,10 @@ pub(crate) struct Stream {
     pub ttl: u32,
     pub package: i32,
     pub deliver: i32,
-    /// Optimistic DATA received before CONNECTED.
+    /// Optimistic DATA received before CONNECTED, and since when (for the
+    /// OOM handler's "oldest queued data first").
     pub pending: Vec<u8>,
+    pub pending_since: Option<std::time::Instant>,
     /// We asked the worker to pause reading.
     pub paused: bool,
     /// DATA cells written to the socket since it last drained.
@@ -89,6 +91,7 @@ impl Stream {
             package: STREAMWINDOW_START,
             deliver: STREAMWINDOW_START,
             pending: Vec::new(),
+            pending_since: None,
             paused: false,
             queued_cells: 0,
         }

@@ -1181,6 +1181,8 @@ impl Worker {
         #[derive(Clone, Copy)]
         enum Kill {
             Stream(Token),
+            /// A stream not connected yet, holding optimistic data.
+            Optimistic(StreamKey),
             Circuit(ChanId, CircId),
         }
         let mine = self.mem_usage(ops);
@@ -1225,6 +1227,13 @@ impl Worker {
                 Conn::Dns(_) => {}
             }
         }
+        for (key, bytes, since) in self.circuits.optimistic_streams() {
+            victims.push(Victim {
+                since,
+                bytes: bytes as u64,
+                what: Kill::Optimistic(key),
+            });
+        }
         let Some(p) = plan(limit, total, &mine, traffic.len(), victims) else {
             return;
         };
@@ -1257,6 +1266,13 @@ impl Worker {
                     self.circuits.end_stream_for_memory(x.key, &mut self.rng);
                     // At once: what it held is what we want back.
                     ops.close(t, false);
+                    streams += 1;
+                }
+                Kill::Optimistic(key) => {
+                    freed += self.circuits.optimistic_bytes_of(key).unwrap_or(0) as u64;
+                    // END RESOURCELIMIT; the lookup or connect is dropped
+                    // with the CloseStream that follows.
+                    self.circuits.end_stream_for_memory(key, &mut self.rng);
                     streams += 1;
                 }
                 Kill::Circuit(chan, id) => {

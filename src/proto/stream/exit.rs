@@ -268,10 +268,25 @@ impl CircuitTable {
         self.streams.values().map(|s| s.pending.len()).sum()
     }
 
+    /// Streams holding optimistic data: (stream, bytes, since when), for
+    /// the OOM handler.
+    pub fn optimistic_streams(&self) -> Vec<(StreamKey, usize, Option<Instant>)> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.pending.is_empty())
+            .map(|(k, s)| (*k, s.pending.len(), s.pending_since))
+            .collect()
+    }
+
+    /// The optimistic data `key` holds, in bytes.
+    pub fn optimistic_bytes_of(&self, key: StreamKey) -> Option<usize> {
+        self.streams.get(&key).map(|s| s.pending.len())
+    }
+
     /// The OOM handler closes this stream: END RESOURCELIMIT to the client.
     /// The worker drops the socket and what it held itself.
     pub fn end_stream_for_memory(&mut self, key: StreamKey, rng: &mut impl CryptoRng) {
-        self.end_stream(key, &End::new(EndReason::RESOURCELIMIT), false, rng);
+        self.end_stream(key, &End::new(EndReason::RESOURCELIMIT), true, rng);
     }
 
     /// END a stream we hold; `close` also tells the worker to drop its
@@ -386,6 +401,7 @@ impl CircuitTable {
             .and_then(|a| Connected::new(a, s.ttl).ok())
             .unwrap_or_else(Connected::empty);
         let pending = std::mem::take(&mut s.pending);
+        s.pending_since = None;
         self.send_back(circ, sid, &msg, rng);
         if !pending.is_empty() {
             if let Some(s) = self.streams.get_mut(&key) {
@@ -403,7 +419,7 @@ impl CircuitTable {
         idx: CircIdx,
         sid: StreamId,
         data: &[u8],
-        _now: Instant,
+        now: Instant,
         rng: &mut impl CryptoRng,
     ) {
         let Some(key) = self
@@ -439,6 +455,7 @@ impl CircuitTable {
                     return;
                 }
                 s.pending.extend_from_slice(data);
+                s.pending_since.get_or_insert(now);
             }
             StreamState::ResolveOnly => {}
         }

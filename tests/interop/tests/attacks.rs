@@ -142,10 +142,7 @@ fn answer(q: &Message, silent_seen: &AtomicU64) -> Option<Vec<u8>> {
             m.add_answer(rec(&owner, ip4("169.254.169.254")));
         }
         (TO_V6_LOOPBACK, RecordType::AAAA) => {
-            m.add_answer(rec(
-                &owner,
-                RData::AAAA(AAAA("::1".parse().unwrap())),
-            ));
+            m.add_answer(rec(&owner, RData::AAAA(AAAA("::1".parse().unwrap()))));
         }
         (TO_V6_LOOPBACK, _) => {}
         (n, RecordType::PTR) if n.ends_with(".in-addr.arpa") => {
@@ -362,12 +359,7 @@ fn begin(net: &Net, host: &str, port: u16) -> Result<String, String> {
     answer_to(&mut c, &mut circ, 1, STEP)
 }
 
-fn resolve_on(
-    c: &mut RawClient,
-    circ: &mut Circ,
-    stream: u16,
-    name: &str,
-) -> Result<(), String> {
+fn resolve_on(c: &mut RawClient, circ: &mut Circ, stream: u16, name: &str) -> Result<(), String> {
     let mut body = name.as_bytes().to_vec();
     body.push(0);
     c.send_relay(circ, 1, false, RelayCmd::RESOLVE, stream, &body)
@@ -506,8 +498,7 @@ impl Case {
                 let (mut c, mut circ) = net.circuit()?;
                 // A name not in any cache: its lookup must get through.
                 let body = relay_data(
-                    &Begin::new("after-flood.loopback.test", 80, BeginFlags::new(0))
-                        .map_err(s)?,
+                    &Begin::new("after-flood.loopback.test", 80, BeginFlags::new(0)).map_err(s)?,
                 )
                 .map_err(s)?;
                 let t = Instant::now();
@@ -597,7 +588,9 @@ fn hostile_destinations_and_dns() {
     let uring = run_all(Target::Oxit(IoBackend::Uring));
     let epoll = run_all(Target::Oxit(IoBackend::Epoll));
     let ctor = ctor.join().expect("C tor thread");
-    let mut table = String::from("| case | C tor 0.4.9 | oxit (io_uring) | oxit (epoll) |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| case | C tor 0.4.9 | oxit (io_uring) | oxit (epoll) |\n|---|---|---|---|\n",
+    );
     let mut failures = Vec::new();
     for (((case, c), (_, u)), (_, e)) in ctor.iter().zip(&uring).zip(&epoll) {
         let show = |r: &Result<String, String>| match r {
@@ -613,10 +606,18 @@ fn hostile_destinations_and_dns() {
             show(e)
         );
         let (want_c, want_oxit) = case.expected();
-        for (who, r, want) in [("C tor", c, want_c), ("oxit io_uring", u, want_oxit), ("oxit epoll", e, want_oxit)] {
+        for (who, r, want) in [
+            ("C tor", c, want_c),
+            ("oxit io_uring", u, want_oxit),
+            ("oxit epoll", e, want_oxit),
+        ] {
             match r {
                 Ok(a) if matches(want, a) => {}
-                other => failures.push(format!("{}: {who}: expected {want}, got {}", case.name(), show(other))),
+                other => failures.push(format!(
+                    "{}: {who}: expected {want}, got {}",
+                    case.name(),
+                    show(other)
+                )),
             }
         }
     }

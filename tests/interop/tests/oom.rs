@@ -7,6 +7,10 @@
 //! RESOURCELIMIT), as C tor's circuits_handle_oom does, and the relay goes
 //! on serving.
 //!
+//! A second destination accepts nothing: its accept queue is full, so the
+//! kernel drops the SYNs of oxit's connects, and the DATA the clients send
+//! right after BEGIN waits in oxit as optimistic data.
+//!
 //! Each test runs in a network namespace of its own whose TCP send buffers
 //! are capped at 8 KiB, and the destination's receive buffer is 4 KiB, so
 //! that the kernel absorbs little and the bytes wait in oxit. The limit is 4 MiB (allowed
@@ -33,7 +37,45 @@ const STREAMS_PER_CIRCUIT: u16 = 2;
 const CELLS_PER_STREAM: usize = 450;
 const RELAY_DATA_MAX: usize = 498;
 const END_RESOURCELIMIT: u8 = 11;
+const END_TIMEOUT: u8 = 7;
 const LIMIT: u64 = 4 << 20;
+
+/// Where the streams go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    /// Accepts, never reads.
+    NeverReads,
+    /// Its accept queue is full: SYNs are dropped.
+    DropsSyns,
+}
+
+/// A listener whose accept queue the test fills at once (backlog 0 holds
+/// one connection), so that later SYNs are dropped.
+struct SynDrop {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+impl SynDrop {
+    fn start() -> SynDrop {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .expect("bind");
+        sock.listen(0).expect("listen");
+        let l: TcpListener = sock.into();
+        let addr = l.local_addr().expect("addr");
+        let fillers = (0..2)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok())
+            .collect();
+        SynDrop {
+            addr,
+            _listener: l,
+            _fillers: fillers,
+        }
+    }
+}
 
 /// A TCP server that accepts and never reads, with a tiny receive buffer.
 struct Sink {
@@ -87,7 +129,7 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn oom(backend: IoBackend) {
+fn oom(backend: IoBackend, dest: Dest) {
     // Send buffers of at most 8 KiB: what the destination does not take
     // waits in oxit, not in the kernel.
     isolate_thread_network(8192).expect("a network namespace of our own");
@@ -100,11 +142,14 @@ fn oom(backend: IoBackend) {
     .expect("start oxit");
     let hop = oxit.hop(Handshake::Ntor).expect("oxit's keys");
     let sink = Sink::start();
+    let syn_drop = SynDrop::start();
     let fds_before = open_fds(oxit.pid());
-
-    let begin =
-        relay_data(&Begin::new("127.0.0.1", sink.addr.port(), BeginFlags::new(0)).expect("BEGIN"))
-            .expect("BEGIN body");
+    let port = match dest {
+        Dest::NeverReads => sink.addr.port(),
+        Dest::DropsSyns => syn_drop.addr.port(),
+    };
+    let begin = relay_data(&Begin::new("127.0.0.1", port, BeginFlags::new(0)).expect("BEGIN"))
+        .expect("BEGIN body");
     let mut clients = Vec::new();
     for i in 0..CIRCUITS {
         let mut c = RawClient::connect(middle.or_addr()).expect("connect to the middle");
@@ -114,6 +159,10 @@ fn oom(backend: IoBackend) {
         for s in 1..=STREAMS_PER_CIRCUIT {
             c.send_relay(&mut circ, 1, false, RelayCmd::BEGIN, s, &begin)
                 .expect("send BEGIN");
+            if dest == Dest::DropsSyns {
+                // No CONNECTED will come: the DATA is optimistic.
+                continue;
+            }
             match c.recv_relay(&mut circ, STEP) {
                 Ok(Some(CircEvent::Relay {
                     cmd: RelayCmd::CONNECTED,
@@ -151,6 +200,8 @@ fn oom(backend: IoBackend) {
                 })) => {
                     if data.first() == Some(&END_RESOURCELIMIT) {
                         ended += 1;
+                    } else if dest == Dest::DropsSyns && data.first() == Some(&END_TIMEOUT) {
+                        // The connect gave up (10 s): what was left is freed.
                     } else {
                         other_ends.push((stream, data.first().copied()));
                     }
@@ -193,7 +244,7 @@ fn oom(backend: IoBackend) {
         "oxit still holds {held} bytes, over MaxMemInQueues {LIMIT}"
     );
     eprintln!(
-        "{backend:?}: {ended} of {total} streams closed with END RESOURCELIMIT; {held} bytes held at the end"
+        "{backend:?}, {dest:?}: {ended} of {total} streams closed with END RESOURCELIMIT; {held} bytes held at the end"
     );
 
     // A new client is served.
@@ -201,10 +252,13 @@ fn oom(backend: IoBackend) {
     quiet.create_fast(STEP).expect("quiet circuit");
     drop(quiet);
 
-    // File descriptors return to where they were once the clients go.
+    // File descriptors return to where they were once the clients go:
+    // at once for a destination that is gone, at worst after the 30 s a
+    // closing socket may take to flush (runtime/driver.rs).
     drop(clients);
     drop(sink);
-    let deadline = Instant::now() + STEP;
+    drop(syn_drop);
+    let deadline = Instant::now() + Duration::from_secs(35);
     loop {
         let now = open_fds(oxit.pid());
         if now <= fds_before + 1 {
@@ -224,10 +278,20 @@ fn oom(backend: IoBackend) {
 
 #[test]
 fn max_mem_in_queues_io_uring() {
-    oom(IoBackend::Uring);
+    oom(IoBackend::Uring, Dest::NeverReads);
 }
 
 #[test]
 fn max_mem_in_queues_epoll() {
-    oom(IoBackend::Epoll);
+    oom(IoBackend::Epoll, Dest::NeverReads);
+}
+
+#[test]
+fn max_mem_in_queues_optimistic_data_io_uring() {
+    oom(IoBackend::Uring, Dest::DropsSyns);
+}
+
+#[test]
+fn max_mem_in_queues_optimistic_data_epoll() {
+    oom(IoBackend::Epoll, Dest::DropsSyns);
 }

@@ -199,7 +199,9 @@ fn unfinished_handshakes() {
             format!("closed after {:.0} s", d.as_secs_f64())
         })
     };
-    let mut table = String::from("| case | C tor 0.4.9 | oxit (io_uring) | oxit (epoll) |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| case | C tor 0.4.9 | oxit (io_uring) | oxit (epoll) |\n|---|---|---|---|\n",
+    );
     let mut failures = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let _ = writeln!(
