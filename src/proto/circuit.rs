@@ -335,6 +335,25 @@ impl CircuitTable {
             .count()
     }
 
+    /// Give back the room of maps that once held many more entries than
+    /// they do now (a flood of circuits that closed): a map keeps its
+    /// capacity, and a circuit's slot is about a kilobyte.
+    pub fn shrink(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 4 * m.len() + 1024 {
+                m.shrink_to(2 * m.len());
+            }
+        }
+        shrink(&mut self.circs);
+        shrink(&mut self.ids);
+        shrink(&mut self.streams);
+        shrink(&mut self.chans);
+        shrink(&mut self.extends);
+        if self.actions.capacity() > 4 * self.actions.len() + 1024 {
+            self.actions.shrink_to(2 * self.actions.len());
+        }
+    }
+
     /// Circuits on this worker.
     pub fn circuit_total(&self) -> usize {
         self.circs.len()
