@@ -964,6 +964,103 @@ fn link_flood_spares_quiet_circuits(net: &Net, oxit: &OxitProcess) -> Result<(),
     Ok(())
 }
 
+/// The log line of a circuit extended over another worker's channel.
+const SPLICED: &str = "extending over another worker's channel";
+/// Client links tried until one lands on the other worker (each does with
+/// probability 1/2).
+const SPLICE_TRIES: usize = 24;
+
+/// oxit only: two circuits that ride another worker's channel to the next
+/// hop (spliced), from one client link. One floods toward the frozen next
+/// hop; the cap on cells in flight between workers closes it (DESTROY
+/// RESOURCELIMIT) and only it: the quiet one reaches the next hop again
+/// once that relay runs. C tor has no workers; its answer to a flooding
+/// circuit is the "flood toward a frozen next hop" case.
+fn spliced_flood_spares_quiet_circuit(net: &Net, oxit: &OxitProcess) -> Result<(), String> {
+    let (addr, next) = net.extender();
+    // A first link makes oxit open its channel to the next hop on the
+    // worker that link landed on.
+    let mut first = RawClient::connect(addr).map_err(s)?;
+    let mut opener = first.create_fast(ANSWER).map_err(s)?;
+    first.extend2_ntor(&mut opener, &next, ANSWER).map_err(s)?;
+    let before = oxit.log_count(SPLICED);
+    let mut spliced = None;
+    for _ in 0..SPLICE_TRIES {
+        let mut c = RawClient::connect(addr).map_err(s)?;
+        let mut circ = c.create_fast(ANSWER).map_err(s)?;
+        c.extend2_ntor(&mut circ, &next, ANSWER).map_err(s)?;
+        if oxit.log_count(SPLICED) > before {
+            spliced = Some((c, circ));
+            break;
+        }
+    }
+    let Some((mut c, mut quiet)) = spliced else {
+        return Err(format!("no link landed on the other worker in {SPLICE_TRIES} tries"));
+    };
+    // A second circuit on the same link is spliced too.
+    let mut loud = c.create_fast(ANSWER).map_err(s)?;
+    c.extend2_ntor(&mut loud, &next, ANSWER).map_err(s)?;
+    net.next_process().pause();
+    let res = (|| {
+        let mut body = [0u8; 509];
+        let mut destroyed = None;
+        for i in 0..FLOOD_CELLS {
+            rand::fill(&mut body[..]);
+            c.send_cell(loud.id, ChanCmd::RELAY, &body)
+                .map_err(|e| format!("flood cell {i}: {e}"))?;
+            if i % 1000 == 999 {
+                while let Some(cell) = c.recv_cell(Duration::from_millis(1)).map_err(s)? {
+                    if cell.cmd == ChanCmd::DESTROY {
+                        if cell.circ_id == quiet.id {
+                            return Err("the quiet spliced circuit was destroyed".into());
+                        }
+                        if cell.circ_id == loud.id {
+                            destroyed = cell.body.first().copied();
+                        }
+                    }
+                }
+                if destroyed.is_some() {
+                    break;
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + ANSWER;
+        while destroyed.is_none() && std::time::Instant::now() < deadline {
+            if let Some(cell) = c.recv_cell(ANSWER).map_err(s)?
+                && cell.cmd == ChanCmd::DESTROY
+            {
+                if cell.circ_id == quiet.id {
+                    return Err("the quiet spliced circuit was destroyed".into());
+                }
+                if cell.circ_id == loud.id {
+                    destroyed = cell.body.first().copied();
+                }
+            }
+        }
+        match destroyed {
+            Some(DESTROY_RESOURCELIMIT) => Ok(()),
+            other => Err(format!("expected DESTROY RESOURCELIMIT, got {other:?}")),
+        }
+    })();
+    net.next_process().resume();
+    res?;
+    c.send_relay(&mut quiet, 1, false, RelayCmd::BEGIN_DIR, 9, &[])
+        .map_err(s)?;
+    loop {
+        match c
+            .recv_relay(&mut quiet, Duration::from_secs(30))
+            .map_err(s)?
+        {
+            Some(CircEvent::Relay {
+                hop: 1, stream: 9, ..
+            }) => return Ok(()),
+            // The flooded circuit's answers from before, if any.
+            Some(CircEvent::Unrecognized) => continue,
+            other => return Err(format!("quiet spliced circuit after the flood: {other:?}")),
+        }
+    }
+}
+
 fn relay_cases(target: Target) {
     let net = Net::start(target, true);
     let mut report = Report::new(target);
@@ -979,6 +1076,10 @@ fn relay_cases(target: Target) {
         report.case(
             "many circuits flood toward a frozen next hop",
             link_flood_spares_quiet_circuits(&net, oxit),
+        );
+        report.case(
+            "a spliced circuit floods beside a quiet spliced one",
+            spliced_flood_spares_quiet_circuit(&net, oxit),
         );
     }
     report.finish(&net);
