@@ -358,6 +358,12 @@ impl State {
         c.dead = true;
         c.recv_on = false;
         if c.inflight > 0 {
+            // A send to a peer with a zero window may sit in a kernel
+            // worker that a cancel does not reach; shutting the socket
+            // down ends it (and any receive) with an error, so the slot and
+            // its descriptor are freed rather than held for good.
+            // SAFETY: plain syscall on a descriptor this slot owns.
+            unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
             self.cancel_all(t);
         }
         self.maybe_free(t);

@@ -1437,7 +1437,11 @@ impl Handler for Worker {
                         x.held_eof = Some(err);
                     }
                 }
-                Some(Conn::Or(_)) => self.close_conn(t, ops, "peer closed the connection"),
+                // Nobody reads what is still queued for a peer that ended
+                // its side: close at once, as C tor does at EOF
+                // (connection_reached_eof), rather than wait for a flush
+                // that a peer with a zero window never allows.
+                Some(Conn::Or(_)) => self.close_conn_now(t, ops, "peer closed the connection"),
                 // A connected UDP socket reports an ICMP error (e.g. the
                 // nameserver restarting) as a receive error and stops
                 // receiving: replace it on the next query.

@@ -352,6 +352,15 @@ impl RawClient {
         })
     }
 
+    /// Send a FIN: the relay sees the end of our stream, while we can
+    /// still read (or, as a zero-window peer, not read).
+    pub fn shutdown_write(&mut self) -> Result<(), RawError> {
+        self.flush("shutting down")?;
+        self.sock
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(io_err("shutting down"))
+    }
+
     /// Wait up to `timeout` for the relay to close the connection, discarding
     /// cells. True if it closed.
     pub fn wait_closed(&mut self, timeout: Duration) -> Result<bool, RawError> {

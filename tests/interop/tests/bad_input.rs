@@ -995,7 +995,9 @@ fn spliced_flood_spares_quiet_circuit(net: &Net, oxit: &OxitProcess) -> Result<(
         }
     }
     let Some((mut c, mut quiet)) = spliced else {
-        return Err(format!("no link landed on the other worker in {SPLICE_TRIES} tries"));
+        return Err(format!(
+            "no link landed on the other worker in {SPLICE_TRIES} tries"
+        ));
     };
     // A second circuit on the same link is spliced too.
     let mut loud = c.create_fast(ANSWER).map_err(s)?;

@@ -18,7 +18,7 @@ mod tor;
 
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
-pub use netns::isolate_thread_network;
+pub use netns::{isolate_thread_network, set_thread_net_sysctl};
 pub use oxit::{DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};

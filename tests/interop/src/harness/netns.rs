@@ -34,18 +34,18 @@ pub fn isolate_thread_network(wmem_max: u32) -> Result<(), HarnessError> {
     if !up.success() {
         return Err(fail(format!("ip link set lo up: {up}")));
     }
-    // /proc/sys/net shows the namespace of the thread that opens it.
     let min = wmem_max.min(4096);
-    std::fs::write(
-        "/proc/thread-self/../../sys/net/ipv4/tcp_wmem",
-        format!("{min} {min} {wmem_max}"),
-    )
-    .or_else(|_| {
-        std::fs::write(
-            "/proc/sys/net/ipv4/tcp_wmem",
-            format!("{min} {min} {wmem_max}"),
-        )
-    })
-    .map_err(|e| fail(format!("setting net.ipv4.tcp_wmem: {e}")))?;
-    Ok(())
+    set_thread_net_sysctl("ipv4/tcp_wmem", &format!("{min} {min} {wmem_max}"))
+}
+
+/// Set `net.<name>` (e.g. `ipv4/tcp_rmem`) in the calling thread's network
+/// namespace: /proc/sys/net shows the namespace of the thread that opens
+/// it.
+pub fn set_thread_net_sysctl(name: &str, value: &str) -> Result<(), HarnessError> {
+    std::fs::write(format!("/proc/thread-self/net/../../sys/net/{name}"), value)
+        .or_else(|_| std::fs::write(format!("/proc/sys/net/{name}"), value))
+        .map_err(|e| HarnessError::NotReady {
+            program: "network namespace".into(),
+            detail: format!("setting net.{name}: {e}"),
+        })
 }
