@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Reading configuration files and expanding `%include`, with C tor's rules
 //! (lib/fs/conffile.c:config_get_file_list, config_process_include;
 //! lib/encoding/confline.c:config_get_lines_aux):

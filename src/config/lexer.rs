@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The torrc line format, as confline.c:parse_config_line_from_str_verbose
 //! reads it (doc: torrc_format.txt): `Keyword value` per line, `#` comments,
 //! a trailing `\` joins the next line, a value may be a C-escaped quoted
@@ -32,9 +36,10 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
     // Line number of `pos`, maintained by counting the newlines we pass.
     let mut line = 1;
     let advance = |from: usize, to: usize, line: &mut usize| {
-        *line += s
-            .get(from..to)
-            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        *line = line.saturating_add(
+            s.get(from..to)
+                .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()),
+        );
     };
 
     loop {
@@ -42,11 +47,11 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
         let start = pos;
         loop {
             while s.get(pos).is_some_and(|&b| is_space(b)) {
-                pos += 1;
+                pos = pos.saturating_add(1);
             }
             if s.get(pos) == Some(&b'#') {
                 while s.get(pos).is_some_and(|&b| b != b'\n') {
-                    pos += 1;
+                    pos = pos.saturating_add(1);
                 }
             } else {
                 break;
@@ -61,15 +66,18 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
         // Keyword: up to whitespace, '#', or a backslash-newline.
         let key_start = pos;
         while let Some(&b) = s.get(pos) {
-            if is_space(b) || b == b'#' || (b == b'\\' && s.get(pos + 1) == Some(&b'\n')) {
+            if is_space(b)
+                || b == b'#'
+                || (b == b'\\' && s.get(pos.saturating_add(1)) == Some(&b'\n'))
+            {
                 break;
             }
-            pos += 1;
+            pos = pos.saturating_add(1);
         }
-        let key = String::from_utf8_lossy(&s[key_start..pos]).into_owned();
+        let key = String::from_utf8_lossy(s.get(key_start..pos).unwrap_or_default()).into_owned();
 
         while matches!(s.get(pos), Some(b' ' | b'\t')) {
-            pos += 1;
+            pos = pos.saturating_add(1);
         }
 
         let value;
@@ -81,10 +89,10 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
             value = v;
             pos = end;
             while matches!(s.get(pos), Some(b' ' | b'\t')) {
-                pos += 1;
+                pos = pos.saturating_add(1);
             }
-            if s.get(pos) == Some(&b'\r') && s.get(pos + 1) == Some(&b'\n') {
-                pos += 1;
+            if s.get(pos) == Some(&b'\r') && s.get(pos.saturating_add(1)) == Some(&b'\n') {
+                pos = pos.saturating_add(1);
             }
             if s.get(pos).is_some_and(|&b| b != b'#' && b != b'\n') {
                 return Err(LexError {
@@ -102,25 +110,25 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
                 if b == b'\n' || (b == b'#' && !continuation) {
                     break;
                 }
-                if b == b'\\' && s.get(pos + 1) == Some(&b'\n') {
+                if b == b'\\' && s.get(pos.saturating_add(1)) == Some(&b'\n') {
                     continuation = true;
-                    pos += 2;
+                    pos = pos.saturating_add(2);
                 } else if b == b'#' {
                     while s.get(pos).is_some_and(|&c| c != b'\n') {
-                        pos += 1;
+                        pos = pos.saturating_add(1);
                     }
                     if s.get(pos) == Some(&b'\n') {
-                        pos += 1;
+                        pos = pos.saturating_add(1);
                     }
                 } else {
-                    pos += 1;
+                    pos = pos.saturating_add(1);
                 }
             }
             let mut end = pos;
-            while end > val_start && s.get(end - 1).is_some_and(|&b| is_space(b)) {
-                end -= 1;
+            while end > val_start && s.get(end.saturating_sub(1)).is_some_and(|&b| is_space(b)) {
+                end = end.saturating_sub(1);
             }
-            let raw = &s[val_start..end];
+            let raw = s.get(val_start..end).unwrap_or_default();
             let bytes = if continuation {
                 strip_continuations(raw)
             } else {
@@ -132,7 +140,7 @@ pub(crate) fn lex(text: &str) -> Result<Vec<RawLine>, LexError> {
         // Trailing comment, then on to the next line.
         if s.get(pos) == Some(&b'#') {
             while s.get(pos).is_some_and(|&b| b != b'\n') {
-                pos += 1;
+                pos = pos.saturating_add(1);
             }
         }
         advance(key_start, pos, &mut line);
@@ -151,14 +159,14 @@ fn strip_continuations(raw: &[u8]) -> Vec<u8> {
     while let Some(&b) = raw.get(i) {
         if b == b'#' {
             while raw.get(i).is_some_and(|&c| c != b'\n') {
-                i += 1;
+                i = i.saturating_add(1);
             }
-            i += 1;
-        } else if b == b'\\' && raw.get(i + 1) == Some(&b'\n') {
-            i += 2;
+            i = i.saturating_add(1);
+        } else if b == b'\\' && raw.get(i.saturating_add(1)) == Some(&b'\n') {
+            i = i.saturating_add(2);
         } else {
             out.push(b);
-            i += 1;
+            i = i.saturating_add(1);
         }
     }
     out
@@ -169,42 +177,52 @@ fn strip_continuations(raw: &[u8]) -> Vec<u8> {
 /// is an error. Returns the value and the index after the closing quote.
 fn unescape_quoted(s: &[u8], open: usize) -> Option<(String, usize)> {
     let mut out = Vec::new();
-    let mut i = open + 1;
+    let mut i = open.saturating_add(1);
     loop {
         let b = *s.get(i)?;
         match b {
             b'\n' => return None,
-            b'"' => return Some((String::from_utf8_lossy(&out).into_owned(), i + 1)),
+            b'"' => {
+                return Some((
+                    String::from_utf8_lossy(&out).into_owned(),
+                    i.saturating_add(1),
+                ));
+            }
             b'\\' => {
-                let e = *s.get(i + 1)?;
+                let e = *s.get(i.saturating_add(1))?;
                 match e {
                     b'n' => out.push(b'\n'),
                     b'r' => out.push(b'\r'),
                     b't' => out.push(b'\t'),
                     b'"' | b'\\' | b'\'' | b'?' => out.push(e),
                     b'x' | b'X' => {
-                        let h = s.get(i + 2..i + 4)?;
+                        let h = s.get(i.saturating_add(2)..i.saturating_add(4))?;
                         let h = std::str::from_utf8(h).ok()?;
                         out.push(u8::from_str_radix(h, 16).ok()?);
-                        i += 2;
+                        i = i.saturating_add(2);
                     }
                     b'0'..=b'7' => {
-                        let mut n = u32::from(e - b'0');
-                        let mut k = i + 2;
-                        while k < i + 4 && s.get(k).is_some_and(|c| (b'0'..=b'7').contains(c)) {
-                            n = n * 8 + u32::from(s[k] - b'0');
-                            k += 1;
+                        let mut n = u32::from(e.saturating_sub(b'0'));
+                        let mut k = i.saturating_add(2);
+                        // At most three octal digits: n stays under 512.
+                        while k < i.saturating_add(4)
+                            && let Some(&c) = s.get(k).filter(|c| (b'0'..=b'7').contains(c))
+                        {
+                            n = n
+                                .saturating_mul(8)
+                                .saturating_add(u32::from(c.saturating_sub(b'0')));
+                            k = k.saturating_add(1);
                         }
                         out.push(u8::try_from(n).ok()?);
-                        i = k - 2;
+                        i = k.saturating_sub(2);
                     }
                     _ => return None,
                 }
-                i += 2;
+                i = i.saturating_add(2);
             }
             _ => {
                 out.push(b);
-                i += 1;
+                i = i.saturating_add(1);
             }
         }
     }

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! C tor's key files: the tagged binary format
 //! (crypto_format.c:crypto_write_tagged_contents_to_file /
 //! crypto_read_tagged_contents_from_file; requirements.md §2.3) and safe
@@ -162,7 +166,7 @@ pub fn read_tagged(
 
 /// Write a tagged file (see [`write_new_file`]).
 pub fn write_tagged(path: &Path, typ: &str, tag: &str, body: &[u8]) -> Result<(), KeyFileError> {
-    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut data = Vec::with_capacity(HEADER_LEN.saturating_add(body.len()));
     data.extend_from_slice(&tagged_header(typ, tag)?);
     data.extend_from_slice(body);
     let res = write_new_file(path, &data);
@@ -229,7 +233,7 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), KeyFileError> {
 
 /// [`replace_file`] for a tagged file.
 pub fn replace_tagged(path: &Path, typ: &str, tag: &str, body: &[u8]) -> Result<(), KeyFileError> {
-    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut data = Vec::with_capacity(HEADER_LEN.saturating_add(body.len()));
     data.extend_from_slice(&tagged_header(typ, tag)?);
     data.extend_from_slice(body);
     let res = replace_file(path, &data);

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The directory-document meta-format (dir-spec §1.2, "netdoc"): lines of
 //! `Keyword Arg Arg...`, each optionally followed by a PEM-style object.
 //!
@@ -68,7 +72,7 @@ impl<'a> Item<'a> {
             self.error(format!(
                 "{} needs at least {} argument(s)",
                 self.keyword,
-                i + 1
+                i.saturating_add(1)
             ))
         })
     }
@@ -127,13 +131,13 @@ pub fn items(text: &str) -> Result<Vec<Item<'_>>, SyntaxError> {
         let start = pos;
         let item_line = line;
         pos = next;
-        line += 1;
+        line = line.saturating_add(1);
         let mut object = None;
         if text[pos..].starts_with("-----BEGIN ") {
             let (o, after, lines) = take_object(text, pos, line)?;
             object = Some(o);
             pos = after;
-            line += lines;
+            line = line.saturating_add(lines);
         }
         out.push(Item {
             keyword,
@@ -173,7 +177,7 @@ fn take_line(text: &str, pos: usize, line: usize) -> Result<(&str, usize), Synta
             what: "carriage return or NUL in line".into(),
         });
     }
-    Ok((l, pos + nl + 1))
+    Ok((l, pos.saturating_add(nl).saturating_add(1)))
 }
 
 /// An object starting at `pos`: the decoded object, the offset after its
@@ -196,18 +200,18 @@ fn take_object(
     let mut b64 = String::new();
     let mut n = 1;
     loop {
-        let (l, next) = take_line(text, p, line + n).map_err(|e| SyntaxError {
+        let (l, next) = take_line(text, p, line.saturating_add(n)).map_err(|e| SyntaxError {
             line: e.line,
             what: format!("object {tag:?} is not closed: {}", e.what),
         })?;
-        n += 1;
+        n = n.saturating_add(1);
         p = next;
         if l == end_line {
             break;
         }
         if l.starts_with("-----") {
             return Err(SyntaxError {
-                line: line + n - 1,
+                line: line.saturating_add(n).saturating_sub(1),
                 what: format!("object {tag:?} ends with {:?}", truncate(l)),
             });
         }

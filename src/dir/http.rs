@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! HTTP/1.0 as Tor's directory protocol uses it (dir-spec §1, §6;
 //! dirclient.c, dircache.c): one request per connection, the answer runs
 //! until the server closes the connection.
@@ -148,7 +152,7 @@ impl Response {
                 )
             })
             .collect();
-        let mut body = &raw[head_len..];
+        let mut body = raw.get(head_len..).unwrap_or_default();
         // C tor's dircache closes the connection after the body; some
         // servers send a Content-Length. Honour it when present: bytes
         // missing from a declared length mean a truncated answer.
@@ -160,13 +164,12 @@ impl Response {
                 .1
                 .parse()
                 .map_err(|_| HttpError::Malformed(format!("Content-Length {:?}", len.1)))?;
-            if body.len() < n {
-                return Err(HttpError::Malformed(format!(
+            body = body.get(..n).ok_or_else(|| {
+                HttpError::Malformed(format!(
                     "body is {} bytes, Content-Length says {n}",
                     body.len()
-                )));
-            }
-            body = &body[..n];
+                ))
+            })?;
         }
         let encoding = headers
             .iter()

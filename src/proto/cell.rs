@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Channel cells: framing, command numbers and typed bodies
 //! (requirements.md §1.2–§1.7, §3.1, §3.4, §3.7, §8.2).
 //!
@@ -326,9 +330,10 @@ pub fn decode(buf: &[u8], wide: bool) -> Result<Option<(RawCell<'_>, usize)>, Ce
         let Ok(len) = r.u16() else {
             return Ok(None);
         };
-        (usize::from(len), id_len + 3)
+        // id_len is 2 or 4: no overflow in the header sums.
+        (usize::from(len), id_len.saturating_add(3))
     } else {
-        (CELL_BODY_LEN, id_len + 1)
+        (CELL_BODY_LEN, id_len.saturating_add(1))
     };
     let Ok(body) = r.take(body_len) else {
         return Ok(None);
@@ -339,7 +344,7 @@ pub fn decode(buf: &[u8], wide: bool) -> Result<Option<(RawCell<'_>, usize)>, Ce
             cmd,
             body,
         },
-        header_len + body_len,
+        header_len.saturating_add(body_len),
     )))
 }
 
@@ -396,19 +401,19 @@ fn encode_with(
             let len_at = out.len();
             out.extend_from_slice(&[0, 0]);
             body(out)?;
-            let len = out.len() - len_at - 2;
+            let len = out.len().saturating_sub(len_at).saturating_sub(2);
             let len16 = u16::try_from(len).map_err(|_| CellError::TooLong {
                 what: "variable-length cell body",
                 len,
                 max: usize::from(u16::MAX),
             })?;
-            if let Some(slot) = out.get_mut(len_at..len_at + 2) {
+            if let Some(slot) = out.get_mut(len_at..len_at.saturating_add(2)) {
                 slot.copy_from_slice(&len16.to_be_bytes());
             }
         } else {
             let body_at = out.len();
             body(out)?;
-            let len = out.len() - body_at;
+            let len = out.len().saturating_sub(body_at);
             if len > CELL_BODY_LEN {
                 return Err(CellError::TooLong {
                     what: "fixed cell body",
@@ -416,7 +421,7 @@ fn encode_with(
                     max: CELL_BODY_LEN,
                 });
             }
-            out.resize(body_at + CELL_BODY_LEN, 0);
+            out.resize(body_at.saturating_add(CELL_BODY_LEN), 0);
         }
         Ok(())
     })();
@@ -535,7 +540,7 @@ impl<'a> AnyChanMsg<'a> {
         match self {
             AnyChanMsg::Padding => encode_raw(circ_id, ChanCmd::PADDING, &[], wide, out),
             AnyChanMsg::Vpadding(n) => encode_with(circ_id, ChanCmd::VPADDING, wide, out, |out| {
-                out.resize(out.len() + usize::from(*n), 0);
+                out.resize(out.len().saturating_add(usize::from(*n)), 0);
                 Ok(())
             }),
             AnyChanMsg::Create(m) => encode_msg(circ_id, m, wide, out),

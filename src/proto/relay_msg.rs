@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Relay messages, format v0 ("tor1" circuits): the 11-byte relay header,
 //! padding, and one struct per relay command (requirements.md §4.1, §5.1–§5.7,
 //! §8.1).
@@ -339,8 +343,10 @@ fn encode_with<R: Rng + ?Sized>(
         length,
     }
     .pack(out);
-    let gap_start = RELAY_HEADER_LEN + len;
-    let pad_start = (gap_start + RELAY_PADDING_GAP).min(RELAY_BODY_LEN);
+    let gap_start = RELAY_HEADER_LEN.saturating_add(len);
+    let pad_start = gap_start
+        .saturating_add(RELAY_PADDING_GAP)
+        .min(RELAY_BODY_LEN);
     if let Some(gap) = out.get_mut(gap_start..pad_start) {
         gap.fill(0);
     }

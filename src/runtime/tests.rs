@@ -410,7 +410,11 @@ fn pauses_while_buffers_run_out_lose_nothing() {
             s.join().unwrap();
         }
         assert_eq!(h.got.len(), CLIENTS, "{b:?}");
-        assert_eq!(h.was_paused.len(), CLIENTS, "{b:?}: every stream was paused once");
+        assert_eq!(
+            h.was_paused.len(),
+            CLIENTS,
+            "{b:?}: every stream was paused once"
+        );
         for (t, v) in &h.got {
             assert_eq!(v.len(), 8 + EACH, "{b:?}: {t:?} got {} bytes", v.len());
             let id = u64::from_be_bytes(v[..8].try_into().unwrap()) as usize;

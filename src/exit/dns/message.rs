@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! DNS messages: build a query, and check and read a response, with
 //! hickory-proto. Owns the acceptance rules a response must pass before the
 //! resolver trusts it (id, question, class) and the reading of the answer

@@ -112,7 +112,7 @@ impl<'a> SliceWriter<'a> {
 
     pub fn put(&mut self, bytes: &[u8]) -> Result<(), Overflow> {
         let room = self.buf.len().saturating_sub(self.pos);
-        let end = self.pos + bytes.len();
+        let end = self.pos.saturating_add(bytes.len());
         match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);

@@ -22,7 +22,7 @@ pub struct Versions {
 impl Versions {
     /// Versions to offer. At most 32767 fit the u16 length field.
     pub fn new(versions: Vec<u16>) -> Result<Self, CellError> {
-        let len = versions.len() * 2;
+        let len = versions.len().saturating_mul(2);
         if len > usize::from(u16::MAX) {
             return Err(CellError::TooLong {
                 what: "VERSIONS list",
@@ -54,8 +54,10 @@ impl ChanBody for Versions {
             return Err(CellError::OddVersionsLength(body.len()));
         }
         let versions = body
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|c| u16::from_be_bytes(*c))
             .collect();
         Ok(Versions { versions })
     }
@@ -120,7 +122,7 @@ impl Certs {
         if self.certs.len() >= usize::from(u8::MAX) {
             return Err(CellError::TooLong {
                 what: "CERTS list",
-                len: self.certs.len() + 1,
+                len: self.certs.len().saturating_add(1),
                 max: usize::from(u8::MAX),
             });
         }

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Checking a peer's CERTS cell on the Ed25519 path (requirements.md §1.4,
 //! §1.7, §1.8; torcert.c:or_handshake_certs_ed25519_ok,
 //! or_handshake_certs_check_both).
@@ -78,7 +82,11 @@ pub(super) fn verify_peer_certs(
     role: PeerRole<'_>,
     unix_now: u64,
 ) -> Result<PeerCerts, CertsError> {
-    let now: SystemTime = UNIX_EPOCH + Duration::from_secs(unix_now);
+    // Clamped to the year 36,812, which SystemTime can always hold, so
+    // the fallback is never taken.
+    let now: SystemTime = UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix_now.min(1 << 40)))
+        .unwrap_or(UNIX_EPOCH);
 
     // Type 4: identity → signing key, with the identity in its extension.
     let id_sign = ed_cert(

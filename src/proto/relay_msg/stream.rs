@@ -139,7 +139,11 @@ fn parse_port(p: &[u8]) -> Option<u16> {
         return None;
     }
     let v = p.iter().try_fold(0u32, |acc, &d| {
-        let v = acc * 10 + u32::from(d - b'0');
+        // At most 65535 * 10 + 9 before the check: no overflow, and `d`
+        // is an ASCII digit.
+        let v = acc
+            .saturating_mul(10)
+            .saturating_add(u32::from(d.saturating_sub(b'0')));
         (v <= 65535).then_some(v)
     })?;
     u16::try_from(v).ok().filter(|&v| v != 0)
@@ -592,7 +596,7 @@ impl ResolvedAnswer {
             ResolvedVal::TransientError | ResolvedVal::PermanentError => RESOLVED_ERROR_TEXT.len(),
             ResolvedVal::Unrecognized { value, .. } => value.len(),
         };
-        2 + value + 4
+        value.saturating_add(6)
     }
 }
 
@@ -629,7 +633,7 @@ impl Resolved {
     /// [`RESOLVED_MAX_LEN`] or whose value exceeds 255 bytes.
     pub fn push(&mut self, val: ResolvedVal, ttl: u32) -> Result<(), RelayMsgError> {
         let ans = ResolvedAnswer { val, ttl };
-        let value_len = ans.encoded_len() - 6;
+        let value_len = ans.encoded_len().saturating_sub(6);
         if value_len > usize::from(u8::MAX) {
             return Err(RelayMsgError::TooLong {
                 what: "RESOLVED answer",
@@ -637,7 +641,7 @@ impl Resolved {
                 max: usize::from(u8::MAX),
             });
         }
-        let total = self.encoded_len() + ans.encoded_len();
+        let total = self.encoded_len().saturating_add(ans.encoded_len());
         if total > RESOLVED_MAX_LEN {
             return Err(RelayMsgError::TooLong {
                 what: "RESOLVED",
