@@ -6,7 +6,9 @@
 #   scripts/fuzz.sh 600 channel  # one target
 #
 # Needs the nightly toolchain (installed on these machines) and cargo-fuzz,
-# which this script installs if missing. The corpus grows in
+# which this script installs if missing. Each target starts from the
+# committed seeds in fuzz/seeds/TARGET when there are some (captured from C
+# tor and dnsmasq by scripts/fuzz-seeds.sh). The corpus grows in
 # fuzz/corpus/TARGET (not committed), crashes land in fuzz/artifacts/TARGET,
 # and each target's libFuzzer output in fuzz/logs/TARGET.log. At the end it
 # prints one line per target: executions, corpus size, crashes. Every crash

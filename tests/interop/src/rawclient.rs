@@ -121,6 +121,9 @@ pub struct RawClient {
     pub link_version: u16,
     peer: SocketAddr,
     next_id: u32,
+    /// Every plaintext byte sent and received, when recording (for fuzz
+    /// seed corpora: `examples/capture_seeds.rs`).
+    pub transcript: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> RawError + '_ {
@@ -205,6 +208,7 @@ impl RawClient {
             link_version: 0,
             peer: addr,
             next_id: 0,
+            transcript: None,
         };
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         while me.tls.is_handshaking() {
@@ -290,6 +294,9 @@ impl RawClient {
 
     /// Write plaintext bytes as they are: for cells no codec would build.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RawError> {
+        if let Some((sent, _)) = &mut self.transcript {
+            sent.extend_from_slice(bytes);
+        }
         self.tls
             .writer()
             .write_all(bytes)
@@ -611,6 +618,9 @@ impl RawClient {
                 Ok(0) => return Err(RawError::Closed(what.to_owned())),
                 Ok(n) => {
                     self.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    if let Some((_, got)) = &mut self.transcript {
+                        got.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    }
                     return Ok(true);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
