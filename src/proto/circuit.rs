@@ -354,6 +354,25 @@ impl CircuitTable {
         }
     }
 
+    /// The address of the client behind the circuit whose next side is
+    /// `(chan, id)`, if its previous hop is a client channel: where a
+    /// queue that overflows toward the next hop comes from
+    /// (dos_num_circ_max_outq applies to it).
+    pub fn exitward_client_addr(&self, chan: ChanId, id: CircId) -> Option<std::net::IpAddr> {
+        let &(idx, Side::Next) = self.ids.get(&(chan, id))? else {
+            return None;
+        };
+        let prev = self.circs.get(&idx)?.prev_chan;
+        match self.chans.get(&prev)? {
+            ChanInfo {
+                peer: Some(PeerKind::Client),
+                addr: Some(a),
+                ..
+            } => Some(*a),
+            _ => None,
+        }
+    }
+
     /// Circuits on this worker.
     pub fn circuit_total(&self) -> usize {
         self.circs.len()

@@ -229,6 +229,11 @@ pub struct DosParams {
     pub stream_rate: u32,
     pub stream_burst: u32,
     pub stream_defense: StreamDefense,
+    /// Consensus `dos_num_circ_max_outq` (no torrc option): a client
+    /// address whose circuits were closed this many times for a full
+    /// outbound queue is marked as a circuit-creation attacker; 0 turns
+    /// this off.
+    pub num_circ_max_outq: u32,
 }
 
 impl Default for DosParams {
@@ -304,6 +309,8 @@ impl DosParams {
                 3 => StreamDefense::CloseCircuit,
                 _ => StreamDefense::None,
             },
+            num_circ_max_outq: u32::try_from(param("dos_num_circ_max_outq", 3, 0, i32::MAX))
+                .unwrap_or(3),
         }
     }
 
@@ -335,6 +342,9 @@ struct AddrStats {
     circuit_bucket: u32,
     cc_last_refill: u64,
     cc_marked_until: u64,
+    /// Circuits from this address closed for a full outbound queue since
+    /// its last mark (num_circ_max_cell_queue_size).
+    max_outq: u32,
 }
 
 /// What the owner of an address tells every worker about it: whether to
@@ -364,6 +374,9 @@ pub enum DosMsg {
     ConnOpened(IpAddr),
     ConnClosed(IpAddr),
     Create(IpAddr),
+    /// A circuit from this client address was closed for a full queue
+    /// toward its next hop.
+    MaxOutq(IpAddr),
     Verdict(Verdict),
 }
 
@@ -395,6 +408,8 @@ pub fn owner_of(addr: IpAddr, workers: usize) -> usize {
 pub struct DosStats {
     pub cc_rejected_cells: u64,
     pub cc_marked_addrs: u64,
+    /// Addresses marked for closed-queue circuits (cc_num_marked_addrs_max_queue).
+    pub cc_marked_addrs_max_queue: u64,
     pub conn_addr_rejected: u64,
     pub conn_addr_connect_rejected: u64,
     pub stream_rejected: u64,
@@ -407,6 +422,7 @@ impl DosStats {
     pub fn add(&mut self, o: &DosStats) {
         self.cc_rejected_cells += o.cc_rejected_cells;
         self.cc_marked_addrs += o.cc_marked_addrs;
+        self.cc_marked_addrs_max_queue += o.cc_marked_addrs_max_queue;
         self.conn_addr_rejected += o.conn_addr_rejected;
         self.conn_addr_connect_rejected += o.conn_addr_connect_rejected;
         self.stream_rejected += o.stream_rejected;
@@ -414,10 +430,11 @@ impl DosStats {
     }
 
     /// The fields in a fixed order, for carrying them between threads.
-    pub fn to_array(&self) -> [u64; 6] {
+    pub fn to_array(&self) -> [u64; 7] {
         [
             self.cc_rejected_cells,
             self.cc_marked_addrs,
+            self.cc_marked_addrs_max_queue,
             self.conn_addr_rejected,
             self.conn_addr_connect_rejected,
             self.stream_rejected,
@@ -425,14 +442,24 @@ impl DosStats {
         ]
     }
 
-    pub fn from_array(a: [u64; 6]) -> DosStats {
+    pub fn from_array(a: [u64; 7]) -> DosStats {
+        let [
+            cc_rejected_cells,
+            cc_marked_addrs,
+            cc_marked_addrs_max_queue,
+            conn_addr_rejected,
+            conn_addr_connect_rejected,
+            stream_rejected,
+            circ_max_cell_killed,
+        ] = a;
         DosStats {
-            cc_rejected_cells: a[0],
-            cc_marked_addrs: a[1],
-            conn_addr_rejected: a[2],
-            conn_addr_connect_rejected: a[3],
-            stream_rejected: a[4],
-            circ_max_cell_killed: a[5],
+            cc_rejected_cells,
+            cc_marked_addrs,
+            cc_marked_addrs_max_queue,
+            conn_addr_rejected,
+            conn_addr_connect_rejected,
+            stream_rejected,
+            circ_max_cell_killed,
         }
     }
 }
@@ -447,8 +474,8 @@ pub fn heartbeat_line(p: &DosParams, s: &DosStats, refuse_single_hop: bool) -> S
     )];
     if p.cc_enabled {
         parts.push(format!(
-            "{} circuits rejected, {} marked addresses, 0 marked addresses for max queue",
-            s.cc_rejected_cells, s.cc_marked_addrs
+            "{} circuits rejected, {} marked addresses, {} marked addresses for max queue",
+            s.cc_rejected_cells, s.cc_marked_addrs, s.cc_marked_addrs_max_queue
         ));
     } else {
         parts.push("[DoSCircuitCreationEnabled disabled]".into());
@@ -500,7 +527,42 @@ impl AddrTable {
             circuit_bucket: 0,
             cc_last_refill: 0,
             cc_marked_until: 0,
+            max_outq: 0,
         })
+    }
+
+    /// A circuit from a client at `addr` was closed because its queue
+    /// toward the next hop was full (dos.c:dos_note_circ_max_outq): after
+    /// `dos_num_circ_max_outq` of them the address is marked, as a
+    /// circuit-creation attacker is.
+    pub fn circ_max_outq(
+        &mut self,
+        p: &DosParams,
+        addr: IpAddr,
+        now: u64,
+        rng: &mut impl rand::Rng,
+    ) -> Option<Verdict> {
+        if !p.cc_enabled || p.num_circ_max_outq == 0 {
+            return None;
+        }
+        let s = self.stats.get_mut(&addr)?;
+        if s.cc_marked_until >= now {
+            return None;
+        }
+        s.max_outq = s.max_outq.saturating_add(1);
+        if s.max_outq < p.num_circ_max_outq {
+            return None;
+        }
+        if s.cc_marked_until == 0 {
+            self.counters.cc_marked_addrs_max_queue += 1;
+        }
+        tracing::debug!(
+            "Detected outbound max circuit queue from addr: {}",
+            crate::control::logging::Scrub(addr)
+        );
+        s.cc_marked_until = mark_until(now, p.cc_defense_time_period, rng);
+        s.max_outq = 0;
+        self.verdict(p, addr, now)
     }
 
     /// A connection from `addr` was accepted (dos_new_client_conn →

@@ -68,7 +68,7 @@ pub struct Traffic {
     pub written: AtomicU64,
     /// The worker's DoS counters ([`crate::proto::dos::DosStats::to_array`]),
     /// stored when they change (at most once per turn).
-    pub dos: [AtomicU64; 6],
+    pub dos: [AtomicU64; 7],
     /// Bytes the worker holds in its queues ([`crate::proto::oom::MemUsage`]),
     /// stored a few times a second; every worker reads all of them.
     pub mem: AtomicU64,

@@ -837,6 +837,9 @@ impl Worker {
                     "closing a circuit whose queue on the link is over {} cells",
                     self.snap.circuits.max_queue
                 );
+                if let Some(addr) = self.circuits.exitward_client_addr(chan, circ_id) {
+                    self.dos_event(DosMsg::MaxOutq(addr));
+                }
                 let reason = DestroyReason::RESOURCELIMIT;
                 if !self.splices.fail_hosted(
                     chan,
@@ -978,7 +981,10 @@ impl Worker {
     /// here if we own the address, else tell its owner.
     fn dos_event(&mut self, m: DosMsg) {
         let addr = match m {
-            DosMsg::ConnOpened(a) | DosMsg::ConnClosed(a) | DosMsg::Create(a) => a,
+            DosMsg::ConnOpened(a)
+            | DosMsg::ConnClosed(a)
+            | DosMsg::Create(a)
+            | DosMsg::MaxOutq(a) => a,
             DosMsg::Verdict(v) => return self.circuits.dos_verdict(v),
         };
         let owner = crate::proto::dos::owner_of(addr, self.mail.peers.len());
@@ -1000,6 +1006,7 @@ impl Worker {
             DosMsg::ConnOpened(a) => t.conn_opened(p, a, secs(now), secs32(now), &mut self.rng),
             DosMsg::ConnClosed(a) => t.conn_closed(p, a, secs(now), secs32(now)),
             DosMsg::Create(a) => t.create_cell(p, a, secs(now), &mut self.rng),
+            DosMsg::MaxOutq(a) => t.circ_max_outq(p, a, secs(now), &mut self.rng),
             DosMsg::Verdict(v) => Some(v),
         };
         if let Some(v) = v {
@@ -1039,6 +1046,9 @@ impl Worker {
             let reason = DestroyReason::RESOURCELIMIT;
             let closed = match flow {
                 Flow::Forward { chan, vcirc } => {
+                    if let Some(addr) = self.circuits.exitward_client_addr(chan, vcirc) {
+                        self.dos_event(DosMsg::MaxOutq(addr));
+                    }
                     self.circuits.close_circuit_at(chan, vcirc, reason);
                     true
                 }

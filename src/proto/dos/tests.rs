@@ -261,6 +261,7 @@ fn heartbeat_line_is_c_tors() {
     let s = DosStats {
         cc_rejected_cells: 5,
         cc_marked_addrs: 2,
+        cc_marked_addrs_max_queue: 0,
         conn_addr_rejected: 3,
         conn_addr_connect_rejected: 4,
         stream_rejected: 6,
@@ -316,4 +317,48 @@ fn every_worker_names_the_same_owner() {
     assert!(owner_of(b, 4) < 4);
     assert_eq!(owner_of(a, 1), 0);
     assert_eq!(owner_of(a, 0), 0);
+}
+
+#[test]
+fn circuits_closed_for_full_queues_mark_the_client_address() {
+    // dos.c:dos_note_circ_max_outq: the third closed circuit (consensus
+    // default dos_num_circ_max_outq 3) marks the address like a
+    // circuit-creation attacker, counted once in the heartbeat's "marked
+    // addresses for max queue".
+    let p = params(DosOptions {
+        cc_enabled: Some(true),
+        ..DosOptions::default()
+    });
+    assert_eq!(p.num_circ_max_outq, 3);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut owner = AddrTable::default();
+    let mut view = Verdicts::default();
+    // Only addresses with a connection are tracked.
+    assert_eq!(owner.circ_max_outq(&p, addr(), NOW, &mut rng), None);
+    owner.conn_opened(&p, addr(), NOW, 5, &mut rng);
+    assert_eq!(owner.circ_max_outq(&p, addr(), NOW, &mut rng), None);
+    assert_eq!(owner.circ_max_outq(&p, addr(), NOW, &mut rng), None);
+    let v = owner
+        .circ_max_outq(&p, addr(), NOW, &mut rng)
+        .expect("the third marks");
+    view.apply(v);
+    assert!(view.refuse_create(&p, addr(), NOW + 1));
+    assert_eq!(owner.counters.cc_marked_addrs_max_queue, 1);
+    // While marked, more of them change nothing.
+    assert_eq!(owner.circ_max_outq(&p, addr(), NOW + 2, &mut rng), None);
+    let line = heartbeat_line(&p, &owner.counters, false);
+    assert!(line.contains("1 marked addresses for max queue"), "{line}");
+    // The consensus can turn it off.
+    let off = DosParams::resolve(
+        &DosOptions {
+            cc_enabled: Some(true),
+            ..DosOptions::default()
+        },
+        &|n, d, _, _| if n == "dos_num_circ_max_outq" { 0 } else { d },
+    );
+    let mut other = AddrTable::default();
+    other.conn_opened(&off, addr(), NOW, 5, &mut rng);
+    for _ in 0..5 {
+        assert_eq!(other.circ_max_outq(&off, addr(), NOW, &mut rng), None);
+    }
 }
