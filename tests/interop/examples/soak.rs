@@ -28,35 +28,13 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use oxit::proto::relay_msg::{Begin, BeginFlags, RelayCmd};
 use oxit_interop::client::Handshake;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole};
+use oxit_interop::harness::{cpu_ticks, open_fds, rss_kib};
 use oxit_interop::rawclient::{CircEvent, RawClient, relay_data};
 
 const CLIENTS: usize = 6;
 const STREAMS_PER_CIRCUIT: u16 = 4;
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const STEP: Duration = Duration::from_secs(10);
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    t(11) + t(12)
-}
 
 /// TCP destinations of each kind, on 127.0.0.1.
 struct Destinations {
@@ -271,7 +249,7 @@ fn main() {
         let ticks = cpu_ticks(pid);
         let cpu = (ticks - last.1) as f64 / hz / now.duration_since(last.0).as_secs_f64() * 100.0;
         *last = (now, ticks);
-        let rss = proc_field(pid, "VmRSS:") / 1024;
+        let rss = rss_kib(pid) / 1024;
         csv.push_str(&format!(
             "{:.0},{rss},{},{cpu:.1},{},{}\n",
             start.elapsed().as_secs_f64(),
@@ -305,7 +283,7 @@ fn main() {
         std::thread::sleep(SAMPLE_EVERY);
         sample(&mut csv, &mut last);
     }
-    let rss_end = proc_field(pid, "VmRSS:") / 1024;
+    let rss_end = rss_kib(pid) / 1024;
     let fds_end = open_fds(pid);
     std::fs::write(&out, csv).expect("write CSV");
     let panicked = oxit.log().contains("panicked");

@@ -24,6 +24,7 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use oxit::proto::relay_msg::{Begin, BeginFlags, RelayCmd};
 use oxit_interop::client::Handshake;
+use oxit_interop::harness::open_fds;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole};
 use oxit_interop::rawclient::{Circ, CircEvent, RawClient, relay_data};
 
@@ -249,10 +250,6 @@ impl Net {
 
 fn s<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 // ------------------------------------------------------------ answers

@@ -824,6 +824,51 @@ impl RelayCase {
     }
 }
 
+/// Flood circuit `loud` with relay cells of random bodies (the extender
+/// does not recognize them and forwards each one) until the relay
+/// destroys it or [`FLOOD_CELLS`] went out, then wait for the DESTROY.
+/// Returns its reason; a DESTROY of `quiet` is an error.
+fn flood_until_destroyed(
+    c: &mut RawClient,
+    loud: u32,
+    quiet: Option<u32>,
+) -> Result<Option<u8>, String> {
+    let mut destroyed = None;
+    let look = |cell: Option<oxit_interop::rawclient::Cell>,
+                destroyed: &mut Option<u8>|
+     -> Result<(), String> {
+        if let Some(cell) = cell.filter(|c| c.cmd == ChanCmd::DESTROY) {
+            if Some(cell.circ_id) == quiet {
+                return Err("the quiet circuit was destroyed".into());
+            }
+            if cell.circ_id == loud {
+                *destroyed = cell.body.first().copied();
+            }
+        }
+        Ok(())
+    };
+    let mut body = [0u8; 509];
+    for i in 0..FLOOD_CELLS {
+        rand::fill(&mut body[..]);
+        c.send_cell(loud, ChanCmd::RELAY, &body)
+            .map_err(|e| format!("flood cell {i}: {e}"))?;
+        if i % 1000 == 999 {
+            while let Some(cell) = c.recv_cell(Duration::from_millis(1)).map_err(s)? {
+                look(Some(cell), &mut destroyed)?;
+            }
+            if destroyed.is_some() {
+                return Ok(destroyed);
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + ANSWER;
+    while destroyed.is_none() && std::time::Instant::now() < deadline {
+        let cell = c.recv_cell(ANSWER).map_err(s)?;
+        look(cell, &mut destroyed)?;
+    }
+    Ok(destroyed)
+}
+
 /// A client floods a circuit toward a next hop that stopped reading
 /// (frozen with SIGSTOP): the extender closes that circuit with DESTROY
 /// RESOURCELIMIT once its queue passes `circ_max_cell_queue_size`
@@ -837,34 +882,7 @@ fn flood_toward_frozen_next_hop(net: &Net) -> Result<(), String> {
     c.extend2_ntor(&mut circ, &next, ANSWER).map_err(s)?;
     net.next_process().pause();
     let res = (|| {
-        // Random bodies: the extender does not recognize them and forwards
-        // each one.
-        let mut body = [0u8; 509];
-        let mut destroyed = None;
-        for i in 0..FLOOD_CELLS {
-            rand::fill(&mut body[..]);
-            c.send_cell(circ.id, ChanCmd::RELAY, &body)
-                .map_err(|e| format!("flood cell {i}: {e}"))?;
-            if i % 1000 == 999 {
-                while let Some(cell) = c.recv_cell(Duration::from_millis(1)).map_err(s)? {
-                    if cell.circ_id == circ.id && cell.cmd == ChanCmd::DESTROY {
-                        destroyed = cell.body.first().copied();
-                    }
-                }
-                if destroyed.is_some() {
-                    break;
-                }
-            }
-        }
-        let deadline = std::time::Instant::now() + ANSWER;
-        while destroyed.is_none() && std::time::Instant::now() < deadline {
-            if let Some(cell) = c.recv_cell(ANSWER).map_err(s)?
-                && cell.circ_id == circ.id
-                && cell.cmd == ChanCmd::DESTROY
-            {
-                destroyed = cell.body.first().copied();
-            }
-        }
+        let destroyed = flood_until_destroyed(&mut c, circ.id, None)?;
         match destroyed {
             Some(DESTROY_RESOURCELIMIT) => {}
             other => return Err(format!("expected DESTROY RESOURCELIMIT, got {other:?}")),
@@ -1004,41 +1022,7 @@ fn spliced_flood_spares_quiet_circuit(net: &Net, oxit: &OxitProcess) -> Result<(
     c.extend2_ntor(&mut loud, &next, ANSWER).map_err(s)?;
     net.next_process().pause();
     let res = (|| {
-        let mut body = [0u8; 509];
-        let mut destroyed = None;
-        for i in 0..FLOOD_CELLS {
-            rand::fill(&mut body[..]);
-            c.send_cell(loud.id, ChanCmd::RELAY, &body)
-                .map_err(|e| format!("flood cell {i}: {e}"))?;
-            if i % 1000 == 999 {
-                while let Some(cell) = c.recv_cell(Duration::from_millis(1)).map_err(s)? {
-                    if cell.cmd == ChanCmd::DESTROY {
-                        if cell.circ_id == quiet.id {
-                            return Err("the quiet spliced circuit was destroyed".into());
-                        }
-                        if cell.circ_id == loud.id {
-                            destroyed = cell.body.first().copied();
-                        }
-                    }
-                }
-                if destroyed.is_some() {
-                    break;
-                }
-            }
-        }
-        let deadline = std::time::Instant::now() + ANSWER;
-        while destroyed.is_none() && std::time::Instant::now() < deadline {
-            if let Some(cell) = c.recv_cell(ANSWER).map_err(s)?
-                && cell.cmd == ChanCmd::DESTROY
-            {
-                if cell.circ_id == quiet.id {
-                    return Err("the quiet spliced circuit was destroyed".into());
-                }
-                if cell.circ_id == loud.id {
-                    destroyed = cell.body.first().copied();
-                }
-            }
-        }
+        let destroyed = flood_until_destroyed(&mut c, loud.id, Some(quiet.id))?;
         match destroyed {
             Some(DESTROY_RESOURCELIMIT) => Ok(()),
             other => Err(format!("expected DESTROY RESOURCELIMIT, got {other:?}")),

@@ -23,6 +23,7 @@ use oxit::proto::cell::{ChanCmd, Create2, CreateFast, HandshakeType};
 use oxit::proto::relay_msg::RelayCmd;
 use oxit_interop::client::Handshake;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess};
+use oxit_interop::harness::{open_fds, rss_kib};
 use oxit_interop::rawclient::{Circ, CircEvent, RawClient, tcp_connect};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -335,21 +336,6 @@ const STORM_BURST: usize = 1500;
 /// no budget, a turn ran every CREATE2 that had arrived: p50 1.2 s, p99
 /// 1.7 s in the same test.
 const STORM_P99_BOUND_MS: f64 = 50.0;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 /// CREATE_FAST cells on one link, answered in batches.
 const FAST_FLOOD: usize = 100_000;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use oxit::proto::relay_msg::{Begin, BeginFlags, RelayCmd};
 use oxit_interop::client::Handshake;
+use oxit_interop::harness::open_fds;
 use oxit_interop::harness::{
     IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, isolate_thread_network,
 };
@@ -123,10 +124,6 @@ impl Drop for Sink {
             let _ = t.join();
         }
     }
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn oom(backend: IoBackend, dest: Dest) {

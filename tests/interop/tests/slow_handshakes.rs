@@ -19,6 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oxit_interop::harness::open_fds;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole};
 use oxit_interop::rawclient::{RawClient, tcp_connect};
 
@@ -137,10 +138,6 @@ impl Relay {
             Relay::Oxit(o) => o.pid(),
         }
     }
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// Open every case's connection to `relay`, watch them for [`WATCH`],

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use oxit::proto::cell::CreateFast;
+use oxit_interop::harness::open_fds;
 use oxit_interop::harness::{
     IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, isolate_thread_network,
     set_thread_net_sysctl,
@@ -25,10 +26,6 @@ const STEP: Duration = Duration::from_secs(10);
 const CREATES: usize = 3000;
 /// How long either relay may take, with slack for a shared machine.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 /// Returns how long the relay took to let go of the connection.
 fn zero_window_then_fin(

@@ -12,6 +12,7 @@ mod dnsmasq;
 mod http;
 mod netns;
 mod oxit;
+pub mod procinfo;
 pub mod socks;
 pub mod testnet;
 mod tor;
@@ -20,6 +21,7 @@ pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
 pub use netns::{isolate_thread_network, set_thread_net_sysctl};
 pub use oxit::{DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary};
+pub use procinfo::{cpu_ticks, open_fds, rss_kib};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};
 
