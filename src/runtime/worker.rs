@@ -218,9 +218,6 @@ pub(super) struct Worker {
     dos_published: crate::proto::dos::DosStats,
     next_dos_purge: Instant,
     next_collect: Instant,
-    /// What the OOM handler closed since start: circuits, exit streams,
-    /// and the bytes it counted as recovered.
-    oom_kills: (u64, u64, u64),
     /// Circuits extended through other workers' channels, both ways.
     splices: Splices,
     mail: Mail,
@@ -279,7 +276,6 @@ impl Worker {
             dos_published: crate::proto::dos::DosStats::default(),
             next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
             next_collect: Instant::now() + COLLECT_EVERY,
-            oom_kills: (0, 0, 0),
             splices: {
                 let mut s = Splices::new(WorkerId(index), mail.peers.len());
                 s.set_flow_cap(snap.circuits.max_queue);
@@ -1304,9 +1300,6 @@ impl Worker {
                 }
             }
         }
-        self.oom_kills.0 += circs;
-        self.oom_kills.1 += streams;
-        self.oom_kills.2 += freed;
         tracing::info!(
             "Removed {freed} bytes by killing {circs} circuits; {} circuits remain alive. \
              Also killed 0 non-linked directory connections. Killed {streams} edge connections",
