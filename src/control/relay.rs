@@ -123,6 +123,7 @@ pub fn run(
         state: StateFile::default(),
         next_state_save: now + STATE_SAVE_EVERY,
         last_traffic: (0, 0),
+        last_onion: crate::proto::circuit::OnionStats::default(),
         extra_traffic: (0, 0),
         last_sample: now,
         last_published_observed: None,
@@ -199,6 +200,8 @@ struct Control<'a> {
     state: StateFile,
     next_state_save: UnixTime,
     last_traffic: (u64, u64),
+    /// The onion-queue totals at the last heartbeat.
+    last_onion: crate::proto::circuit::OnionStats,
     /// Bytes the control thread's own connections moved (directory
     /// requests, the self-test), not yet in the history.
     extra_traffic: (u64, u64),
@@ -397,6 +400,13 @@ impl Control<'_> {
             }
             if !heartbeat.is_zero() && Instant::now() >= next_heartbeat {
                 next_heartbeat = Instant::now() + heartbeat;
+                // C's order (status.c:log_heartbeat): handshakes, then DoS.
+                let onion = plane.onion_stats();
+                tracing::info!(
+                    "{}",
+                    crate::proto::circuit::handshake_heartbeat_line(&onion, &self.last_onion)
+                );
+                self.last_onion = onion;
                 let line = crate::proto::dos::heartbeat_line(
                     &self.circuit_config().dos,
                     &plane.dos_stats(),

@@ -40,7 +40,7 @@ use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Create2, Destroy, Destr
 use crate::proto::relay_msg::{RelayBody, StreamId, encode_relay_msg};
 use crate::proto::stream::{Stream, StreamState};
 
-pub use onion::{OnionParams, OnionStats};
+pub use onion::{OnionParams, OnionStats, handshake_heartbeat_line};
 pub use types::{
     Action, ChanId, CircuitConfig, ExtendFailure, ExtendKey, IncomingCell, PeerKind, StreamKey,
     errno_to_end_reason,

@@ -69,6 +69,10 @@ pub struct Traffic {
     /// The worker's DoS counters ([`crate::proto::dos::DosStats::to_array`]),
     /// stored when they change (at most once per turn).
     pub dos: [AtomicU64; 7],
+    /// The worker's onion-queue counters
+    /// ([`crate::proto::circuit::OnionStats::to_array`]), stored when they
+    /// change (at most once per turn).
+    pub onion: [AtomicU64; crate::proto::circuit::OnionStats::FIELDS],
     /// Bytes the worker holds in its queues ([`crate::proto::oom::MemUsage`]),
     /// stored a few times a second; every worker reads all of them.
     pub mem: AtomicU64,
@@ -252,6 +256,16 @@ impl DataPlane {
         for t in self.traffic.iter() {
             let a = std::array::from_fn(|i| t.dos[i].load(Ordering::Relaxed));
             total.add(&crate::proto::dos::DosStats::from_array(a));
+        }
+        total
+    }
+
+    /// Every worker's onion-queue counters, summed.
+    pub fn onion_stats(&self) -> crate::proto::circuit::OnionStats {
+        let mut total = crate::proto::circuit::OnionStats::default();
+        for t in self.traffic.iter() {
+            let a = std::array::from_fn(|i| t.onion[i].load(Ordering::Relaxed));
+            total.add(&crate::proto::circuit::OnionStats::from_array(a));
         }
         total
     }

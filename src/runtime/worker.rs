@@ -216,6 +216,7 @@ pub(super) struct Worker {
     queue_kills: u64,
     /// The DoS counters last stored for the control plane.
     dos_published: crate::proto::dos::DosStats,
+    onion_published: crate::proto::circuit::OnionStats,
     next_dos_purge: Instant,
     next_collect: Instant,
     /// Circuits extended through other workers' channels, both ways.
@@ -274,6 +275,7 @@ impl Worker {
             handshaking: HashMap::new(),
             queue_kills: 0,
             dos_published: crate::proto::dos::DosStats::default(),
+            onion_published: crate::proto::circuit::OnionStats::default(),
             next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
             next_collect: Instant::now() + COLLECT_EVERY,
             splices: {
@@ -973,6 +975,21 @@ impl Worker {
         }
     }
 
+    /// Store this worker's onion-queue counters for the heartbeat when they
+    /// changed.
+    fn publish_onion_stats(&mut self) {
+        let now = self.circuits.onion_stats();
+        if now == self.onion_published {
+            return;
+        }
+        self.onion_published = now;
+        if let Some(t) = self.out.traffic.get(self.index) {
+            for (slot, v) in t.onion.iter().zip(now.to_array()) {
+                slot.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Something happened that an address's DoS counts depend on: count it
     /// here if we own the address, else tell its owner.
     fn dos_event(&mut self, m: DosMsg) {
@@ -1517,6 +1534,7 @@ impl Handler for Worker {
         self.flush_links(ops);
         self.send_mail();
         self.publish_dos_stats();
+        self.publish_onion_stats();
         if self.turn_read + self.turn_written > 0
             && let Some(t) = self.out.traffic.get(self.index)
         {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 
-use super::onion::{OnionStats, SkinKind};
+use super::onion::{HandshakeStat, OnionStats, SkinKind};
 use super::{
     Action, CIRCWINDOW_START, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell,
     MAX_RELAY_EARLY, Next, PeerKind, Side,
@@ -116,6 +116,13 @@ impl CircuitTable {
             self.send_destroy(chan, cell.circ_id, e.destroy_reason());
             return;
         }
+        let from_relay = self
+            .chans
+            .get(&chan)
+            .is_some_and(|c| matches!(c.peer, Some(PeerKind::Relay { .. })));
+        if let (true, Some(stat)) = (from_relay, handshake_stat(cell.cmd, &cell.body)) {
+            self.onion.stats.requested[stat as usize] += 1;
+        }
         if self.onion.can_run_now() {
             self.answer_create(chan, cell.circ_id, cell.cmd, &cell.body, now, rng);
             return;
@@ -197,6 +204,9 @@ impl CircuitTable {
         let res = self.run_create(cmd, body, rng);
         let spent = (self.clock)().saturating_duration_since(started);
         self.onion.charge(SkinKind::of(cmd), spent);
+        if let Some(stat) = handshake_stat(cmd, body) {
+            self.onion.stats.assigned[stat as usize] += 1;
+        }
         match res {
             Ok((reply_cmd, reply, keys)) => {
                 let secs = crate::proto::dos::secs(now);
@@ -355,6 +365,18 @@ impl CircuitTable {
             c.prev_id = CircId::CHANNEL;
         }
         self.close_circuit(idx, to_prev, to_next);
+    }
+}
+
+/// Which of the heartbeat's handshake counters a create belongs to.
+fn handshake_stat(cmd: ChanCmd, body: &[u8; CELL_BODY_LEN]) -> Option<HandshakeStat> {
+    if cmd != ChanCmd::CREATE2 {
+        return None;
+    }
+    match Create2::decode(body).ok()?.htype() {
+        HandshakeType::NTOR => Some(HandshakeStat::Ntor),
+        HandshakeType::NTOR_V3 => Some(HandshakeStat::NtorV3),
+        _ => None,
     }
 }
 

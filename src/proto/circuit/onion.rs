@@ -143,6 +143,15 @@ pub(crate) struct Waiting {
     pub added: Instant,
 }
 
+/// The public-key handshakes C's heartbeat counts (rephist.c's
+/// onion_handshakes_{requested,assigned}); TAP is refused before it is
+/// counted, in oxit as in C tor 0.4.9 (onion.c:check_create_cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeStat {
+    Ntor = 0,
+    NtorV3 = 1,
+}
+
 /// Counters since start (for the heartbeat and metrics: C's
 /// rep_hist_note_circuit_handshake_{requested,assigned,dropped}).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +162,65 @@ pub struct OnionStats {
     pub dropped: [u64; 2],
     /// Creates dropped after waiting past the cutoff.
     pub timed_out: u64,
+    /// ntor and ntor-v3 creates that passed the checks, from relays only:
+    /// C does not count what clients ask for
+    /// (command.c:command_process_create_cell).
+    pub requested: [u64; 2],
+    /// ntor and ntor-v3 handshakes run, from anyone (C counts these when
+    /// it hands them to a cpuworker, whoever sent them).
+    pub assigned: [u64; 2],
+}
+
+impl OnionStats {
+    /// Length of [`Self::to_array`].
+    pub const FIELDS: usize = 9;
+
+    /// The counters as one array, for a worker to publish through atomics.
+    pub fn to_array(&self) -> [u64; Self::FIELDS] {
+        let [p0, p1] = self.processed;
+        let [d0, d1] = self.dropped;
+        let [r0, r1] = self.requested;
+        let [a0, a1] = self.assigned;
+        [p0, p1, d0, d1, self.timed_out, r0, r1, a0, a1]
+    }
+
+    pub fn from_array(a: [u64; Self::FIELDS]) -> OnionStats {
+        let [p0, p1, d0, d1, timed_out, r0, r1, a0, a1] = a;
+        OnionStats {
+            processed: [p0, p1],
+            dropped: [d0, d1],
+            timed_out,
+            requested: [r0, r1],
+            assigned: [a0, a1],
+        }
+    }
+
+    /// Every counter of `self` plus `other`'s (summing the workers).
+    pub fn add(&mut self, other: &OnionStats) {
+        let mut a = self.to_array();
+        for (x, y) in a.iter_mut().zip(other.to_array()) {
+            *x = x.saturating_add(y);
+        }
+        *self = OnionStats::from_array(a);
+    }
+}
+
+/// C's heartbeat line for handshakes
+/// (rephist.c:rep_hist_log_circuit_handshake_stats), from the totals now
+/// and at the last heartbeat: C zeroes its counters after each line, oxit's
+/// workers keep totals and the heartbeat takes the difference.
+pub fn handshake_heartbeat_line(now: &OnionStats, last: &OnionStats) -> String {
+    let d = |a: [u64; 2], b: [u64; 2], i: HandshakeStat| {
+        let i = i as usize;
+        a[i].saturating_sub(b[i])
+    };
+    format!(
+        "Circuit handshake stats since last time: 0/0 TAP, {}/{} NTor, {}/{} NTor (v3).",
+        d(now.assigned, last.assigned, HandshakeStat::Ntor),
+        d(now.requested, last.requested, HandshakeStat::Ntor),
+        d(now.assigned, last.assigned, HandshakeStat::NtorV3),
+        d(now.requested, last.requested, HandshakeStat::NtorV3),
+    )
 }
 
 /// See the module documentation.

@@ -927,3 +927,38 @@ fn onion_queue_forgets_a_closed_channel() {
         "nothing is answered on a closed channel"
     );
 }
+
+#[test]
+fn handshake_stats_count_as_c_tor_does() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut r = relay(&mut rng, 1);
+    // Requested counts creates from relays only; assigned counts every
+    // handshake run (command.c, cpuworker.c).
+    create_ntor(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0001);
+    create_ntor(&mut r, &mut rng, RELAY_CHAN, 0x8000_0001);
+    create_ntor(&mut r, &mut rng, RELAY_CHAN, 0x8000_0002);
+    let fast = create_fast_cells(&mut rng, 0x8000_0010..=0x8000_0010);
+    r.t.handle_cells(RELAY_CHAN, &mut fast.clone(), now(), &mut rng);
+    drain(&mut r.t);
+    let s = r.t.onion_stats();
+    assert_eq!(s.requested, [2, 0]);
+    assert_eq!(s.assigned, [3, 0]);
+    assert_eq!(s.processed, [1, 3], "fast, then ntor");
+
+    // The heartbeat prints what changed since the last one.
+    let last = OnionStats {
+        assigned: [1, 0],
+        requested: [1, 0],
+        ..OnionStats::default()
+    };
+    let now = OnionStats {
+        assigned: [4, 5],
+        requested: [5, 6],
+        ..OnionStats::default()
+    };
+    assert_eq!(
+        handshake_heartbeat_line(&now, &last),
+        "Circuit handshake stats since last time: 0/0 TAP, 3/4 NTor, 5/6 NTor (v3)."
+    );
+    assert_eq!(OnionStats::from_array(s.to_array()), s);
+}

@@ -185,6 +185,14 @@ fn dos(backend: IoBackend) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // And, before it, C's handshake line.
+    let log = oxit.log();
+    assert!(
+        log.lines().any(|l| l
+            .contains("[notice] Circuit handshake stats since last time: 0/0 TAP, ")
+            && l.ends_with(" NTor (v3).")),
+        "no handshake heartbeat line\n--- oxit log ---\n{log}"
+    );
     assert!(
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"
