@@ -43,6 +43,19 @@ fn get(
     n: usize,
     what: &str,
 ) {
+    get_via(net, socks_addr, target, port, n, what, &|| net.client.log());
+}
+
+/// [`get`] through a client whose log is `client_log` (printed on failure).
+fn get_via(
+    net: &Testnet,
+    socks_addr: std::net::SocketAddr,
+    target: Target<'_>,
+    port: u16,
+    n: usize,
+    what: &str,
+    client_log: &dyn Fn() -> String,
+) {
     let deadline = Instant::now() + STEP;
     loop {
         match socks::http_get(
@@ -58,12 +71,27 @@ fn get(
                 std::thread::sleep(Duration::from_secs(2));
             }
             Err(e) => panic!(
-                "{what}: {e}\n--- oxit log ---\n{}\n--- client log ---\n{}",
+                "{what}: {e}\n--- the authorities' consensus (r and s lines) ---\n{}\n\
+                 --- oxit log ---\n{}\n--- client log ---\n{}",
+                consensus_flags(net),
                 net.oxit.log_tail(40),
-                net.client.log()
+                client_log()
             ),
         }
     }
+}
+
+/// Who the consensus lists and with which flags: a client that cannot
+/// build a path usually lost its guards or exits there.
+fn consensus_flags(net: &Testnet) -> String {
+    net.consensus_text()
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("r ") || l.starts_with("s ") || l.starts_with("valid-"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|| "(none cached)".into())
 }
 
 /// A C tor relay's data directory, with every key C tor makes, for oxit to
@@ -99,6 +127,11 @@ fn c_tor_keys(root: &std::path::Path) -> (std::path::PathBuf, String) {
 }
 
 fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
+    // One network at a time: each is a dozen tor processes voting every
+    // 10 s, and two at once on a loaded 2-core machine have left a
+    // client without a usable path for minutes.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dns = Dnsmasq::start().expect("start dnsmasq");
     let http = HttpServer::start().expect("start HTTP server");
     // Reached by the name only dnsmasq knows (it resolves to 127.0.0.42).
@@ -293,13 +326,14 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     });
 
     // The same download through Arti: it too picks oxit as its exit.
-    get(
+    get_via(
         &net,
         arti.socks(),
         lo.clone(),
         http.addr().port(),
         20 << 20,
         "20 MiB through Arti",
+        &|| arti.log_tail(60),
     );
     drop(arti);
 
