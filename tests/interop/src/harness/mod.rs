@@ -8,6 +8,7 @@
 //! fail with the Debian package to install — never skip.
 
 pub mod arti;
+pub mod dest;
 mod dnsmasq;
 mod http;
 mod netns;

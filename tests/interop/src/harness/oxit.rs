@@ -209,6 +209,11 @@ impl OxitProcess {
         self.child.id()
     }
 
+    /// Where the relay logs.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("oxit.log")
+    }
+
     /// The relay's log so far (for failure messages).
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("oxit.log"), 60)
