@@ -41,8 +41,8 @@ const IDLE_TURN: Duration = Duration::from_millis(500);
 /// Channel timers (keepalive, idle close, handshake timeout) are checked
 /// this often rather than every turn.
 const CHANNEL_TICK: Duration = Duration::from_millis(250);
-/// Exit streams that have not connected by then get END TIMEOUT (from the
-/// circuit table); a channel connect for EXTEND2 gets this long too.
+/// How long a channel connect for EXTEND2 may take. (Exit streams have
+/// the circuit table's `STREAM_SETUP_TIMEOUT` instead.)
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a link may have waiting for the kernel before its heaviest
 /// circuits are closed: 64 full circuit windows' worth of cells.
