@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The `DataDirectory/state` file, in C tor's format (statefile.c):
 //! `Key value` lines under a comment header. oxit keeps only what it uses
 //! (the bandwidth history) and carries every other line through unchanged,
@@ -45,23 +49,23 @@ impl StateFile {
     /// Replace every line with `key` by one line, where the first was (or
     /// at the end).
     pub fn set(&mut self, key: &str, value: String) {
-        match self
-            .lines
-            .iter()
-            .position(|(k, _)| k.eq_ignore_ascii_case(key))
-        {
-            Some(i) => {
-                self.lines[i] = (key.to_string(), value);
-                let mut j = i + 1;
-                while j < self.lines.len() {
-                    if self.lines[j].0.eq_ignore_ascii_case(key) {
-                        self.lines.remove(j);
-                    } else {
-                        j += 1;
-                    }
-                }
+        let mut value = Some(value);
+        // The first line with `key` takes the value; the later ones go.
+        self.lines.retain_mut(|(k, v)| {
+            if !k.eq_ignore_ascii_case(key) {
+                return true;
             }
-            None => self.lines.push((key.to_string(), value)),
+            match value.take() {
+                Some(new) => {
+                    *k = key.to_string();
+                    *v = new;
+                    true
+                }
+                None => false,
+            }
+        });
+        if let Some(value) = value {
+            self.lines.push((key.to_string(), value));
         }
     }
 

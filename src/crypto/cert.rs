@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Tor certificates: Ed25519 certificates (cert-spec §2.1; torcert.c) and
 //! the RSA→Ed25519 cross-certificate (type 7 in CERTS, see [`crosscert`]).
 //!
@@ -118,7 +122,12 @@ pub fn expiration_hours(now: SystemTime, lifetime: Duration) -> u32 {
 
 /// The instant an EXPIRATION field names.
 pub fn hours_to_time(hours: u32) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::from(hours) * 3600)
+    // 2^32 hours (about 490,000 years) fit SystemTime's i64 seconds, so
+    // the fallback is never taken; were it, the certificate would read as
+    // long expired, not as valid forever.
+    UNIX_EPOCH
+        .checked_add(Duration::from_hours(u64::from(hours)))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// A decoded (or freshly signed) Ed25519 certificate. Keeps its encoding,
@@ -183,31 +192,26 @@ impl Ed25519Cert {
     pub fn decode(bytes: &[u8]) -> Result<Self, CertError> {
         let len = bytes.len();
         let trunc = |what| CertError::Truncated { what, len };
-        let header = bytes.get(..HEADER_LEN).ok_or(trunc("header"))?;
-        let [version, cert_type, e0, e1, e2, e3, key_type, rest @ ..] = header else {
-            return Err(trunc("header"));
-        };
+        let (header, mut rest) = bytes
+            .split_first_chunk::<HEADER_LEN>()
+            .ok_or(trunc("header"))?;
+        // VERSION, CERT_TYPE, EXPIRATION, CERT_KEY_TYPE, CERTIFIED_KEY, N_EXTENSIONS.
+        let [version, cert_type, e0, e1, e2, e3, key_type, key @ .., n] = header;
         if *version != 1 {
             return Err(CertError::BadVersion(*version));
         }
         let expiration_hours = u32::from_be_bytes([*e0, *e1, *e2, *e3]);
-        let mut certified_key = [0u8; 32];
-        certified_key.copy_from_slice(rest.get(..32).ok_or(trunc("certified key"))?);
-        let n_ext = *rest.get(32).ok_or(trunc("extension count"))?;
-        let mut pos = HEADER_LEN;
         let mut signing_key = None;
-        for _ in 0..n_ext {
-            let h = bytes.get(pos..pos + 4).ok_or(trunc("extension header"))?;
-            let (ext_len, ext_type, flags) = match h {
-                [a, b, t, f] => (usize::from(u16::from_be_bytes([*a, *b])), *t, *f),
-                _ => return Err(trunc("extension header")),
-            };
-            pos += 4;
-            let data = bytes
-                .get(pos..pos + ext_len)
+        for _ in 0..*n {
+            let ([a, b, ext_type, flags], after) = rest
+                .split_first_chunk::<4>()
+                .ok_or(trunc("extension header"))?;
+            let ext_len = usize::from(u16::from_be_bytes([*a, *b]));
+            let (data, after) = after
+                .split_at_checked(ext_len)
                 .ok_or(trunc("extension body"))?;
-            pos += ext_len;
-            if ext_type == EXT_SIGNED_WITH_ED25519_KEY {
+            rest = after;
+            if *ext_type == EXT_SIGNED_WITH_ED25519_KEY {
                 let k: [u8; 32] = data
                     .try_into()
                     .map_err(|_| CertError::BadSigningKeyExtension(ext_len))?;
@@ -215,23 +219,24 @@ impl Ed25519Cert {
                     return Err(CertError::DuplicateSigningKeyExtension);
                 }
             } else if flags & EXT_FLAG_AFFECTS_VALIDATION != 0 {
-                return Err(CertError::UnknownCriticalExtension { ext_type });
+                return Err(CertError::UnknownCriticalExtension {
+                    ext_type: *ext_type,
+                });
             }
         }
-        let sig = bytes.get(pos..pos + SIG_LEN).ok_or(trunc("signature"))?;
-        let mut signature = [0u8; 64];
-        signature.copy_from_slice(sig);
-        let extra = len - (pos + SIG_LEN);
-        if extra != 0 {
-            return Err(CertError::TrailingBytes(extra));
+        let (signature, trailing) = rest
+            .split_first_chunk::<SIG_LEN>()
+            .ok_or(trunc("signature"))?;
+        if !trailing.is_empty() {
+            return Err(CertError::TrailingBytes(trailing.len()));
         }
         Ok(Self {
             cert_type: *cert_type,
             expiration_hours,
             key_type: *key_type,
-            certified_key,
+            certified_key: *key,
             signing_key,
-            signature,
+            signature: *signature,
             encoded: bytes.to_vec(),
         })
     }

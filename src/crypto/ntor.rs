@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The ntor circuit handshake (CREATE2 HTYPE 2): relay side, and the client
 //! side that tests and benchmarks drive the relay with.
 //!
@@ -190,6 +194,11 @@ fn h(x: &[u8], t: &[u8]) -> [u8; 32] {
     }
 }
 
+/// secret_input: EXP(X,y) | EXP(X,b) | ID | B | X | Y | PROTOID.
+const SECRET_INPUT_LEN: usize = 32 * 5 + 20 + PROTOID.len();
+/// auth_input: verify | ID | B | Y | X | PROTOID | "Server".
+const AUTH_INPUT_LEN: usize = 32 * 4 + 20 + PROTOID.len() + 6;
+
 /// Both sides share this: secret_input → (AUTH, keys).
 /// `xy` = EXP(X,y) = EXP(Y,x), `xb` = EXP(X,b) = EXP(B,x).
 fn derive(
@@ -200,10 +209,10 @@ fn derive(
     x: &[u8; 32],
     y: &[u8; 32],
 ) -> ([u8; 32], CircuitKeys) {
-    let mut si = Transcript::with_capacity(32 * 5 + 20 + PROTOID.len());
+    let mut si = Transcript::with_capacity(SECRET_INPUT_LEN);
     si.put(xy).put(xb).put(id).put(b).put(x).put(y).put(PROTOID);
     let verify = h(&si.0, T_VERIFY);
-    let mut ai = Transcript::with_capacity(32 * 4 + 20 + PROTOID.len() + 6);
+    let mut ai = Transcript::with_capacity(AUTH_INPUT_LEN);
     ai.put(&verify)
         .put(id)
         .put(b)

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The ntor-v3 circuit handshake (CREATE2 HTYPE 3, prop332): relay side,
 //! the client side tests and benchmarks use, and (in `negotiate`) the
 //! extension-list codec with oxit's circuit-parameter policy.
@@ -139,6 +143,10 @@ impl Drop for Phase2 {
     }
 }
 
+/// secret_input without the verification string: six 32-byte values,
+/// PROTOID and the string's 8-byte length.
+const SECRET_INPUT_FIXED_LEN: usize = 32 * 6 + PROTOID.len() + 8;
+
 #[allow(clippy::too_many_arguments)]
 fn phase2(
     xy: &[u8; 32],
@@ -149,7 +157,8 @@ fn phase2(
     y: &[u8; 32],
     ver: &[u8],
 ) -> Phase2 {
-    let mut si = Vec::with_capacity(32 * 6 + PROTOID.len() + 8 + ver.len());
+    // A capacity hint: saturating is harmless.
+    let mut si = Vec::with_capacity(SECRET_INPUT_FIXED_LEN.saturating_add(ver.len()));
     si.extend_from_slice(xy);
     si.extend_from_slice(xb);
     si.extend_from_slice(id);
@@ -203,14 +212,6 @@ fn auth(
     a.finish()
 }
 
-fn arr32(s: &[u8]) -> [u8; 32] {
-    let mut a = [0u8; 32];
-    if s.len() == 32 {
-        a.copy_from_slice(s);
-    }
-    a
-}
-
 /// Relay side of ntor-v3.
 ///
 /// `reply_fn` gets the decrypted client message and returns the plaintext
@@ -244,18 +245,15 @@ fn server_handshake_with_y<F>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, NegotiationError>,
 {
-    if hdata.len() < NTOR3_MIN_CLIENT_LEN {
-        return Err(Ntor3Error::TooShort {
-            what: "client handshake",
-            min: NTOR3_MIN_CLIENT_LEN,
-            got: hdata.len(),
-        });
-    }
-    let (fixed, rest) = hdata.split_at(96);
-    let (msg, mac_recv) = rest.split_at(rest.len() - 32);
-    let id = arr32(&fixed[..32]);
-    let b = arr32(&fixed[32..64]);
-    let x = arr32(&fixed[64..96]);
+    let too_short = || Ntor3Error::TooShort {
+        what: "client handshake",
+        min: NTOR3_MIN_CLIENT_LEN,
+        got: hdata.len(),
+    };
+    let (&id, rest) = hdata.split_first_chunk::<32>().ok_or_else(too_short)?;
+    let (&b, rest) = rest.split_first_chunk::<32>().ok_or_else(too_short)?;
+    let (&x, rest) = rest.split_first_chunk::<32>().ok_or_else(too_short)?;
+    let (msg, mac_recv) = rest.split_last_chunk::<32>().ok_or_else(too_short)?;
 
     // Like C tor, accumulate problems and decide at the end of part 1, so
     // the work done does not depend on which check failed.
@@ -312,9 +310,9 @@ where
         verification,
     );
     aes256_ctr(&p2.enc_key, &mut reply_msg);
-    let mac_recv = arr32(mac_recv);
-    let auth = auth(&p2.verify, &id, &b, &y_pub, &x, &mac_recv, &reply_msg);
-    let mut reply = Vec::with_capacity(64 + reply_msg.len());
+    let auth = auth(&p2.verify, &id, &b, &y_pub, &x, mac_recv, &reply_msg);
+    // A capacity hint: saturating is harmless.
+    let mut reply = Vec::with_capacity(reply_msg.len().saturating_add(64));
     reply.extend_from_slice(&y_pub);
     reply.extend_from_slice(&auth);
     reply.extend_from_slice(&reply_msg);
@@ -372,7 +370,8 @@ fn client_create_with_x(
     enc_k1.zeroize();
     mac.put(&msg);
     let mac = mac.finish();
-    let mut hdata = Vec::with_capacity(128 + msg.len());
+    // A capacity hint: saturating is harmless.
+    let mut hdata = Vec::with_capacity(msg.len().saturating_add(NTOR3_MIN_CLIENT_LEN));
     hdata.extend_from_slice(relay_id);
     hdata.extend_from_slice(relay_b);
     hdata.extend_from_slice(&x_pub);
@@ -396,16 +395,13 @@ pub fn client_finish(
     reply: &[u8],
     verification: &[u8],
 ) -> Result<(Vec<u8>, CircuitKeys), Ntor3Error> {
-    if reply.len() < NTOR3_MIN_REPLY_LEN {
-        return Err(Ntor3Error::TooShort {
-            what: "server reply",
-            min: NTOR3_MIN_REPLY_LEN,
-            got: reply.len(),
-        });
-    }
-    let (y_bytes, rest) = reply.split_at(32);
-    let (auth_recv, enc_msg) = rest.split_at(32);
-    let y = arr32(y_bytes);
+    let too_short = || Ntor3Error::TooShort {
+        what: "server reply",
+        min: NTOR3_MIN_REPLY_LEN,
+        got: reply.len(),
+    };
+    let (&y, rest) = reply.split_first_chunk::<32>().ok_or_else(too_short)?;
+    let (auth_recv, enc_msg) = rest.split_first_chunk::<32>().ok_or_else(too_short)?;
     let xy = state.x.diffie_hellman(&PublicKey::from(y));
     let p2 = phase2(
         xy.as_bytes(),

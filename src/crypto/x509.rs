@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! X.509 certificates of the link handshake (requirements.md §1.1, §1.4,
 //! §2.2): the type-2 self-signed RSA identity certificate, the TLS link
 //! key and certificate that rustls presents, and checking a peer's type-2
@@ -7,6 +11,7 @@
 //! configure rustls or decide when to rotate (see `keys`). Time comes in as
 //! a parameter; randomness as an rng.
 
+use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,7 +95,7 @@ fn der_err(what: &'static str) -> impl Fn(der::Error) -> X509Error {
 /// 8..=20 lowercase base32 characters.
 pub fn random_hostname<R: Rng + ?Sized>(rng: &mut R, suffix: &str) -> String {
     const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let len = 8 + (rng.next_u32() % 13) as usize;
+    let len = 8usize.saturating_add((rng.next_u32() % 13) as usize);
     let mut s = String::from("www.");
     for _ in 0..len {
         let c = B32
@@ -105,25 +110,32 @@ pub fn random_hostname<R: Rng + ?Sized>(rng: &mut R, suffix: &str) -> String {
 
 /// Validity chosen like tor_tls_pick_certificate_lifetime: start a random
 /// time in the past (so the cert is part-way through its life), rounded
-/// back to a day boundary.
+/// back to a day boundary. Fails only if the end is past what SystemTime
+/// can hold.
 pub fn pick_validity<R: Rng + ?Sized>(
     rng: &mut R,
     now: SystemTime,
     lifetime: Duration,
-) -> (SystemTime, SystemTime) {
+) -> Result<(SystemTime, SystemTime), X509Error> {
     const DAY: u64 = 86400;
+    // Seconds of our own clock and a lifetime of days: nowhere near
+    // u64::MAX, so the saturating operations never saturate.
     let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let life = lifetime.as_secs();
     let earliest = if life <= 2 * DAY {
         now_s.saturating_sub(1)
     } else {
-        (now_s + 2 * DAY).saturating_sub(life)
+        now_s.saturating_add(2 * DAY).saturating_sub(life)
     };
-    let span = now_s - earliest.min(now_s);
-    let start = earliest + if span == 0 { 0 } else { rng.next_u64() % span };
-    let start = start - start % DAY;
-    let start = UNIX_EPOCH + Duration::from_secs(start);
-    (start, start + lifetime)
+    let span = now_s.saturating_sub(earliest);
+    let offset = NonZeroU64::new(span).map_or(0, |span| rng.next_u64() % span);
+    let start = earliest.saturating_add(offset);
+    let start = start.saturating_sub(start % DAY);
+    let out_of_range = || X509Error::Build("certificate validity out of range".into());
+    let start = UNIX_EPOCH
+        .checked_add(Duration::from_secs(start))
+        .ok_or_else(out_of_range)?;
+    Ok((start, start.checked_add(lifetime).ok_or_else(out_of_range)?))
 }
 
 struct TorProfile {
@@ -211,7 +223,7 @@ pub fn create_identity_cert<R: CryptoRng + ?Sized>(
     now: SystemTime,
 ) -> Result<Vec<u8>, X509Error> {
     let cn = random_hostname(rng, ".com");
-    let validity = pick_validity(rng, now, IDENTITY_CERT_LIFETIME);
+    let validity = pick_validity(rng, now, IDENTITY_CERT_LIFETIME)?;
     create_cert(
         rng,
         rsa_spki(identity.public())?,
@@ -258,7 +270,7 @@ impl TlsLinkCert {
             .map_err(der_err("TLS key SPKI"))?;
         let subject = random_hostname(rng, ".net");
         let issuer = random_hostname(rng, ".com");
-        let validity = pick_validity(rng, now, lifetime);
+        let validity = pick_validity(rng, now, lifetime)?;
         let cert_der = create_cert(rng, spki, identity, &subject, &issuer, validity)?;
         let digest = Sha256::digest(&cert_der).into();
         Ok(Self {
@@ -308,7 +320,12 @@ pub fn verify_identity_cert(der: &[u8], now: SystemTime) -> Result<RsaPublic, X5
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let nb = tbs.validity().not_before.to_system_time();
     let na = tbs.validity().not_after.to_system_time();
-    if now + X509_FUTURE_SLOP < nb || na + X509_PAST_SLOP < now {
+    // Not yet valid: notBefore more than the slop after now; expired:
+    // now more than the slop after notAfter. Differences, not sums, so
+    // nothing can overflow.
+    let not_yet = nb.duration_since(now).is_ok_and(|d| d > X509_FUTURE_SLOP);
+    let expired = now.duration_since(na).is_ok_and(|d| d > X509_PAST_SLOP);
+    if not_yet || expired {
         return Err(X509Error::NotValidNow {
             not_before: secs(nb),
             not_after: secs(na),

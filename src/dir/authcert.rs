@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Directory authority key certificates (dir-spec §3.1;
 //! authcert_parse.c:authority_cert_parse_from_string): an authority's
 //! long-term v3 identity key certifies the medium-term signing key that
@@ -47,20 +51,15 @@ pub struct AuthCert {
 /// `/tor/keys/...` holds several, back to back). A certificate that does
 /// not check out is an error for the whole answer, as in C tor.
 pub fn parse_all(text: &str) -> Result<Vec<AuthCert>, CertError> {
+    const START: &str = "dir-key-certificate-version";
     let items = document::items(text)?;
-    let mut starts: Vec<usize> = items
-        .iter()
-        .enumerate()
-        .filter(|(_, it)| it.keyword == "dir-key-certificate-version")
-        .map(|(i, _)| i)
-        .collect();
-    if starts.first() != Some(&0) {
+    if items.first().map(|it| it.keyword) != Some(START) {
         return Err(invalid("does not start with dir-key-certificate-version"));
     }
-    starts.push(items.len());
-    starts
-        .windows(2)
-        .map(|w| check_one(text, &items[w[0]..w[1]]))
+    // Each certificate runs from its first line to the next one's.
+    items
+        .chunk_by(|_, next| next.keyword != START)
+        .map(|cert| check_one(text, cert))
         .collect()
 }
 
@@ -117,7 +116,8 @@ fn check_one(text: &str, items: &[Item<'_>]) -> Result<AuthCert, CertError> {
         .verify_raw(&v3ident, cross_sig)
         .map_err(|_| invalid("the signing key's cross-certificate does not verify"))?;
     // Signed text: from the first keyword through "dir-key-certification\n".
-    let signed_end = last.start + "dir-key-certification\n".len();
+    // The start is an offset into `text`: the sum cannot overflow.
+    let signed_end = last.start.saturating_add("dir-key-certification\n".len());
     let signed = text
         .get(first.start..signed_end)
         .ok_or_else(|| invalid("dir-key-certification line is malformed"))?;

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The network-status consensus a relay reads (dir-spec §3.4.1, §3.9.2;
 //! ns_parse.c:networkstatus_parse_vote_from_string, networkstatus.c:
 //! networkstatus_check_consensus_signature).
@@ -231,7 +235,8 @@ impl SignatureCheck {
     pub fn verdict(&self) -> Verdict {
         if self.good >= self.required {
             Verdict::Accept
-        } else if self.good + self.missing.len() >= self.required {
+        // Both counts are at most the number of voters: no overflow.
+        } else if self.good.saturating_add(self.missing.len()) >= self.required {
             Verdict::NeedCerts
         } else {
             Verdict::Reject
@@ -288,19 +293,17 @@ impl Consensus {
             Some("microdesc") => Flavor::Microdesc,
             Some(f) => return Err(invalid(format!("unknown flavor {f:?}"))),
         };
-        let sig_start = items
+        let first_sig = items
             .iter()
-            .position(|i| i.keyword == "directory-signature")
+            .find(|i| i.keyword == "directory-signature")
             .ok_or_else(|| invalid("no directory-signature"))?;
-        let footer_start = items[..sig_start]
-            .iter()
-            .position(|i| i.keyword == "directory-footer")
-            .unwrap_or(sig_start);
-        let entries_start = items[..footer_start]
-            .iter()
-            .position(|i| i.keyword == "r")
-            .unwrap_or(footer_start);
-        let header = &items[..entries_start];
+        // The footer starts at a "directory-footer" that comes before the
+        // signatures, or else at the first signature; the router entries
+        // start at the first "r" before it.
+        let (body, footer) = split_before(&items, |kw| {
+            kw == "directory-footer" || kw == "directory-signature"
+        });
+        let (header, entries) = split_before(body, |kw| kw == "r");
 
         let one = |kw: &str| -> Result<&Item<'_>, ConsensusError> {
             let mut it = header.iter().filter(|i| i.keyword == kw);
@@ -327,15 +330,17 @@ impl Consensus {
         } else {
             MIN_VOTE_INTERVAL
         };
-        if valid_after + min > fresh_until {
+        // parse_iso stops at year 9999, so these sums are far from
+        // u64::MAX.
+        if valid_after.saturating_add(min) > fresh_until {
             return Err(invalid("freshness interval is too short"));
         }
-        if valid_after + 2 * min > valid_until {
+        if valid_after.saturating_add(min.saturating_mul(2)) > valid_until {
             return Err(invalid("liveness interval is too short"));
         }
         let delay = one("voting-delay")?;
         let delays: Vec<u64> = delay.args().filter_map(|a| a.parse().ok()).collect();
-        if delays.len() < 2 || delays[0] < 2 || delays[1] < 2 {
+        if !matches!(delays.as_slice(), [vote, dist, ..] if *vote >= 2 && *dist >= 2) {
             return Err(delay
                 .error("voting-delay needs two numbers of at least 2")
                 .into());
@@ -370,30 +375,31 @@ impl Consensus {
         let mut voters = Vec::new();
         for ds in header.iter().filter(|i| i.keyword == "dir-source") {
             let a: Vec<&str> = ds.args().collect();
-            if a.len() < 6 {
+            let [nickname, ident, _hostname, addr, dir_port, or_port, ..] = a.as_slice() else {
                 return Err(ds.error("dir-source needs 6 arguments").into());
-            }
+            };
             voters.push(Voter {
-                nickname: a[0].to_owned(),
-                v3ident: hex_digest(a[1])
+                nickname: (*nickname).to_owned(),
+                v3ident: hex_digest(ident)
                     .ok_or_else(|| ds.error("dir-source identity is not 40 hex digits"))?,
-                ipv4: a[3]
+                ipv4: addr
                     .parse()
                     .map_err(|_| ds.error("dir-source address is not IPv4"))?,
-                dir_port: port(a[4]).ok_or_else(|| ds.error("bad dir-source DirPort"))?,
-                or_port: port(a[5]).ok_or_else(|| ds.error("bad dir-source ORPort"))?,
+                dir_port: port(dir_port).ok_or_else(|| ds.error("bad dir-source DirPort"))?,
+                or_port: port(or_port).ok_or_else(|| ds.error("bad dir-source ORPort"))?,
             });
         }
         if voters.is_empty() {
             return Err(invalid("no dir-source"));
         }
 
-        let relays = parse_entries(&items[entries_start..footer_start], flavor)?;
-        let signatures = parse_signatures(&items[footer_start..], &voters)?;
+        let relays = parse_entries(entries, flavor)?;
+        let signatures = parse_signatures(footer, &voters)?;
 
         // Signed: from the start through the space after the first
-        // "directory-signature" (dir-spec §3.4.1).
-        let signed_end = items[sig_start].start + "directory-signature ".len();
+        // "directory-signature" (dir-spec §3.4.1). The start is an offset
+        // into `text`, so the sum cannot overflow.
+        let signed_end = first_sig.start.saturating_add("directory-signature ".len());
         let signed = text
             .get(..signed_end)
             .ok_or_else(|| invalid("truncated signature line"))?;
@@ -424,7 +430,10 @@ impl Consensus {
     /// Usable now: from a day before `valid-after` to a day after
     /// `valid-until` (networkstatus_consensus_reasonably_live).
     pub fn is_reasonably_live(&self, now: UnixTime) -> bool {
-        now + REASONABLY_LIVE >= self.valid_after && now <= self.valid_until + REASONABLY_LIVE
+        // A sum past u64::MAX is later than any time, which is what
+        // saturating gives: the comparisons stay exact.
+        now.saturating_add(REASONABLY_LIVE) >= self.valid_after
+            && now <= self.valid_until.saturating_add(REASONABLY_LIVE)
     }
 
     /// Within its own validity window.
@@ -451,7 +460,7 @@ impl Consensus {
     ) -> SignatureCheck {
         let mut check = SignatureCheck {
             authorities: authorities.len(),
-            required: authorities.len() / 2 + 1,
+            required: (authorities.len() / 2).saturating_add(1),
             ..SignatureCheck::default()
         };
         for voter in &self.voters {
@@ -464,7 +473,7 @@ impl Consensus {
                 continue;
             }
             if !authorities.contains(&voter.v3ident) {
-                check.unknown += 1;
+                check.unknown = check.unknown.saturating_add(1);
                 continue;
             }
             let (mut good, mut bad, mut missing) = (false, false, None);
@@ -487,10 +496,11 @@ impl Consensus {
                     },
                 }
             }
+            // Each voter counts once: these stay below the number of voters.
             if good {
-                check.good += 1;
+                check.good = check.good.saturating_add(1);
             } else if bad {
-                check.bad += 1;
+                check.bad = check.bad.saturating_add(1);
             } else if let Some(m) = missing {
                 check.missing.push(m);
             }
@@ -501,44 +511,38 @@ impl Consensus {
 
 fn parse_entries(items: &[Item<'_>], flavor: Flavor) -> Result<Vec<RouterStatus>, ConsensusError> {
     let mut relays: Vec<RouterStatus> = Vec::new();
-    let mut i = 0;
-    while i < items.len() {
-        let r = &items[i];
+    // Each entry is an "r" item and what follows it up to the next "r".
+    for group in items.chunk_by(|_, next| next.keyword != "r") {
+        let Some((r, entry)) = group.split_first() else {
+            continue;
+        };
         if r.keyword != "r" {
             return Err(r
                 .error(format!("unexpected {:?} before a router entry", r.keyword))
                 .into());
         }
-        let end = items[i + 1..]
-            .iter()
-            .position(|it| it.keyword == "r")
-            .map_or(items.len(), |p| i + 1 + p);
-        let entry = &items[i + 1..end];
         let a: Vec<&str> = r.args().collect();
         // microdesc: nick id date time IP OR Dir; ns adds the descriptor digest.
-        let skip = match flavor {
-            Flavor::Microdesc => 0,
-            Flavor::Ns => 1,
-        };
-        if a.len() < 7 + skip {
+        let ((Flavor::Microdesc, [nick, id, date, time, ip, or_port, dir_port, ..])
+        | (Flavor::Ns, [nick, id, _, date, time, ip, or_port, dir_port, ..])) =
+            (flavor, a.as_slice())
+        else {
             return Err(r.error("router entry has too few fields").into());
+        };
+        if !is_nickname(nick) {
+            return Err(r.error(format!("bad nickname {nick:?}")).into());
         }
-        if !is_nickname(a[0]) {
-            return Err(r.error(format!("bad nickname {:?}", a[0])).into());
-        }
-        let rsa_id = b64_digest(a[1]).ok_or_else(|| r.error("bad identity digest"))?;
-        let when = format!("{} {}", a[2 + skip], a[3 + skip]);
+        let rsa_id = b64_digest(id).ok_or_else(|| r.error("bad identity digest"))?;
+        let when = format!("{date} {time}");
         if parse_iso(&when).is_none() {
             return Err(r.error("bad publication time").into());
         }
-        let ipv4 = a[4 + skip]
-            .parse()
-            .map_err(|_| r.error("bad IPv4 address"))?;
+        let ipv4 = ip.parse().map_err(|_| r.error("bad IPv4 address"))?;
         // C tor turns an unparsable port into 0; so do we.
-        let or_port = port(a[5 + skip]).unwrap_or(0);
-        let dir_port = port(a[6 + skip]).unwrap_or(0);
+        let or_port = port(or_port).unwrap_or(0);
+        let dir_port = port(dir_port).unwrap_or(0);
         let mut rs = RouterStatus {
-            nickname: a[0].to_owned(),
+            nickname: (*nick).to_owned(),
             rsa_id,
             ipv4,
             or_port,
@@ -597,9 +601,21 @@ fn parse_entries(items: &[Item<'_>], flavor: Flavor) -> Result<Vec<RouterStatus>
             return Err(r.error("entries are not sorted by identity digest").into());
         }
         relays.push(rs);
-        i = end;
     }
     Ok(relays)
+}
+
+/// `items` split before the first item whose keyword passes `at`; all of
+/// them come before when none does.
+fn split_before<'i, 'a>(
+    items: &'i [Item<'a>],
+    at: impl Fn(&str) -> bool,
+) -> (&'i [Item<'a>], &'i [Item<'a>]) {
+    let pos = items
+        .iter()
+        .position(|i| at(i.keyword))
+        .unwrap_or(items.len());
+    items.split_at_checked(pos).unwrap_or((items, &[]))
 }
 
 fn parse_signatures(
@@ -615,16 +631,16 @@ fn parse_signatures(
             "directory-signature" => {
                 seen_sig = true;
                 let a: Vec<&str> = it.args().collect();
-                let (alg, id, sk) = match a.len() {
-                    2 => (SigAlg::Sha1, a[0], a[1]),
-                    n if n >= 3 => (
-                        match a[0] {
+                let (alg, id, sk) = match a.as_slice() {
+                    [id, sk] => (SigAlg::Sha1, *id, *sk),
+                    [alg, id, sk, ..] => (
+                        match *alg {
                             "sha1" => SigAlg::Sha1,
                             "sha256" => SigAlg::Sha256,
                             other => SigAlg::Other(other.to_owned()),
                         },
-                        a[1],
-                        a[2],
+                        *id,
+                        *sk,
                     ),
                     _ => {
                         return Err(it

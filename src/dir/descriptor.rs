@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The documents a relay publishes: its server descriptor (dir-spec §2.1.1;
 //! router.c:router_dump_router_to_string) and its extra-info descriptor
 //! (dir-spec §2.1.2; router.c:extrainfo_dump_to_string), built and signed
@@ -274,9 +278,14 @@ impl ExtraInfo<'_> {
                 max: MAX_EXTRA_INFO_LEN,
             });
         }
-        let signed_end = s.find("\nrouter-signature\n").map_or(s.len(), |i| i + 18);
+        // The text through the first "\nrouter-signature\n" (all of it if
+        // there is none): the first piece split_inclusive yields.
+        let signed = s
+            .split_inclusive("\nrouter-signature\n")
+            .next()
+            .unwrap_or_default();
         let digest = ExtraInfoDigest {
-            sha1: Sha1::digest(&s.as_bytes()[..signed_end]).into(),
+            sha1: Sha1::digest(signed.as_bytes()).into(),
             sha256: Sha256::digest(s.as_bytes()).into(),
         };
         Ok((s, digest))

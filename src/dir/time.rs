@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! `YYYY-MM-DD HH:MM:SS` in UTC, the only time format of directory
 //! documents (C: format_iso_time, parse_iso_time with its strict rules:
 //! exactly that shape, year ≥ 1970, nothing after).
@@ -16,41 +20,70 @@ pub fn unix(t: SystemTime) -> UnixTime {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The [`SystemTime`] of a [`UnixTime`].
+/// The [`SystemTime`] of a [`UnixTime`]. Past SystemTime's range (2^63
+/// seconds, which no clock or document reaches) it is the epoch.
 pub fn system(t: UnixTime) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(t)
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(t))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// days_from_civil).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// days_from_civil, in unsigned arithmetic since we only need dates from
+/// 1970 on). None before 1970, or on an overflow that the four-digit years
+/// of [`parse_iso`] rule out.
+fn days_from_civil(y: u64, m: u32, d: u32) -> Option<u64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let (era, yoe) = (y / 400, y % 400);
+    let mp = u64::from(m.checked_add(9)? % 12);
+    let doy = (mp.checked_mul(153)?.checked_add(2)? / 5)
+        .checked_add(u64::from(d))?
+        .checked_sub(1)?;
+    let doe = yoe
+        .checked_mul(365)?
+        .checked_add(yoe / 4)?
+        .checked_sub(yoe / 100)?
+        .checked_add(doy)?;
+    era.checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)
 }
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
+/// The date of a day count (Hinnant's civil_from_days, unsigned). `z` is
+/// at most u64::MAX / 86400, under 2^48, so no step comes near u64::MAX and
+/// the saturating operations never saturate.
+fn civil_from_days(z: u64) -> (u64, u32, u32) {
+    let z = z.saturating_add(719_468);
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = doe
+        .saturating_sub(doe / 1460)
+        .saturating_add(doe / 36524)
+        .saturating_sub(doe / 146_096)
+        / 365;
+    let doy = doe.saturating_sub(
+        yoe.saturating_mul(365)
+            .saturating_add(yoe / 4)
+            .saturating_sub(yoe / 100),
+    );
+    let mp = doy.saturating_mul(5).saturating_add(2) / 153;
+    let d = doy
+        .saturating_sub(mp.saturating_mul(153).saturating_add(2) / 5)
+        .saturating_add(1) as u32;
+    let m = if mp < 10 {
+        mp.saturating_add(3)
+    } else {
+        mp.saturating_sub(9)
+    } as u32;
+    let y = yoe
+        .saturating_add(era.saturating_mul(400))
+        .saturating_add(u64::from(m <= 2));
     (y, m, d)
 }
 
 /// Format as `YYYY-MM-DD HH:MM:SS`.
 pub fn format_iso(t: UnixTime) -> String {
-    let days = i64::try_from(t / 86400).unwrap_or(i64::MAX);
     let secs = t % 86400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = civil_from_days(t / 86400);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         secs / 3600,
@@ -61,23 +94,17 @@ pub fn format_iso(t: UnixTime) -> String {
 
 /// Parse `YYYY-MM-DD HH:MM:SS` strictly.
 pub fn parse_iso(s: &str) -> Option<UnixTime> {
-    let b = s.as_bytes();
-    if b.len() != 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b' '
-        || b[13] != b':'
-        || b[16] != b':'
+    // Digits where the template has 0, the template's own byte elsewhere.
+    const SHAPE: &[u8] = b"0000-00-00 00:00:00";
+    if s.len() != SHAPE.len()
+        || !s.bytes().zip(SHAPE).all(|(c, &t)| match t {
+            b'0' => c.is_ascii_digit(),
+            _ => c == t,
+        })
     {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
+    let num = |r: std::ops::Range<usize>| -> Option<u32> { s.get(r)?.parse().ok() };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
     // C allows a leap second (60) and rejects the rest out of range.
@@ -90,9 +117,11 @@ pub fn parse_iso(s: &str) -> Option<UnixTime> {
     {
         return None;
     }
-    let days = days_from_civil(i64::from(y), mo, d);
-    let t = days * 86400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec);
-    u64::try_from(t).ok()
+    days_from_civil(u64::from(y), mo, d)?
+        .checked_mul(86400)?
+        .checked_add(u64::from(h).checked_mul(3600)?)?
+        .checked_add(u64::from(mi).checked_mul(60)?)?
+        .checked_add(u64::from(sec))
 }
 
 #[cfg(test)]

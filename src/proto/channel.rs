@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The link layer above TLS: one [`Channel`] per TLS connection, as a
 //! sans-IO state machine (requirements.md §1, §8.2).
 //!
@@ -330,7 +334,8 @@ impl Channel {
             } else {
                 self.handshake_cell(&raw, wire, ctx)?;
             }
-            pos += n;
+            // n ≤ rest.len(): pos stays within buf.
+            pos = pos.saturating_add(n);
         }
     }
 

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Ed25519 keypairs held in C tor's 64-byte *expanded* secret form.
 //!
 //! C tor never stores a 32-byte seed: `ed25519_*_secret_key` files hold
@@ -90,9 +94,11 @@ impl Ed25519Keypair {
         h.update(curve_secret);
         h.update(TWEAK);
         let out = h.finalize();
+        // The secret, then the first half of the hash: zip stops at 64 bytes.
         let mut expanded = Zeroizing::new([0u8; 64]);
-        expanded[..32].copy_from_slice(curve_secret);
-        expanded[32..].copy_from_slice(&out[..32]);
+        for (e, s) in expanded.iter_mut().zip(curve_secret.iter().chain(&out)) {
+            *e = *s;
+        }
         let kp = Self::from_expanded(&expanded);
         let sign_bit = kp.public_bytes()[31] >> 7;
         (kp, sign_bit)

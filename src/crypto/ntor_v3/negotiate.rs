@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The ntor-v3 message payload: the extension list codec (prop332 §A.2,
 //! tor:src/trunnel/extension.trunnel) and oxit's circuit-parameter policy
 //! (requirements.md §3.3; C tor onion_crypto.c:negotiate_v3_ntor_server_circ_params).
@@ -113,7 +117,11 @@ pub fn parse_extensions(msg: &[u8]) -> Result<Vec<Extension<'_>>, NegotiationErr
 /// constant replies, so they are truncated rather than reported.
 pub fn encode_extensions(exts: &[Extension<'_>]) -> Vec<u8> {
     let exts = exts.get(..exts.len().min(255)).unwrap_or_default();
-    let mut out = Vec::with_capacity(1 + exts.iter().map(|e| 2 + e.data.len()).sum::<usize>());
+    // A capacity hint: saturating is harmless.
+    let cap = exts.iter().fold(1usize, |n, e| {
+        n.saturating_add(2).saturating_add(e.data.len())
+    });
+    let mut out = Vec::with_capacity(cap);
     out.push(exts.len() as u8);
     for e in exts {
         let data = e.data.get(..e.data.len().min(255)).unwrap_or_default();

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! What a BEGIN or RESOLVE address asks for, decided before any DNS query:
 //! an IP literal (answered without DNS), a hostname to resolve, or a
 //! reverse name (`in-addr.arpa` / `ip6.arpa`) for a PTR lookup. Obviously
@@ -177,35 +181,39 @@ fn check_hostname(name: &str) -> Result<(), &'static str> {
 pub fn parse_reverse_name(name: &str) -> Option<IpAddr> {
     let lower = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     if let Some(rest) = lower.strip_suffix(".in-addr.arpa") {
-        let mut octets = [0u8; 4];
-        let mut n = 0;
-        for label in rest.split('.') {
-            if n >= 4 || label.is_empty() || label.len() > 3 {
+        let octet = |label: &str| -> Option<u8> {
+            if label.is_empty() || label.len() > 3 || !label.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            if !label.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            // Reversed order: the first label is the last octet.
-            octets[3 - n] = label.parse().ok()?;
-            n += 1;
-        }
-        return (n == 4).then(|| IpAddr::V4(Ipv4Addr::from(octets)));
+            label.parse().ok()
+        };
+        // Reversed order: the first label is the last octet.
+        let labels: Vec<&str> = rest.split('.').collect();
+        let [d, c, b, a] = labels.as_slice() else {
+            return None;
+        };
+        return Some(IpAddr::V4(Ipv4Addr::new(
+            octet(a)?,
+            octet(b)?,
+            octet(c)?,
+            octet(d)?,
+        )));
     }
     if let Some(rest) = lower.strip_suffix(".ip6.arpa") {
-        let mut value: u128 = 0;
-        let mut n = 0;
-        for label in rest.split('.') {
-            let [c] = label.as_bytes() else { return None };
-            let nibble = char::from(*c).to_digit(16)?;
-            if n >= 32 {
-                return None;
-            }
-            // The first label is the lowest nibble.
-            value |= u128::from(nibble) << (4 * n);
-            n += 1;
+        let labels: Vec<&str> = rest.split('.').collect();
+        if labels.len() != 32
+            || !labels
+                .iter()
+                .all(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return None;
         }
-        return (n == 32).then(|| IpAddr::V6(Ipv6Addr::from(value)));
+        // The first label is the lowest nibble, so the labels reversed
+        // spell the address in hex.
+        let hex: String = labels.iter().rev().copied().collect();
+        return u128::from_str_radix(&hex, 16)
+            .ok()
+            .map(|v| IpAddr::V6(Ipv6Addr::from(v)));
     }
     None
 }
@@ -219,11 +227,15 @@ pub fn reverse_name(ip: IpAddr) -> String {
             format!("{d}.{c}.{b}.{a}.in-addr.arpa")
         }
         IpAddr::V6(v6) => {
-            let value = u128::from(v6);
+            // Nibbles from the lowest: each byte from the last, low nibble
+            // first.
             let mut s = String::with_capacity(72);
-            for i in 0..32 {
-                let nibble = (value >> (4 * i)) & 0xf;
-                s.push_str(&format!("{nibble:x}."));
+            for byte in v6.octets().iter().rev() {
+                let hex = format!("{byte:02x}");
+                for nibble in hex.chars().rev() {
+                    s.push(nibble);
+                    s.push('.');
+                }
             }
             s.push_str("ip6.arpa");
             s

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Resolver configuration from resolv.conf text: the file C tor hands to
 //! libevent (`ServerDNSResolvConfFile`, default `/etc/resolv.conf`;
 //! dns.c:configure_nameservers). The caller reads the file; this module only
@@ -99,8 +103,7 @@ impl ResolverConfig {
             tracing::debug!(file, line, "{message}");
             notes.push(ConfNote { line, message });
         };
-        for (idx, raw) in text.lines().enumerate() {
-            let line_no = idx + 1;
+        for (line_no, raw) in (1..).zip(text.lines()) {
             let line = raw.split(['#', ';']).next().unwrap_or("");
             let mut words = line.split_whitespace();
             let Some(keyword) = words.next() else {

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Parsing torrc `ExitPolicy` values: a comma-separated list of
 //! `accept|reject|accept6|reject6 ADDR[/MASK][:PORTS]` items, the syntax of
 //! policy_parse.c:router_parse_addr_policy_item_from_string and
@@ -89,8 +93,9 @@ fn parse_addr_mask_ports(
     v6_only: bool,
 ) -> Result<(AddrPattern, PortRange), PolicyProblem> {
     let (addr_part, rest) = if let Some(inner) = s.strip_prefix('[') {
-        let close = inner.find(']').ok_or(PolicyProblem::UnclosedBracket)?;
-        (&inner[..close], &inner[close + 1..])
+        inner
+            .split_once(']')
+            .ok_or(PolicyProblem::UnclosedBracket)?
     } else {
         let end = s.find(['/', ':']).unwrap_or(s.len());
         (&s[..end], &s[end..])

@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! The AUTH0003 authenticator (Ed25519-SHA256-RFC5705) carried by
 //! AUTHENTICATE, and the handshake transcript digests it covers
 //! (requirements.md §1.7, §1.8; relay_handshake.c:
@@ -97,12 +101,14 @@ impl AuthFields {
             return Err(AuthError::BadLength(auth.len()));
         }
         let (signed, sig) = auth.split_at(SIGNED_LEN);
-        if signed.get(..8) != Some(&TYPE_TAG[..]) {
+        let Some(fields) = signed.strip_prefix(TYPE_TAG) else {
             return Err(AuthError::FieldMismatch("TYPE"));
-        }
-        for (i, (name, want)) in FIELD_NAMES.iter().zip(self.fields()).enumerate() {
-            let at = 8 + 32 * i;
-            if signed.get(at..at + 32) != Some(&want[..]) {
+        };
+        // The assertion by RAND_AT keeps every field before RAND, so the
+        // zip stops at the fields, not at the bytes.
+        let got = fields.chunks_exact(32);
+        for ((name, want), got) in FIELD_NAMES.iter().zip(self.fields()).zip(got) {
+            if got != want {
                 return Err(AuthError::FieldMismatch(name));
             }
         }

@@ -46,6 +46,10 @@ pub struct CircQueue {
     now: Option<Instant>,
 }
 
+// The counts below are bounded: a circuit's by `cap`, the total by the
+// cells the link holds, and every subtraction takes at most what was
+// counted. The saturating operations are there so that a slip shows as a
+// wrong count, not a panic in the worker.
 impl CircQueue {
     /// A relay cell of `id` is about to be written to the link: count it
     /// and return how many cells of `id` then wait there, or `None` (and
@@ -55,12 +59,12 @@ impl CircQueue {
         if let Some((oid, n, base)) = &mut self.open
             && *oid == id
         {
-            if *base + *n >= cap {
+            if base.saturating_add(*n) >= cap {
                 return None;
             }
-            *n += 1;
-            self.total += 1;
-            return Some(*base + *n);
+            *n = n.saturating_add(1);
+            self.total = self.total.saturating_add(1);
+            return Some(base.saturating_add(*n));
         }
         let base = self.counted.get(&id).copied().unwrap_or(0);
         if base >= cap {
@@ -69,8 +73,8 @@ impl CircQueue {
         self.close_run();
         self.open = Some((id, 1, base));
         self.open_at = self.now;
-        self.total += 1;
-        Some(base + 1)
+        self.total = self.total.saturating_add(1);
+        Some(base.saturating_add(1))
     }
 
     /// The circuit behind `id` is gone: its cells still wait on the link
@@ -92,8 +96,8 @@ impl CircQueue {
         let mut v: Vec<(u32, CircId)> = self.counted.iter().map(|(id, c)| (*c, *id)).collect();
         if let Some((id, k, base)) = self.open {
             match v.iter_mut().find(|(_, i)| *i == id) {
-                Some(e) => e.0 = base + k,
-                None => v.push((base + k, id)),
+                Some(e) => e.0 = base.saturating_add(k),
+                None => v.push((base.saturating_add(k), id)),
             }
         }
         v.retain(|(c, id)| *c > n && *id != CircId::CHANNEL);
@@ -103,7 +107,8 @@ impl CircQueue {
 
     fn close_run(&mut self) {
         if let Some((id, n, _)) = self.open.take() {
-            *self.counted.entry(id).or_insert(0) += n;
+            let c = self.counted.entry(id).or_insert(0);
+            *c = c.saturating_add(n);
             self.runs.push_back((id, n, self.open_at));
         }
     }
@@ -114,15 +119,15 @@ impl CircQueue {
             return;
         }
         self.close_run();
-        let mut gone = self.total - waiting;
+        let mut gone = self.total.saturating_sub(waiting);
         while gone > 0 {
             let Some((id, n, _)) = self.runs.front_mut() else {
                 break;
             };
             let k = (*n as usize).min(gone) as u32;
-            *n -= k;
-            gone -= k as usize;
-            self.total -= k as usize;
+            *n = n.saturating_sub(k);
+            gone = gone.saturating_sub(k as usize);
+            self.total = self.total.saturating_sub(k as usize);
             let id = *id;
             if *n == 0 {
                 self.runs.pop_front();
@@ -170,7 +175,11 @@ impl CircQueue {
             Some((oid, n, _)) if oid == id => n,
             _ => 0,
         };
-        self.counted.get(&id).copied().unwrap_or(0) + open
+        self.counted
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(open)
     }
 }
 

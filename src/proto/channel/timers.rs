@@ -75,19 +75,26 @@ impl Timers {
     /// Start the idle clock when the channel opens; the timeout is drawn
     /// once, as C draws it once per connection.
     pub fn opened(&mut self, now: Instant, relay_canonical: bool, rng: &mut impl CryptoRng) {
+        // Constants of minutes plus a draw below them: no overflow.
         let secs = if relay_canonical {
-            let t = CONNTIMEOUT_RELAYS_DEFAULT;
-            3 * t / 4 + rng.random_range(0..t / 2)
+            const T: u64 = CONNTIMEOUT_RELAYS_DEFAULT;
+            (3 * T / 4).saturating_add(rng.random_range(0..T / 2))
         } else {
-            CONNTIMEOUT_CLIENTS_BASE + rng.random_range(0..CONNTIMEOUT_CLIENTS_BASE / 2)
+            CONNTIMEOUT_CLIENTS_BASE
+                .saturating_add(rng.random_range(0..CONNTIMEOUT_CLIENTS_BASE / 2))
         };
         self.idle_timeout = Some(Duration::from_secs(secs));
         self.last_had_circuits = now;
     }
 
+    /// How long since our last write (zero if `now` is before it).
+    fn since_write(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_write)
+    }
+
     fn idle_deadline(&self) -> Option<Instant> {
         match (self.circuits, self.idle_timeout) {
-            (0, Some(t)) => Some(self.last_had_circuits + t),
+            (0, Some(t)) => self.last_had_circuits.checked_add(t),
             _ => None,
         }
     }
@@ -114,8 +121,8 @@ impl Channel {
             State::Open => {}
             _ => {
                 self.timers.stamp(now);
-                if now >= self.timers.last_write + KEEPALIVE_PERIOD
-                    || now >= self.timers.started + HANDSHAKE_LIMIT
+                if self.timers.since_write(now) >= KEEPALIVE_PERIOD
+                    || now.saturating_duration_since(self.timers.started) >= HANDSHAKE_LIMIT
                 {
                     return self.fail(ChannelError::HandshakeTimeout);
                 }
@@ -128,7 +135,7 @@ impl Channel {
         {
             return self.fail(ChannelError::IdleTimeout { secs: t.as_secs() });
         }
-        if now >= self.timers.last_write + KEEPALIVE_PERIOD {
+        if self.timers.since_write(now) >= KEEPALIVE_PERIOD {
             // C sends the keepalive only when the outbuf is empty; output
             // still waiting here counts as a write about to happen.
             if self.out.is_empty() {
@@ -152,15 +159,14 @@ impl Channel {
 
     /// The next instant [`Channel::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let keepalive = self.timers.last_write + KEEPALIVE_PERIOD;
-        match self.state {
-            State::Closed(_) => None,
-            State::Open => Some(
-                self.timers
-                    .idle_deadline()
-                    .map_or(keepalive, |d| d.min(keepalive)),
-            ),
-            _ => Some(keepalive.min(self.timers.started + HANDSHAKE_LIMIT)),
-        }
+        // Instants minutes ahead cannot overflow; were one to, it would
+        // drop out rather than panic.
+        let keepalive = self.timers.last_write.checked_add(KEEPALIVE_PERIOD);
+        let other = match self.state {
+            State::Closed(_) => return None,
+            State::Open => self.timers.idle_deadline(),
+            _ => self.timers.started.checked_add(HANDSHAKE_LIMIT),
+        };
+        keepalive.into_iter().chain(other).min()
     }
 }

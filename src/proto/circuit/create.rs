@@ -1,3 +1,7 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 //! Non-relay circuit cells: CREATE / CREATE_FAST / CREATE2 from a previous
 //! hop, CREATED2 from a next hop, DESTROY from either
 //! (requirements.md §3.1–§3.4, §3.7, §1.8; command.c:command_process_create_cell,
@@ -184,7 +188,8 @@ impl CircuitTable {
     fn cull_onions(&mut self, now: Instant) {
         while let Some(w) = self.onion.pop_expired(now, self.cfg.onion.wait_cutoff) {
             tracing::info!("Circuit create request is too old; canceling due to overload.");
-            self.onion.stats.timed_out += 1;
+            // A u64 count of creates cannot reach its limit.
+            self.onion.stats.timed_out = self.onion.stats.timed_out.saturating_add(1);
             self.send_destroy(w.chan, w.circ_id, DestroyReason::RESOURCELIMIT);
         }
     }
