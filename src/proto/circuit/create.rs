@@ -125,7 +125,7 @@ impl CircuitTable {
             .get(&chan)
             .is_some_and(|c| matches!(c.peer, Some(PeerKind::Relay { .. })));
         if let (true, Some(stat)) = (from_relay, handshake_stat(cell.cmd, &cell.body)) {
-            self.onion.stats.requested[stat as usize] += 1;
+            stat.bump(&mut self.onion.stats.requested);
         }
         if self.onion.can_run_now() {
             self.answer_create(chan, cell.circ_id, cell.cmd, &cell.body, now, rng);
@@ -210,7 +210,7 @@ impl CircuitTable {
         let spent = (self.clock)().saturating_duration_since(started);
         self.onion.charge(SkinKind::of(cmd), spent);
         if let Some(stat) = handshake_stat(cmd, body) {
-            self.onion.stats.assigned[stat as usize] += 1;
+            stat.bump(&mut self.onion.stats.assigned);
         }
         match res {
             Ok((reply_cmd, reply, keys)) => {

@@ -148,8 +148,29 @@ pub(crate) struct Waiting {
 /// counted, in oxit as in C tor 0.4.9 (onion.c:check_create_cell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeStat {
-    Ntor = 0,
-    NtorV3 = 1,
+    Ntor,
+    NtorV3,
+}
+
+impl HandshakeStat {
+    /// This handshake's counter in a per-kind pair.
+    fn of(self, pair: [u64; 2]) -> u64 {
+        let [ntor, v3] = pair;
+        match self {
+            HandshakeStat::Ntor => ntor,
+            HandshakeStat::NtorV3 => v3,
+        }
+    }
+
+    /// Count one more in a per-kind pair.
+    pub(crate) fn bump(self, pair: &mut [u64; 2]) {
+        let [ntor, v3] = pair;
+        let n = match self {
+            HandshakeStat::Ntor => ntor,
+            HandshakeStat::NtorV3 => v3,
+        };
+        *n = n.saturating_add(1);
+    }
 }
 
 /// Counters since start (for the heartbeat and metrics: C's
@@ -210,10 +231,7 @@ impl OnionStats {
 /// and at the last heartbeat: C zeroes its counters after each line, oxit's
 /// workers keep totals and the heartbeat takes the difference.
 pub fn handshake_heartbeat_line(now: &OnionStats, last: &OnionStats) -> String {
-    let d = |a: [u64; 2], b: [u64; 2], i: HandshakeStat| {
-        let i = i as usize;
-        a[i].saturating_sub(b[i])
-    };
+    let d = |a: [u64; 2], b: [u64; 2], i: HandshakeStat| i.of(a).saturating_sub(i.of(b));
     format!(
         "Circuit handshake stats since last time: 0/0 TAP, {}/{} NTor, {}/{} NTor (v3).",
         d(now.assigned, last.assigned, HandshakeStat::Ntor),
