@@ -21,6 +21,19 @@ use std::time::Duration;
 /// before it is closed anyway.
 pub(crate) const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
+/// An output buffer that grew past this (a burst on a link, a destination
+/// that stalled) gives its memory back once it drains, instead of keeping
+/// the burst's size for the rest of the connection's life. Below it, the
+/// room is kept so that steady traffic does not reallocate.
+pub(crate) const OUT_KEEP: usize = 64 * 1024;
+
+/// Give back the room of a drained output buffer past [`OUT_KEEP`].
+pub(crate) fn release_drained(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > OUT_KEEP {
+        buf.shrink_to(OUT_KEEP);
+    }
+}
+
 /// Remove the entries of a deadline list that are due at `now` and return
 /// their payloads (closing sockets to give up on, listeners to re-arm).
 pub(crate) fn take_due<T: Copy>(
@@ -89,6 +102,8 @@ pub trait Ops {
     fn out_buf(&mut self, token: Token) -> Option<&mut Vec<u8>>;
     /// Bytes queued or in flight on `token` and not yet taken by the kernel.
     fn queued(&self, token: Token) -> usize;
+    /// Bytes of output buffer `token` holds, used or not.
+    fn out_capacity(&self, token: Token) -> usize;
     /// Stop or resume delivering `Recv` for `token` (backpressure).
     fn set_recv(&mut self, token: Token, enabled: bool);
     /// Close the socket once queued output is flushed (`flush = true`) or

@@ -174,6 +174,7 @@ impl State {
             off += n as usize;
         }
         c.out.drain(..off);
+        driver::release_drained(&mut c.out);
         Ok(c.out.is_empty())
     }
 }
@@ -247,6 +248,10 @@ impl Ops for State {
 
     fn queued(&self, t: Token) -> usize {
         self.conns.get(t).map_or(0, |c| c.out.len())
+    }
+
+    fn out_capacity(&self, t: Token) -> usize {
+        self.conns.get(t).map_or(0, |c| c.out.capacity())
     }
 
     fn set_recv(&mut self, t: Token, enabled: bool) {

@@ -470,6 +470,12 @@ impl Ops for State {
         })
     }
 
+    fn out_capacity(&self, t: Token) -> usize {
+        self.conns
+            .get(t)
+            .map_or(0, |c| c.out.capacity() + c.sending.capacity())
+    }
+
     fn set_recv(&mut self, t: Token, enabled: bool) {
         let Some(c) = self.conns.get_mut(t) else {
             return;
@@ -644,6 +650,13 @@ impl UringDriver {
                 }
                 c.send_off += res as usize;
                 let drained = c.send_off >= c.sending.len() && c.out.is_empty();
+                if drained {
+                    // Nothing is in flight: the buffers may move.
+                    c.sending.clear();
+                    c.send_off = 0;
+                    driver::release_drained(&mut c.sending);
+                    driver::release_drained(&mut c.out);
+                }
                 if !drained {
                     self.st.kick_send(t);
                 } else if c.closing {
