@@ -254,8 +254,7 @@ impl DataPlane {
     pub fn dos_stats(&self) -> crate::proto::dos::DosStats {
         let mut total = crate::proto::dos::DosStats::default();
         for t in self.traffic.iter() {
-            let a = std::array::from_fn(|i| t.dos[i].load(Ordering::Relaxed));
-            total.add(&crate::proto::dos::DosStats::from_array(a));
+            total.add(&crate::proto::dos::DosStats::from_array(load_all(&t.dos)));
         }
         total
     }
@@ -264,8 +263,9 @@ impl DataPlane {
     pub fn onion_stats(&self) -> crate::proto::circuit::OnionStats {
         let mut total = crate::proto::circuit::OnionStats::default();
         for t in self.traffic.iter() {
-            let a = std::array::from_fn(|i| t.onion[i].load(Ordering::Relaxed));
-            total.add(&crate::proto::circuit::OnionStats::from_array(a));
+            total.add(&crate::proto::circuit::OnionStats::from_array(load_all(
+                &t.onion,
+            )));
         }
         total
     }
@@ -297,4 +297,17 @@ impl DataPlane {
 pub(super) struct Outbox {
     pub(super) events: Sender<PlaneEvent>,
     pub(super) traffic: Arc<[Traffic]>,
+}
+
+/// A worker's published counters, read.
+fn load_all<const N: usize>(slots: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| slots[i].load(Ordering::Relaxed))
+}
+
+/// Publish a worker's counters (its own slots; relaxed, as readers only
+/// sum them for the heartbeat).
+pub(super) fn store_all(slots: &[AtomicU64], values: &[u64]) {
+    for (slot, v) in slots.iter().zip(values) {
+        slot.store(*v, Ordering::Relaxed);
+    }
 }

@@ -958,35 +958,24 @@ impl Worker {
         self.circuits.dos_purge(now);
     }
 
-    /// Store this worker's DoS counters for the control plane's heartbeat
-    /// when they changed (rarely: a comparison per turn otherwise).
-    fn publish_dos_stats(&mut self) {
-        let mut now = self.circuits.dos_counters();
-        now.add(&self.dos_table.counters);
-        now.circ_max_cell_killed += self.queue_kills;
-        if now == self.dos_published {
+    /// Store this worker's DoS and onion-queue counters for the control
+    /// plane's heartbeat when they changed (rarely: two comparisons per
+    /// turn otherwise).
+    fn publish_stats(&mut self) {
+        let mut dos = self.circuits.dos_counters();
+        dos.add(&self.dos_table.counters);
+        dos.circ_max_cell_killed += self.queue_kills;
+        let onion = self.circuits.onion_stats();
+        let Some(t) = self.out.traffic.get(self.index) else {
             return;
+        };
+        if dos != self.dos_published {
+            self.dos_published = dos;
+            super::plane::store_all(&t.dos, &dos.to_array());
         }
-        self.dos_published = now;
-        if let Some(t) = self.out.traffic.get(self.index) {
-            for (slot, v) in t.dos.iter().zip(now.to_array()) {
-                slot.store(v, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Store this worker's onion-queue counters for the heartbeat when they
-    /// changed.
-    fn publish_onion_stats(&mut self) {
-        let now = self.circuits.onion_stats();
-        if now == self.onion_published {
-            return;
-        }
-        self.onion_published = now;
-        if let Some(t) = self.out.traffic.get(self.index) {
-            for (slot, v) in t.onion.iter().zip(now.to_array()) {
-                slot.store(v, Ordering::Relaxed);
-            }
+        if onion != self.onion_published {
+            self.onion_published = onion;
+            super::plane::store_all(&t.onion, &onion.to_array());
         }
     }
 
@@ -1533,8 +1522,7 @@ impl Handler for Worker {
         self.run_actions(ops);
         self.flush_links(ops);
         self.send_mail();
-        self.publish_dos_stats();
-        self.publish_onion_stats();
+        self.publish_stats();
         if self.turn_read + self.turn_written > 0
             && let Some(t) = self.out.traffic.get(self.index)
         {
