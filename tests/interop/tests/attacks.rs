@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use oxit::proto::relay_msg::{Begin, BeginFlags, RelayCmd};
+use oxit::proto::relay_msg::{Begin, BeginFlags, RELAY_DATA_MAX, RelayCmd};
 use oxit_interop::client::Handshake;
 use oxit_interop::harness::dest::{DropsSyns, NeverReads, raise_fd_limit};
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole};
@@ -569,7 +569,6 @@ const STREAMS_PER_CIRCUIT: usize = 500;
 /// DATA cells each stream is sent.
 const NEVER_READ_CELLS: usize = 2;
 const OPTIMISTIC_CELLS: usize = 500;
-const RELAY_DATA_MAX: usize = 498;
 /// How far an exit's RSS may stay above where it was once a big case's
 /// circuits are gone.
 const RSS_SLACK_KIB: u64 = 24 << 10;

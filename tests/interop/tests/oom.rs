@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use oxit::proto::relay_msg::{Begin, BeginFlags, RelayCmd};
+use oxit::proto::relay_msg::{Begin, BeginFlags, RELAY_DATA_MAX, RelayCmd};
 use oxit_interop::client::Handshake;
 use oxit_interop::harness::dest::{DropsSyns, NeverReads};
 use oxit_interop::harness::open_fds;
@@ -34,7 +34,6 @@ const STREAMS_PER_CIRCUIT: u16 = 2;
 /// DATA cells per stream: inside the stream window (500), so no SENDME is
 /// needed, and inside the circuit window (1000) for both streams.
 const CELLS_PER_STREAM: usize = 450;
-const RELAY_DATA_MAX: usize = 498;
 const END_RESOURCELIMIT: u8 = 11;
 const END_TIMEOUT: u8 = 7;
 const LIMIT: u64 = 4 << 20;
