@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# Whole-relay comparison on loopback: downloads through a C tor middle and
-# an exit that is oxit (io_uring, then epoll) or C tor, in one run. Prints
-# throughput and the exit's CPU seconds per GiB, with the oxit/C ratio.
+# The capacity benchmark: oxit (io_uring, epoll) and C tor 0.4.9, one after
+# the other in every scenario, each driven by oxit-load on this machine.
 #
-#   bench/run.sh                 # 4 streams x 64 MiB per exit
-#   MIB=256 STREAMS=8 bench/run.sh
-#   ROLE=middle bench/run.sh     # first hop in front of a C tor exit, with
-#                                # a circuit spliced across workers
+#   bench/run.sh                          # everything, ~15 min on 2 cores
+#   bench/run.sh --quick                  # shorter runs, smaller sizes
+#   bench/run.sh --scenarios bulk-down,middle --relays uring,ctor
+#   bench/run.sh --help                   # every knob
 #
-# Needs tor and dnsmasq-base (scripts/test.sh installs them). The client, the
-# middle and the exits share this machine's cores, so compare CPU per GiB and
-# ratios from one run, not absolute throughput.
+# The relay runs on CPU 0 and the generator on CPU 1. Results: a Markdown
+# table on stdout; bench/results/latest.json (schema in bench/README.md)
+# and bench/results/{throughput,cpu_per_gib}.png (--out DIR elsewhere).
+# Run it after the README's test command (which installs tor); it adds
+# the font the plots use when it is missing. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin oxit
-# The client (Arti's tor-proto) is built in debug: a release build of it
-# takes long, and its speed changes throughput, not the exit's CPU per GiB.
-cargo build -p oxit-interop --example throughput
-OXIT_BIN="$PWD/target/release/oxit" exec target/debug/examples/throughput
+
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    echo "installing: fonts-dejavu-core (the plots' font)" >&2
+    $sudo apt-get update >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fonts-dejavu-core >&2
+fi
+command -v tor > /dev/null || { echo "bench/run.sh: tor is missing; run scripts/test.sh first" >&2; exit 1; }
+
+cargo build --release --package oxit --bin oxit >&2
+cargo build --release --package oxit-load >&2
+exec target/release/oxit-bench "$@"

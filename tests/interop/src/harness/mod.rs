@@ -21,7 +21,9 @@ mod tor;
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
 pub use netns::{isolate_thread_network, set_thread_net_sysctl};
-pub use oxit::{DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary};
+pub use oxit::{
+    DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary, oxit_load_binary,
+};
 pub use procinfo::{cpu_ticks, open_fds, rss_kib};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};

@@ -84,6 +84,11 @@ pub fn oxit_binary() -> Result<PathBuf, HarnessError> {
     workspace_binary("oxit", "OXIT_BIN")
 }
 
+/// The load generator (`load/`, `oxit-load`); `OXIT_LOAD_BIN` overrides it.
+pub fn oxit_load_binary() -> Result<PathBuf, HarnessError> {
+    workspace_binary("oxit-load", "OXIT_LOAD_BIN")
+}
+
 /// A binary of this workspace's target dir, debug build first; the
 /// environment variable `env` overrides it.
 pub(crate) fn workspace_binary(name: &str, env: &str) -> Result<PathBuf, HarnessError> {
@@ -189,6 +194,11 @@ impl OxitProcess {
             return Err(e);
         }
         Ok(me)
+    }
+
+    /// The DataDirectory (keys and fingerprints).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The relay as a circuit hop.
