@@ -108,6 +108,13 @@ pub(crate) struct Circuit {
     pub stream_limiter: crate::proto::dos::TokenBucketCtr,
 }
 
+/// Bytes a channel's link may still take this turn, and who waits for it.
+#[derive(Debug, Default)]
+pub(crate) struct ChanRoom {
+    pub room: i64,
+    pub waiting: Vec<CircIdx>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChanInfo {
     pub peer: Option<PeerKind>,
@@ -132,6 +139,9 @@ pub struct CircuitTable {
     /// (see [`crate::proto::splice`]): never handed out here, and counted
     /// as circuits so the channel is not closed as idle.
     pub(crate) reserved: HashSet<(ChanId, CircId)>,
+    /// Per channel: room left on its link, and the circuits that stopped
+    /// packaging for want of it (see [`CircuitTable::set_chan_room`]).
+    pub(crate) chan_room: HashMap<ChanId, ChanRoom>,
     next_idx: u64,
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
@@ -155,6 +165,7 @@ impl CircuitTable {
             extends: HashMap::new(),
             deadlines: BinaryHeap::new(),
             reserved: HashSet::new(),
+            chan_room: HashMap::new(),
             next_idx: 1,
             next_key: 1,
             actions: VecDeque::new(),
@@ -230,7 +241,64 @@ impl CircuitTable {
 
     /// The channel is gone: DESTROY(CHANNEL_CLOSED) the other side of each
     /// of its circuits and close their streams.
+    /// How many more bytes of cells the link of `chan` should take (the
+    /// worker's limit minus what waits in it), and whether it drained
+    /// enough for the circuits it stopped to package again. At zero room,
+    /// exit streams of circuits whose client is on `chan` package nothing:
+    /// their destinations' bytes wait in the kernel, not in the link's
+    /// queue. C tor stops reading edges the same way once a circuit's cell
+    /// queue passes its high-water mark (relay.c:
+    /// circuit_queue_streams_are_blocked, CELL_QUEUE_HIGHWATER_SIZE); oxit
+    /// counts the link's bytes instead, and charges each cell as it is
+    /// packaged, because in one turn thousands of destinations' reads can
+    /// outrun any per-circuit mark. Without it, 5,000 busy circuits queued
+    /// whole windows: gigabytes, and seconds in front of every cell.
+    pub fn set_chan_room(&mut self, chan: ChanId, room: i64, resume: bool) {
+        let e = self.chan_room.entry(chan).or_default();
+        e.room = room;
+        if !resume || e.waiting.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut e.waiting);
+        waiting.sort_unstable();
+        waiting.dedup();
+        for idx in waiting {
+            self.resume_streams(idx);
+        }
+    }
+
+    /// Whether circuit `idx` may package: its window is open and its
+    /// client's link has room. A circuit stopped by a full link is
+    /// remembered, to be resumed when the link drains.
+    pub(crate) fn may_package(&mut self, idx: CircIdx) -> bool {
+        let Some(c) = self.circs.get(&idx) else {
+            return false;
+        };
+        if c.windows.package <= 0 {
+            return false;
+        }
+        if let Some(e) = self.chan_room.get_mut(&c.prev_chan)
+            && e.room <= 0
+        {
+            e.waiting.push(idx);
+            return false;
+        }
+        true
+    }
+
+    /// A cell of circuit `idx` was queued toward its client.
+    pub(crate) fn charge_room(&mut self, idx: CircIdx) {
+        if let Some(c) = self.circs.get(&idx)
+            && let Some(e) = self.chan_room.get_mut(&c.prev_chan)
+        {
+            e.room = e
+                .room
+                .saturating_sub(crate::proto::channel::queue::WIRE_CELL_LEN as i64);
+        }
+    }
+
     pub fn channel_closed(&mut self, chan: ChanId) {
+        self.chan_room.remove(&chan);
         self.chans.remove(&chan);
         self.reserved.retain(|(c, _)| *c != chan);
         self.onion.channel_closed(chan);

@@ -106,6 +106,12 @@ pub trait Ops {
     fn out_capacity(&self, token: Token) -> usize;
     /// Stop or resume delivering `Recv` for `token` (backpressure).
     fn set_recv(&mut self, token: Token, enabled: bool);
+    /// `token` is a source the worker will pause often (an exit stream,
+    /// paced by circuit windows and its link's room): take from it only
+    /// what one receive brings per turn, so that a pause leaves the rest
+    /// in the kernel. The io_uring backend uses single-shot receives for
+    /// it instead of a multishot one; epoll already reads once per turn.
+    fn pace_recv(&mut self, token: Token);
     /// Close the socket once queued output is flushed (`flush = true`) or
     /// at once. The token is dead for the worker from this call on.
     fn close(&mut self, token: Token, flush: bool);

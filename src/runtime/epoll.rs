@@ -254,6 +254,8 @@ impl Ops for State {
         self.conns.get(t).map_or(0, |c| c.out.capacity())
     }
 
+    fn pace_recv(&mut self, _t: Token) {}
+
     fn set_recv(&mut self, t: Token, enabled: bool) {
         if let Some(c) = self.conns.get_mut(t) {
             let was = c.recv_on;

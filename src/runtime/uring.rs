@@ -2,10 +2,19 @@
 //!
 //! The ring is created `SINGLE_ISSUER | DEFER_TASKRUN`: only the owning
 //! worker submits, and completions are processed only when it waits, so
-//! each turn gathers a whole batch of completions. Receives are multishot
-//! into a provided-buffer ring owned by this worker (one SQE per socket for
-//! its whole life, one kernel-chosen buffer per completion); accepts are
-//! multishot too. Output queued by the worker during a turn becomes `SEND`
+//! each turn gathers a whole batch of completions. Receives take a
+//! kernel-chosen buffer from a provided-buffer ring owned by this worker.
+//! A socket starts with a multishot receive (one SQE for many buffers:
+//! what a busy link needs). A socket the worker paces (`Ops::pace_recv`:
+//! exit streams) or has paused once gets single-shot receives instead,
+//! re-armed at the end of each turn while the worker wants input: a
+//! multishot receive keeps pulling a fast peer's bytes out of the socket
+//! after the pause (an exit stream whose circuit window closed, or whose
+//! link is full), and those bytes had to be copied aside —
+//! megabytes per pause, a quarter of the relay's CPU in page faults and
+//! copies at saturation. With one receive at a time at most one buffer
+//! arrives after a pause, and the rest waits in the kernel, as on epoll.
+//! Accepts are multishot. Output queued by the worker during a turn becomes `SEND`
 //! SQEs that go to the kernel with the next `io_uring_enter`, which is also
 //! the wait: one syscall per turn.
 //!
@@ -68,6 +77,9 @@ struct Conn {
     dirty: bool,
     /// EOF or a receive error was seen: never re-arm.
     ended: bool,
+    /// Paused by the worker at least once: receives are single-shot from
+    /// then on (see the module comment). Never set on UDP sockets.
+    single_shot: bool,
     /// Bytes received after a pause was requested, delivered on resume.
     stash: Vec<u8>,
     stash_end: Option<Option<io::Error>>,
@@ -300,9 +312,16 @@ impl State {
         }
         c.recv_armed = true;
         c.inflight += 1;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd.as_raw_fd()), BGID)
-            .build()
-            .user_data(ud(OP_RECV, t, generation));
+        let fd = types::Fd(c.fd.as_raw_fd());
+        let sqe = if !c.single_shot {
+            opcode::RecvMulti::new(fd, BGID).build()
+        } else {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        }
+        .user_data(ud(OP_RECV, t, generation));
         self.push(sqe);
     }
 
@@ -387,6 +406,7 @@ impl State {
                 dead: false,
                 dirty: false,
                 ended: false,
+                single_shot: false,
                 stash: Vec::new(),
                 stash_end: None,
             })
@@ -476,6 +496,14 @@ impl Ops for State {
             .map_or(0, |c| c.out.capacity() + c.sending.capacity())
     }
 
+    fn pace_recv(&mut self, t: Token) {
+        if let Some(c) = self.conns.get_mut(t)
+            && !c.udp
+        {
+            c.single_shot = true;
+        }
+    }
+
     fn set_recv(&mut self, t: Token, enabled: bool) {
         let Some(c) = self.conns.get_mut(t) else {
             return;
@@ -485,14 +513,17 @@ impl Ops for State {
         }
         let was = c.recv_on;
         c.recv_on = enabled;
+        if !enabled && !c.udp {
+            c.single_shot = true;
+        }
         if enabled {
             if !was && (!c.stash.is_empty() || c.stash_end.is_some()) {
                 self.resumed.push(t);
             }
             self.arm_recv(t);
         } else if c.recv_armed {
-            // The multishot receive ends with -ECANCELED; data already in the
-            // socket stays there until we re-arm.
+            // The receive ends with -ECANCELED; data already in the socket
+            // stays there until we re-arm.
             let generation = self.conns.generation(t);
             let sqe = opcode::AsyncCancel::new(ud(OP_RECV, t, generation))
                 .build()

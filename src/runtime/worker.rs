@@ -49,6 +49,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LINK_QUEUE_LIMIT: usize = 64 * 1000 * 514;
 /// Bytes at which we give up on the link's peer and close the link.
 const LINK_HARD_LIMIT: usize = 2 * LINK_QUEUE_LIMIT;
+/// Bytes waiting on a link past which its circuits' exit streams stop
+/// packaging, and below which they resume (CircuitTable::set_chan_blocked).
+/// A few turns' worth at multi-gigabit rates: enough to keep the link busy,
+/// little enough that a cell of a quiet circuit is not queued behind a
+/// busy one's whole window.
+const LINK_BLOCK_HIGH: usize = 512 * 1024;
+const LINK_BLOCK_LOW: usize = 256 * 1024;
 /// Bounded rounds of action processing per turn, so a burst cannot keep
 /// the worker from its sockets and timers.
 const ACTION_ROUNDS: usize = 64;
@@ -122,6 +129,10 @@ struct OrConn {
     /// Inbound and its handshake not finished: counted in
     /// [`Worker::handshaking`].
     handshaking: bool,
+    /// More than [`LINK_BLOCK_LOW`] bytes were waiting: watched each turn
+    /// (`Worker::unblock_links`) until it drains, so that the exit streams
+    /// it stopped resume.
+    blocked: bool,
 }
 
 impl OrConn {
@@ -239,6 +250,8 @@ pub(super) struct Worker {
     streams: HashMap<StreamKey, Token>,
     next_chan: u32,
     dirty: Vec<Token>,
+    /// Links over LINK_BLOCK_LOW, checked each turn until they drain.
+    blocked_links: Vec<Token>,
     cells: Vec<IncomingCell>,
     plain: Vec<u8>,
     next_tick: Instant,
@@ -300,6 +313,7 @@ impl Worker {
             streams: HashMap::new(),
             next_chan: 1,
             dirty: Vec::new(),
+            blocked_links: Vec::new(),
             cells: Vec::with_capacity(64),
             plain: Vec::with_capacity(64 * 1024),
             next_tick: Instant::now(),
@@ -698,6 +712,7 @@ impl Worker {
                         reach_witness: false,
                         dos_tracked: false,
                         handshaking: false,
+                        blocked: false,
                     })),
                 );
             }
@@ -764,6 +779,7 @@ impl Worker {
                     }
                     Action::Connect { key, addr } => match ops.connect(addr) {
                         Ok(t) => {
+                            ops.pace_recv(t);
                             self.streams.insert(key, t);
                             let counted = self.counts(addr.ip());
                             self.conns.insert(
@@ -1019,6 +1035,29 @@ impl Worker {
 
     /// A worker that has fallen this far behind on our messages gets no
     /// more of them: cut our splices with it (see proto::splice).
+    /// Let the exit streams of blocked links that drained package again.
+    fn unblock_links(&mut self, ops: &dyn Ops) {
+        if self.blocked_links.is_empty() {
+            return;
+        }
+        let mut still = std::mem::take(&mut self.blocked_links);
+        still.retain(|&t| {
+            let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
+                return false;
+            };
+            let queued = ops.queued(t);
+            let drained = queued <= LINK_BLOCK_LOW;
+            self.circuits.set_chan_room(
+                or.chan_id,
+                LINK_BLOCK_HIGH as i64 - queued as i64,
+                drained,
+            );
+            or.blocked = !drained;
+            !drained
+        });
+        self.blocked_links = still;
+    }
+
     fn check_backlogs(&mut self, ops: &dyn Ops) {
         for to in 0..self.mail.peers.len() {
             let queued = self
@@ -1146,6 +1185,15 @@ impl Worker {
             // kills the circuits with the most queued; past LINK_HARD_LIMIT
             // the link itself goes (its circuits get DESTROY).
             let queued = ops.queued(t);
+            self.circuits.set_chan_room(
+                or.chan_id,
+                LINK_BLOCK_HIGH as i64 - queued as i64,
+                queued <= LINK_BLOCK_LOW,
+            );
+            if queued > LINK_BLOCK_LOW && !or.blocked {
+                or.blocked = true;
+                self.blocked_links.push(t);
+            }
             if queued > LINK_HARD_LIMIT {
                 let why = format!("peer is not reading: over {LINK_HARD_LIMIT} bytes queued");
                 self.close_conn_now(t, ops, &why);
@@ -1424,6 +1472,7 @@ impl Handler for Worker {
                         reach_witness: false,
                         dos_tracked,
                         handshaking: true,
+                        blocked: false,
                     })),
                 );
             }
@@ -1518,6 +1567,7 @@ impl Handler for Worker {
         self.turn += 1;
         self.read_mail(ops);
         self.check_backlogs(ops);
+        self.unblock_links(ops);
         self.tick(ops);
         self.run_actions(ops);
         self.flush_links(ops);

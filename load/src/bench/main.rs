@@ -21,7 +21,7 @@ use std::time::Instant;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use crate::relay::{Relay, RelayKind};
+use crate::relay::{Bins, Relay, RelayKind};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -37,9 +37,14 @@ pub struct Args {
     duration: f64,
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Relays to measure, comma-separated: uring, epoll, ctor.
+    /// Relays to measure, comma-separated: uring, epoll, ctor, and with
+    /// --baseline-oxit also base-uring, base-epoll.
     #[arg(long, default_value = "uring,epoll,ctor")]
     relays: String,
+    /// Another oxit binary to measure beside this one (labelled
+    /// "baseline"), for before/after figures from the same run.
+    #[arg(long)]
+    baseline_oxit: Option<PathBuf>,
     /// Scenarios to run, comma-separated (default: all), from: bulk-down,
     /// bulk-up, circuits, web, create, middle, sweep, workers.
     #[arg(long)]
@@ -125,6 +130,10 @@ fn run_list(a: &Args) -> Vec<Run> {
                 (256 * 1024).to_string(),
                 "--probes".into(),
                 "4".into(),
+                // At 5,000 circuits a circuit's fair share of the relay is
+                // ~100 cells/s: a probe every 10 ms would be a bulk flow.
+                "--probe-interval-ms".into(),
+                "100".into(),
             ],
             workers: 1,
             oxit_only: false,
@@ -279,6 +288,11 @@ fn bench(a: &Args) -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("oxit-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let machine = report::machine(&tor);
+    let bins = Bins {
+        oxit,
+        baseline: a.baseline_oxit.clone(),
+        tor,
+    };
     eprintln!(
         "oxit-bench: {}",
         machine["line"].as_str().unwrap_or_default()
@@ -310,6 +324,8 @@ fn bench(a: &Args) -> Result<(), String> {
             "uring" | "io_uring" => Some(RelayKind::OxitUring),
             "epoll" => Some(RelayKind::OxitEpoll),
             "ctor" | "tor" => Some(RelayKind::CTor),
+            "base-uring" => Some(RelayKind::BaselineUring),
+            "base-epoll" => Some(RelayKind::BaselineEpoll),
             _ => None,
         })
         .collect();
@@ -343,9 +359,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 kind.label(),
                 started.elapsed().as_secs_f64()
             );
-            let r = measure(
-                a, &work, &oxit, &load, &tor, &resolv, kind, run, duration, warmup,
-            );
+            let r = measure(a, &work, &bins, &load, &resolv, kind, run, duration, warmup);
             match r {
                 Ok(v) => {
                     eprintln!("{}", report::progress(&v));
@@ -389,16 +403,15 @@ fn bench(a: &Args) -> Result<(), String> {
 fn measure(
     a: &Args,
     work: &Path,
-    oxit: &Path,
+    bins: &Bins,
     load: &Path,
-    tor: &Path,
     resolv: &Path,
     kind: RelayKind,
     run: &Run,
     duration: f64,
     warmup: f64,
 ) -> Result<Value, String> {
-    let relay = Relay::start(kind, work, oxit, tor, resolv, run.workers, a.relay_cpu)?;
+    let relay = Relay::start(kind, work, bins, resolv, run.workers, a.relay_cpu)?;
     let mut cmd = Command::new(load);
     cmd.arg("run")
         .args(&run.args)

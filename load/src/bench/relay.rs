@@ -14,6 +14,10 @@ pub enum RelayKind {
     OxitUring,
     OxitEpoll,
     CTor,
+    /// Another oxit build (`--baseline-oxit`), for before/after figures
+    /// from one run.
+    BaselineUring,
+    BaselineEpoll,
 }
 
 impl RelayKind {
@@ -22,6 +26,8 @@ impl RelayKind {
             RelayKind::OxitUring => "oxit io_uring",
             RelayKind::OxitEpoll => "oxit epoll",
             RelayKind::CTor => "C tor",
+            RelayKind::BaselineUring => "baseline io_uring",
+            RelayKind::BaselineEpoll => "baseline epoll",
         }
     }
 
@@ -30,6 +36,8 @@ impl RelayKind {
             RelayKind::OxitUring => "oxit-uring",
             RelayKind::OxitEpoll => "oxit-epoll",
             RelayKind::CTor => "ctor",
+            RelayKind::BaselineUring => "baseline-uring",
+            RelayKind::BaselineEpoll => "baseline-epoll",
         }
     }
 }
@@ -61,6 +69,14 @@ fn common_torrc(or: SocketAddr, data: &Path, resolv: &Path, log: &Path) -> Strin
     t
 }
 
+/// The programs a run may start.
+pub struct Bins {
+    pub oxit: PathBuf,
+    /// `--baseline-oxit`: another oxit build, measured beside this one.
+    pub baseline: Option<PathBuf>,
+    pub tor: PathBuf,
+}
+
 pub struct Relay {
     child: Child,
     pub addr: SocketAddr,
@@ -72,8 +88,7 @@ impl Relay {
     pub fn start(
         kind: RelayKind,
         work: &Path,
-        oxit: &Path,
-        tor: &Path,
+        bins: &Bins,
         resolv: &Path,
         workers: usize,
         cpu: usize,
@@ -90,14 +105,20 @@ impl Relay {
         let _ = std::fs::remove_file(&log);
         let mut torrc = common_torrc(addr, &data, resolv, &log);
         let mut cmd = match kind {
-            RelayKind::OxitUring | RelayKind::OxitEpoll => {
-                let backend = if kind == RelayKind::OxitUring {
-                    "io_uring"
-                } else {
-                    "epoll"
-                };
+            RelayKind::OxitUring
+            | RelayKind::OxitEpoll
+            | RelayKind::BaselineUring
+            | RelayKind::BaselineEpoll => {
+                let uring = matches!(kind, RelayKind::OxitUring | RelayKind::BaselineUring);
+                let backend = if uring { "io_uring" } else { "epoll" };
                 torrc += &format!("IOBackend {backend}\nNumCPUs {workers}\n");
-                let mut c = Command::new(oxit);
+                let bin = match kind {
+                    RelayKind::BaselineUring | RelayKind::BaselineEpoll => {
+                        bins.baseline.as_deref().ok_or("no --baseline-oxit given")?
+                    }
+                    _ => bins.oxit.as_path(),
+                };
+                let mut c = Command::new(bin);
                 c.arg("run").arg("-f").arg(dir.join("torrc"));
                 c
             }
@@ -105,7 +126,7 @@ impl Relay {
                 torrc += "SocksPort 0\nAssumeReachable 1\n";
                 // Parsing the GeoIP files costs seconds per start.
                 torrc += "GeoIPFile /nonexistent\nGeoIPv6File /nonexistent\n";
-                let mut c = Command::new(tor);
+                let mut c = Command::new(&bins.tor);
                 c.arg("-f").arg(dir.join("torrc"));
                 c
             }

@@ -247,10 +247,6 @@ impl CircuitTable {
     /// Account for one DATA cell we are about to package: the window must
     /// be open; every 100th cell's tag will be required back
     /// (sendme.c:circuit_sendme_cell_is_next on the package window).
-    pub(crate) fn circuit_package_ok(&self, idx: CircIdx) -> bool {
-        self.circs.get(&idx).is_some_and(|c| c.windows.package > 0)
-    }
-
     pub(crate) fn circuit_packaged(&mut self, idx: CircIdx, tag: SendmeTag) {
         if let Some(c) = self.circs.get_mut(&idx) {
             let w = c.windows.package;

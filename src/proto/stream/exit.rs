@@ -503,7 +503,7 @@ impl CircuitTable {
         let mut taken = 0;
         for chunk in data.chunks(RELAY_DATA_MAX) {
             let open = self.streams.get(&key).is_some_and(|s| s.package > 0);
-            if !open || !self.circuit_package_ok(idx) {
+            if !open || !self.may_package(idx) {
                 break;
             }
             let Ok(msg) = Data::new(chunk) else { break };
@@ -511,6 +511,7 @@ impl CircuitTable {
                 return taken;
             };
             self.circuit_packaged(idx, tag);
+            self.charge_room(idx);
             if let Some(s) = self.streams.get_mut(&key) {
                 s.package -= 1;
             }
@@ -528,7 +529,7 @@ impl CircuitTable {
 
     /// Resume the paused streams of a circuit whose windows reopened.
     pub(crate) fn resume_streams(&mut self, idx: CircIdx) {
-        if !self.circuit_package_ok(idx) {
+        if !self.may_package(idx) {
             return;
         }
         let Some(c) = self.circs.get(&idx) else {

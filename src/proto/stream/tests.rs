@@ -872,3 +872,52 @@ fn a_circuit_holds_at_most_max_streams() {
     );
     assert!(matches!(&drain(&mut r.t)[..], [Action::Resolve { .. }]));
 }
+
+/// A full client link stops the exit's streams (CircuitTable::set_chan_room):
+/// each packaged cell is charged to the link's room, the stream pauses at
+/// zero room with windows still open, and resumes when the worker reports
+/// that the link drained; a report without the drain resumes nothing.
+#[test]
+fn a_full_link_pauses_exit_streams_until_it_drains() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let (mut r, mut cl) = exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    let chan = chan_of(&cl);
+    let chunk = vec![0x5au8; 498 * 100];
+    // Room for 10 cells of 514 bytes.
+    r.t.set_chan_room(chan, 10 * 514, false);
+    assert_eq!(
+        r.t.handle_stream_data(key, &chunk, now(), &mut rng),
+        498 * 10
+    );
+    let acts = drain(&mut r.t);
+    assert_eq!(sent_cells(&acts).len(), 10);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::PauseRead { key: k } if *k == key))
+    );
+    // Still full: nothing more, and no resume.
+    assert_eq!(r.t.handle_stream_data(key, &chunk, now(), &mut rng), 0);
+    r.t.set_chan_room(chan, 0, false);
+    assert!(
+        drain(&mut r.t)
+            .iter()
+            .all(|a| !matches!(a, Action::ResumeRead { .. }))
+    );
+    // Drained: the stream resumes and packages again.
+    r.t.set_chan_room(chan, 100 * 514, true);
+    let acts = drain(&mut r.t);
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::ResumeRead { key: k } if *k == key))
+            .count(),
+        1
+    );
+    assert_eq!(
+        r.t.handle_stream_data(key, &chunk, now(), &mut rng),
+        498 * 100
+    );
+    // A closed link forgets its room.
+    r.t.channel_closed(chan);
+    assert!(!r.t.chan_room.contains_key(&chan));
+}
