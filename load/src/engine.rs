@@ -902,6 +902,14 @@ impl Gen {
             CState::Open => {}
             _ => return,
         }
+        // The fake exit's bulk cells on an unverified circuit are only
+        // counted: nothing else travels on a bulk circuit there, and
+        // removing the relay's layer would cost the generator as much AES
+        // as the relay spends adding it.
+        if c.null_last && !c.verify && c.role == Role::Bulk {
+            self.on_fake_bulk_counted(ci);
+            return;
+        }
         // Peel. Verified circuits check every digest; the others only
         // remove AES and trust Recognized.
         if c.verify && !c.null_last {
@@ -932,6 +940,19 @@ impl Gen {
             self.on_fake_cell(ci, hdr, data, now);
         } else {
             self.on_exit_cell(ci, hdr, data, now);
+        }
+    }
+
+    /// A bulk cell from the fake exit, counted without decryption: its
+    /// length is always a full cell's data.
+    fn on_fake_bulk_counted(&mut self, ci: usize) {
+        let c = &mut self.circs[ci];
+        c.fake_recv += 1;
+        self.counters.bytes_down += RELAY_DATA_MAX as u64;
+        c.deliver += 1;
+        if c.deliver >= CIRC_SENDME {
+            c.deliver = 0;
+            self.send_fake(ci, FAKE_CREDIT, &credit(CIRC_SENDME, 0));
         }
     }
 
