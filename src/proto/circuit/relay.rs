@@ -247,16 +247,6 @@ impl CircuitTable {
     /// Account for one DATA cell we are about to package: the window must
     /// be open; every 100th cell's tag will be required back
     /// (sendme.c:circuit_sendme_cell_is_next on the package window).
-    pub(crate) fn circuit_packaged(&mut self, idx: CircIdx, tag: SendmeTag) {
-        if let Some(c) = self.circs.get_mut(&idx) {
-            let w = c.windows.package;
-            if w != CIRCWINDOW_START && (w - 1) % CIRCWINDOW_INCREMENT == 0 {
-                c.windows.expected_tags.push_back(tag.0);
-            }
-            c.windows.package -= 1;
-        }
-    }
-
     fn extend(&mut self, idx: CircIdx, e: Extend2) -> Result<(), ExtendError> {
         let target = e.validate()?;
         let c = self.circs.get(&idx).ok_or(ExtendError::AlreadyExtended)?;

@@ -22,8 +22,8 @@ use crate::proto::circuit::{
 };
 use crate::proto::dos::StreamDefense;
 use crate::proto::relay_msg::{
-    Begin, BeginTarget, Connected, Data, End, EndReason, RELAY_DATA_MAX, RelayBody, RelayCmd,
-    Resolve, Resolved, ResolvedVal, Sendme, StreamId,
+    Begin, BeginTarget, Connected, End, EndReason, RELAY_DATA_MAX, RelayBody, RelayCmd, Resolve,
+    Resolved, ResolvedVal, Sendme, StreamId,
 };
 
 /// What [`CircuitTable::admit_stream`] decided.
@@ -499,25 +499,22 @@ impl CircuitTable {
         if s.state != StreamState::Open {
             return 0;
         }
-        let (idx, sid) = (s.circ, s.id);
-        let mut taken = 0;
-        for chunk in data.chunks(RELAY_DATA_MAX) {
-            let open = self.streams.get(&key).is_some_and(|s| s.package > 0);
-            if !open || !self.may_package(idx) {
-                break;
-            }
-            let Ok(msg) = Data::new(chunk) else { break };
-            let Some(tag) = self.send_back(idx, sid, &msg, rng) else {
-                return taken;
-            };
-            self.circuit_packaged(idx, tag);
-            self.charge_room(idx);
-            if let Some(s) = self.streams.get_mut(&key) {
-                s.package -= 1;
-            }
-            taken += chunk.len();
+        let (idx, sid, stream_window) = (s.circ, s.id, s.package);
+        if stream_window <= 0 || !self.may_package(idx) {
+            return self.paused_after(key, 0, data.len());
         }
-        if taken < data.len()
+        let cells = self.package_data(idx, sid, data, stream_window as usize, rng);
+        if let Some(s) = self.streams.get_mut(&key) {
+            s.package -= cells as i32;
+        }
+        let taken = data.len().min(cells * RELAY_DATA_MAX);
+        self.paused_after(key, taken, data.len())
+    }
+
+    /// After packaging `taken` of `len` bytes: pause the stream if it
+    /// could not take everything.
+    fn paused_after(&mut self, key: StreamKey, taken: usize, len: usize) -> usize {
+        if taken < len
             && let Some(s) = self.streams.get_mut(&key)
             && !s.paused
         {
