@@ -492,6 +492,29 @@ impl CircuitTable {
         self.actions.push_back((a, None));
     }
 
+    /// Queue bytes for an exit socket. When the last queued action is a
+    /// write to the same stream, append to it: a stream's DATA cells arrive
+    /// together in a batch, and a buffer per cell was an allocation per
+    /// relayed cell on the upload path.
+    pub(crate) fn push_stream_write(&mut self, key: StreamKey, data: &[u8]) {
+        if let Some((
+            Action::StreamWrite {
+                key: last,
+                data: buf,
+            },
+            None,
+        )) = self.actions.back_mut()
+            && *last == key
+        {
+            buf.extend_from_slice(data);
+            return;
+        }
+        self.push_action(Action::StreamWrite {
+            key,
+            data: data.to_vec(),
+        });
+    }
+
     pub(crate) fn alloc_idx(&mut self) -> CircIdx {
         let i = self.next_idx;
         self.next_idx += 1;

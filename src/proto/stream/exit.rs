@@ -442,10 +442,7 @@ impl CircuitTable {
         match s.state {
             StreamState::Open => {
                 s.queued_cells += 1;
-                self.push_action(Action::StreamWrite {
-                    key,
-                    data: data.to_vec(),
-                });
+                self.push_stream_write(key, data);
                 self.consider_stream_sendme(key, rng);
             }
             StreamState::Resolving | StreamState::Connecting => {
