@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value_t = 500.0)]
     web_rate: f64,
     /// CREATE2 per second in the creation storm.
-    #[arg(long, default_value_t = 5000.0)]
+    #[arg(long, default_value_t = 8000.0)]
     create_rate: f64,
     /// CPU the relay runs on; the generator takes the other one.
     #[arg(long, default_value_t = 0)]
