@@ -274,6 +274,7 @@ pub struct Gen {
     sending: Vec<usize>,
     pending_build: usize,
     built: usize,
+    built_probes: usize,
     storm_pending: usize,
     storm_skipped: u64,
     launched: u64,
@@ -324,6 +325,7 @@ impl Gen {
             sending: Vec::new(),
             pending_build: 0,
             built: 0,
+            built_probes: 0,
             storm_pending: 0,
             storm_skipped: 0,
             launched: 0,
@@ -695,6 +697,9 @@ impl Gen {
         self.pending_build = self.pending_build.saturating_sub(1);
         if ok {
             self.built += 1;
+            if role == Role::Probe {
+                self.built_probes += 1;
+            }
             if role == Role::Web {
                 self.web_circs.push(ci);
             }
@@ -1465,7 +1470,8 @@ impl Gen {
                 "links",
                 self.links.iter().filter(|l| l.open && !l.dead).count() as u64,
             )
-            .int("circuits", self.built as u64)
+            .int("circuits", (self.built - self.built_probes) as u64)
+            .int("probe_circuits", self.built_probes as u64)
             .int("streams_per_circuit", self.cfg.streams as u64)
             .int("bytes_per_stream", self.cfg.bytes)
             .num("rate_target", self.cfg.rate)
