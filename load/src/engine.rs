@@ -1497,33 +1497,15 @@ impl Gen {
             .num("relay_user_s", relay_user)
             .num("relay_sys_s", relay_sys)
             .num("relay_cpu_util", relay_cpu / wall)
-            .num(
-                "relay_cpu_s_per_gib",
-                if gib > 0.0 { relay_cpu / gib } else { 0.0 },
-            )
-            .num(
-                "relay_cpu_s_per_mcell",
-                if cells > 0 {
-                    relay_cpu / (cells as f64 / 1e6)
-                } else {
-                    0.0
-                },
-            )
+            .num("relay_cpu_s_per_gib", per(relay_cpu, gib))
+            .num("relay_cpu_s_per_mcell", per(relay_cpu, cells as f64 / 1e6))
             .num(
                 "relay_cpu_us_per_stream",
-                if k.streams_done > 0 {
-                    relay_cpu * 1e6 / k.streams_done as f64
-                } else {
-                    0.0
-                },
+                per(relay_cpu * 1e6, k.streams_done as f64),
             )
             .num(
                 "relay_cpu_us_per_circuit",
-                if k.circuits_created > 0 {
-                    relay_cpu * 1e6 / k.circuits_created as f64
-                } else {
-                    0.0
-                },
+                per(relay_cpu * 1e6, k.circuits_created as f64),
             )
             .num("gen_cpu_s", gen_cpu)
             .num(
@@ -1561,6 +1543,11 @@ impl Gen {
         self.result = Some(j.render());
         self.phase = Phase::Done;
     }
+}
+
+/// `x / n`, or 0 when nothing was counted.
+fn per(x: f64, n: f64) -> f64 {
+    if n > 0.0 { x / n } else { 0.0 }
 }
 
 /// Keep the first few problems for the report.

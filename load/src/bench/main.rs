@@ -205,37 +205,24 @@ fn run_list(a: &Args) -> Vec<Run> {
             oxit_only: false,
         });
     }
-    // The many-core model's check: the same load on two workers.
-    runs.push(Run {
-        name: "workers-2".into(),
-        args: s(&[
-            "--scenario",
-            "bulk-down",
-            "--links",
-            "16",
-            "--circuits",
-            "64",
-            "--bytes",
-            "16777216",
-        ]),
-        workers: 2,
-        oxit_only: true,
-    });
-    runs.push(Run {
-        name: "workers-1".into(),
-        args: s(&[
-            "--scenario",
-            "bulk-down",
-            "--links",
-            "16",
-            "--circuits",
-            "64",
-            "--bytes",
-            "16777216",
-        ]),
-        workers: 1,
-        oxit_only: true,
-    });
+    // The many-core model's check: the same load on two workers, then one.
+    for workers in [2, 1] {
+        runs.push(Run {
+            name: format!("workers-{workers}"),
+            args: s(&[
+                "--scenario",
+                "bulk-down",
+                "--links",
+                "16",
+                "--circuits",
+                "64",
+                "--bytes",
+                "16777216",
+            ]),
+            workers,
+            oxit_only: true,
+        });
+    }
     if let Some(only) = &a.scenarios {
         let want: Vec<&str> = only.split(',').map(str::trim).collect();
         runs.retain(|r| {

@@ -51,6 +51,11 @@ fn n(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// A count that must have moved.
+fn positive(v: &Value, what: &str) {
+    assert!(n(v) > 0.0, "{what}");
+}
+
 /// Every exit scenario against one exit.
 fn exit_scenarios(who: &str, relay: SocketAddr, dir: &Path, pid: u32) {
     let base = ["--links", "2", "--circuits", "4", "--probes", "1"];
@@ -65,17 +70,17 @@ fn exit_scenarios(who: &str, relay: SocketAddr, dir: &Path, pid: u32) {
         pid,
         &with(&["--scenario", "bulk-down", "--bytes", "1048576"]),
     );
-    assert!(
-        n(&o["streams_done"]) > 0.0,
-        "{who} bulk-down: no stream finished"
+    positive(
+        &o["streams_done"],
+        &format!("{who} bulk-down: no stream finished"),
     );
-    assert!(
-        n(&o["bytes_checked"]) > 0.0,
-        "{who} bulk-down: nothing verified"
+    positive(
+        &o["bytes_checked"],
+        &format!("{who} bulk-down: nothing verified"),
     );
-    assert!(
-        n(&o["cell_rtt"]["count"]) > 0.0,
-        "{who} bulk-down: no round trip measured"
+    positive(
+        &o["cell_rtt"]["count"],
+        &format!("{who} bulk-down: no round trip measured"),
     );
 
     let o = run(
@@ -92,11 +97,11 @@ fn exit_scenarios(who: &str, relay: SocketAddr, dir: &Path, pid: u32) {
             "2",
         ]),
     );
-    assert!(
-        n(&o["streams_done"]) > 0.0,
-        "{who} bulk-up: no upload acknowledged by the sink"
+    positive(
+        &o["streams_done"],
+        &format!("{who} bulk-up: no upload acknowledged by the sink"),
     );
-    assert!(n(&o["bytes_up"]) > 0.0, "{who} bulk-up: nothing sent");
+    positive(&o["bytes_up"], &format!("{who} bulk-up: nothing sent"));
 
     let o = run(
         who,
@@ -151,14 +156,17 @@ fn middle_scenario(who: &str, relay: SocketAddr, dir: &Path, pid: u32) {
             "1",
         ],
     );
-    assert!(n(&o["bytes_down"]) > 0.0, "{who} middle: nothing forwarded");
-    assert!(
-        n(&o["bytes_checked"]) > 0.0,
-        "{who} middle: nothing verified"
+    positive(
+        &o["bytes_down"],
+        &format!("{who} middle: nothing forwarded"),
     );
-    assert!(
-        n(&o["cell_rtt"]["count"]) > 0.0,
-        "{who} middle: no ping answered"
+    positive(
+        &o["bytes_checked"],
+        &format!("{who} middle: nothing verified"),
+    );
+    positive(
+        &o["cell_rtt"]["count"],
+        &format!("{who} middle: no ping answered"),
     );
 }
 
