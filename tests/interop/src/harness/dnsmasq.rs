@@ -30,7 +30,30 @@ impl Dnsmasq {
     pub const V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x42);
 
     /// Start dnsmasq and wait (≤ 10 s) until it answers [`Self::NAME`].
+    ///
+    /// The port is one that was free for UDP a moment ago; dnsmasq also
+    /// listens on TCP there, and another test's connection may hold that
+    /// TCP port (or take the UDP one) in between. dnsmasq then exits with
+    /// "Address already in use", and another port is tried.
     pub fn start() -> Result<Self, HarnessError> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_once() {
+                Err(HarnessError::NotReady { detail, .. })
+                    if detail.contains("Address already in use") =>
+                {
+                    last = Some(detail);
+                }
+                other => return other,
+            }
+        }
+        Err(HarnessError::NotReady {
+            program: "dnsmasq".into(),
+            detail: last.unwrap_or_default(),
+        })
+    }
+
+    fn start_once() -> Result<Self, HarnessError> {
         require_program(DNSMASQ, "dnsmasq-base")?;
         let dir = tempfile::tempdir().map_err(io_err("dnsmasq temp dir"))?;
         let log: PathBuf = dir.path().join("dnsmasq.log");
