@@ -171,12 +171,27 @@ fn watch(relay: &Relay) -> Vec<Option<Duration>> {
     while open_fds(relay.pid()) > fds + 1 {
         assert!(
             Instant::now() < deadline,
-            "{} file descriptors open, {fds} before",
-            open_fds(relay.pid())
+            "{} file descriptors open, {fds} before: {}",
+            open_fds(relay.pid()),
+            fd_targets(relay.pid())
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     closed
+}
+
+/// What a process's descriptors point at (socket:[inode], files), for a
+/// failure message.
+fn fd_targets(pid: u32) -> String {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return String::new();
+    };
+    let mut v: Vec<String> = dir
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    v.sort();
+    v.join(", ")
 }
 
 #[test]
