@@ -584,19 +584,8 @@ impl Gen {
         let (pending, hdata) = if role == Role::Storm && !verify {
             let skin = self.onionskin(htype, &hop)?;
             (Pending::Unchecked, skin)
-        } else if htype == HandshakeType::NTOR_V3 {
-            let (st, h) = ntor_v3::client_create(
-                &mut rand::rng(),
-                &hop.ed_id,
-                &hop.ntor_key,
-                NTOR3_NO_EXTENSIONS,
-                NTOR3_CIRC_VERIFICATION,
-            )
-            .ok()?;
-            (Pending::Ntor3(st), h)
         } else {
-            let (st, h) = ntor::client_create(&mut rand::rng(), &hop.rsa_id, &hop.ntor_key);
-            (Pending::Ntor(st), h.to_vec())
+            client_create(htype, &hop)?
         };
         let create = Create2::new(htype, hdata).ok()?;
         let link = &mut self.links[li];
@@ -635,17 +624,10 @@ impl Gen {
     fn onionskin(&mut self, htype: HandshakeType, hop: &Hop) -> Option<Vec<u8>> {
         if self.onionskins.len() < ONIONSKIN_POOL * 2 {
             for _ in 0..ONIONSKIN_POOL {
-                let (_, h) = ntor::client_create(&mut rand::rng(), &hop.rsa_id, &hop.ntor_key);
-                self.onionskins.push((HandshakeType::NTOR, h.to_vec()));
-                let (_, h) = ntor_v3::client_create(
-                    &mut rand::rng(),
-                    &hop.ed_id,
-                    &hop.ntor_key,
-                    NTOR3_NO_EXTENSIONS,
-                    NTOR3_CIRC_VERIFICATION,
-                )
-                .ok()?;
-                self.onionskins.push((HandshakeType::NTOR_V3, h));
+                for t in [HandshakeType::NTOR, HandshakeType::NTOR_V3] {
+                    let (_, h) = client_create(t, hop)?;
+                    self.onionskins.push((t, h));
+                }
             }
         }
         let n = self.launched as usize;
@@ -1542,6 +1524,24 @@ impl Gen {
             .str("errors", &self.errors.join("; "));
         self.result = Some(j.render());
         self.phase = Phase::Done;
+    }
+}
+
+/// The client's first half of an ntor or ntor-v3 handshake with `hop`.
+fn client_create(htype: HandshakeType, hop: &Hop) -> Option<(Pending, Vec<u8>)> {
+    if htype == HandshakeType::NTOR_V3 {
+        let (st, h) = ntor_v3::client_create(
+            &mut rand::rng(),
+            &hop.ed_id,
+            &hop.ntor_key,
+            NTOR3_NO_EXTENSIONS,
+            NTOR3_CIRC_VERIFICATION,
+        )
+        .ok()?;
+        Some((Pending::Ntor3(st), h))
+    } else {
+        let (st, h) = ntor::client_create(&mut rand::rng(), &hop.rsa_id, &hop.ntor_key);
+        Some((Pending::Ntor(st), h.to_vec()))
     }
 }
 
