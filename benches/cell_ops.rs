@@ -18,7 +18,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use oxit::crypto::tor1::{CELL_BODY_LEN, CellBody, SendmeTag, Tor1ClientLayer, Tor1RelayCrypto};
+use oxit::crypto::tor1::{
+    CELL_BODY_LEN, CellBody, SendmeTag, Tor1Batch, Tor1ClientLayer, Tor1RelayCrypto,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -164,6 +166,33 @@ fn batched<const B: usize>(n: u64, kind: u8) -> Duration {
     }
 }
 
+/// The exit sealing `B` cells on each of `C` circuits per call
+/// (`originate_backward_many`): what a worker does with one turn's reads
+/// from many streams. Counted per cell.
+fn many<const C: usize, const B: usize>(n: u64) -> Duration {
+    let mut rng = StdRng::seed_from_u64(40 + C as u64 * 100 + B as u64);
+    let mut relays: Vec<Tor1RelayCrypto> = (0..C)
+        .map(|_| Tor1RelayCrypto::new(&keys(&mut rng)))
+        .collect();
+    let mut buf: Vec<CellBody> = (0..C * B).map(|_| random_cell(&mut rng)).collect();
+    let groups: Vec<std::ops::Range<usize>> = (0..C).map(|c| c * B..(c + 1) * B).collect();
+    let mut tags = vec![SendmeTag::default(); C * B];
+    let mut batch = Tor1Batch::default();
+    let calls = n.div_ceil((C * B) as u64);
+    let t = cpu_time();
+    for _ in 0..calls {
+        let mut refs: Vec<&mut CellBody> = buf.iter_mut().collect();
+        let mut circs: Vec<&mut Tor1RelayCrypto> = relays.iter_mut().collect();
+        Tor1RelayCrypto::originate_backward_many(
+            &mut batch, &mut circs, &groups, &mut refs, &mut tags,
+        );
+        black_box(&tags);
+    }
+    let d = cpu_time() - t;
+    // Per cell of the `n` asked for, though the last call may do more.
+    d * u32::try_from(n).unwrap_or(u32::MAX) / u32::try_from(calls * (C * B) as u64).unwrap_or(1)
+}
+
 fn cases() -> Vec<(&'static str, Case)> {
     vec![
         ("middle inbound (AES only)", middle_inbound),
@@ -178,6 +207,10 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("batch31 middle outbound", |n| batched::<31>(n, 1)),
         ("batch31 exit recognized", |n| batched::<31>(n, 2)),
         ("batch31 exit originate", |n| batched::<31>(n, 3)),
+        ("1 circuit x 31 cells exit originate", many::<1, 31>),
+        ("8 circuits x 1 cell exit originate", many::<8, 1>),
+        ("8 circuits x 8 cells exit originate", many::<8, 8>),
+        ("32 circuits x 4 cells exit originate", many::<32, 4>),
     ]
 }
 
@@ -235,7 +268,9 @@ fn cell_ops(c: &mut Criterion) {
         "cell_ops: {ITERS} iterations, CLOCK_PROCESS_CPUTIME_ID, AES-CTR kernel here: {}",
         aes_kernel()
     );
-    for (name, case) in cases() {
+    // CELL_OPS_ONLY=text runs the cases whose name holds it (for profiling).
+    let only = std::env::var("CELL_OPS_ONLY").unwrap_or_default();
+    for (name, case) in cases().into_iter().filter(|(n, _)| n.contains(&only)) {
         // One warm-up pass, then the measured pass, like C tor's loop.
         case(ITERS / 16);
         report(name, case(ITERS), ITERS);

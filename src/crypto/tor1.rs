@@ -17,7 +17,8 @@ mod sha1;
 pub use client::{Tor1ClientCircuit, Tor1ClientLayer};
 
 use self::ctr::Aes128CtrStream;
-use self::sha1::RunningSha1;
+use self::sha1::{RunningSha1, Sha1Batch};
+use core::ops::Range;
 use subtle::ConstantTimeEq;
 
 use super::kdf::TOR1_KEY_LEN;
@@ -127,6 +128,15 @@ pub(crate) fn split_keys(keys: &[u8; TOR1_KEY_LEN]) -> ([u8; 20], [u8; 20], [u8;
     (df, db, kf, kb)
 }
 
+/// Scratch for the many-circuit entry points, kept by their caller (one per
+/// worker) so that a batch allocates nothing once it has grown.
+#[derive(Default)]
+pub struct Tor1Batch {
+    sha1: Sha1Batch,
+    states: Vec<RunningSha1>,
+    digests: Vec<[u8; 20]>,
+}
+
 /// The relay side of one tor1 circuit hop (middle or exit).
 ///
 /// The key material is wiped by its owner (`CircuitKeys`); the cipher and
@@ -193,6 +203,51 @@ impl Tor1RelayCrypto {
             *tag = self.backward.set_digest(cell);
         }
         self.backward.crypt_batch(cells);
+    }
+
+    /// [`Self::originate_backward_batch`] for several circuits at once:
+    /// circuit `circuits[g]` seals `cells[groups[g]]`, in order, and
+    /// `tags[i]` gets cell `i`'s tag. One circuit's digest is a chain, but
+    /// different circuits' digests, and the last block of each cell, can
+    /// share SHA-NI's pipeline (`sha1/lanes.rs`): this is how an exit
+    /// seals what a turn read from many streams.
+    pub fn originate_backward_many(
+        batch: &mut Tor1Batch,
+        circuits: &mut [&mut Tor1RelayCrypto],
+        groups: &[Range<usize>],
+        cells: &mut [&mut CellBody],
+        tags: &mut [SendmeTag],
+    ) {
+        debug_assert_eq!(circuits.len(), groups.len());
+        debug_assert_eq!(cells.len(), tags.len());
+        for cell in cells.iter_mut() {
+            cell[RECOGNIZED].fill(0);
+            cell[DIGEST].fill(0);
+        }
+        let Tor1Batch {
+            sha1,
+            states,
+            digests,
+        } = batch;
+        states.clear();
+        states.extend(circuits.iter().map(|c| c.backward.digest));
+        digests.clear();
+        digests.resize(cells.len(), [0; 20]);
+        sha1::absorb_many(sha1, states, groups, cells, digests);
+        for ((c, s), g) in circuits.iter_mut().zip(states.iter()).zip(groups) {
+            c.backward.digest = *s;
+            let Some(group) = cells.get_mut(g.clone()) else {
+                continue;
+            };
+            let (d, t) = (digests.get(g.clone()), tags.get_mut(g.clone()));
+            if let (Some(d), Some(t)) = (d, t) {
+                for ((cell, d), t) in group.iter_mut().zip(d).zip(t) {
+                    cell[DIGEST].copy_from_slice(&d[..4]);
+                    *t = SendmeTag(*d);
+                }
+            }
+            c.backward.crypt_batch(group);
+        }
     }
 
     /// One-cell [`Self::decrypt_forward_batch`].

@@ -9,7 +9,13 @@
 //! absorbed into a copy, the digest is read from it with the padding built
 //! on the stack, and the copy is committed only if the cell is ours.
 
+mod lanes;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use self::lanes::Lanes;
 use ::sha1::block_api::compress;
+use core::ops::Range;
 
 const BLOCK: usize = 64;
 const H0: [u32; 5] = [
@@ -97,6 +103,135 @@ impl RunningSha1 {
     }
 }
 
+/// Where one cell's digest comes from in [`absorb_many`]: the state after
+/// the cell's whole blocks (`a.out[after]`) and the bytes past them.
+struct CellEnd {
+    after: usize,
+    /// The cell's last partial block: `a.arena[block][..tail]`.
+    block: usize,
+    tail: usize,
+    /// Bytes absorbed by the running digest once this cell is in.
+    total: u64,
+    /// The cell's index in the batch.
+    cell: usize,
+}
+
+/// Scratch for [`absorb_many`], kept by its caller so that a batch
+/// allocates nothing once the vectors have grown.
+#[derive(Default)]
+pub(crate) struct Sha1Batch {
+    a: Lanes,
+    b: Lanes,
+    ends: Vec<CellEnd>,
+}
+
+/// The running digests of several independent streams at once. Stream `g`
+/// starts from `states[g]` and absorbs the 509-byte `cells[groups[g]]` one
+/// after another; `digests[i]` gets the digest after cell `i` (what
+/// [`RunningSha1::update`] then [`RunningSha1::digest`] would give), and
+/// `states[g]` ends having absorbed all of its cells.
+///
+/// Two passes, each spread over SHA-NI lanes (`lanes.rs`): first every
+/// stream's cells, one lane per stream, saving the state at each cell's
+/// end; then every cell's final padding block(s), which are independent of
+/// each other even within one stream.
+pub(crate) fn absorb_many(
+    batch: &mut Sha1Batch,
+    states: &mut [RunningSha1],
+    groups: &[Range<usize>],
+    cells: &[&mut [u8; 509]],
+    digests: &mut [[u8; 20]],
+) {
+    let Sha1Batch { a, b, ends } = batch;
+    a.clear();
+    b.clear();
+    ends.clear();
+    for (s, g) in states.iter().zip(groups) {
+        let Some(group) = cells.get(g.clone()) else {
+            continue;
+        };
+        // This stream's bytes, buffered head first, laid out as blocks.
+        let first = a.arena.len();
+        let bytes = s.buf_len + group.len() * 509;
+        a.arena.resize(first + bytes.div_ceil(BLOCK), [0; BLOCK]);
+        let flat = a
+            .arena
+            .get_mut(first..)
+            .unwrap_or(&mut [])
+            .as_flattened_mut();
+        let mut at = 0;
+        for piece in core::iter::once(s.buf.get(..s.buf_len).unwrap_or(&[]))
+            .chain(group.iter().map(|c| &c[..]))
+        {
+            if let Some(dst) = flat.get_mut(at..at + piece.len()) {
+                dst.copy_from_slice(piece);
+            }
+            at += piece.len();
+        }
+        a.chain(s.h);
+        let mut whole = 0;
+        for k in 1..=group.len() {
+            let end = s.buf_len + k * 509;
+            let run = end / BLOCK - whole;
+            let after = a.run(first + whole, run);
+            whole += run;
+            ends.push(CellEnd {
+                after,
+                block: first + whole,
+                tail: end % BLOCK,
+                total: s.blocks * BLOCK as u64 + end as u64,
+                cell: g.start + k - 1,
+            });
+        }
+    }
+    a.execute();
+
+    // Every cell's padding, from the state after its whole blocks.
+    for e in ends.iter() {
+        let first = b.arena.len();
+        let n = if e.tail + 1 + 8 <= BLOCK { 1 } else { 2 };
+        b.arena.resize(first + n, [0; BLOCK]);
+        let pad = b
+            .arena
+            .get_mut(first..)
+            .unwrap_or(&mut [])
+            .as_flattened_mut();
+        let tail = a.arena.get(e.block).map_or(&[][..], |t| &t[..e.tail]);
+        if let Some(dst) = pad.get_mut(..tail.len()) {
+            dst.copy_from_slice(tail);
+        }
+        if let Some(x) = pad.get_mut(e.tail) {
+            *x = 0x80;
+        }
+        if let Some(len) = pad.get_mut(n * BLOCK - 8..n * BLOCK) {
+            len.copy_from_slice(&e.total.wrapping_mul(8).to_be_bytes());
+        }
+        b.chain(a.out.get(e.after).copied().unwrap_or(H0));
+        b.run(first, n);
+    }
+    b.execute();
+    for (e, h) in ends.iter().zip(&b.out) {
+        if let Some(d) = digests.get_mut(e.cell) {
+            for (o, w) in d.chunks_exact_mut(4).zip(h) {
+                o.copy_from_slice(&w.to_be_bytes());
+            }
+        }
+    }
+
+    // Each stream continues from its last cell.
+    let mut e = ends.iter();
+    for (s, g) in states.iter_mut().zip(groups) {
+        let n = cells.get(g.clone()).map_or(0, <[_]>::len);
+        let Some(last) = e.by_ref().take(n).last() else {
+            continue;
+        };
+        s.h = a.out.get(last.after).copied().unwrap_or(s.h);
+        s.buf = a.arena.get(last.block).copied().unwrap_or([0; BLOCK]);
+        s.buf_len = last.tail;
+        s.blocks = last.total / BLOCK as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +257,51 @@ mod tests {
                 theirs.update(piece);
                 let want: [u8; 20] = theirs.clone().finalize().into();
                 assert_eq!(ours.digest(), want, "after {at} bytes");
+            }
+        }
+    }
+
+    /// The batch gives, stream by stream and cell by cell, what one
+    /// running digest gives, from every buffered-head length.
+    #[test]
+    fn absorb_many_matches_one_at_a_time() {
+        let mut cells: Vec<[u8; 509]> = (0..40u32)
+            .map(|i| core::array::from_fn(|j| (i * 13 + j as u32 * 7) as u8))
+            .collect();
+        let sizes = [3usize, 1, 0, 8, 2, 1, 5, 20];
+        let mut groups = Vec::new();
+        let mut at = 0;
+        for n in sizes {
+            groups.push(at..at + n);
+            at += n;
+        }
+        let cells = &mut cells[..at];
+        let starts: Vec<RunningSha1> = (0..sizes.len())
+            .map(|g| {
+                let mut s = RunningSha1::new();
+                // Heads of 0, 7, 14, ... 63 bytes, and some whole blocks.
+                s.update(&vec![g as u8; g * 71]);
+                s
+            })
+            .collect();
+        let mut want_states = starts.clone();
+        let mut want = vec![[0u8; 20]; at];
+        for (s, g) in want_states.iter_mut().zip(&groups) {
+            for i in g.clone() {
+                s.update(&cells[i]);
+                want[i] = s.digest();
+            }
+        }
+        let mut batch = Sha1Batch::default();
+        for _ in 0..2 {
+            let mut states = starts.clone();
+            let mut got = vec![[0u8; 20]; at];
+            let refs: Vec<&mut [u8; 509]> = cells.iter_mut().collect();
+            absorb_many(&mut batch, &mut states, &groups, &refs, &mut got);
+            assert_eq!(got, want);
+            for (s, w) in states.iter().zip(&want_states) {
+                assert_eq!(s.digest(), w.digest());
+                assert_eq!((s.buf_len, s.blocks), (w.buf_len, w.blocks));
             }
         }
     }
