@@ -23,6 +23,7 @@
 mod create;
 mod onion;
 mod relay;
+mod seal;
 pub mod types;
 
 #[cfg(test)]
@@ -146,6 +147,8 @@ pub struct CircuitTable {
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
     tag_scratch: Vec<Option<SendmeTag>>,
+    /// Originated cells waiting to be sealed (see [`seal`]).
+    sealer: seal::Sealer,
     /// The address owners' verdicts, and this worker's refusals.
     pub(crate) dos: crate::proto::dos::Verdicts,
     /// Creates waiting for a handshake (see [`onion`]).
@@ -170,6 +173,7 @@ impl CircuitTable {
             next_key: 1,
             actions: VecDeque::new(),
             tag_scratch: Vec::new(),
+            sealer: seal::Sealer::default(),
             dos: crate::proto::dos::Verdicts::default(),
             onion: {
                 let mut q = onion::OnionQueue::default();
@@ -481,7 +485,14 @@ impl CircuitTable {
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
+        // Sealed only once the first plaintext cell is next out: the
+        // actions before it (a worker resuming streams) often queue more
+        // cells, and one seal over all of them runs circuits side by side.
+        if self.sealer.next_is(self.sealer.popped) {
+            self.seal_pending();
+        }
         let (action, circ) = self.actions.pop_front()?;
+        self.sealer.popped += 1;
         if let Some(c) = circ.and_then(|i| self.circs.get_mut(&i)) {
             c.queued = c.queued.saturating_sub(1);
         }
@@ -569,22 +580,20 @@ impl CircuitTable {
         self.push_cell(None, chan, circ_id, ChanCmd::DESTROY, body);
     }
 
-    /// Originate a relay message at our hop toward the client.
+    /// Originate a relay message at our hop toward the client. `None` if
+    /// it was not queued (no such circuit, or its queue was full and it
+    /// was closed).
     pub(crate) fn send_back<'m, M: RelayBody<'m>>(
         &mut self,
         idx: CircIdx,
         stream_id: StreamId,
         msg: &M,
         rng: &mut impl CryptoRng,
-    ) -> Option<SendmeTag> {
+    ) -> Option<()> {
         let mut body = [0u8; CELL_BODY_LEN];
         // Messages we build always fit a cell.
         encode_relay_msg(stream_id, msg, rng, &mut body).ok()?;
-        let c = self.circs.get_mut(&idx)?;
-        let tag = c.crypto.originate_backward(&mut body);
-        let (chan, id) = (c.prev_chan, c.prev_id);
-        self.push_cell(Some(idx), chan, id, ChanCmd::RELAY, body);
-        Some(tag)
+        self.push_originated(idx, body)
     }
 
     /// Originate DATA cells of stream `sid` from `data` on circuit `idx`,
@@ -633,13 +642,11 @@ impl CircuitTable {
             {
                 break;
             }
-            let tag = c.crypto.originate_backward(&mut body);
-            let w = c.windows.package;
-            if w != CIRCWINDOW_START && (w - 1) % CIRCWINDOW_INCREMENT == 0 {
-                c.windows.expected_tags.push_back(tag.0);
-            }
+            let keep_tag = seal::keeps_tag(c.windows.package);
             c.windows.package -= 1;
             c.queued += 1;
+            let seq = self.sealer.popped + self.actions.len() as u64;
+            self.sealer.note_unsealed(seq, idx, keep_tag);
             self.actions.push_back((
                 Action::SendCell {
                     chan,
@@ -654,6 +661,9 @@ impl CircuitTable {
         if let Some(r) = room {
             r.room = r.room.saturating_sub(wire.saturating_mul(made as i64));
         }
+        if self.sealer.is_full() {
+            self.seal_pending();
+        }
         made
     }
 
@@ -665,6 +675,8 @@ impl CircuitTable {
         to_prev: Option<DestroyReason>,
         to_next: Option<DestroyReason>,
     ) {
+        // What it originated leaves sealed, before the DESTROY.
+        self.seal_pending();
         let Some(c) = self.circs.remove(&idx) else {
             return;
         };

@@ -57,6 +57,10 @@ impl CircuitTable {
             }
             return;
         };
+        if side == Side::Next && !self.sealer.is_empty() {
+            // Cells this hop originated earlier take the keystream first.
+            self.seal_pending();
+        }
         let Some(c) = self.circs.get_mut(&idx) else {
             return;
         };

@@ -582,6 +582,64 @@ fn extend2_and_forwarding_both_ways() {
     assert_eq!(th.a.t.circuit_count(A_TO_B), 1);
 }
 
+/// A middle's own cell queued (unsealed) before it adds its layer to a
+/// cell from the next hop reaches the client first, both readable: the
+/// backward keystream is used in wire order.
+#[test]
+fn originated_then_relayed_keep_keystream_order() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut th = two_hop(&mut rng);
+    // B's answer to a RESOLVE, held back.
+    let mut c = [client_cell(
+        &mut th.cl,
+        &mut rng,
+        1,
+        RelayCmd::RESOLVE,
+        3,
+        b"192.0.2.9\0",
+        false,
+    )];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    for act in drain(&mut th.a.t) {
+        if let Action::SendCell {
+            circ_id, cmd, body, ..
+        } = act
+        {
+            th.b.t
+                .handle_cells(RELAY_CHAN, &mut [cell(circ_id, cmd, body)], now(), &mut rng);
+        }
+    }
+    let from_b = sent_cells(&drain(&mut th.b.t));
+    assert_eq!(from_b.len(), 1);
+    // A answers a RESOLVE itself; its answer waits in A's queue...
+    let mut c = [client_cell(
+        &mut th.cl,
+        &mut rng,
+        0,
+        RelayCmd::RESOLVE,
+        4,
+        b"192.0.2.10\0",
+        false,
+    )];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    // ...when B's cell arrives.
+    let (_, id, cmd, body) = from_b[0];
+    th.a.t
+        .handle_cells(A_TO_B, &mut [cell(id, cmd, body)], now(), &mut rng);
+    let out = sent_cells(&drain(&mut th.a.t));
+    assert_eq!(out.len(), 2);
+    let (hop, hdr, _, _) = client_recv(&mut th.cl, out[0].3);
+    assert_eq!(
+        (hop, hdr.cmd, hdr.stream_id.get()),
+        (0, RelayCmd::RESOLVED, 4)
+    );
+    let (hop, hdr, _, _) = client_recv(&mut th.cl, out[1].3);
+    assert_eq!(
+        (hop, hdr.cmd, hdr.stream_id.get()),
+        (1, RelayCmd::RESOLVED, 3)
+    );
+}
+
 #[test]
 fn destroy_propagates_as_destroyed() {
     let mut rng = StdRng::seed_from_u64(7);
