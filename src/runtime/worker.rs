@@ -1156,6 +1156,8 @@ impl Worker {
 
     /// Move what channels queued into TLS records, and those to the socket.
     fn flush_links(&mut self, ops: &mut dyn Ops) {
+        /// The most plaintext one TLS record carries (RFC 8446 §5.1).
+        const TLS_RECORD_PLAIN: usize = 16384;
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -1163,19 +1165,28 @@ impl Worker {
             let Some(Conn::Or(or)) = self.conns.get_mut(&t) else {
                 continue;
             };
+            self.plain.clear();
             if let Some(ch) = or.channel.as_mut()
                 && ch.has_output()
             {
-                self.plain.clear();
                 ch.take_output(&mut self.plain);
-                or.tls.write_plain(&self.plain);
             }
             if let Some(out) = ops.out_buf(t) {
                 let before = out.len();
+                // A record at a time: rustls copies each into a record
+                // buffer of its own and then into `out`; done for a whole
+                // turn's output at once, those copies ran from and to
+                // memory rather than cache (a fifth of an exit's CPU).
                 or.tls.write_tls_into(out);
+                for record in self.plain.chunks(TLS_RECORD_PLAIN) {
+                    or.tls.write_plain(record);
+                    or.tls.write_tls_into(out);
+                }
                 if or.counted {
                     self.turn_written += (out.len() - before) as u64;
                 }
+            } else if !self.plain.is_empty() {
+                or.tls.write_plain(&self.plain);
             }
             // Circuit windows bound what well-behaved peers make us queue
             // (a full window is 1000 cells). A link whose peer stops reading
