@@ -5,6 +5,7 @@
 //!
 //! The implementation is picked once, at construction, from the CPU:
 //! - x86_64 with VAES + AVX-512F/BW: fused 512-bit kernel (`ctr/x86.rs`);
+//! - x86_64 with VAES + AVX2 (no AVX-512): fused 256-bit kernel;
 //! - x86_64 with AES-NI: fused 8-way AES-NI kernel (`ctr/x86.rs`);
 //! - anything else: the `aes` crate behind a keystream buffer
 //!   (`ctr/portable.rs`).
@@ -30,6 +31,9 @@ pub(crate) enum Backend {
     /// Fused AES-NI, 8 blocks in flight.
     #[cfg(target_arch = "x86_64")]
     AesNi,
+    /// Fused VAES on 256-bit vectors (no AVX-512 needed).
+    #[cfg(target_arch = "x86_64")]
+    Vaes256,
     /// Fused VAES on 512-bit vectors.
     #[cfg(target_arch = "x86_64")]
     Vaes512,
@@ -45,6 +49,9 @@ impl Backend {
             if x86::has_vaes512() {
                 return Self::Vaes512;
             }
+            if x86::has_vaes256() {
+                return Self::Vaes256;
+            }
             if x86::has_aesni() {
                 return Self::AesNi;
             }
@@ -58,6 +65,8 @@ impl Backend {
             Self::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Self::AesNi => x86::has_aesni(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Vaes256 => x86::has_vaes256(),
             #[cfg(target_arch = "x86_64")]
             Self::Vaes512 => x86::has_vaes512(),
         }
@@ -136,6 +145,10 @@ impl Fused {
             // SAFETY: `Fused::new` checked the CPU runs this kernel.
             Backend::Vaes512 => unsafe {
                 x86::xor_vaes512(&self.round_keys, self.counter, data, &mut self.tail)
+            },
+            // SAFETY: `Fused::new` checked the CPU runs this kernel.
+            Backend::Vaes256 => unsafe {
+                x86::xor_vaes256(&self.round_keys, self.counter, data, &mut self.tail)
             },
             // SAFETY: `Fused::new` checked the CPU runs this kernel.
             _ => unsafe { x86::xor_aesni(&self.round_keys, self.counter, data, &mut self.tail) },

@@ -107,7 +107,7 @@ impl RunningSha1 {
 /// the cell's whole blocks (`a.out[after]`) and the bytes past them.
 struct CellEnd {
     after: usize,
-    /// The cell's last partial block: `a.arena[block][..tail]`.
+    /// The cell's last partial block: `a.block(block)[..tail]`.
     block: usize,
     tail: usize,
     /// Bytes absorbed by the running digest once this cell is in.
@@ -151,23 +151,12 @@ pub(crate) fn absorb_many(
             continue;
         };
         // This stream's bytes, buffered head first, laid out as blocks.
-        let first = a.arena.len();
-        let bytes = s.buf_len + group.len() * 509;
-        a.arena.resize(first + bytes.div_ceil(BLOCK), [0; BLOCK]);
-        let flat = a
-            .arena
-            .get_mut(first..)
-            .unwrap_or(&mut [])
-            .as_flattened_mut();
-        let mut at = 0;
-        for piece in core::iter::once(s.buf.get(..s.buf_len).unwrap_or(&[]))
-            .chain(group.iter().map(|c| &c[..]))
-        {
-            if let Some(dst) = flat.get_mut(at..at + piece.len()) {
-                dst.copy_from_slice(piece);
-            }
-            at += piece.len();
+        let first = a.blocks();
+        a.push(s.buf.get(..s.buf_len).unwrap_or(&[]));
+        for c in group {
+            a.push(&c[..]);
         }
+        a.pad_block();
         a.chain(s.h);
         let mut whole = 0;
         for k in 1..=group.len() {
@@ -188,15 +177,10 @@ pub(crate) fn absorb_many(
 
     // Every cell's padding, from the state after its whole blocks.
     for e in ends.iter() {
-        let first = b.arena.len();
+        let first = b.blocks();
         let n = if e.tail + 1 + 8 <= BLOCK { 1 } else { 2 };
-        b.arena.resize(first + n, [0; BLOCK]);
-        let pad = b
-            .arena
-            .get_mut(first..)
-            .unwrap_or(&mut [])
-            .as_flattened_mut();
-        let tail = a.arena.get(e.block).map_or(&[][..], |t| &t[..e.tail]);
+        let mut pad = [0u8; 2 * BLOCK];
+        let tail = a.block(e.block).map_or(&[][..], |t| &t[..e.tail]);
         if let Some(dst) = pad.get_mut(..tail.len()) {
             dst.copy_from_slice(tail);
         }
@@ -206,6 +190,7 @@ pub(crate) fn absorb_many(
         if let Some(len) = pad.get_mut(n * BLOCK - 8..n * BLOCK) {
             len.copy_from_slice(&e.total.wrapping_mul(8).to_be_bytes());
         }
+        b.push(pad.get(..n * BLOCK).unwrap_or(&[]));
         b.chain(a.out.get(e.after).copied().unwrap_or(H0));
         b.run(first, n);
     }
@@ -226,7 +211,7 @@ pub(crate) fn absorb_many(
             continue;
         };
         s.h = a.out.get(last.after).copied().unwrap_or(s.h);
-        s.buf = a.arena.get(last.block).copied().unwrap_or([0; BLOCK]);
+        s.buf = a.block(last.block).copied().unwrap_or([0; BLOCK]);
         s.buf_len = last.tail;
         s.blocks = last.total / BLOCK as u64;
     }

@@ -235,3 +235,65 @@ fn originate_many_equals_one_by_one() {
         assert!(client.decrypt_backward(&mut a).is_some());
     }
 }
+
+/// Checking several circuits' cells in one call answers as one cell at a
+/// time does, including cells whose Recognized field is zero by chance
+/// (the guess fails there, and the rest of that circuit is checked one by
+/// one), and leaves the same states behind.
+#[test]
+fn decrypt_forward_many_equals_one_by_one() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let keys: Vec<_> = (0..7).map(|_| random_keys(&mut rng)).collect();
+    let mut single: Vec<_> = keys.iter().map(Tor1RelayCrypto::new).collect();
+    let mut many: Vec<_> = keys.iter().map(Tor1RelayCrypto::new).collect();
+    let mut clients: Vec<_> = keys.iter().map(Tor1ClientLayer::new).collect();
+    let mut batch = Tor1Batch::default();
+    let mut fooled = 0;
+    for round in 0..12 {
+        let sizes: Vec<usize> = (0..7).map(|c| (c * 5 + round * 3) % 7).collect();
+        let mut cells: Vec<Box<CellBody>> = Vec::new();
+        let mut groups = Vec::new();
+        for (client, &n) in clients.iter_mut().zip(&sizes) {
+            let at = cells.len();
+            for _ in 0..n {
+                let mut c = random_cell(&mut rng);
+                match rng.random_range(0..6u8) {
+                    // Not ours, and Recognized zero: a guess that fails.
+                    0 => {
+                        c[1..3].fill(0);
+                        client.encrypt_forward(&mut c);
+                        fooled += 1;
+                    }
+                    1 => client.encrypt_forward(&mut c),
+                    _ => {
+                        client.originate_forward(&mut c);
+                    }
+                }
+                cells.push(c);
+            }
+            groups.push(at..at + n);
+        }
+        let mut want = cells.clone();
+        let mut want_rec = Vec::new();
+        for (c, g) in single.iter_mut().zip(&groups) {
+            for cell in &mut want[g.clone()] {
+                want_rec.push(c.decrypt_forward(cell));
+            }
+        }
+        let mut refs: Vec<&mut CellBody> = cells.iter_mut().map(|c| &mut **c).collect();
+        let mut rec = vec![None; refs.len()];
+        let mut circs: Vec<&mut Tor1RelayCrypto> = many.iter_mut().collect();
+        Tor1RelayCrypto::decrypt_forward_many(&mut batch, &mut circs, &groups, &mut refs, &mut rec);
+        assert_eq!(rec, want_rec, "round {round}");
+        assert_eq!(cells, want, "round {round}");
+    }
+    assert!(fooled > 5);
+    // Same states: the next cell of each circuit is recognized by both.
+    for ((s, m), client) in single.iter_mut().zip(&mut many).zip(&mut clients) {
+        let mut a = random_cell(&mut rng);
+        let tag = client.originate_forward(&mut a);
+        let mut b = a.clone();
+        assert_eq!(s.decrypt_forward(&mut a), Some(tag));
+        assert_eq!(m.decrypt_forward(&mut b), Some(tag));
+    }
+}

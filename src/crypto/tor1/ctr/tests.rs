@@ -17,6 +17,8 @@ fn backends() -> Vec<Backend> {
         #[cfg(target_arch = "x86_64")]
         Backend::AesNi,
         #[cfg(target_arch = "x86_64")]
+        Backend::Vaes256,
+        #[cfg(target_arch = "x86_64")]
         Backend::Vaes512,
     ];
     all.into_iter().filter(|b| b.available()).collect()

@@ -10,6 +10,9 @@
 //! - VAES with 512-bit vectors (AVX-512F/BW): 4 blocks per register, up to
 //!   8 registers (32 blocks, one cell) in flight; masked loads/stores handle
 //!   the ragged end of a cell without a bounce buffer.
+//! - VAES with 256-bit vectors (AVX2), for CPUs with VAES and no AVX-512
+//!   (AMD Zen 3, many exit servers): 2 blocks per register, 8 registers in
+//!   flight; the ragged end goes through a bounce buffer as with AES-NI.
 //!
 //! Owns only the block function and the counter arithmetic; the partial
 //! block carried between calls is `ctr.rs`'s. Counter: 128-bit big-endian,
@@ -32,6 +35,11 @@ pub(super) fn has_vaes512() -> bool {
         && is_x86_feature_detected!("vaes")
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+}
+
+/// Whether the VAES-256 kernel can run here.
+pub(super) fn has_vaes256() -> bool {
+    has_aesni() && is_x86_feature_detected!("vaes") && is_x86_feature_detected!("avx2")
 }
 
 /// One step of the AES-128 key schedule (FIPS-197 §5.2): `assist` is
@@ -280,5 +288,100 @@ pub(super) fn xor_vaes512(rk: &RoundKeys, mut ctr: u128, data: &mut [u8], tail: 
         65..=128 => batch512::<2>(&k, ctr, rest, tail),
         129..=256 => batch512::<4>(&k, ctr, rest, tail),
         _ => batch512::<8>(&k, ctr, rest, tail),
+    }
+}
+
+/// Encrypt 8 vectors of 2 counter blocks from `ctr` (wrapping mod 2^128).
+#[inline]
+#[target_feature(enable = "aes,vaes,avx2")]
+fn keystream256(k: &[__m256i; 11], ctr: u128) -> [__m256i; 8] {
+    let bswap = _mm256_broadcastsi128_si256(bswap128());
+    let lo = ctr as u64;
+    let hi = (ctr >> 64) as u64;
+    let mut b: [__m256i; 8] = if lo <= u64::MAX - 15 {
+        // No carry into the high qword: lane j of vector i is ctr + 2i + j.
+        // _mm256_set_epi64x lists qwords from the top: (hi, lo) per lane.
+        let base = _mm256_add_epi64(
+            _mm256_broadcastsi128_si256(_mm_set_epi64x(hi as i64, lo as i64)),
+            _mm256_set_epi64x(0, 1, 0, 0),
+        );
+        let step = _mm256_set_epi64x(0, 2, 0, 2);
+        let mut v = base;
+        core::array::from_fn(|_| {
+            let cur = v;
+            v = _mm256_add_epi64(v, step);
+            cur
+        })
+    } else {
+        core::array::from_fn(|i| {
+            let c0 = ctr.wrapping_add(2 * i as u128);
+            let c1 = c0.wrapping_add(1);
+            _mm256_set_epi64x((c1 >> 64) as i64, c1 as i64, (c0 >> 64) as i64, c0 as i64)
+        })
+    };
+    for x in b.iter_mut() {
+        *x = _mm256_xor_si256(_mm256_shuffle_epi8(*x, bswap), k[0]);
+    }
+    for rk in &k[1..10] {
+        for x in b.iter_mut() {
+            *x = _mm256_aesenc_epi128(*x, *rk);
+        }
+    }
+    for x in b.iter_mut() {
+        *x = _mm256_aesenclast_epi128(*x, k[10]);
+    }
+    b
+}
+
+/// XOR 16 blocks of keystream from `ctr` into the 256-byte `chunk`.
+#[inline]
+#[target_feature(enable = "aes,vaes,avx2")]
+fn xor256(k: &[__m256i; 11], ctr: u128, chunk: &mut [u8; 256]) -> [__m256i; 8] {
+    let ks = keystream256(k, ctr);
+    for (i, s) in ks.iter().enumerate() {
+        // SAFETY: vector i of a 256-byte chunk is bytes 32i..32i+32 of it.
+        unsafe {
+            let p = chunk.as_mut_ptr().add(32 * i).cast::<__m256i>();
+            _mm256_storeu_si256(p, _mm256_xor_si256(_mm256_loadu_si256(p), *s));
+        }
+    }
+    ks
+}
+
+/// [`xor_aesni`] with VAES-256: 16 blocks (256 bytes) per round trip.
+#[target_feature(enable = "aes,vaes,avx2")]
+pub(super) fn xor_vaes256(rk: &RoundKeys, mut ctr: u128, data: &mut [u8], tail: &mut [u8; 16]) {
+    let k: [__m256i; 11] = core::array::from_fn(|i| {
+        // SAFETY: each round key is 16 readable bytes; loadu has no alignment need.
+        _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(rk[i].as_ptr().cast()) })
+    });
+    let (chunks, rest) = data.as_chunks_mut::<256>();
+    for chunk in chunks {
+        xor256(&k, ctr, chunk);
+        ctr = ctr.wrapping_add(16);
+    }
+    if rest.is_empty() {
+        return;
+    }
+    if rest.len() <= 128 {
+        // Up to 8 blocks: the AES-NI batch has the same latency, half the work.
+        xor_aesni(rk, ctr, rest, tail);
+        return;
+    }
+    // A zero-padded copy; the padding comes back as bare keystream, the
+    // tail block's among it.
+    let mut buf = [0u8; 256];
+    buf[..rest.len()].copy_from_slice(rest);
+    let full = rest.len() / 16 * 16;
+    let mut plain = [0u8; 16];
+    plain[..rest.len() - full].copy_from_slice(&rest[full..]);
+    xor256(&k, ctr, &mut buf);
+    rest.copy_from_slice(&buf[..rest.len()]);
+    if full < rest.len() {
+        // The last block's keystream: data XOR output, then bare padding.
+        tail.copy_from_slice(&buf[full..full + 16]);
+        for (t, p) in tail.iter_mut().zip(plain) {
+            *t ^= p;
+        }
     }
 }

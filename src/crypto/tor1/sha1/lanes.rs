@@ -29,8 +29,9 @@ struct Chain {
 /// Reusable scratch: cleared, not freed, between uses.
 #[derive(Default)]
 pub(crate) struct Lanes {
-    /// The blocks every run reads.
-    pub(crate) arena: Vec<[u8; 64]>,
+    /// The blocks every run reads, as bytes: filled by appending, with no
+    /// zeroing first (see [`Lanes::push`]).
+    arena: Vec<u8>,
     runs: Vec<Run>,
     chains: Vec<Chain>,
     /// The saved states, in the order [`Lanes::run`] handed out their slots.
@@ -43,6 +44,26 @@ impl Lanes {
         self.runs.clear();
         self.chains.clear();
         self.out.clear();
+    }
+
+    /// Blocks in the arena so far (a partial last block not counted).
+    pub(crate) fn blocks(&self) -> usize {
+        self.arena.len() / 64
+    }
+
+    /// Append bytes to the arena.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.arena.extend_from_slice(bytes);
+    }
+
+    /// Zero-fill the arena to a whole number of blocks.
+    pub(crate) fn pad_block(&mut self) {
+        self.arena.resize(self.arena.len().next_multiple_of(64), 0);
+    }
+
+    /// Block `i` of the arena.
+    pub(crate) fn block(&self, i: usize) -> Option<&[u8; 64]> {
+        self.arena.as_chunks::<64>().0.get(i)
     }
 
     /// Start a chain from state `h`; the runs added next belong to it.
@@ -67,7 +88,11 @@ impl Lanes {
     pub(crate) fn execute(&mut self) {
         #[cfg(target_arch = "x86_64")]
         if super::x86::available() {
-            self.execute_lanes();
+            if self.chains.iter().all(|c| c.runs.len() == 1) {
+                self.execute_singles();
+            } else {
+                self.execute_lanes();
+            }
             return;
         }
         self.execute_serial();
@@ -80,6 +105,61 @@ impl Lanes {
                 ::sha1::block_api::compress(&mut h, blocks(&self.arena, r.start, r.len));
                 if let Some(o) = self.out.get_mut(r.save) {
                     *o = h;
+                }
+            }
+        }
+    }
+
+    /// Chains of one short run each (every cell's padding): four at a
+    /// time, without the general scheduler's bookkeeping per step, which
+    /// cost as much as the block or two each of these has.
+    #[cfg(target_arch = "x86_64")]
+    fn execute_singles(&mut self) {
+        for four in self.chains.chunks(WIDTH) {
+            let mut run = [Run {
+                start: 0,
+                len: 0,
+                save: usize::MAX,
+            }; WIDTH];
+            let mut states = [[0u32; 5]; WIDTH];
+            for ((r, st), c) in run.iter_mut().zip(&mut states).zip(four) {
+                if let Some(x) = self.runs.get(c.runs.start) {
+                    *r = *x;
+                }
+                *st = c.h;
+            }
+            let mut done = 0;
+            loop {
+                // The lanes with blocks left, packed to the front.
+                let mut active = [0usize; WIDTH];
+                let mut n = 0;
+                let mut step = usize::MAX;
+                for (j, r) in run.iter().enumerate().take(four.len()) {
+                    if r.len > done {
+                        active[n] = j;
+                        n += 1;
+                        step = step.min(r.len - done);
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                let mut lane_states = [[0u32; 5]; WIDTH];
+                let mut from: [&[[u8; 64]]; WIDTH] = [&[]; WIDTH];
+                for (k, &j) in active.iter().take(n).enumerate() {
+                    lane_states[k] = states[j];
+                    from[k] = blocks(&self.arena, run[j].start + done, step);
+                }
+                // SAFETY: `execute` checked `x86::available()`.
+                unsafe { lanes_of_n(n, &mut lane_states, &from, step) };
+                for (k, &j) in active.iter().take(n).enumerate() {
+                    states[j] = lane_states[k];
+                }
+                done += step;
+            }
+            for (r, st) in run.iter().zip(states).take(four.len()) {
+                if let Some(o) = self.out.get_mut(r.save) {
+                    *o = st;
                 }
             }
         }
@@ -158,14 +238,7 @@ impl Lanes {
                 }
             }
             // SAFETY: `execute` checked `x86::available()`.
-            unsafe {
-                match n {
-                    1 => lanes_of::<1>(&mut states, &from, step),
-                    2 => lanes_of::<2>(&mut states, &from, step),
-                    3 => lanes_of::<3>(&mut states, &from, step),
-                    _ => lanes_of::<4>(&mut states, &from, step),
-                }
-            }
+            unsafe { lanes_of_n(n, &mut states, &from, step) };
             for (k, &i) in active.iter().take(n).enumerate() {
                 if let Some(l) = lanes[i].as_mut() {
                     l.h = states[k];
@@ -176,10 +249,35 @@ impl Lanes {
     }
 }
 
-/// `arena[start..start + len]`, or as much of it as exists.
-fn blocks(arena: &[[u8; 64]], start: usize, len: usize) -> &[[u8; 64]] {
-    let end = start.saturating_add(len).min(arena.len());
-    arena.get(start.min(end)..end).unwrap_or(&[])
+/// Blocks `start..start + len` of `arena`, or as many of them as exist.
+fn blocks(arena: &[u8], start: usize, len: usize) -> &[[u8; 64]] {
+    let all = arena.as_chunks::<64>().0;
+    let end = start.saturating_add(len).min(all.len());
+    all.get(start.min(end)..end).unwrap_or(&[])
+}
+
+/// The first `n` (1 to [`WIDTH`]) of `states` and `from` through the
+/// kernel of that many lanes.
+///
+/// # Safety
+/// As [`super::x86::compress_lanes`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn lanes_of_n(
+    n: usize,
+    states: &mut [[u32; 5]; WIDTH],
+    from: &[&[[u8; 64]]; WIDTH],
+    blocks: usize,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match n {
+            1 => lanes_of::<1>(states, from, blocks),
+            2 => lanes_of::<2>(states, from, blocks),
+            3 => lanes_of::<3>(states, from, blocks),
+            _ => lanes_of::<4>(states, from, blocks),
+        }
+    }
 }
 
 /// The first `N` of `states` and `from` through the `N`-lane kernel.
@@ -208,12 +306,12 @@ mod tests {
     /// one-at-a-time path gives, on whichever path this CPU takes.
     #[test]
     fn lanes_match_serial() {
-        let mut l = Lanes {
-            arena: (0..64u32)
-                .map(|i| core::array::from_fn(|j| (i as u8).wrapping_mul(31) ^ j as u8))
-                .collect(),
-            ..Lanes::default()
-        };
+        let mut l = Lanes::default();
+        for i in 0..64u32 {
+            l.push(&core::array::from_fn::<u8, 64, _>(|j| {
+                (i as u8).wrapping_mul(31) ^ j as u8
+            }));
+        }
         let shapes: &[&[(usize, usize)]] = &[
             &[(0, 8), (8, 0), (8, 9)],
             &[(3, 1)],
@@ -233,9 +331,34 @@ mod tests {
         let fast = l.out.clone();
         l.execute_serial();
         assert_eq!(fast, l.out);
+        // Chains of one run each take the fast path: same answers.
+        l.chains.clear();
+        l.runs.clear();
+        l.out.clear();
+        for (i, (s, n)) in [(0, 1), (1, 2), (3, 1), (4, 0), (5, 2), (7, 2), (9, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            l.chain([i as u32 + 9; 5]);
+            l.run(s, n);
+        }
+        l.execute();
+        let fast = l.out.clone();
+        l.execute_serial();
+        assert_eq!(fast, l.out);
+        l.chains.clear();
+        l.runs.clear();
+        l.out.clear();
+        for (i, runs) in shapes.iter().enumerate() {
+            l.chain([i as u32; 5]);
+            for &(s, n) in *runs {
+                l.run(s, n);
+            }
+        }
+        l.execute_serial();
         // And the serial path is the sha1 crate's, run by run.
         let mut h = [0u32; 5];
-        ::sha1::block_api::compress(&mut h, &l.arena[0..8]);
+        ::sha1::block_api::compress(&mut h, blocks(&l.arena, 0, 8));
         assert_eq!(l.out[0], h);
         assert_eq!(l.out[1], h);
     }
