@@ -147,6 +147,11 @@ pub struct CircuitTable {
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
     tag_scratch: Vec<Option<SendmeTag>>,
+    /// Per relay cell of the run being handled: decrypted and checked
+    /// ahead, by which circuit, and whether it was ours.
+    pre: Vec<Option<(CircIdx, Option<SendmeTag>)>>,
+    /// Scratch for checking many circuits' cells at once.
+    fwd_batch: crate::crypto::tor1::Tor1Batch,
     /// Originated cells waiting to be sealed (see [`seal`]).
     sealer: seal::Sealer,
     /// The address owners' verdicts, and this worker's refusals.
@@ -173,6 +178,8 @@ impl CircuitTable {
             next_key: 1,
             actions: VecDeque::new(),
             tag_scratch: Vec::new(),
+            pre: Vec::new(),
+            fwd_batch: Default::default(),
             sealer: seal::Sealer::default(),
             dos: crate::proto::dos::Verdicts::default(),
             onion: {
@@ -361,12 +368,25 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
+        let is_relay = |c: &IncomingCell| matches!(c.cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY);
+        // Relay cells up to the next control cell are decrypted and checked
+        // together first, every circuit at once (see `decrypt_ahead`); a
+        // control cell can create or end circuits, so it ends the run.
+        let mut pre = std::mem::take(&mut self.pre);
+        pre.clear();
+        let mut pre_from = 0;
+        let mut at = 0;
         let mut rest = cells;
         while let Some(first) = rest.first() {
-            let is_relay =
-                |c: &IncomingCell| matches!(c.cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY);
-            let n = if is_relay(first) {
-                let id = first.circ_id;
+            let (relay, id) = (is_relay(first), first.circ_id);
+            if relay && at >= pre_from + pre.len() {
+                let run = rest.iter().take_while(|c| is_relay(c)).count();
+                if let Some(seg) = rest.get_mut(..run) {
+                    self.decrypt_ahead(chan, seg, &mut pre);
+                }
+                pre_from = at;
+            }
+            let n = if relay {
                 rest.iter()
                     .take_while(|c| is_relay(c) && c.circ_id == id)
                     .count()
@@ -379,10 +399,13 @@ impl CircuitTable {
             {
                 self.handle_control_cell(chan, cell, now, rng);
             } else {
-                self.handle_relay_group(chan, group, now, rng);
+                let done = pre.get(at - pre_from..at - pre_from + n).unwrap_or(&[]);
+                self.handle_relay_group(chan, group, done, now, rng);
             }
             rest = tail;
+            at += n;
         }
+        self.pre = pre;
     }
 
     /// Circuits with a side on `chan`, including those of other workers

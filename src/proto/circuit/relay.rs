@@ -41,10 +41,79 @@ pub(crate) enum ExtendError {
 }
 
 impl CircuitTable {
+    /// Decrypt and check, for every circuit at once, the cells of `seg`
+    /// that came from a circuit's previous hop; `pre[i]` says what was done
+    /// to `seg[i]`. Cells toward the client and cells of unknown circuits
+    /// are left for [`Self::handle_relay_group`].
+    pub(super) fn decrypt_ahead(
+        &mut self,
+        chan: ChanId,
+        seg: &mut [IncomingCell],
+        pre: &mut Vec<Option<(CircIdx, Option<SendmeTag>)>>,
+    ) {
+        pre.clear();
+        pre.resize(seg.len(), None);
+        let mut order: Vec<(CircIdx, usize)> = seg
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match self.ids.get(&(chan, c.circ_id)) {
+                Some(&(idx, Side::Prev)) if self.circs.contains_key(&idx) => Some((idx, i)),
+                _ => None,
+            })
+            .collect();
+        if order.is_empty() {
+            return;
+        }
+        order.sort_unstable();
+        let mut slots: Vec<Option<&mut CellBody>> =
+            seg.iter_mut().map(|c| Some(&mut c.body)).collect();
+        let mut cells: Vec<&mut CellBody> = Vec::with_capacity(order.len());
+        let mut crypto: Vec<&mut crate::crypto::tor1::Tor1RelayCrypto> = Vec::new();
+        let mut groups = Vec::new();
+        let mut k = 0;
+        while let Some(&(idx, _)) = order.get(k) {
+            let start = cells.len();
+            while let Some(&(x, i)) = order.get(k)
+                && x == idx
+            {
+                if let Some(b) = slots.get_mut(i).and_then(Option::take) {
+                    cells.push(b);
+                }
+                k += 1;
+            }
+            let Some(c) = self.circs.get_mut(&idx) else {
+                continue;
+            };
+            let c: *mut super::Circuit = c;
+            // SAFETY: `order` is sorted, so each `idx` is visited once and
+            // each pointer is to a different entry; `circs` is not touched
+            // while these references live (they end with this call).
+            crypto.push(unsafe { &mut (*c).crypto });
+            groups.push(start..cells.len());
+        }
+        let mut rec = std::mem::take(&mut self.tag_scratch);
+        rec.clear();
+        rec.resize(cells.len(), None);
+        crate::crypto::tor1::Tor1RelayCrypto::decrypt_forward_many(
+            &mut self.fwd_batch,
+            &mut crypto,
+            &groups,
+            &mut cells,
+            &mut rec,
+        );
+        for (&(idx, i), r) in order.iter().zip(&rec) {
+            if let Some(p) = pre.get_mut(i) {
+                *p = Some((idx, *r));
+            }
+        }
+        self.tag_scratch = rec;
+    }
+
     pub(super) fn handle_relay_group(
         &mut self,
         chan: ChanId,
         group: &mut [IncomingCell],
+        pre: &[Option<(CircIdx, Option<SendmeTag>)>],
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
@@ -85,8 +154,12 @@ impl CircuitTable {
             Side::Prev => {
                 let mut tags = std::mem::take(&mut self.tag_scratch);
                 tags.clear();
-                tags.resize(group.len(), None);
-                {
+                let ahead = pre.len() == group.len()
+                    && pre.iter().all(|p| p.is_some_and(|(i, _)| i == idx));
+                if ahead {
+                    tags.extend(pre.iter().map(|p| p.and_then(|(_, t)| t)));
+                } else {
+                    tags.resize(group.len(), None);
                     let mut refs: Vec<&mut CellBody> =
                         group.iter_mut().map(|g| &mut g.body).collect();
                     c.crypto.decrypt_forward_batch(&mut refs, &mut tags);
