@@ -226,6 +226,14 @@ impl Tor1RelayCrypto {
     ) {
         debug_assert_eq!(circuits.len(), groups.len());
         debug_assert_eq!(cells.len(), tags.len());
+        if let ([c], [g]) = (&mut *circuits, groups) {
+            // One chain has no lanes to share: the laid-out copy would be
+            // pure cost (cell_ops: 490 against 471 ns for 31 cells).
+            if let (Some(cells), Some(tags)) = (cells.get_mut(g.clone()), tags.get_mut(g.clone())) {
+                c.originate_backward_batch(cells, tags);
+            }
+            return;
+        }
         for cell in cells.iter_mut() {
             cell[RECOGNIZED].fill(0);
             cell[DIGEST].fill(0);
@@ -277,6 +285,15 @@ impl Tor1RelayCrypto {
         debug_assert_eq!(circuits.len(), groups.len());
         debug_assert_eq!(cells.len(), recognized.len());
         recognized.fill(None);
+        if let ([c], [g]) = (&mut *circuits, groups) {
+            // One chain: nothing to share the lanes with.
+            if let (Some(cells), Some(rec)) =
+                (cells.get_mut(g.clone()), recognized.get_mut(g.clone()))
+            {
+                c.decrypt_forward_batch(cells, rec);
+            }
+            return;
+        }
         let Tor1Batch {
             sha1,
             states,
