@@ -292,6 +292,11 @@ impl RawClient {
         0x8000_0000 | self.next_id
     }
 
+    /// This client's end of the connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sock.local_addr().ok()
+    }
+
     /// Write plaintext bytes as they are: for cells no codec would build.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), RawError> {
         if let Some((sent, _)) = &mut self.transcript {

@@ -19,8 +19,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oxit_interop::harness::open_fds;
 use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole};
+use oxit_interop::harness::{SocketInfo, sockets};
 use oxit_interop::rawclient::{RawClient, tcp_connect};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -100,6 +100,14 @@ impl Held {
         }
     }
 
+    /// Our end of the connection.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Held::Tcp(s) => s.local_addr().ok(),
+            Held::Raw(c) => c.local_addr(),
+        }
+    }
+
     /// Whether the relay closed it (without waiting).
     fn closed(&mut self) -> bool {
         match self {
@@ -144,12 +152,29 @@ impl Relay {
 /// and return when each closed (`None`: still open at the end).
 fn watch(relay: &Relay) -> Vec<Option<Duration>> {
     let addr = relay.addr();
-    let fds = open_fds(relay.pid());
+    let before: Vec<u64> = sockets(relay.pid()).iter().map(|s| s.inode).collect();
     let start = Instant::now();
     let mut held: Vec<Held> = CASES.iter().map(|c| Held::open(*c, addr)).collect();
+    let ours: Vec<SocketAddr> = held.iter().filter_map(Held::local_addr).collect();
+    assert_eq!(
+        ours.len(),
+        CASES.len(),
+        "every held connection has an address"
+    );
     let mut closed: Vec<Option<Duration>> = vec![None; CASES.len()];
     let mut quiet_checked = false;
+    let mut seen_checked = false;
     while start.elapsed() < WATCH {
+        if !seen_checked && start.elapsed() > Duration::from_secs(2) {
+            // The relay's ends of our connections are visible, so the
+            // leak check at the end can see one that stays.
+            seen_checked = true;
+            let seen = sockets(relay.pid())
+                .iter()
+                .filter(|s| s.remote.is_some_and(|r| ours.contains(&r)))
+                .count();
+            assert!(seen > 0, "no socket of the relay is connected to {ours:?}");
+        }
         for (i, h) in held.iter_mut().enumerate() {
             if closed[i].is_none() && h.closed() {
                 closed[i] = Some(start.elapsed());
@@ -163,35 +188,33 @@ fn watch(relay: &Relay) -> Vec<Option<Duration>> {
         std::thread::sleep(Duration::from_millis(250));
     }
     drop(held);
-    // A relay opens short-lived sockets of its own (the dummy authority's
-    // fetch retries, DNS): one may be open at any moment, so wait for the
-    // count to settle rather than catching it mid-retry. A leaked socket
-    // stays; a retry's closes within seconds.
+    // No descriptor of the relay may still hold one of these connections:
+    // none connected to one of our ends, and no new socket the kernel no
+    // longer lists (a TCP socket closed but never released). The relay's
+    // own sockets meanwhile (the dummy authority's fetch retries, DNS) are
+    // neither; a count of descriptors caught those in CI.
     let deadline = Instant::now() + 3 * STEP;
-    while open_fds(relay.pid()) > fds + 1 {
+    loop {
+        let leaked: Vec<SocketInfo> = sockets(relay.pid())
+            .into_iter()
+            .filter(|s| {
+                s.remote.is_some_and(|r| ours.contains(&r))
+                    || (!s.listed && !before.contains(&s.inode))
+            })
+            .collect();
+        if leaked.is_empty() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "{} file descriptors open, {fds} before: {}",
-            open_fds(relay.pid()),
-            fd_targets(relay.pid())
+            "sockets of the held connections still open {} s after they closed: {leaked:?} \
+             (our ends: {ours:?}; all: {:?})",
+            (3 * STEP).as_secs(),
+            sockets(relay.pid())
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     closed
-}
-
-/// What a process's descriptors point at (socket:[inode], files), for a
-/// failure message.
-fn fd_targets(pid: u32) -> String {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return String::new();
-    };
-    let mut v: Vec<String> = dir
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .map(|p| p.display().to_string())
-        .collect();
-    v.sort();
-    v.join(", ")
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub use netns::{isolate_thread_network, set_thread_net_sysctl};
 pub use oxit::{
     DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary, oxit_load_binary,
 };
-pub use procinfo::{cpu_ticks, open_fds, rss_kib};
+pub use procinfo::{SocketInfo, cpu_ticks, open_fds, rss_kib, sockets};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};
 
