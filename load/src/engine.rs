@@ -484,15 +484,20 @@ impl Gen {
             return;
         };
         link.dirty = false;
+        self.scratch.clear();
         if let Some(chan) = link.chan.as_mut() {
-            self.scratch.clear();
             chan.take_output(&mut self.scratch);
-            if !self.scratch.is_empty() {
-                link.tls.write_plain(&self.scratch);
-            }
         }
-        if let Some(out) = ops.out_buf(link.token) {
-            link.tls.write_tls_into(out);
+        match ops.out_buf(link.token) {
+            Some(out) => link.tls.encrypt_into(&self.scratch, out),
+            None if !self.scratch.is_empty() => link.tls.write_plain(&self.scratch),
+            None => {}
+        }
+        // Records of our own once the link is open, as the relay does. A
+        // failed handover leaves the session gone: the next read fails the
+        // link, which the run reports.
+        if link.chan.as_ref().is_some_and(|c| c.is_open()) && !link.tls.handed_over() {
+            let _ = link.tls.hand_over();
         }
     }
 

@@ -249,11 +249,14 @@ impl FakeExit {
         l.dirty = false;
         self.scratch.clear();
         l.chan.take_output(&mut self.scratch);
-        if !self.scratch.is_empty() {
-            l.tls.write_plain(&self.scratch);
+        match ops.out_buf(t) {
+            Some(out) => l.tls.encrypt_into(&self.scratch, out),
+            None if !self.scratch.is_empty() => l.tls.write_plain(&self.scratch),
+            None => {}
         }
-        if let Some(out) = ops.out_buf(t) {
-            l.tls.write_tls_into(out);
+        // Records of our own once the link is open, as the relay does.
+        if l.chan.is_open() && !l.tls.handed_over() {
+            let _ = l.tls.hand_over();
         }
     }
 
@@ -308,11 +311,11 @@ impl FakeExit {
                 // Hand what was built to TLS so `queued` sees it.
                 self.scratch.clear();
                 l.chan.take_output(&mut self.scratch);
-                l.tls.write_plain(&self.scratch);
                 let Some(out) = ops.out_buf(t) else {
+                    l.tls.write_plain(&self.scratch);
                     break 'fill;
                 };
-                l.tls.write_tls_into(out);
+                l.tls.encrypt_into(&self.scratch, out);
             }
             if wrote || l.dirty {
                 self.flush(t, ops);
