@@ -554,21 +554,27 @@ pub(crate) fn pump(th: &mut TwoHop, rng: &mut StdRng) -> Vec<Action> {
     to_client
 }
 
+/// The client sends RESOLVE of `name` (NUL-terminated) on stream `sid` to
+/// hop `hop` of the two-hop circuit; A handles it.
+fn resolve_at(th: &mut TwoHop, rng: &mut StdRng, hop: usize, sid: u16, name: &[u8]) {
+    let mut c = [client_cell(
+        &mut th.cl,
+        rng,
+        hop,
+        RelayCmd::RESOLVE,
+        sid,
+        name,
+        false,
+    )];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), rng);
+}
+
 #[test]
 fn extend2_and_forwarding_both_ways() {
     let mut rng = StdRng::seed_from_u64(6);
     let mut th = two_hop(&mut rng);
     // RESOLVE of an IP literal at hop 2 travels A → B and back.
-    let mut c = [client_cell(
-        &mut th.cl,
-        &mut rng,
-        1,
-        RelayCmd::RESOLVE,
-        3,
-        b"192.0.2.9\0",
-        false,
-    )];
-    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    resolve_at(&mut th, &mut rng, 1, 3, b"192.0.2.9\0");
     let out = pump(&mut th, &mut rng);
     let cells = sent_cells(&out);
     assert_eq!(cells.len(), 1);
@@ -590,16 +596,7 @@ fn originated_then_relayed_keep_keystream_order() {
     let mut rng = StdRng::seed_from_u64(16);
     let mut th = two_hop(&mut rng);
     // B's answer to a RESOLVE, held back.
-    let mut c = [client_cell(
-        &mut th.cl,
-        &mut rng,
-        1,
-        RelayCmd::RESOLVE,
-        3,
-        b"192.0.2.9\0",
-        false,
-    )];
-    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    resolve_at(&mut th, &mut rng, 1, 3, b"192.0.2.9\0");
     for act in drain(&mut th.a.t) {
         if let Action::SendCell {
             circ_id, cmd, body, ..
@@ -612,16 +609,7 @@ fn originated_then_relayed_keep_keystream_order() {
     let from_b = sent_cells(&drain(&mut th.b.t));
     assert_eq!(from_b.len(), 1);
     // A answers a RESOLVE itself; its answer waits in A's queue...
-    let mut c = [client_cell(
-        &mut th.cl,
-        &mut rng,
-        0,
-        RelayCmd::RESOLVE,
-        4,
-        b"192.0.2.10\0",
-        false,
-    )];
-    th.a.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    resolve_at(&mut th, &mut rng, 0, 4, b"192.0.2.10\0");
     // ...when B's cell arrives.
     let (_, id, cmd, body) = from_b[0];
     th.a.t

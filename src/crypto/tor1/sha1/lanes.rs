@@ -321,41 +321,31 @@ mod tests {
             &[(40, 7), (47, 8), (55, 8)],
             &[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)],
         ];
-        for (i, runs) in shapes.iter().enumerate() {
-            l.chain([i as u32; 5]);
-            for &(s, n) in *runs {
-                l.run(s, n);
+        // Chains of one run each take the fast path.
+        let singles: &[&[(usize, usize)]] = &[
+            &[(0, 1)],
+            &[(1, 2)],
+            &[(3, 1)],
+            &[(4, 0)],
+            &[(5, 2)],
+            &[(7, 2)],
+            &[(9, 1)],
+        ];
+        for chains in [singles, shapes] {
+            l.chains.clear();
+            l.runs.clear();
+            l.out.clear();
+            for (i, runs) in chains.iter().enumerate() {
+                l.chain([i as u32; 5]);
+                for &(s, n) in *runs {
+                    l.run(s, n);
+                }
             }
+            l.execute();
+            let fast = l.out.clone();
+            l.execute_serial();
+            assert_eq!(fast, l.out);
         }
-        l.execute();
-        let fast = l.out.clone();
-        l.execute_serial();
-        assert_eq!(fast, l.out);
-        // Chains of one run each take the fast path: same answers.
-        l.chains.clear();
-        l.runs.clear();
-        l.out.clear();
-        for (i, (s, n)) in [(0, 1), (1, 2), (3, 1), (4, 0), (5, 2), (7, 2), (9, 1)]
-            .into_iter()
-            .enumerate()
-        {
-            l.chain([i as u32 + 9; 5]);
-            l.run(s, n);
-        }
-        l.execute();
-        let fast = l.out.clone();
-        l.execute_serial();
-        assert_eq!(fast, l.out);
-        l.chains.clear();
-        l.runs.clear();
-        l.out.clear();
-        for (i, runs) in shapes.iter().enumerate() {
-            l.chain([i as u32; 5]);
-            for &(s, n) in *runs {
-                l.run(s, n);
-            }
-        }
-        l.execute_serial();
         // And the serial path is the sha1 crate's, run by run.
         let mut h = [0u32; 5];
         ::sha1::block_api::compress(&mut h, blocks(&l.arena, 0, 8));
