@@ -15,7 +15,6 @@ use std::ops::Range;
 
 use super::{Action, CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CircIdx, CircuitTable};
 use crate::crypto::tor1::{CellBody, SendmeTag, Tor1Batch, Tor1RelayCrypto};
-use crate::proto::cell::DestroyReason;
 
 /// A plaintext cell in the action queue.
 #[derive(Clone, Copy)]
@@ -80,31 +79,24 @@ pub(crate) fn keeps_tag(w: i32) -> bool {
 impl CircuitTable {
     /// Queue plaintext relay cell `body` that circuit `idx` originates
     /// toward its previous hop; it is sealed before the worker takes it.
-    /// A circuit whose queue is full is closed instead, as
-    /// [`CircuitTable::push_cell`] does. `None` if the cell was not queued.
+    /// A circuit whose queue is full is closed instead
+    /// ([`CircuitTable::push_cell`]). `None` if the cell was not queued.
     pub(crate) fn push_originated(&mut self, idx: CircIdx, body: CellBody) -> Option<()> {
-        let c = self.circs.get_mut(&idx)?;
-        if c.queued >= self.cfg.max_queue {
-            self.close_circuit(
-                idx,
-                Some(DestroyReason::RESOURCELIMIT),
-                Some(DestroyReason::RESOURCELIMIT),
-            );
-            return None;
-        }
-        c.queued += 1;
+        let c = self.circs.get(&idx)?;
         let (chan, circ_id) = (c.prev_chan, c.prev_id);
         let seq = self.sealer.popped + self.actions.len() as u64;
-        self.sealer.note_unsealed(seq, idx, false);
-        self.actions.push_back((
-            Action::SendCell {
-                chan,
-                circ_id,
-                cmd: crate::proto::cell::ChanCmd::RELAY,
-                body,
-            },
+        self.push_cell(
             Some(idx),
-        ));
+            chan,
+            circ_id,
+            crate::proto::cell::ChanCmd::RELAY,
+            body,
+        );
+        // push_cell closes a circuit whose queue is full instead.
+        if !self.circs.contains_key(&idx) {
+            return None;
+        }
+        self.sealer.note_unsealed(seq, idx, false);
         if self.sealer.is_full() {
             self.seal_pending();
         }
