@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod control;
+pub mod copy;
 pub mod crypto;
 pub mod dir;
 pub mod exit;

@@ -348,6 +348,27 @@ pub fn decode(buf: &[u8], wide: bool) -> Result<Option<(RawCell<'_>, usize)>, Ce
     )))
 }
 
+/// The bytes the cell at the front of `buf` takes on the wire, as far as
+/// `buf` tells: while its header is incomplete, the header's length so
+/// far known (a caller completing a cell byte-range by byte-range asks
+/// again once it has that much).
+pub fn framed_len(buf: &[u8], wide: bool) -> usize {
+    // id_len is 2 or 4: none of these sums can overflow.
+    let id_len = circ_id_len(wide);
+    let fixed_header = id_len.saturating_add(1);
+    let var_header = id_len.saturating_add(3);
+    let Some(&cmd) = buf.get(id_len) else {
+        return fixed_header;
+    };
+    if !ChanCmd(cmd).is_var_len() {
+        return fixed_header.saturating_add(CELL_BODY_LEN);
+    }
+    match buf.get(fixed_header..var_header) {
+        Some(&[hi, lo]) => var_header.saturating_add(usize::from(u16::from_be_bytes([hi, lo]))),
+        _ => var_header,
+    }
+}
+
 fn put_circ_id(circ_id: CircId, wide: bool, out: &mut Vec<u8>) -> Result<(), CellError> {
     if wide {
         out.extend_from_slice(&circ_id.0.to_be_bytes());

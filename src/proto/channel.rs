@@ -283,27 +283,40 @@ impl Channel {
             cells,
             now,
         };
-        let res = if self.inbuf.is_empty() {
-            // Common case: parse straight from the caller's buffer and keep
-            // only an incomplete tail.
-            self.process(data, &mut ctx).map(|used| {
-                self.inbuf
-                    .extend_from_slice(data.get(used..).unwrap_or_default())
-            })
-        } else {
-            let mut buf = std::mem::take(&mut self.inbuf);
-            buf.extend_from_slice(data);
-            let r = self.process(&buf, &mut ctx);
-            if let Ok(used) = r {
-                buf.drain(..used.min(buf.len()));
-                self.inbuf = buf;
-            }
-            r.map(drop)
-        };
+        let res = self.take_input(data, &mut ctx);
         if self.out.len() != out_before {
             self.timers.wrote(now);
         }
         res.or_else(|e| self.fail(e))
+    }
+
+    /// Complete the cell an earlier read left in `inbuf` from the front of
+    /// `data`, then parse the rest straight from the caller's buffer and
+    /// keep only its incomplete tail: a read is copied only as far as the
+    /// one cell that straddles two reads.
+    fn take_input<R: CryptoRng>(
+        &mut self,
+        mut data: &[u8],
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<(), ChannelError> {
+        while !self.inbuf.is_empty() && !data.is_empty() {
+            let need = cell::framed_len(&self.inbuf, self.wide)
+                .saturating_sub(self.inbuf.len())
+                .max(1);
+            let (head, rest) = data.split_at(need.min(data.len()));
+            self.inbuf.extend_from_slice(head);
+            data = rest;
+            let mut buf = std::mem::take(&mut self.inbuf);
+            let used = self.process(&buf, ctx);
+            buf.drain(..used.as_ref().map_or(0, |&u| u.min(buf.len())));
+            self.inbuf = buf;
+            used?;
+        }
+        if self.inbuf.is_empty() {
+            let used = self.process(data, ctx)?;
+            crate::copy::extend(&mut self.inbuf, data.get(used..).unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// Decode and handle whole cells from the front of `buf`; returns the

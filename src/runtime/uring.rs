@@ -638,7 +638,7 @@ impl UringDriver {
                                 // kernel already took these bytes from the
                                 // socket, so keep them for the resume. (A
                                 // closing socket's input is dropped.)
-                                c.stash.extend_from_slice(data);
+                                crate::copy::extend(&mut c.stash, data);
                             }
                         }
                     } else if let Some(end) = end {

@@ -571,7 +571,7 @@ impl Worker {
         }
         let key = x.key;
         if !x.held.is_empty() {
-            x.held.extend_from_slice(data);
+            crate::copy::extend(&mut x.held, data);
             ops.set_recv(t, false);
             return;
         }
@@ -580,7 +580,7 @@ impl Worker {
             .handle_stream_data(key, data, now, &mut self.rng);
         if took < data.len() {
             if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
-                x.held.extend_from_slice(&data[took..]);
+                crate::copy::extend(&mut x.held, &data[took..]);
                 x.held_since.get_or_insert(now);
             }
             ops.set_recv(t, false);

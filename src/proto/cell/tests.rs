@@ -488,3 +488,33 @@ fn fuzz_decoders_never_panic() {
         }
     }
 }
+
+#[test]
+fn framed_len_follows_the_header() {
+    let mut var = Vec::new();
+    encode_raw(
+        CircId::new(0),
+        ChanCmd::VPADDING,
+        &[0; 1000],
+        true,
+        &mut var,
+    )
+    .unwrap();
+    let mut fixed = Vec::new();
+    encode_raw(CircId::new(7), ChanCmd::CREATE2, &[1; 20], true, &mut fixed).unwrap();
+    // Every prefix: the header's length until it is whole, then the cell's.
+    for n in 0..var.len() {
+        let want = match n {
+            0..=4 => 5,
+            5..=6 => 7,
+            _ => var.len(),
+        };
+        assert_eq!(framed_len(&var[..n], true), want, "var prefix {n}");
+    }
+    for n in 0..fixed.len() {
+        let want = if n < 5 { 5 } else { 514 };
+        assert_eq!(framed_len(&fixed[..n], true), want, "fixed prefix {n}");
+    }
+    assert_eq!(framed_len(&[0, 0, 7, 0, 9], false), 2 + 3 + 9);
+    assert_eq!(framed_len(&[0, 0, 9], false), 512);
+}

@@ -224,6 +224,44 @@ fn byte_by_byte_handshake_and_cells() {
     );
 }
 
+/// Reads that end anywhere inside a cell, with several cells and a
+/// variable-length one between them: every cell arrives once, whole.
+#[test]
+fn cells_straddling_reads_arrive_whole() {
+    let now = Instant::now();
+    let (mut r, mut i) = pair(now);
+    drive(&mut r, &mut i, now, 4096).unwrap();
+    let mut wire = Vec::new();
+    let mut want = Vec::new();
+    for n in 0..12u32 {
+        let body = [n as u8; CELL_BODY_LEN];
+        let id = CircId::new(0x8000_0000 + n);
+        encode_raw(id, ChanCmd::CREATE2, &body, true, &mut wire).unwrap();
+        want.push(IncomingCell {
+            circ_id: id,
+            cmd: ChanCmd::CREATE2,
+            body,
+        });
+        if n == 5 {
+            encode_raw(
+                CircId::new(0),
+                ChanCmd::VPADDING,
+                &[9; 700],
+                true,
+                &mut wire,
+            )
+            .unwrap();
+        }
+    }
+    for chunk in [3, 7, 513, 515, 700, 1029, 1500, 4096] {
+        r.cells.clear();
+        for c in wire.chunks(chunk) {
+            feed(&mut r, c, now, &SESSION).unwrap();
+        }
+        assert_eq!(r.cells, want, "reads of {chunk} bytes");
+    }
+}
+
 #[test]
 fn cells_after_open_are_framed_both_ways() {
     let now = Instant::now();

@@ -205,7 +205,7 @@ impl Records {
         let len = data.len() + 1 + TAG;
         let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         out.extend_from_slice(&header);
-        out.extend_from_slice(data);
+        crate::copy::extend(out, data);
         out.push(inner);
         let nonce = self.tx.nonce();
         let body = out.get_mut(start + HEADER..).unwrap_or(&mut []);
@@ -223,24 +223,35 @@ impl Records {
 
     /// Open the records in `data`; application data is appended to
     /// `plain` (ciphertext is copied there once and decrypted in place).
+    ///
+    /// A record begun in an earlier read is completed from the front of
+    /// `data` first; the rest is opened where it lies, and only its
+    /// incomplete tail is kept, so a read is not copied behind the partial
+    /// record.
     pub(super) fn open_into(
         &mut self,
-        data: &[u8],
+        mut data: &[u8],
         plain: &mut Vec<u8>,
     ) -> Result<(), RecordError> {
         let mut partial = std::mem::take(&mut self.partial);
-        let r = if partial.is_empty() {
-            let used = self.open_records(data, plain)?;
-            partial.extend_from_slice(data.get(used..).unwrap_or(&[]));
-            Ok(())
-        } else {
-            partial.extend_from_slice(data);
+        while !partial.is_empty() && !data.is_empty() {
+            let need = match partial.get(..HEADER) {
+                Some(h) => HEADER + usize::from(u16::from_be_bytes([h[3], h[4]])),
+                None => HEADER,
+            };
+            let (head, rest) = data.split_at(need.saturating_sub(partial.len()).min(data.len()));
+            crate::copy::extend(&mut partial, head);
+            data = rest;
+            // A whole record is opened; a header alone is checked.
             let used = self.open_records(&partial, plain)?;
             partial.drain(..used);
-            Ok(())
-        };
+        }
+        if partial.is_empty() {
+            let used = self.open_records(data, plain)?;
+            crate::copy::extend(&mut partial, data.get(used..).unwrap_or(&[]));
+        }
         self.partial = partial;
-        r
+        Ok(())
     }
 
     /// Open every whole record at the start of `data`; returns the bytes
@@ -264,7 +275,7 @@ impl Records {
             let mut header = [0u8; HEADER];
             header.copy_from_slice(h);
             let start = plain.len();
-            plain.extend_from_slice(body);
+            crate::copy::extend(plain, body);
             let nonce = self.rx.nonce();
             let opened = self
                 .rx
