@@ -136,6 +136,9 @@ trap 'rm -rf "$OUT"' EXIT
 for r in $(seq 1 "$RUNS"); do
     log "run $r/$RUNS on CPU $CPU"
     taskset -c "$CPU" "$SRC/src/test/bench" cell_ops_tor1 >>"$OUT/c.txt"
+    # CGO (0.4.9's relay_crypto_cgo.c); this one times on the monotonic
+    # clock, pinned, with nothing else on the CPU.
+    taskset -c "$CPU" "$SRC/src/test/bench" cell_ops_cgo >>"$OUT/c.txt"
     taskset -c "$CPU" "$EXIT_BIN" >>"$OUT/c.txt"
     # The fixed-iteration headline pass only (a filter matching no criterion
     # benchmark); run `cargo bench --bench cell_ops` for criterion's view.
@@ -155,6 +158,12 @@ C_ORIG2=$(best "$OUT/c.txt" '^exit originate \(relay_originate\)')
 C_SHA=$(best "$OUT/c.txt" '^SHA-1 add_bytes\(509\) alone')
 C_SHAD=$(best "$OUT/c.txt" '^SHA-1 add_bytes\(509\) \+ get_digest')
 C_AES=$(best "$OUT/c.txt" '^AES-CTR crypt_inplace')
+best_cgo() { # label-regex; C tor prints "<label>: <ns> per cell (<cpb> cpb)"
+    grep -E "$1" "$OUT/c.txt" | sed -E 's/.*: *([0-9.]+) per cell.*/\1/' | sort -g | head -n1
+}
+C_CGO_OUT=$(best_cgo '^CGO outbound at relay:')
+C_CGO_IN=$(best_cgo '^CGO inbound at relay:')
+C_CGO_ORIG=$(best_cgo '^CGO originate at relay:')
 o() { best "$OUT/o.txt" "^ *$1:"; }
 
 echo
@@ -189,8 +198,14 @@ row "32 circuits x 4 cells exit originate" "$(o '32 circuits x 4 cells exit orig
 row "8 circuits x 8 cells exit recognized" "$(o '8 circuits x 8 cells exit recognized')" "$C_REC"
 row "32 circuits x 4 cells exit recognized" "$(o '32 circuits x 4 cells exit recognized')" "$C_REC"
 row "SHA-1 update(509) alone" "$(o 'SHA-1 update\(509\) alone')" "$C_SHA"
+row "CGO middle outbound (vs C tor CGO)" "$(o 'CGO middle outbound \(forward\)')" "$C_CGO_OUT"
+row "CGO middle inbound (vs C tor CGO)" "$(o 'CGO middle inbound \(backward\)')" "$C_CGO_IN"
+row "CGO exit originate (vs C tor CGO)" "$(o 'CGO exit originate')" "$C_CGO_ORIG"
+row "CGO exit originate (vs C tor tor1)" "$(o 'CGO exit originate')" "$C_ORIG"
+row "CGO exit recognized (vs C tor tor1)" "$(o 'CGO exit recognized')" "$C_REC"
 echo
 echo "C tor only: AES-CTR 509 alone $C_AES ns; SHA-1 509 + get_digest $C_SHAD ns;" \
     "tor1_crypt_relay_originate $C_ORIG2 ns (bench's 'originate inbound' is $C_ORIG)."
 echo "Batched rows compare N cells per call in oxit with C tor's one cell per call (C has no batch API);"
 echo "'circuits x cells' rows seal or check several circuits' cells per call (SHA-1 on SHA-NI lanes)."
+echo "CGO rows: C tor's bench has no recognized-cell case; the tor1 rows are what a CGO exit must beat."

@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use oxit::crypto::cgo::{CGO_KEY_MATERIAL_LEN, CgoClientHop, CgoRelayCrypto};
 use oxit::crypto::tor1::{
     CELL_BODY_LEN, CellBody, SendmeTag, Tor1Batch, Tor1ClientLayer, Tor1RelayCrypto,
 };
@@ -239,6 +240,78 @@ fn many_recognized<const C: usize, const B: usize>(n: u64) -> Duration {
     total * u32::try_from(n).unwrap_or(u32::MAX) / u32::try_from(calls * per_call).unwrap_or(1)
 }
 
+fn cgo_keys(rng: &mut StdRng) -> [u8; CGO_KEY_MATERIAL_LEN] {
+    let mut k = [0u8; CGO_KEY_MATERIAL_LEN];
+    rng.fill_bytes(&mut k);
+    k
+}
+
+/// CGO at a middle, away from the client (C tor `cell_ops_cgo` "CGO
+/// outbound at relay"): UIV+ and the tag check, never recognized.
+fn cgo_middle_outbound(n: u64) -> Duration {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut relay = CgoRelayCrypto::new(&cgo_keys(&mut rng));
+    let mut cell = random_cell(&mut rng);
+    let t = cpu_time();
+    for _ in 0..n {
+        black_box(relay.decrypt_forward(3, black_box(&mut cell)));
+    }
+    cpu_time() - t
+}
+
+/// CGO at a middle, toward the client ("CGO inbound at relay").
+fn cgo_middle_inbound(n: u64) -> Duration {
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut relay = CgoRelayCrypto::new(&cgo_keys(&mut rng));
+    let mut cell = random_cell(&mut rng);
+    let t = cpu_time();
+    for _ in 0..n {
+        relay.relay_backward(3, black_box(&mut cell));
+    }
+    cpu_time() - t
+}
+
+/// CGO at the exit, originating ("CGO originate at relay"): UIV+ and the
+/// key update after every cell.
+fn cgo_exit_originate(n: u64) -> Duration {
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut relay = CgoRelayCrypto::new(&cgo_keys(&mut rng));
+    let mut cell = random_cell(&mut rng);
+    let t = cpu_time();
+    for _ in 0..n {
+        black_box(relay.originate_backward(black_box(&mut cell)));
+    }
+    cpu_time() - t
+}
+
+/// CGO at the exit, receiving a recognized cell (C tor's bench has no such
+/// case): cells prepared by the client outside the clock.
+fn cgo_exit_recognized(n: u64) -> Duration {
+    let mut rng = StdRng::seed_from_u64(14);
+    let k = cgo_keys(&mut rng);
+    let mut relay = CgoRelayCrypto::new(&k);
+    let mut client = CgoClientHop::new(&k);
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let m = left.min(ITERS);
+        left -= m;
+        let mut cells: Vec<CellBody> = (0..m)
+            .map(|_| {
+                let mut c = random_cell(&mut rng);
+                client.originate_forward(3, &mut c);
+                c
+            })
+            .collect();
+        let t = cpu_time();
+        for c in &mut cells {
+            assert!(relay.decrypt_forward(3, c).is_some());
+        }
+        total += cpu_time() - t;
+    }
+    total
+}
+
 fn cases() -> Vec<(&'static str, Case)> {
     vec![
         ("middle inbound (AES only)", middle_inbound),
@@ -265,6 +338,10 @@ fn cases() -> Vec<(&'static str, Case)> {
             "32 circuits x 4 cells exit recognized",
             many_recognized::<32, 4>,
         ),
+        ("CGO middle outbound (forward)", cgo_middle_outbound),
+        ("CGO middle inbound (backward)", cgo_middle_inbound),
+        ("CGO exit originate", cgo_exit_originate),
+        ("CGO exit recognized", cgo_exit_recognized),
     ]
 }
 

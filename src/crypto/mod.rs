@@ -5,6 +5,7 @@
 //! only composes them the way the Tor specifications require.
 
 pub mod cert;
+pub mod cgo;
 pub mod fast;
 pub mod kdf;
 pub mod keyfile;

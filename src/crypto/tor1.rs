@@ -11,7 +11,7 @@
 //! side, for tests and benchmarks, is in `tor1/client.rs`.
 
 mod client;
-mod ctr;
+pub(crate) mod ctr;
 mod sha1;
 
 pub use client::{Tor1ClientCircuit, Tor1ClientLayer};

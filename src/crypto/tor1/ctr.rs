@@ -194,6 +194,36 @@ impl Aes128CtrStream {
         }
     }
 
+    /// A new key, in place (the old round keys are overwritten), on the
+    /// same backend; the keystream restarts at block `counter`.
+    pub(crate) fn rekey(&mut self, key: &[u8; 16], counter: u128) {
+        match &mut self.inner {
+            Inner::Portable(p) => p.rekey(key, counter),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Fused(f) => {
+                // SAFETY: a fused stream exists only where its kernel runs,
+                // and every fused kernel needs AES-NI + SSSE3.
+                f.round_keys = unsafe { x86::expand_key(key) };
+                f.counter = counter;
+                f.tail_pos = 16;
+            }
+        }
+    }
+
+    /// Restart the keystream at block `counter` with the same key: CGO's
+    /// PRF runs one key from a fresh IV per cell, and a key schedule per
+    /// cell would cost more than the 31 blocks it encrypts.
+    pub(crate) fn seek(&mut self, counter: u128) {
+        match &mut self.inner {
+            Inner::Portable(p) => p.seek(counter),
+            #[cfg(target_arch = "x86_64")]
+            Inner::Fused(f) => {
+                f.counter = counter;
+                f.tail_pos = 16;
+            }
+        }
+    }
+
     /// XOR the next `data.len()` keystream bytes into `data`.
     #[inline]
     pub(crate) fn apply(&mut self, data: &mut [u8]) {

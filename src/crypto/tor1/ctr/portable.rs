@@ -108,6 +108,20 @@ impl PortableStream {
         }
     }
 
+    /// A new key; the keystream restarts at block `counter`.
+    pub(super) fn rekey(&mut self, key: &[u8; 16], counter: u128) {
+        self.cipher = Aes128::new(key.into());
+        self.seek(counter);
+    }
+
+    /// Continue from block `counter`, dropping any keystream generated
+    /// ahead.
+    pub(super) fn seek(&mut self, counter: u128) {
+        self.counter = counter;
+        self.len = 0;
+        self.used = 0;
+    }
+
     fn refill(&mut self) {
         let mut blocks = 0;
         self.cipher.encrypt_with_backend(Refill {
