@@ -24,11 +24,10 @@
 
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use aes::{Aes128Dec, Aes128Enc};
-use polyval::Polyval;
-use polyval::universal_hash::UniversalHash;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+use self::polyval::{PolyvalKey, PolyvalOne};
 use super::tor1::CellBody;
 use super::tor1::ctr::Aes128CtrStream;
 
@@ -63,12 +62,12 @@ enum EtAes {
 /// The keys of UIV+ for one direction: ET (KB, KU) and PRF (K, B).
 struct Uiv {
     et_aes: EtAes,
-    /// POLYVAL keyed with KU; reset after each mask.
-    et_hash: Polyval,
+    /// POLYVAL keyed with KU.
+    et_hash: PolyvalKey,
     /// AES-128 keyed with K; restarted at each PRF IV.
     prf_ctr: Aes128CtrStream,
-    /// POLYVAL keyed with B.
-    prf_hash: Polyval,
+    /// POLYVAL keyed with B (one block per use).
+    prf_hash: PolyvalOne,
     /// The keys as given, for the known-answer tests' state checks.
     #[cfg(test)]
     raw: [u8; 64],
@@ -95,9 +94,9 @@ impl Uiv {
         };
         Self {
             et_aes,
-            et_hash: Polyval::new(&block(&keys[16..32]).into()),
+            et_hash: PolyvalKey::new(&block(&keys[16..32])),
             prf_ctr: Aes128CtrStream::new(&block(&keys[32..48])),
-            prf_hash: Polyval::new(&block(&keys[48..64]).into()),
+            prf_hash: PolyvalOne::new(&block(&keys[48..64])),
             #[cfg(test)]
             raw: *keys,
         }
@@ -105,20 +104,18 @@ impl Uiv {
 
     /// `POLYVAL(KU, H ‖ cmd ‖ X_R)`, the last block zero-padded.
     fn et_mask(&mut self, h: &[u8; 16], cmd: u8, x_r: &[u8]) -> [u8; 16] {
-        let hash = &mut self.et_hash;
-        let mut second = [0u8; 16];
-        second[0] = cmd;
-        let (first15, rest) = x_r.split_at(15.min(x_r.len()));
-        second[1..1 + first15.len()].copy_from_slice(first15);
-        hash.update(&[(*h).into(), second.into()]);
-        hash.update_padded(rest);
-        hash.finalize_reset().into()
+        // 16 + 1 + 493 bytes: 32 blocks, the last ending in two zeros.
+        let mut input = [0u8; 512];
+        input[..16].copy_from_slice(h);
+        input[16] = cmd;
+        let n = x_r.len().min(512 - 17);
+        input[17..17 + n].copy_from_slice(&x_r[..n]);
+        self.et_hash.hash(&input)
     }
 
     /// The PRF's first counter block for input `t`, stream `t1` or t0.
     fn prf_counter(&mut self, t: &[u8; 16], t1: bool) -> u128 {
-        self.prf_hash.update(&[(*t).into()]);
-        let mut iv: [u8; 16] = self.prf_hash.finalize_reset().into();
+        let mut iv = self.prf_hash.hash(t);
         iv[15] &= 0xC0;
         if t1 {
             // Low six bits are zero: no carry out of the byte.
@@ -182,13 +179,14 @@ impl Uiv {
             Role::Relay => EtAes::Enc(Aes128Enc::new(&kb.into())),
             Role::Client => EtAes::Dec(Aes128Dec::new(&kb.into())),
         };
-        self.et_hash = Polyval::new(&block(&out[16..32]).into());
+        self.et_hash.set(&block(&out[16..32]));
         self.prf_ctr.rekey(&block(&out[32..48]), 0);
-        self.prf_hash = Polyval::new(&block(&out[48..64]).into());
+        self.prf_hash.set(&block(&out[48..64]));
         #[cfg(test)]
         self.raw.copy_from_slice(&out[..64]);
         let nonce = block(&out[64..]);
-        out.zeroize();
+        // A slice, not the array: the bulk wipe, not one store per byte.
+        out[..].zeroize();
         nonce
     }
 }
@@ -385,6 +383,7 @@ impl CgoClientHop {
     }
 }
 
+mod polyval;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
