@@ -25,6 +25,7 @@ mod circ;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod v1;
 
 use std::fmt;
 
@@ -40,6 +41,9 @@ pub use circ::{
 pub use stream::{
     Begin, BeginDir, BeginFlags, BeginTarget, Connected, Data, End, EndReason, RESOLVED_MAX_LEN,
     Resolve, Resolved, ResolvedAnswer, ResolvedVal,
+};
+pub use v1::{
+    V1_DATA_MAX, V1_TAG_LEN, encode_relay_data_v1, encode_relay_msg_v1, parse_relay_body_v1,
 };
 
 /// Bytes of a relay cell body (= a channel cell body).
