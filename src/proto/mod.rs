@@ -6,6 +6,7 @@
 //! the circuit table's cost clock, which measures CPU spent on handshakes
 //! (the onion queue's budget), not protocol time.
 
+pub mod cc;
 pub mod cell;
 pub mod channel;
 pub mod circuit;
