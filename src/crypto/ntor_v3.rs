@@ -14,8 +14,8 @@
 mod negotiate;
 
 pub use negotiate::{
-    EXT_CC_FIELD_REQUEST, EXT_CC_FIELD_RESPONSE, EXT_SUBPROTO, Extension, NegotiationError,
-    encode_extensions, negotiate_circ_params, parse_extensions,
+    EXT_CC_FIELD_REQUEST, EXT_CC_FIELD_RESPONSE, EXT_SUBPROTO, Extension, Negotiated,
+    NegotiationError, encode_extensions, negotiate, negotiate_circ_params, parse_extensions,
 };
 
 use aes::Aes256;

@@ -179,7 +179,11 @@ impl Vegas {
     /// circuit must record its tag (circuit_sent_cell_for_sendme; asked
     /// before [`Self::note_data_sent`]).
     pub fn next_cell_wants_sendme(&self) -> bool {
-        self.inflight != 0 && self.inflight.wrapping_add(1).is_multiple_of(self.sendme_inc)
+        self.inflight != 0
+            && self
+                .inflight
+                .wrapping_add(1)
+                .is_multiple_of(self.sendme_inc)
     }
 
     /// A DATA cell was queued at `now_usec` (congestion_control_note_cell_sent).

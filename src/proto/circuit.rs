@@ -82,16 +82,81 @@ pub(crate) enum Next {
     Open { chan: ChanId, id: CircId },
 }
 
-/// Circuit-level flow control (non-congestion-control circuits, §5.7).
+/// Circuit-level flow control: the seam between fixed windows (§5.7) and
+/// congestion control (§5.8). Packaging asks it how many DATA cells may
+/// go and tells it each one that went; SENDMEs in and out go through it.
 #[derive(Debug)]
 pub(crate) struct CircWindows {
+    /// The package window of a fixed-window circuit (unused with `cc`).
     pub package: i32,
     pub deliver: i32,
-    /// Tags of every 100th DATA cell we packaged, oldest first: the next
+    /// Tags of the DATA cells a SENDME will acknowledge (every 100th, or
+    /// every `sendme_inc`-th in flight with CC), oldest first: the next
     /// SENDME v1 must carry the first (sendme.c:sendme_record_cell_digest_on_circ).
     pub expected_tags: VecDeque<[u8; 20]>,
     /// Tag of the last DATA cell we recognized: what our SENDME carries.
     pub last_data_tag: [u8; 20],
+    /// Congestion control, when the client negotiated it (ntor-v3).
+    pub cc: Option<Box<crate::proto::cc::Vegas>>,
+}
+
+impl CircWindows {
+    /// Fixed windows: `package` from the consensus `circwindow`.
+    pub(crate) fn fixed(package: i32) -> Self {
+        Self {
+            package,
+            deliver: CIRCWINDOW_START,
+            expected_tags: VecDeque::new(),
+            last_data_tag: [0; 20],
+            cc: None,
+        }
+    }
+
+    /// Congestion control with `p`.
+    pub(crate) fn vegas(p: &crate::proto::cc::CcParams) -> Self {
+        Self {
+            cc: Some(Box::new(crate::proto::cc::Vegas::new(p))),
+            ..Self::fixed(CIRCWINDOW_START_MAX)
+        }
+    }
+
+    /// DATA cells that may be packaged now.
+    pub(crate) fn package_room(&self) -> usize {
+        match &self.cc {
+            Some(v) => usize::try_from(v.package_window()).unwrap_or(usize::MAX),
+            None => usize::try_from(self.package.max(0)).unwrap_or(0),
+        }
+    }
+
+    /// Count one DATA cell packaged at `now_usec`; true if its tag is one
+    /// a SENDME will carry back.
+    pub(crate) fn note_packaged(&mut self, now_usec: u64) -> bool {
+        match &mut self.cc {
+            Some(v) => {
+                let keep = v.next_cell_wants_sendme();
+                v.note_data_sent(now_usec);
+                keep
+            }
+            None => {
+                let keep = seal::keeps_tag(self.package);
+                self.package -= 1;
+                keep
+            }
+        }
+    }
+
+    /// DATA cells we take per circuit SENDME we send: 100, or the
+    /// negotiated `sendme_inc` (sendme.c:sendme_get_inc_count).
+    pub(crate) fn deliver_increment(&self) -> i32 {
+        match &self.cc {
+            Some(v) => i32::try_from(v.sendme_inc()).unwrap_or(CIRCWINDOW_INCREMENT),
+            None => CIRCWINDOW_INCREMENT,
+        }
+    }
+
+    pub(crate) fn uses_cc(&self) -> bool {
+        self.cc.is_some()
+    }
 }
 
 pub(crate) struct Circuit {
@@ -161,6 +226,11 @@ pub struct CircuitTable {
     /// Measures what handshakes cost, for the onion queue's budget. Not
     /// protocol time (that is always given as `now`); tests replace it.
     pub(crate) clock: fn() -> Instant,
+    /// Congestion control's microseconds count from the first `now` seen.
+    cc_epoch: Option<Instant>,
+    /// Whether RTT samples say the clock is sane (C tor keeps one per
+    /// process; one per worker here).
+    pub(crate) cc_clock: crate::proto::cc::ClockHealth,
 }
 
 impl CircuitTable {
@@ -188,8 +258,21 @@ impl CircuitTable {
                 q
             },
             clock: Instant::now,
+            cc_epoch: None,
+            cc_clock: Default::default(),
             cfg,
         }
+    }
+
+    /// Whether circuit `idx` runs congestion control.
+    pub(crate) fn circuit_uses_cc(&self, idx: CircIdx) -> bool {
+        self.circs.get(&idx).is_some_and(|c| c.windows.uses_cc())
+    }
+
+    /// `now` in microseconds of congestion control's clock.
+    pub(crate) fn usec(&mut self, now: Instant) -> u64 {
+        let epoch = *self.cc_epoch.get_or_insert(now);
+        u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
     }
 
     pub fn set_config(&mut self, cfg: Arc<CircuitConfig>) {
@@ -285,7 +368,7 @@ impl CircuitTable {
         let Some(c) = self.circs.get(&idx) else {
             return false;
         };
-        if c.windows.package <= 0 {
+        if c.windows.package_room() == 0 {
             return false;
         }
         if let Some(e) = self.chan_room.get_mut(&c.prev_chan)
@@ -633,8 +716,10 @@ impl CircuitTable {
         sid: StreamId,
         data: &[u8],
         max: usize,
+        now: Instant,
         rng: &mut impl CryptoRng,
     ) -> usize {
+        let now_usec = self.usec(now);
         let Some(c) = self.circs.get_mut(&idx) else {
             return 0;
         };
@@ -644,7 +729,7 @@ impl CircuitTable {
             usize::try_from((r.room.max(0) + wire - 1) / wire).unwrap_or(usize::MAX)
         });
         let limit = max
-            .min(usize::try_from(c.windows.package.max(0)).unwrap_or(0))
+            .min(c.windows.package_room())
             .min(self.cfg.max_queue.saturating_sub(c.queued))
             .min(room_cells);
         let (chan, id) = (c.prev_chan, c.prev_id);
@@ -665,8 +750,7 @@ impl CircuitTable {
             {
                 break;
             }
-            let keep_tag = seal::keeps_tag(c.windows.package);
-            c.windows.package -= 1;
+            let keep_tag = c.windows.note_packaged(now_usec);
             c.queued += 1;
             let seq = self.sealer.popped + self.actions.len() as u64;
             self.sealer.note_unsealed(seq, idx, keep_tag);

@@ -6,9 +6,10 @@
 //! tor:src/trunnel/extension.trunnel) and oxit's circuit-parameter policy
 //! (requirements.md §3.3; C tor onion_crypto.c:negotiate_v3_ntor_server_circ_params).
 //!
-//! Policy today: congestion control is declined (we answer the empty list),
-//! no SUBPROTO capability is supported (CGO is not implemented), so any
-//! capability request fails the handshake.
+//! Policy today: congestion control is accepted when the relay offers it
+//! (the circuit table's configuration; declined otherwise, with the empty
+//! list); no SUBPROTO capability is supported yet (CGO is not wired to
+//! circuits), so any capability request fails the handshake.
 
 use thiserror::Error;
 
@@ -158,22 +159,52 @@ fn check_subproto(data: &[u8]) -> Result<(), NegotiationError> {
     }
 }
 
-/// oxit's answer to a client's ntor-v3 message: the plaintext reply
-/// message, or a refusal that fails the handshake.
+/// What the relay answers a client's ntor-v3 message with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The plaintext reply message (an extension list).
+    pub reply: Vec<u8>,
+    /// Congestion control was asked for and granted.
+    pub cc: bool,
+}
+
+/// oxit's answer to a client's ntor-v3 message, offering congestion control
+/// with `cc_offer` = our `cc_sendme_inc` (`None`: not offered)
+/// (onion_crypto.c:negotiate_v3_ntor_server_circ_params,
+/// congestion_control_build_ext_response):
 ///
-/// - CC_FIELD_REQUEST is declined: we reply the empty list `00`, and the
-///   client runs the circuit with classic SENDME windows
-///   (onion_crypto.c:negotiate_v3_ntor_client_circ_params accepts this).
+/// - CC_FIELD_REQUEST (its body ignored, as C does) with an offer: reply
+///   `01 02 01 <sendme_inc>`; otherwise the empty list `00`, and the
+///   client runs the circuit with classic SENDME windows.
 /// - SUBPROTO: unsorted/duplicate → refuse; any capability → refuse.
 /// - Unknown extension types are ignored (prop332).
-pub fn negotiate_circ_params(client_msg: &[u8]) -> Result<Vec<u8>, NegotiationError> {
+pub fn negotiate(client_msg: &[u8], cc_offer: Option<u8>) -> Result<Negotiated, NegotiationError> {
+    let mut asked_cc = false;
     for ext in parse_extensions(client_msg)? {
-        if ext.ext_type == EXT_SUBPROTO {
-            check_subproto(ext.data)?;
+        match ext.ext_type {
+            EXT_SUBPROTO => check_subproto(ext.data)?,
+            EXT_CC_FIELD_REQUEST => asked_cc = true,
+            _ => {}
         }
-        // EXT_CC_FIELD_REQUEST: noted and declined; others: ignored.
     }
-    Ok(encode_extensions(&[]))
+    Ok(match cc_offer {
+        Some(inc) if asked_cc => Negotiated {
+            reply: encode_extensions(&[Extension {
+                ext_type: EXT_CC_FIELD_RESPONSE,
+                data: &[inc],
+            }]),
+            cc: true,
+        },
+        _ => Negotiated {
+            reply: encode_extensions(&[]),
+            cc: false,
+        },
+    })
+}
+
+/// [`negotiate`] with congestion control declined.
+pub fn negotiate_circ_params(client_msg: &[u8]) -> Result<Vec<u8>, NegotiationError> {
+    negotiate(client_msg, None).map(|n| n.reply)
 }
 
 #[cfg(test)]
@@ -254,5 +285,23 @@ mod tests {
             NegotiationError::SubprotoOddLength { len: 3 }.destroy_reason(),
             1
         );
+    }
+
+    #[test]
+    fn congestion_control_offered() {
+        let cc = |reply: Vec<u8>| Negotiated { reply, cc: true };
+        let no = |reply: Vec<u8>| Negotiated { reply, cc: false };
+        // Asked and offered: 01 02 01 <sendme_inc>, as C tor's reply.
+        assert_eq!(negotiate(&[1, 1, 0], Some(31)), Ok(cc(vec![1, 2, 1, 31])));
+        // The request's body is ignored, as C does.
+        assert_eq!(
+            negotiate(&[1, 1, 2, 9, 9], Some(31)),
+            Ok(cc(vec![1, 2, 1, 31]))
+        );
+        // Not asked, or not offered: the empty list.
+        assert_eq!(negotiate(&[0], Some(31)), Ok(no(vec![0])));
+        assert_eq!(negotiate(&[1, 1, 0], None), Ok(no(vec![0])));
+        // CGO is still refused, with or without CC.
+        assert!(negotiate(&[2, 1, 0, 3, 2, 2, 6], Some(31)).is_err());
     }
 }

@@ -7,18 +7,18 @@
 //! (requirements.md §3.1–§3.4, §3.7, §1.8; command.c:command_process_create_cell,
 //! command_process_created_cell, command_process_destroy_cell).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 
 use super::onion::{HandshakeStat, OnionStats, SkinKind};
 use super::{
-    Action, CIRCWINDOW_START, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell,
-    MAX_RELAY_EARLY, Next, PeerKind, Side,
+    Action, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell, MAX_RELAY_EARLY,
+    Next, PeerKind, Side,
 };
 use crate::crypto::kdf::CircuitKeys;
-use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate_circ_params};
+use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate};
 use crate::crypto::tor1::Tor1RelayCrypto;
 use crate::crypto::{fast, ntor, ntor_v3};
 use crate::proto::cell::{
@@ -213,7 +213,7 @@ impl CircuitTable {
             stat.bump(&mut self.onion.stats.assigned);
         }
         match res {
-            Ok((reply_cmd, reply, keys)) => {
+            Ok((reply_cmd, reply, keys, cc)) => {
                 let secs = crate::proto::dos::secs(now);
                 let idx = self.alloc_idx();
                 let circ = Circuit {
@@ -222,11 +222,9 @@ impl CircuitTable {
                     next: Next::None,
                     crypto: Tor1RelayCrypto::new(&keys.tor1),
                     early_left: MAX_RELAY_EARLY,
-                    windows: CircWindows {
-                        package: i32::from(self.cfg.circwindow),
-                        deliver: CIRCWINDOW_START,
-                        expected_tags: VecDeque::new(),
-                        last_data_tag: [0; 20],
+                    windows: match (&self.cfg.cc, cc) {
+                        (Some(p), true) => CircWindows::vegas(p),
+                        _ => CircWindows::fixed(i32::from(self.cfg.circwindow)),
                     },
                     streams: HashMap::new(),
                     queued: 0,
@@ -273,33 +271,39 @@ impl CircuitTable {
         cmd: ChanCmd,
         body: &[u8; CELL_BODY_LEN],
         rng: &mut impl CryptoRng,
-    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys), CreateError> {
+    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys, bool), CreateError> {
         let mut out = [0u8; CELL_BODY_LEN];
         match cmd {
             ChanCmd::CREATE_FAST => {
                 let (reply, keys) = fast::server_handshake(body, rng)?;
                 put(&mut out, &reply);
-                Ok((ChanCmd::CREATED_FAST, out, keys))
+                Ok((ChanCmd::CREATED_FAST, out, keys, false))
             }
             ChanCmd::CREATE2 => {
                 let c2 = Create2::decode(body)?;
                 let cfg = &self.cfg;
-                let (reply, keys) = match c2.htype() {
+                let (reply, keys, cc) = match c2.htype() {
                     HandshakeType::NTOR => {
                         let o =
                             ntor::server_handshake(c2.hdata(), &cfg.rsa_id, &cfg.onion_keys, rng)?;
-                        (o.reply.to_vec(), o.keys)
+                        (o.reply.to_vec(), o.keys, false)
                     }
                     HandshakeType::NTOR_V3 => {
+                        let offer = cfg.cc.as_ref().map(|p| p.sendme_inc);
+                        let mut cc = false;
                         let o = ntor_v3::server_handshake(
                             c2.hdata(),
                             &cfg.ed_id,
                             &cfg.onion_keys,
                             NTOR3_CIRC_VERIFICATION,
                             rng,
-                            negotiate_circ_params,
+                            |msg| {
+                                let n = negotiate(msg, offer)?;
+                                cc = n.cc;
+                                Ok(n.reply)
+                            },
                         )?;
-                        (o.reply, o.keys)
+                        (o.reply, o.keys, cc)
                     }
                     other => return Err(CreateError::Htype(other)),
                 };
@@ -307,7 +311,7 @@ impl CircuitTable {
                 let mut v = Vec::with_capacity(CELL_BODY_LEN);
                 created.encode_onto(&mut v)?;
                 put(&mut out, &v);
-                Ok((ChanCmd::CREATED2, out, keys))
+                Ok((ChanCmd::CREATED2, out, keys, cc))
             }
             _ => Err(CreateError::Tap),
         }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::crypto::tor1::{CellBody, SendmeTag};
 use crate::exit::dns::address::is_internal;
+use crate::proto::cc::LinkState;
 use crate::proto::cell::{CELL_BODY_LEN, ChanBody, ChanCmd, CircId, DestroyReason};
 use crate::proto::relay_msg::{
     CircuitMsg, Extend2, Extend2Target, RelayCmd, Sendme, StreamId, Truncated, parse_relay_body,
@@ -229,7 +230,7 @@ impl CircuitTable {
                 self.close_protocol(idx);
             }
             Ok(None) | Ok(Some(CircuitMsg::Drop(_))) => {}
-            Ok(Some(CircuitMsg::Sendme(s))) => self.circuit_sendme(idx, &s),
+            Ok(Some(CircuitMsg::Sendme(s))) => self.circuit_sendme(idx, &s, now),
             Ok(Some(CircuitMsg::Extend(_))) => self.close_protocol(idx),
             Ok(Some(CircuitMsg::Extend2(e))) => {
                 if !early && !self.cfg.allow_nonearly_extend {
@@ -277,11 +278,12 @@ impl CircuitTable {
             self.close_protocol(idx);
             return false;
         }
-        // sendme.c:sendme_circuit_consider_sending, emitting v1.
+        // sendme.c:sendme_circuit_consider_sending, emitting v1: every
+        // 100 DATA cells, or every sendme_inc with congestion control.
         while let Some(c) = self.circs.get_mut(&idx)
-            && c.windows.deliver <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT
+            && c.windows.deliver <= CIRCWINDOW_START - c.windows.deliver_increment()
         {
-            c.windows.deliver += CIRCWINDOW_INCREMENT;
+            c.windows.deliver += c.windows.deliver_increment();
             let msg = if self.cfg.sendme_emit_min_version == 1 {
                 Sendme::V1 {
                     tag: c.windows.last_data_tag,
@@ -296,7 +298,8 @@ impl CircuitTable {
 
     /// A circuit SENDME (sendme.c:sendme_process_circuit_level,
     /// sendme_is_valid).
-    fn circuit_sendme(&mut self, idx: CircIdx, s: &Sendme) {
+    fn circuit_sendme(&mut self, idx: CircIdx, s: &Sendme, now: Instant) {
+        let now_usec = self.usec(now);
         let Some(c) = self.circs.get_mut(&idx) else {
             return;
         };
@@ -313,10 +316,23 @@ impl CircuitTable {
             self.close_protocol(idx);
             return;
         }
-        c.windows.package += CIRCWINDOW_INCREMENT;
-        if c.windows.package > CIRCWINDOW_START_MAX {
-            self.close_protocol(idx);
-            return;
+        if let Some(v) = c.windows.cc.as_mut() {
+            // The link's state feeds the BDP estimate: a circuit stopped by
+            // its full link is "blocked on the channel".
+            let link = LinkState {
+                blocked: self
+                    .chan_room
+                    .get(&c.prev_chan)
+                    .is_some_and(|r| r.room <= 0),
+                queued_cells: c.queued as u64,
+            };
+            v.on_sendme(now_usec, link, &mut self.cc_clock);
+        } else {
+            c.windows.package += CIRCWINDOW_INCREMENT;
+            if c.windows.package > CIRCWINDOW_START_MAX {
+                self.close_protocol(idx);
+                return;
+            }
         }
         self.resume_streams(idx);
     }

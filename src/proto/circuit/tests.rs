@@ -42,6 +42,7 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         extend_allow_private: false,
         own_addrs: vec!["203.0.113.1:9001".parse().unwrap()],
         circwindow: 1000,
+        cc: None,
         max_queue: 2500,
         sendme_emit_min_version: 1,
         sendme_accept_min_version: 0,
@@ -150,6 +151,45 @@ pub(crate) fn create_ntor(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32
         chan,
         id: circ_id,
     }
+}
+
+/// Build a one-hop circuit with ntor-v3 on `chan`, the client sending
+/// extension list `ext`; returns the client and the relay's reply message.
+pub(crate) fn create_ntor_v3(
+    r: &mut Relay,
+    rng: &mut StdRng,
+    chan: ChanId,
+    id: u32,
+    ext: &[u8],
+) -> (Client, Vec<u8>) {
+    let b = r.cfg.onion_keys.current.public_bytes();
+    let (st, hdata) =
+        ntor_v3::client_create(rng, &r.cfg.ed_id, &b, ext, NTOR3_CIRC_VERIFICATION).unwrap();
+    let mut v = Vec::new();
+    Create2::new(HandshakeType::NTOR_V3, hdata)
+        .unwrap()
+        .encode_onto(&mut v)
+        .unwrap();
+    let circ_id = CircId::new(id);
+    r.t.handle_cells(
+        chan,
+        &mut [cell(circ_id, ChanCmd::CREATE2, body_of(&v))],
+        now(),
+        rng,
+    );
+    let cells = sent_cells(&drain(&mut r.t));
+    assert_eq!(cells.len(), 1);
+    assert_eq!(cells[0].2, ChanCmd::CREATED2);
+    let created = Created2::decode(&cells[0].3).unwrap();
+    let (msg, keys) = ntor_v3::client_finish(st, created.hdata(), NTOR3_CIRC_VERIFICATION).unwrap();
+    let mut circ = Tor1ClientCircuit::new();
+    circ.push_hop(&keys.tor1);
+    let client = Client {
+        circ,
+        chan,
+        id: circ_id,
+    };
+    (client, msg)
 }
 
 /// Encrypt a relay cell from the client for hop `hop`.

@@ -83,6 +83,9 @@ pub struct CircuitConfig {
     pub onion: super::OnionParams,
     /// `MaxMemInQueues` in force, in bytes ([`crate::proto::oom::effective_limit`]).
     pub max_mem_in_queues: u64,
+    /// Congestion control offered to clients that ask for it in ntor-v3
+    /// (`None`: declined, and circuits keep fixed windows).
+    pub cc: Option<crate::proto::cc::CcParams>,
 }
 
 impl CircuitConfig {

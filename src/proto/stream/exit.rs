@@ -71,6 +71,13 @@ impl CircuitTable {
             }
             RelayCmd::SENDME => {
                 let Some(key) = existing else { return };
+                if self.circuit_uses_cc(idx) {
+                    // Streams of a congestion-controlled circuit have no
+                    // windows: C tor closes the circuit
+                    // (sendme.c:sendme_process_stream_level).
+                    self.close_protocol(idx);
+                    return;
+                }
                 let Some(s) = self.streams.get_mut(&key) else {
                     return;
                 };
@@ -430,14 +437,19 @@ impl CircuitTable {
         else {
             return; // "data cell dropped, unknown stream"
         };
+        let cc = self.circuit_uses_cc(idx);
         let Some(s) = self.streams.get_mut(&key) else {
             return;
         };
-        s.deliver -= 1;
-        if s.deliver < 0 {
-            // "conn deliver_window below 0. Killing." (relay.c)
-            self.close_protocol(idx);
-            return;
+        // With congestion control, stream windows are not used
+        // (sendme.c:sendme_stream_data_received).
+        if !cc {
+            s.deliver -= 1;
+            if s.deliver < 0 {
+                // "conn deliver_window below 0. Killing." (relay.c)
+                self.close_protocol(idx);
+                return;
+            }
         }
         match s.state {
             StreamState::Open => {
@@ -467,6 +479,7 @@ impl CircuitTable {
             };
             if s.state != StreamState::Open
                 || s.deliver > STREAMWINDOW_START - STREAMWINDOW_INCREMENT
+                || self.circs.get(&s.circ).is_some_and(|c| c.windows.uses_cc())
                 || s.queued_cells >= MAX_QUEUED_CELLS_FOR_SENDME
             {
                 return;
@@ -487,7 +500,7 @@ impl CircuitTable {
         &mut self,
         key: StreamKey,
         data: &[u8],
-        _now: Instant,
+        now: Instant,
         rng: &mut impl CryptoRng,
     ) -> usize {
         let Some(s) = self.streams.get(&key) else {
@@ -497,11 +510,18 @@ impl CircuitTable {
             return 0;
         }
         let (idx, sid, stream_window) = (s.circ, s.id, s.package);
-        if stream_window <= 0 || !self.may_package(idx) {
+        // A congestion-controlled circuit's streams have no windows.
+        let cc = self.circuit_uses_cc(idx);
+        if (!cc && stream_window <= 0) || !self.may_package(idx) {
             return self.paused_after(key, 0, data.len());
         }
-        let cells = self.package_data(idx, sid, data, stream_window as usize, rng);
-        if let Some(s) = self.streams.get_mut(&key) {
+        let max = if cc {
+            usize::MAX
+        } else {
+            stream_window as usize
+        };
+        let cells = self.package_data(idx, sid, data, max, now, rng);
+        if !cc && let Some(s) = self.streams.get_mut(&key) {
             s.package -= cells as i32;
         }
         let taken = data.len().min(cells * RELAY_DATA_MAX);

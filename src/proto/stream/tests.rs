@@ -9,7 +9,7 @@ use crate::exit::dns::{Answer, ResolveError};
 use crate::proto::cell::{ChanCmd, CircId};
 use crate::proto::circuit::tests::{
     CLIENT_CHAN, Client, RELAY_CHAN, Relay, client_cell, client_msg, client_recv, create_ntor,
-    drain, now, relay, sent_cells,
+    create_ntor_v3, drain, now, relay, sent_cells,
 };
 use crate::proto::circuit::{Action, ChanId, PeerKind, StreamKey};
 use crate::proto::relay_msg::{
@@ -920,4 +920,119 @@ fn a_full_link_pauses_exit_streams_until_it_drains() {
     // A closed link forgets its room.
     r.t.channel_closed(chan);
     assert!(!r.t.chan_room.contains_key(&chan));
+}
+
+/// The exit with a circuit from a known relay that negotiated congestion
+/// control in ntor-v3 (the relay offering it).
+fn cc_exit(rng: &mut StdRng) -> (Relay, Client) {
+    let mut r = relay(rng, 1);
+    let mut cfg = (*r.cfg).clone();
+    cfg.cc = Some(crate::proto::cc::CcParams::default());
+    r.cfg = std::sync::Arc::new(cfg);
+    r.t.set_config(r.cfg.clone());
+    let (cl, reply) = create_ntor_v3(&mut r, rng, RELAY_CHAN, 0x8000_0001, &[1, 1, 0]);
+    assert_eq!(reply, vec![1, 2, 1, 31], "CC granted with sendme_inc 31");
+    (r, cl)
+}
+
+/// A download on a congestion-controlled circuit: the first flight is
+/// cwnd_init (124 cells, not the fixed window's 1000 nor a stream's 500),
+/// a SENDME v1 every 31 cells with that cell's tag acknowledges them, and
+/// slow start opens the window as RTT samples arrive.
+#[test]
+fn cc_download_follows_the_congestion_window() {
+    let mut rng = StdRng::seed_from_u64(40);
+    let (mut r, mut cl) = cc_exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    let data = vec![0x5au8; 498 * 5000];
+    let mut left = &data[..];
+    let mut t = now();
+    let mut sent_total = 0;
+    let mut flights = Vec::new();
+    // The client's count of DATA cells since its last SENDME.
+    let mut since = 0;
+    for _ in 0..8 {
+        let n = r.t.handle_stream_data(key, left, t, &mut rng);
+        left = &left[n..];
+        let acts: Vec<Action> = drain(&mut r.t)
+            .into_iter()
+            .filter(|a| matches!(a, Action::SendCell { .. }))
+            .collect();
+        flights.push(acts.len());
+        sent_total += acts.len();
+        // The client takes the flight 50 ms later and acknowledges every
+        // 31st cell with its tag, as a C tor client with CC does.
+        t += std::time::Duration::from_millis(50);
+        for (cmd, sid, _d, tag) in replies(&mut r, &mut cl, &acts) {
+            assert_eq!((cmd, sid), (RelayCmd::DATA, 1));
+            since += 1;
+            if since == 31 {
+                since = 0;
+                let mut c = [client_msg(
+                    &mut cl,
+                    &mut rng,
+                    0,
+                    0,
+                    &Sendme::V1 { tag },
+                    false,
+                )];
+                r.t.handle_cells(RELAY_CHAN, &mut c, t, &mut rng);
+            }
+        }
+    }
+    assert_eq!(flights[0], 124, "cwnd_init");
+    // Slow start: every flight larger than the one before (124, 217, 372...).
+    assert!(flights.windows(2).all(|w| w[1] > w[0]), "{flights:?}");
+    assert_eq!(r.t.circuit_count(RELAY_CHAN), 1);
+    assert!(sent_total > 1000);
+}
+
+/// Uploads on a CC circuit are acknowledged every sendme_inc (31) DATA
+/// cells, not every 100; a stream SENDME closes the circuit (PROTOCOL).
+#[test]
+fn cc_upload_sendmes_and_stream_sendme_refused() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let (mut r, mut cl) = cc_exit(&mut rng);
+    let _key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    let mut tags = Vec::new();
+    for i in 0..62u32 {
+        let mut body = [0u8; 509];
+        crate::proto::relay_msg::encode_relay_data(
+            RelayCmd::DATA,
+            crate::proto::relay_msg::StreamId::new(1),
+            &[i as u8; 100],
+            &mut rng,
+            &mut body,
+        )
+        .unwrap();
+        tags.push(cl.circ.encrypt_forward(0, &mut body).unwrap().0);
+        let mut c = [crate::proto::circuit::tests::cell(
+            cl.id,
+            ChanCmd::RELAY,
+            body,
+        )];
+        r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
+    }
+    let acts: Vec<Action> = drain(&mut r.t)
+        .into_iter()
+        .filter(|a| matches!(a, Action::SendCell { .. }))
+        .collect();
+    let sendmes: Vec<_> = replies(&mut r, &mut cl, &acts)
+        .into_iter()
+        .filter(|x| x.0 == RelayCmd::SENDME)
+        .map(|x| Sendme::decode(&x.2).unwrap())
+        .collect();
+    assert_eq!(
+        sendmes,
+        vec![Sendme::V1 { tag: tags[30] }, Sendme::V1 { tag: tags[61] }],
+        "no stream SENDMEs on a CC circuit either"
+    );
+    send(&mut r, &mut cl, &mut rng, RelayCmd::SENDME, 1, &[]);
+    let acts = drain(&mut r.t);
+    let destroys: Vec<_> = sent_cells(&acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| c.3[0])
+        .collect();
+    assert_eq!(destroys, vec![1], "stream SENDME on a CC circuit: PROTOCOL");
 }
