@@ -76,6 +76,9 @@ pub(crate) struct Stream {
     pub paused: bool,
     /// DATA cells written to the socket since it last drained.
     pub queued_cells: u32,
+    /// The client sent XOFF (congestion-controlled circuits): no reading
+    /// from the destination until its XON.
+    pub xoff_received: bool,
 }
 
 impl Stream {
@@ -94,6 +97,7 @@ impl Stream {
             pending_since: None,
             paused: false,
             queued_cells: 0,
+            xoff_received: false,
         }
     }
 }

@@ -89,6 +89,16 @@ impl CircuitTable {
                 }
                 self.resume_streams(idx);
             }
+            RelayCmd::XOFF => {
+                if let Some(key) = existing {
+                    self.stream_xoff(idx, key);
+                }
+            }
+            RelayCmd::XON => {
+                if let Some(key) = existing {
+                    self.stream_xon(idx, key, data);
+                }
+            }
             // CONNECTED, RESOLVED, unknown commands: not for an exit; drop.
             _ => {}
         }
@@ -419,6 +429,49 @@ impl CircuitTable {
         self.consider_stream_sendme(key, rng);
     }
 
+    /// The client asks us to stop reading the destination
+    /// (congestion_control_flow.c:circuit_process_stream_xoff, exit side:
+    /// the body is not parsed; on a circuit without congestion control, or
+    /// a second XOFF, it is ignored, never fatal).
+    fn stream_xoff(&mut self, idx: CircIdx, key: StreamKey) {
+        if !self.circuit_uses_cc(idx) {
+            return;
+        }
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if s.xoff_received {
+            return;
+        }
+        s.xoff_received = true;
+        if !s.paused {
+            s.paused = true;
+            self.push_action(Action::PauseRead { key });
+        }
+    }
+
+    /// The client lets us read the destination again
+    /// (circuit_process_stream_xon): `version(1) = 0 | kbps_ewma(4)`; a
+    /// malformed XON is ignored. The rate advisory is not applied: reads
+    /// are paced by the circuit's congestion window.
+    fn stream_xon(&mut self, idx: CircIdx, key: StreamKey, data: &[u8]) {
+        if !self.circuit_uses_cc(idx) || data.len() < 5 || data.first() != Some(&0) {
+            return;
+        }
+        let may = self.may_package(idx);
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        if !s.xoff_received {
+            return;
+        }
+        s.xoff_received = false;
+        if s.paused && may {
+            s.paused = false;
+            self.push_action(Action::ResumeRead { key });
+        }
+    }
+
     /// DATA for our hop on stream `sid` (the circuit window is already
     /// accounted for).
     pub(crate) fn stream_data(
@@ -509,10 +562,10 @@ impl CircuitTable {
         if s.state != StreamState::Open {
             return 0;
         }
-        let (idx, sid, stream_window) = (s.circ, s.id, s.package);
+        let (idx, sid, stream_window, xoff) = (s.circ, s.id, s.package, s.xoff_received);
         // A congestion-controlled circuit's streams have no windows.
         let cc = self.circuit_uses_cc(idx);
-        if (!cc && stream_window <= 0) || !self.may_package(idx) {
+        if xoff || (!cc && stream_window <= 0) || !self.may_package(idx) {
             return self.paused_after(key, 0, data.len());
         }
         let max = if cc {
@@ -555,6 +608,7 @@ impl CircuitTable {
             if let Some(s) = self.streams.get_mut(&key)
                 && s.paused
                 && s.package > 0
+                && !s.xoff_received
             {
                 s.paused = false;
                 self.push_action(Action::ResumeRead { key });

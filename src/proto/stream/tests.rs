@@ -1036,3 +1036,64 @@ fn cc_upload_sendmes_and_stream_sendme_refused() {
         .collect();
     assert_eq!(destroys, vec![1], "stream SENDME on a CC circuit: PROTOCOL");
 }
+
+/// XOFF from the client stops reading the destination until its XON, even
+/// when SENDMEs would resume the stream; a malformed XON, and XOFF on a
+/// circuit without congestion control, are ignored (never fatal).
+#[test]
+fn cc_xoff_pauses_until_xon() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let (mut r, mut cl) = cc_exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    send(&mut r, &mut cl, &mut rng, RelayCmd::XOFF, 1, &[0]);
+    let acts = drain(&mut r.t);
+    assert!(
+        matches!(acts[..], [Action::PauseRead { key: k }] if k == key),
+        "{acts:?}"
+    );
+    // Paused: nothing is taken.
+    assert_eq!(r.t.handle_stream_data(key, &[1; 1000], now(), &mut rng), 0);
+    assert!(drain(&mut r.t).is_empty());
+    // A second XOFF and a malformed XON change nothing.
+    send(&mut r, &mut cl, &mut rng, RelayCmd::XOFF, 1, &[0]);
+    send(&mut r, &mut cl, &mut rng, RelayCmd::XON, 1, &[0, 0]);
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::XON,
+        1,
+        &[1, 0, 0, 0, 0],
+    );
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(r.t.handle_stream_data(key, &[1; 1000], now(), &mut rng), 0);
+    // XON (rate advisory 0: unlimited) resumes reading.
+    send(
+        &mut r,
+        &mut cl,
+        &mut rng,
+        RelayCmd::XON,
+        1,
+        &[0, 0, 0, 0, 0],
+    );
+    let acts = drain(&mut r.t);
+    assert!(
+        matches!(acts[..], [Action::ResumeRead { key: k }] if k == key),
+        "{acts:?}"
+    );
+    assert_eq!(
+        r.t.handle_stream_data(key, &[1; 1000], now(), &mut rng),
+        1000
+    );
+    assert_eq!(r.t.circuit_count(RELAY_CHAN), 1);
+
+    // On a fixed-window circuit XOFF is ignored.
+    let (mut r, mut cl) = exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    send(&mut r, &mut cl, &mut rng, RelayCmd::XOFF, 1, &[0]);
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(
+        r.t.handle_stream_data(key, &[1; 1000], now(), &mut rng),
+        1000
+    );
+}
