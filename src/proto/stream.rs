@@ -9,7 +9,7 @@
 //! resolver (the worker runs them on [`crate::proto::circuit::Action`]s),
 //! nor circuit-level windows (the circuit module).
 
-mod exit;
+pub(crate) mod exit;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +79,27 @@ pub(crate) struct Stream {
     /// The client sent XOFF (congestion-controlled circuits): no reading
     /// from the destination until its XON.
     pub xoff_received: bool,
+    /// Our side of XON/XOFF toward the client (congestion-controlled
+    /// circuits only).
+    pub flow: FlowOut,
+}
+
+/// What an exit stream on a congestion-controlled circuit tracks to tell
+/// the client to stop (XOFF) and go on (XON, with the rate at which the
+/// destination takes the data), as congestion_control_flow.c does.
+/// Times are congestion control's microseconds; 0 means unset, as in C.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlowOut {
+    pub xoff_sent: bool,
+    pub grace_start_usec: u64,
+    /// Bytes handed to the socket since it last drained.
+    pub queued_bytes: u64,
+    pub drain_start_usec: u64,
+    pub drained_bytes: u64,
+    pub prev_drained_bytes: u64,
+    /// Drain-rate EWMA and the value our last XON carried, in KB/s.
+    pub ewma_drain_rate: u32,
+    pub ewma_rate_last_sent: u32,
 }
 
 impl Stream {
@@ -98,6 +119,7 @@ impl Stream {
             paused: false,
             queued_cells: 0,
             xoff_received: false,
+            flow: FlowOut::default(),
         }
     }
 }

@@ -811,6 +811,16 @@ impl Worker {
                                     self.turn_written += data.len() as u64;
                                 }
                             }
+                            // What the socket held before these bytes:
+                            // XOFF is decided on that (flow control).
+                            let before = ops.queued(t).saturating_sub(data.len());
+                            self.circuits.handle_stream_buffered(
+                                key,
+                                data.len(),
+                                before,
+                                now,
+                                &mut self.rng,
+                            );
                         }
                     }
                     Action::PauseRead { key } => {
@@ -1550,7 +1560,8 @@ impl Handler for Worker {
                 if let Some(Conn::Exit(x)) = self.conns.get_mut(&t) {
                     x.out_since = None;
                     let key = x.key;
-                    self.circuits.handle_stream_drained(key, &mut self.rng);
+                    self.circuits
+                        .handle_stream_drained(key, Instant::now(), &mut self.rng);
                 }
             }
             Event::SendFailed(t, e) => match self.conns.get(&t) {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::CryptoRng;
 
 use super::{
-    MAX_OPTIMISTIC_BYTES, MAX_QUEUED_CELLS_FOR_SENDME, MAX_STREAMS_PER_CIRCUIT,
+    FlowOut, MAX_OPTIMISTIC_BYTES, MAX_QUEUED_CELLS_FOR_SENDME, MAX_STREAMS_PER_CIRCUIT,
     STREAM_SETUP_TIMEOUT, STREAMWINDOW_INCREMENT, STREAMWINDOW_START, Stream, StreamState,
 };
 use crate::exit::dns::{
@@ -629,11 +629,84 @@ impl CircuitTable {
         self.end_stream(key, &End::new(reason), true, rng);
     }
 
-    /// The exit socket's send queue drained: stream SENDMEs may go out.
-    pub fn handle_stream_drained(&mut self, key: StreamKey, rng: &mut impl CryptoRng) {
-        if let Some(s) = self.streams.get_mut(&key) {
-            s.queued_cells = 0;
-            self.consider_stream_sendme(key, rng);
+    /// The exit socket's send queue drained: stream SENDMEs may go out,
+    /// and on a congestion-controlled circuit the drain counts toward the
+    /// rate an XON advises, and answers our XOFF.
+    pub fn handle_stream_drained(
+        &mut self,
+        key: StreamKey,
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        s.queued_cells = 0;
+        let circ = s.circ;
+        if self.circuit_uses_cc(circ) {
+            let now_usec = self.usec(now);
+            let reliable = self.cc_clock.is_reliable();
+            if let Some(s) = self.streams.get_mut(&key)
+                && let Some(xon) = flow_drained(&mut s.flow, now_usec, reliable)
+            {
+                let sid = s.id;
+                let mut body = [0u8; 5];
+                body[1..].copy_from_slice(&xon.to_be_bytes());
+                self.send_flow_cell(circ, sid, RelayCmd::XON, &body, rng);
+            }
+        }
+        self.consider_stream_sendme(key, rng);
+    }
+
+    /// Bytes were handed to stream `key`'s socket, which now holds
+    /// `buffered` of them not yet taken by the kernel. On a
+    /// congestion-controlled circuit, past `cc_xoff_exit` (and still past
+    /// it more than 5 ms later) the client is told XOFF
+    /// (congestion_control_flow.c:flow_control_decide_xoff; C measures when
+    /// a DATA cell arrives, before adding it: the caller gives the length
+    /// before the write).
+    pub fn handle_stream_buffered(
+        &mut self,
+        key: StreamKey,
+        written: usize,
+        buffered: usize,
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let Some(s) = self.streams.get(&key) else {
+            return;
+        };
+        let circ = s.circ;
+        if !self.circuit_uses_cc(circ) {
+            return;
+        }
+        let now_usec = self.usec(now);
+        let Some(s) = self.streams.get_mut(&key) else {
+            return;
+        };
+        s.flow.queued_bytes = s.flow.queued_bytes.saturating_add(written as u64);
+        if s.flow.drain_start_usec == 0 && buffered > 0 {
+            s.flow.drain_start_usec = now_usec.max(1);
+            s.flow.drained_bytes = 0;
+        }
+        if flow_decide_xoff(&mut s.flow, buffered as u64, now_usec) {
+            let sid = s.id;
+            self.send_flow_cell(circ, sid, RelayCmd::XOFF, &[0], rng);
+        }
+    }
+
+    /// XON or XOFF toward the client on stream `sid`.
+    fn send_flow_cell(
+        &mut self,
+        circ: CircIdx,
+        sid: StreamId,
+        cmd: RelayCmd,
+        body: &[u8],
+        rng: &mut impl CryptoRng,
+    ) {
+        let mut cell = [0u8; crate::proto::relay_msg::RELAY_BODY_LEN];
+        if crate::proto::relay_msg::encode_relay_data(cmd, sid, body, rng, &mut cell).is_ok() {
+            self.push_originated(circ, cell);
         }
     }
 
@@ -683,4 +756,128 @@ fn resolved_msg(res: Result<Answer, ResolveError>) -> Resolved {
         }
         Err(e) => Resolved::error(e.is_transient(), MIN_DNS_TTL),
     }
+}
+
+/// `cc_xoff_exit` (500 cells) × RELAY_PAYLOAD_SIZE_MIN (488) bytes
+/// (congestion_control_flow.c, 0.4.9).
+pub(crate) const XOFF_EXIT_BYTES: u64 = 500 * 488;
+/// `cc_xon_rate` (500 cells) × RELAY_PAYLOAD_SIZE_MAX (498) bytes: how much
+/// must drain before a drain rate is computed.
+pub(crate) const XON_RATE_BYTES: u64 = 500 * 498;
+/// XOFF waits this long past the limit (`XOFF_GRACE_PERIOD_USEC`).
+const XOFF_GRACE_USEC: u64 = 5000;
+/// `cc_xon_change_pct`: an advisory XON when the rate moves this much.
+const XON_CHANGE_PCT: u64 = 25;
+/// `cc_xon_ewma_cnt`.
+const XON_EWMA_CNT: u64 = 2;
+
+/// flow_control_decide_xoff: whether to send XOFF now.
+pub(crate) fn flow_decide_xoff(f: &mut FlowOut, buffered: u64, now_usec: u64) -> bool {
+    if buffered <= XOFF_EXIT_BYTES {
+        f.grace_start_usec = 0;
+        return false;
+    }
+    if f.xoff_sent {
+        return false;
+    }
+    if f.grace_start_usec == 0 {
+        f.grace_start_usec = now_usec.max(1);
+        return false;
+    }
+    if now_usec > f.grace_start_usec + XOFF_GRACE_USEC {
+        f.xoff_sent = true;
+        f.ewma_drain_rate = 0;
+        f.grace_start_usec = 0;
+        return true;
+    }
+    false
+}
+
+/// The socket drained everything handed to it: the drain-rate bookkeeping
+/// of flow_control_decide_xon with everything written since the last
+/// drain, then the XON to send, if any (its kbps_ewma). oxit learns of
+/// writes when the socket drains, not write by write as C does, so a
+/// period's bytes are counted at its end.
+pub(crate) fn flow_drained(f: &mut FlowOut, now_usec: u64, clock_reliable: bool) -> Option<u32> {
+    let written = std::mem::take(&mut f.queued_bytes);
+    if f.drained_bytes >= u64::from(u32::MAX).saturating_sub(written) {
+        f.drained_bytes /= 2;
+        if f.drain_start_usec != 0 {
+            f.drain_start_usec = now_usec - (now_usec.saturating_sub(f.drain_start_usec)) / 2;
+        }
+    }
+    f.drained_bytes += written;
+    if !clock_reliable {
+        f.drain_start_usec = 0;
+        f.drained_bytes = 0;
+    }
+    if f.drain_start_usec != 0 && f.drained_bytes > XON_RATE_BYTES {
+        if f.prev_drained_bytes == 0 {
+            f.prev_drained_bytes = f.drained_bytes;
+        }
+        let rate = drain_rate(f, now_usec);
+        f.prev_drained_bytes = f.drained_bytes;
+        if rate != 0 {
+            f.ewma_drain_rate = n_count_ewma(rate, f.ewma_drain_rate);
+            f.drained_bytes = 0;
+            f.drain_start_usec = 0;
+        }
+    }
+    let xon = if !f.xoff_sent {
+        drain_rate_changed(f, clock_reliable)
+    } else {
+        // Everything drained: the XON that answers our XOFF.
+        true
+    };
+    // C sends the XON here, before the drained-to-zero bookkeeping below
+    // (which reads the rate it just sent).
+    let out = xon.then(|| {
+        f.ewma_rate_last_sent = f.ewma_drain_rate;
+        f.xoff_sent = false;
+        f.ewma_drain_rate
+    });
+    // Drained to zero: the next period starts with the next write.
+    f.drain_start_usec = 0;
+    if f.drained_bytes >= XON_RATE_BYTES && f.ewma_rate_last_sent != 0 {
+        f.ewma_drain_rate = f.ewma_drain_rate.saturating_mul(2).min(i32::MAX as u32);
+        f.prev_drained_bytes = f.drained_bytes;
+        f.drained_bytes = 0;
+    }
+    out
+}
+
+/// compute_drain_rate: KB/s (1 KB = 1000 bytes) from the previous
+/// period's bytes over this period's time, as C computes it.
+fn drain_rate(f: &FlowOut, now_usec: u64) -> u32 {
+    let delta = now_usec.saturating_sub(f.drain_start_usec);
+    if delta == 0 {
+        return 0;
+    }
+    let limit = u64::from(i32::MAX as u32) / 1000;
+    if f.prev_drained_bytes > limit || f.prev_drained_bytes / delta > limit {
+        return i32::MAX as u32;
+    }
+    u32::try_from((f.prev_drained_bytes * 1000) / delta)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// stream_drain_rate_changed.
+fn drain_rate_changed(f: &FlowOut, clock_reliable: bool) -> bool {
+    if !clock_reliable || f.ewma_rate_last_sent == 0 {
+        return false;
+    }
+    let (rate, last) = (
+        u64::from(f.ewma_drain_rate),
+        u64::from(f.ewma_rate_last_sent),
+    );
+    rate > (100 + XON_CHANGE_PCT) * last / 100 || rate < (100 - XON_CHANGE_PCT) * last / 100
+}
+
+fn n_count_ewma(curr: u32, prev: u32) -> u32 {
+    if prev == 0 {
+        return curr;
+    }
+    let n = XON_EWMA_CNT;
+    u32::try_from((2 * u64::from(curr) + (n - 1) * u64::from(prev)) / (n + 1)).unwrap_or(u32::MAX)
 }

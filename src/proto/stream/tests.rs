@@ -1097,3 +1097,98 @@ fn cc_xoff_pauses_until_xon() {
         1000
     );
 }
+
+/// The exit tells the client XOFF when a destination does not take the
+/// upload (past 244,000 bytes held, and still past it more than 5 ms
+/// later), and XON once the socket drained; never on a circuit without
+/// congestion control.
+#[test]
+fn cc_exit_sends_xoff_then_xon() {
+    let mut rng = StdRng::seed_from_u64(43);
+    let (mut r, mut cl) = cc_exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    let t0 = now() + std::time::Duration::from_secs(1);
+    let ms = std::time::Duration::from_millis(1);
+    r.t.handle_stream_buffered(key, 498, 300_000, t0, &mut rng);
+    r.t.handle_stream_buffered(key, 498, 300_000, t0 + 3 * ms, &mut rng);
+    assert!(drain(&mut r.t).is_empty(), "within the grace period");
+    r.t.handle_stream_buffered(key, 498, 300_000, t0 + 6 * ms, &mut rng);
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    assert_eq!(rep.len(), 1, "{rep:?}");
+    assert_eq!(
+        (rep[0].0, rep[0].1, &rep[0].2[..]),
+        (RelayCmd::XOFF, 1, &[0u8][..])
+    );
+    // Only one XOFF until an XON.
+    r.t.handle_stream_buffered(key, 498, 300_000, t0 + 20 * ms, &mut rng);
+    assert!(drain(&mut r.t).is_empty());
+    r.t.handle_stream_drained(key, t0 + 30 * ms, &mut rng);
+    let acts = drain(&mut r.t);
+    let rep = replies(&mut r, &mut cl, &acts);
+    assert_eq!(rep.len(), 1, "{rep:?}");
+    assert_eq!((rep[0].0, rep[0].1), (RelayCmd::XON, 1));
+    assert_eq!(rep[0].2.len(), 5);
+    assert_eq!(rep[0].2[0], 0, "version 0");
+
+    let (mut r, mut cl) = exit(&mut rng);
+    let key = open_stream(&mut r, &mut cl, &mut rng, 1);
+    for i in 0..10 {
+        r.t.handle_stream_buffered(key, 498, 300_000, t0 + i * 10 * ms, &mut rng);
+    }
+    r.t.handle_stream_drained(key, t0 + 200 * ms, &mut rng);
+    let acts = drain(&mut r.t);
+    assert!(replies(&mut r, &mut cl, &acts).is_empty());
+}
+
+/// The drain rate an XON carries, with C tor's arithmetic (the worked
+/// example of congestion_control_flow.c's compute_drain_rate: the previous
+/// period's bytes over this period's time, EWMA with N = 2), and the
+/// advisory XON once the rate moves more than 25 %.
+#[test]
+fn drain_rate_and_advisory_xon() {
+    use crate::proto::stream::FlowOut;
+    use crate::proto::stream::exit::{flow_decide_xoff, flow_drained};
+    // 250,000 bytes drained over 500 ms: 500 KB/s; no XON yet (none sent).
+    let mut f = FlowOut {
+        drain_start_usec: 1_000_000,
+        queued_bytes: 250_000,
+        ..Default::default()
+    };
+    assert_eq!(flow_drained(&mut f, 1_500_000, true), None);
+    assert_eq!(f.ewma_drain_rate, 500);
+    // 260,000 over 400 ms: C's rate is the previous 250,000 over 400 ms
+    // (625), and the EWMA (2·625 + 500) / 3 = 583.
+    f.drain_start_usec = 1_600_000;
+    f.queued_bytes = 260_000;
+    assert_eq!(flow_drained(&mut f, 2_000_000, true), None);
+    assert_eq!(f.ewma_drain_rate, 583);
+    // XOFF resets the rate; the XON answering it carries what was measured
+    // since: nothing yet, 0 (no limit).
+    assert!(
+        !flow_decide_xoff(&mut f, 244_000, 2_100_000),
+        "not past the limit"
+    );
+    assert!(
+        !flow_decide_xoff(&mut f, 244_001, 2_100_000),
+        "grace starts"
+    );
+    assert!(
+        !flow_decide_xoff(&mut f, 244_001, 2_105_000),
+        "5 ms is not past it"
+    );
+    assert!(flow_decide_xoff(&mut f, 244_001, 2_105_001));
+    assert_eq!(f.ewma_drain_rate, 0);
+    f.queued_bytes = 1000;
+    assert_eq!(flow_drained(&mut f, 2_200_000, true), Some(0));
+    assert!(!f.xoff_sent);
+    // Once an XON carried a rate, a change past 25 % sends an advisory one.
+    f.ewma_drain_rate = 400;
+    f.ewma_rate_last_sent = 400;
+    f.drain_start_usec = 3_000_000;
+    f.queued_bytes = 300_000;
+    f.prev_drained_bytes = 300_000;
+    // 300,000 bytes over 400 ms: 750; EWMA (2·750 + 400) / 3 = 633 > 500.
+    assert_eq!(flow_drained(&mut f, 3_400_000, true), Some(633));
+    assert_eq!(f.ewma_rate_last_sent, 633);
+}
