@@ -359,9 +359,7 @@ impl Control<'_> {
             extend_allow_private: cfg.extend_allow_private_addresses,
             own_addrs,
             circwindow: u16_param("circwindow", 1000, 100, 1000),
-            // Declined until stream flow control (XON/XOFF) is in: without
-            // it a CC client's uploads would have no back-pressure.
-            cc: None,
+            cc: crate::proto::cc::CcParams::from_consensus(&param),
             max_queue: usize::try_from(param("circ_max_cell_queue_size", 2500, 50, i32::MAX))
                 .unwrap_or(CircuitConfig::DEFAULT_MAX_QUEUE),
             sendme_emit_min_version: u8::try_from(param("sendme_emit_min_version", 1, 0, 255))

@@ -95,6 +95,48 @@ impl Default for CcParams {
     }
 }
 
+impl CcParams {
+    /// The parameters a consensus gives (C tor's names, defaults and
+    /// bounds; out-of-range values clamp, absent ones default), or `None`
+    /// when `cc_alg` is 0: congestion control off, as
+    /// congestion_control_enabled() says. `param(name, default, min, max)`
+    /// reads one.
+    pub fn from_consensus(param: &dyn Fn(&str, i32, i32, i32) -> i32) -> Option<Self> {
+        if param("cc_alg", 2, 0, 3) == 0 {
+            return None;
+        }
+        let d = Self::default();
+        let p = |name: &str, default: u64, min: i32, max: i32| -> u64 {
+            let v = param(name, i32::try_from(default).unwrap_or(i32::MAX), min, max);
+            u64::try_from(v).unwrap_or(default)
+        };
+        Some(Self {
+            sendme_inc: u8::try_from(p("cc_sendme_inc", 31, 1, 254)).unwrap_or(d.sendme_inc),
+            cwnd_init: p("cc_cwnd_init", d.cwnd_init, 31, 10_000),
+            cwnd_min: p("cc_cwnd_min", d.cwnd_min, 31, 1000),
+            cwnd_max: p("cc_cwnd_max", d.cwnd_max, 500, i32::MAX),
+            cwnd_inc: p("cc_cwnd_inc", d.cwnd_inc, 1, 1000),
+            cwnd_inc_pct_ss: p("cc_cwnd_inc_pct_ss", d.cwnd_inc_pct_ss, 1, 500),
+            cwnd_inc_rate: p("cc_cwnd_inc_rate", d.cwnd_inc_rate, 1, 250),
+            alpha: p("cc_vegas_alpha_exit", d.alpha, 0, 1000),
+            beta: p("cc_vegas_beta_exit", d.beta, 0, 1000),
+            gamma: p("cc_vegas_gamma_exit", d.gamma, 0, 1000),
+            // C stores delta in a uint16_t: a larger value wraps.
+            delta: p("cc_vegas_delta_exit", d.delta, 0, i32::MAX) & 0xffff,
+            ss_cwnd_cap: p("cc_sscap_exit", d.ss_cwnd_cap, 100, i32::MAX),
+            ss_cwnd_max: p("cc_ss_max", d.ss_cwnd_max, 500, i32::MAX),
+            full_gap: p("cc_cwnd_full_gap", d.full_gap, 0, i32::from(i16::MAX)),
+            full_minpct: p("cc_cwnd_full_minpct", d.full_minpct, 0, 100),
+            full_per_cwnd: p("cc_cwnd_full_per_cwnd", 1, 0, 1) != 0,
+            ewma_cwnd_pct: p("cc_ewma_cwnd_pct", d.ewma_cwnd_pct, 1, 255),
+            // uint8_t in C.
+            ewma_max: p("cc_ewma_max", d.ewma_max, 2, i32::MAX) & 0xff,
+            ewma_ss: p("cc_ewma_ss", d.ewma_ss, 2, i32::MAX) & 0xff,
+            rtt_reset_pct: p("cc_rtt_reset_pct", d.rtt_reset_pct, 0, 100),
+        })
+    }
+}
+
 /// Whether the monotonic clock looks broken, from RTT samples; C tor keeps
 /// one per process (`is_monotime_clock_broken`), oxit one per worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -219,3 +219,19 @@ fn sendme_pacing_and_window() {
     assert_eq!(v.ewma_rtt_usec(), 100_000 - 310);
     assert!(v.package_window() > 0);
 }
+
+#[test]
+fn params_from_the_consensus() {
+    let none = |_: &str, d: i32, _: i32, _: i32| d;
+    assert_eq!(CcParams::from_consensus(&none), Some(CcParams::default()));
+    let off = |n: &str, d: i32, _: i32, _: i32| if n == "cc_alg" { 0 } else { d };
+    assert_eq!(CcParams::from_consensus(&off), None);
+    let inc = |n: &str, d: i32, lo: i32, hi: i32| {
+        if n == "cc_sendme_inc" {
+            33.clamp(lo, hi)
+        } else {
+            d
+        }
+    };
+    assert_eq!(CcParams::from_consensus(&inc).unwrap().sendme_inc, 33);
+}

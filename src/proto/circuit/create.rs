@@ -214,6 +214,9 @@ impl CircuitTable {
         }
         match res {
             Ok((reply_cmd, reply, keys, cc)) => {
+                if cc {
+                    tracing::debug!(?chan, %circ_id, "congestion control negotiated");
+                }
                 let secs = crate::proto::dos::secs(now);
                 let idx = self.alloc_idx();
                 let circ = Circuit {

@@ -144,6 +144,8 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     opts.rejected_port = Some(REJECTED_PORT);
     opts.c_exit_port = Some(c_only.addr().port());
     opts.oxit_family = family;
+    // Debug: the log says which circuits negotiated congestion control.
+    opts.oxit_debug = true;
     let migrated = migrate_c_keys.then(|| c_tor_keys(scratch.path()));
     if let Some((dir, _)) = &migrated {
         opts.oxit_data_dir = Some(dir.clone());
@@ -236,6 +238,15 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
         http.addr().port(),
         20 << 20,
         "20 MiB through the client",
+    );
+    // oxit advertises FlowCtrl=2, so the C tor client asked for congestion
+    // control on its exit circuit, and got it.
+    assert!(
+        !net.oxit
+            .log_lines("congestion control negotiated")
+            .is_empty(),
+        "{}",
+        net.oxit.log_tail(60)
     );
     std::thread::scope(|sc| {
         for i in 0..20 {
