@@ -298,12 +298,20 @@ impl CgoDirection {
 /// originates is one (RELAY_EARLY goes only away from the client).
 const RELAY_CMD: u8 = 3;
 
-fn split_material(material: &[u8; CGO_KEY_MATERIAL_LEN]) -> [[u8; DIRECTION_KEY_LEN]; 2] {
+/// Both directions from the KDF's 160 bytes: forward first, then backward
+/// (relay_crypto.c:cgo_pair_init, no swap for either side).
+fn directions(material: &[u8; CGO_KEY_MATERIAL_LEN], role: Role) -> (CgoDirection, CgoDirection) {
     let mut fwd = [0u8; DIRECTION_KEY_LEN];
     let mut back = [0u8; DIRECTION_KEY_LEN];
     fwd.copy_from_slice(&material[..DIRECTION_KEY_LEN]);
     back.copy_from_slice(&material[DIRECTION_KEY_LEN..]);
-    [fwd, back]
+    let pair = (
+        CgoDirection::new(&fwd, role),
+        CgoDirection::new(&back, role),
+    );
+    fwd[..].zeroize();
+    back[..].zeroize();
+    pair
 }
 
 /// A relay's CGO state for one circuit.
@@ -315,14 +323,8 @@ pub struct CgoRelayCrypto {
 impl CgoRelayCrypto {
     /// From the 160 bytes the ntor-v3 KDF gives after ENC_KEY.
     pub fn new(material: &[u8; CGO_KEY_MATERIAL_LEN]) -> Self {
-        let [mut fwd, mut back] = split_material(material);
-        let s = Self {
-            forward: CgoDirection::new(&fwd, Role::Relay),
-            backward: CgoDirection::new(&back, Role::Relay),
-        };
-        fwd.zeroize();
-        back.zeroize();
-        s
+        let (forward, backward) = directions(material, Role::Relay);
+        Self { forward, backward }
     }
 
     /// A cell from the client side, `cmd` its channel command (RELAY or
@@ -354,14 +356,8 @@ pub struct CgoClientHop {
 impl CgoClientHop {
     /// The same 160 bytes the hop derives.
     pub fn new(material: &[u8; CGO_KEY_MATERIAL_LEN]) -> Self {
-        let [mut fwd, mut back] = split_material(material);
-        let s = Self {
-            forward: CgoDirection::new(&fwd, Role::Client),
-            backward: CgoDirection::new(&back, Role::Client),
-        };
-        fwd.zeroize();
-        back.zeroize();
-        s
+        let (forward, backward) = directions(material, Role::Client);
+        Self { forward, backward }
     }
 
     /// A cell for this hop: `body[16..]` holds the v1 relay message. Apply

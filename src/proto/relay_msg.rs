@@ -347,17 +347,20 @@ fn encode_with<R: Rng + ?Sized>(
         length,
     }
     .pack(out);
-    let gap_start = RELAY_HEADER_LEN.saturating_add(len);
-    let pad_start = gap_start
-        .saturating_add(RELAY_PADDING_GAP)
-        .min(RELAY_BODY_LEN);
-    if let Some(gap) = out.get_mut(gap_start..pad_start) {
+    pad_after(out, RELAY_HEADER_LEN.saturating_add(len), rng);
+    Ok(())
+}
+
+/// After a message ending at `end`: 4 zero bytes, then random bytes to
+/// the end of the body (relay.c:relay_cell_pad; both formats).
+fn pad_after<R: Rng + ?Sized>(out: &mut [u8; RELAY_BODY_LEN], end: usize, rng: &mut R) {
+    let pad_start = end.saturating_add(RELAY_PADDING_GAP).min(RELAY_BODY_LEN);
+    if let Some(gap) = out.get_mut(end..pad_start) {
         gap.fill(0);
     }
     if let Some(pad) = out.get_mut(pad_start..) {
         rng.fill_bytes(pad);
     }
-    Ok(())
 }
 
 /// Every relay message oxit parses, plus [`AnyRelayMsg::Unrecognized`] for

@@ -121,16 +121,20 @@ pub(crate) fn sent_cells(actions: &[Action]) -> Vec<(ChanId, CircId, ChanCmd, [u
         .collect()
 }
 
-/// Build a one-hop circuit with ntor on `chan`.
-pub(crate) fn create_ntor(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32) -> Client {
-    let b = r.cfg.onion_keys.current.public_bytes();
-    let (st, hdata) = ntor::client_create(rng, &r.cfg.rsa_id, &b);
+/// Send CREATE2 with `hdata` on `chan` and return the relay's CREATED2.
+fn exchange_create2(
+    r: &mut Relay,
+    rng: &mut StdRng,
+    chan: ChanId,
+    circ_id: CircId,
+    htype: HandshakeType,
+    hdata: Vec<u8>,
+) -> Created2 {
     let mut v = Vec::new();
-    Create2::new(HandshakeType::NTOR, hdata.to_vec())
+    Create2::new(htype, hdata)
         .unwrap()
         .encode_onto(&mut v)
         .unwrap();
-    let circ_id = CircId::new(id);
     r.t.handle_cells(
         chan,
         &mut [cell(circ_id, ChanCmd::CREATE2, body_of(&v))],
@@ -142,7 +146,15 @@ pub(crate) fn create_ntor(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32
     assert_eq!(cells.len(), 1, "{acts:?}");
     let (c, cid, cmd, body) = cells[0];
     assert_eq!((c, cid, cmd), (chan, circ_id, ChanCmd::CREATED2));
-    let created = Created2::decode(&body).unwrap();
+    Created2::decode(&body).unwrap()
+}
+
+/// Build a one-hop circuit with ntor on `chan`.
+pub(crate) fn create_ntor(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32) -> Client {
+    let b = r.cfg.onion_keys.current.public_bytes();
+    let (st, hdata) = ntor::client_create(rng, &r.cfg.rsa_id, &b);
+    let circ_id = CircId::new(id);
+    let created = exchange_create2(r, rng, chan, circ_id, HandshakeType::NTOR, hdata.to_vec());
     let keys = ntor::client_finish(st, created.hdata()).unwrap();
     let mut circ = Tor1ClientCircuit::new();
     circ.push_hop(&keys.tor1);
@@ -165,22 +177,8 @@ pub(crate) fn create_ntor_v3(
     let b = r.cfg.onion_keys.current.public_bytes();
     let (st, hdata) =
         ntor_v3::client_create(rng, &r.cfg.ed_id, &b, ext, NTOR3_CIRC_VERIFICATION).unwrap();
-    let mut v = Vec::new();
-    Create2::new(HandshakeType::NTOR_V3, hdata)
-        .unwrap()
-        .encode_onto(&mut v)
-        .unwrap();
     let circ_id = CircId::new(id);
-    r.t.handle_cells(
-        chan,
-        &mut [cell(circ_id, ChanCmd::CREATE2, body_of(&v))],
-        now(),
-        rng,
-    );
-    let cells = sent_cells(&drain(&mut r.t));
-    assert_eq!(cells.len(), 1);
-    assert_eq!(cells[0].2, ChanCmd::CREATED2);
-    let created = Created2::decode(&cells[0].3).unwrap();
+    let created = exchange_create2(r, rng, chan, circ_id, HandshakeType::NTOR_V3, hdata);
     let (msg, keys) = ntor_v3::client_finish(st, created.hdata(), NTOR3_CIRC_VERIFICATION).unwrap();
     let mut circ = Tor1ClientCircuit::new();
     circ.push_hop(&keys.tor1);
@@ -276,32 +274,8 @@ fn create2_ntor_then_drop_cell() {
 fn create2_ntor_v3_succeeds_and_declines_cc() {
     let mut rng = StdRng::seed_from_u64(2);
     let mut r = relay(&mut rng, 1);
-    let b = r.cfg.onion_keys.current.public_bytes();
-    let (st, hdata) = ntor_v3::client_create(
-        &mut rng,
-        &r.cfg.ed_id,
-        &b,
-        &[1, 1, 0],
-        NTOR3_CIRC_VERIFICATION,
-    )
-    .unwrap();
-    let mut v = Vec::new();
-    Create2::new(HandshakeType::NTOR_V3, hdata)
-        .unwrap()
-        .encode_onto(&mut v)
-        .unwrap();
-    let id = CircId::new(0x8000_0002);
-    r.t.handle_cells(
-        CLIENT_CHAN,
-        &mut [cell(id, ChanCmd::CREATE2, body_of(&v))],
-        now(),
-        &mut rng,
-    );
-    let cells = sent_cells(&drain(&mut r.t));
-    assert_eq!(cells[0].2, ChanCmd::CREATED2);
-    let created = Created2::decode(&cells[0].3).unwrap();
-    let (msg, _keys) =
-        ntor_v3::client_finish(st, created.hdata(), NTOR3_CIRC_VERIFICATION).unwrap();
+    // The table's configuration offers no congestion control (cc: None).
+    let (_, msg) = create_ntor_v3(&mut r, &mut rng, CLIENT_CHAN, 0x8000_0002, &[1, 1, 0]);
     assert_eq!(msg, vec![0], "empty extension list: CC declined");
 }
 

@@ -13,7 +13,7 @@
 
 use rand::Rng;
 
-use super::{RELAY_BODY_LEN, RELAY_PADDING_GAP, RelayBody, RelayCmd, RelayMsgError, StreamId};
+use super::{RELAY_BODY_LEN, RelayBody, RelayCmd, RelayMsgError, StreamId};
 use crate::proto::cell::codec::SliceWriter;
 
 /// Bytes of the tag in front of a v1 message.
@@ -144,16 +144,7 @@ fn encode_v1_with<R: Rng + ?Sized>(
     if let Some(s) = head.get_mut(STREAM_AT..DATA_AT_STREAM) {
         s.copy_from_slice(&stream_id.0.to_be_bytes());
     }
-    let gap_start = start.saturating_add(len);
-    let pad_start = gap_start
-        .saturating_add(RELAY_PADDING_GAP)
-        .min(RELAY_BODY_LEN);
-    if let Some(gap) = out.get_mut(gap_start..pad_start) {
-        gap.fill(0);
-    }
-    if let Some(pad) = out.get_mut(pad_start..) {
-        rng.fill_bytes(pad);
-    }
+    super::pad_after(out, start.saturating_add(len), rng);
     Ok(())
 }
 

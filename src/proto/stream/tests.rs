@@ -1028,13 +1028,11 @@ fn cc_upload_sendmes_and_stream_sendme_refused() {
         "no stream SENDMEs on a CC circuit either"
     );
     send(&mut r, &mut cl, &mut rng, RelayCmd::SENDME, 1, &[]);
-    let acts = drain(&mut r.t);
-    let destroys: Vec<_> = sent_cells(&acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|c| c.3[0])
-        .collect();
-    assert_eq!(destroys, vec![1], "stream SENDME on a CC circuit: PROTOCOL");
+    assert_eq!(
+        destroy_reasons(&drain(&mut r.t)),
+        vec![1],
+        "stream SENDME on a CC circuit: PROTOCOL"
+    );
 }
 
 /// XOFF from the client stops reading the destination until its XON, even
@@ -1191,4 +1189,13 @@ fn drain_rate_and_advisory_xon() {
     // 300,000 bytes over 400 ms: 750; EWMA (2·750 + 400) / 3 = 633 > 500.
     assert_eq!(flow_drained(&mut f, 3_400_000, true), Some(633));
     assert_eq!(f.ewma_rate_last_sent, 633);
+}
+
+/// The reason bytes of the DESTROY cells among `acts`.
+fn destroy_reasons(acts: &[Action]) -> Vec<u8> {
+    sent_cells(acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|c| c.3[0])
+        .collect()
 }
