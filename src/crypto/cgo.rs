@@ -59,6 +59,23 @@ enum EtAes {
     Dec(Aes128Dec),
 }
 
+impl EtAes {
+    fn new(kb: &[u8; 16], role: Role) -> Self {
+        match role {
+            Role::Relay => Self::Enc(Aes128Enc::new(kb.into())),
+            Role::Client => Self::Dec(Aes128Dec::new(kb.into())),
+        }
+    }
+
+    /// A new key, same direction.
+    fn rekey(&mut self, kb: &[u8; 16]) {
+        match self {
+            Self::Enc(a) => *a = Aes128Enc::new(kb.into()),
+            Self::Dec(a) => *a = Aes128Dec::new(kb.into()),
+        }
+    }
+}
+
 /// The keys of UIV+ for one direction: ET (KB, KU) and PRF (K, B).
 struct Uiv {
     et_aes: EtAes,
@@ -87,13 +104,8 @@ fn xor16(a: &[u8; 16], b: &[u8; 16]) -> [u8; 16] {
 impl Uiv {
     /// `keys` = KB ‖ KU ‖ K ‖ B.
     fn new(keys: &[u8; 64], role: Role) -> Self {
-        let kb = block(&keys[0..16]);
-        let et_aes = match role {
-            Role::Relay => EtAes::Enc(Aes128Enc::new(&kb.into())),
-            Role::Client => EtAes::Dec(Aes128Dec::new(&kb.into())),
-        };
         Self {
-            et_aes,
+            et_aes: EtAes::new(&block(&keys[0..16]), role),
             et_hash: PolyvalKey::new(&block(&keys[16..32])),
             prf_ctr: Aes128CtrStream::new(&block(&keys[32..48])),
             prf_hash: PolyvalOne::new(&block(&keys[48..64])),
@@ -171,14 +183,10 @@ impl Uiv {
     }
 
     /// UPDATE: the next keys and nonce from `PRF(input, 1)`.
-    fn update(&mut self, input: &[u8; 16], role: Role) -> [u8; 16] {
+    fn update(&mut self, input: &[u8; 16]) -> [u8; 16] {
         let mut out = self.prf_t1(input);
         // In place: the old keys are overwritten, not moved or dropped.
-        let kb = block(&out[0..16]);
-        self.et_aes = match role {
-            Role::Relay => EtAes::Enc(Aes128Enc::new(&kb.into())),
-            Role::Client => EtAes::Dec(Aes128Dec::new(&kb.into())),
-        };
+        self.et_aes.rekey(&block(&out[0..16]));
         self.et_hash.set(&block(&out[16..32]));
         self.prf_ctr.rekey(&block(&out[32..48]), 0);
         self.prf_hash.set(&block(&out[48..64]));
@@ -194,7 +202,6 @@ impl Uiv {
 /// One direction of one hop: UIV+ keys, the nonce N and the last tag T′.
 pub(crate) struct CgoDirection {
     uiv: Uiv,
-    role: Role,
     nonce: [u8; 16],
     tprime: [u8; 16],
 }
@@ -216,14 +223,13 @@ impl CgoDirection {
         keys.zeroize();
         Self {
             uiv,
-            role,
             nonce: block(&material[64..]),
             tprime: [0; 16],
         }
     }
 
     fn update(&mut self, input: &[u8; 16]) {
-        self.nonce = self.uiv.update(input, self.role);
+        self.nonce = self.uiv.update(input);
     }
 
     /// A relay's cell from the client side (cgo_crypt_relay_forward):

@@ -469,8 +469,9 @@ impl Vegas {
     }
 }
 
-/// n_count_ewma: `(2·curr + (N−1)·prev) / (N+1)`, or `curr` at first.
-fn n_count_ewma(curr: u64, prev: u64, n: u64) -> u64 {
+/// n_count_ewma: `(2·curr + (N−1)·prev) / (N+1)`, or `curr` at first
+/// (congestion_control_common.h; also the XON drain rate's EWMA).
+pub(crate) fn n_count_ewma(curr: u64, prev: u64, n: u64) -> u64 {
     if prev == 0 {
         curr
     } else {

@@ -818,7 +818,12 @@ pub(crate) fn flow_drained(f: &mut FlowOut, now_usec: u64, clock_reliable: bool)
         let rate = drain_rate(f, now_usec);
         f.prev_drained_bytes = f.drained_bytes;
         if rate != 0 {
-            f.ewma_drain_rate = n_count_ewma(rate, f.ewma_drain_rate);
+            let ewma = crate::proto::cc::n_count_ewma(
+                u64::from(rate),
+                u64::from(f.ewma_drain_rate),
+                XON_EWMA_CNT,
+            );
+            f.ewma_drain_rate = u32::try_from(ewma).unwrap_or(u32::MAX);
             f.drained_bytes = 0;
             f.drain_start_usec = 0;
         }
@@ -872,12 +877,4 @@ fn drain_rate_changed(f: &FlowOut, clock_reliable: bool) -> bool {
         u64::from(f.ewma_rate_last_sent),
     );
     rate > (100 + XON_CHANGE_PCT) * last / 100 || rate < (100 - XON_CHANGE_PCT) * last / 100
-}
-
-fn n_count_ewma(curr: u32, prev: u32) -> u32 {
-    if prev == 0 {
-        return curr;
-    }
-    let n = XON_EWMA_CNT;
-    u32::try_from((2 * u64::from(curr) + (n - 1) * u64::from(prev)) / (n + 1)).unwrap_or(u32::MAX)
 }
