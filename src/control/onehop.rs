@@ -572,7 +572,9 @@ fn dir_stream(
                         &mut circ,
                         0,
                         StreamId::CIRCUIT,
-                        &Sendme::V1 { tag },
+                        &Sendme::V1 {
+                            tag: relay_msg::SendmeDigest::tor1(tag),
+                        },
                         false,
                     )?;
                 }

@@ -106,6 +106,24 @@ impl core::fmt::Debug for CircuitKeys {
     }
 }
 
+/// What ntor-v3 gives a CGO hop: the 160 bytes of relay key material,
+/// forward then backward (relay_crypto.c:cgo_pair_init). KH follows them
+/// in the KDF's output and is not needed by an exit. Wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CgoKeys(pub [u8; super::cgo::CGO_KEY_MATERIAL_LEN]);
+
+impl Drop for CgoKeys {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl core::fmt::Debug for CgoKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CgoKeys(..)")
+    }
+}
+
 /// ENCAP(s) = u64 big-endian length of `s` (prop332 §"Notation").
 pub fn encap_len(s: &[u8]) -> [u8; 8] {
     (s.len() as u64).to_be_bytes()

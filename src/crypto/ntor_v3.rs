@@ -27,7 +27,8 @@ use thiserror::Error;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroize;
 
-use super::kdf::{CircuitKeys, KH_LEN, Sha3Writer, Shake256, TOR1_KEY_LEN};
+use super::cgo::CGO_KEY_MATERIAL_LEN;
+use super::kdf::{CgoKeys, CircuitKeys, KH_LEN, Sha3Writer, Shake256, TOR1_KEY_LEN};
 use super::ntor::NtorOnionKeys;
 
 /// The verification string for circuit extension
@@ -102,6 +103,8 @@ pub struct Ntor3ServerOutput {
     pub reply: Vec<u8>,
     /// tor1 key material and KH.
     pub keys: CircuitKeys,
+    /// The key material instead, when the handshake negotiated CGO.
+    pub cgo: CgoKeys,
 }
 
 fn aes256_ctr(key: &[u8; 32], data: &mut [u8]) {
@@ -130,10 +133,13 @@ fn phase1(
 }
 
 /// Phase 2, shared by both sides: key seed, verify, ENC_KEY, relay keys.
+/// The KDF's stream is cut for both relay cryptos; what was negotiated
+/// picks one (onion_crypto.c: the length follows `params_out->crypto_alg`).
 struct Phase2 {
     verify: [u8; 32],
     enc_key: [u8; 32],
     keys: CircuitKeys,
+    cgo: CgoKeys,
 }
 
 impl Drop for Phase2 {
@@ -180,13 +186,20 @@ fn phase2(
     key_seed.zeroize();
     let mut r = kdf.finish();
     let enc_key: [u8; 32] = r.take();
-    let mut material: [u8; TOR1_KEY_LEN + KH_LEN] = r.take();
-    let keys = CircuitKeys::from_tor1_then_kh(&material);
+    let mut material: [u8; CGO_KEY_MATERIAL_LEN + KH_LEN] = r.take();
+    // Both prefixes exist: the array is longer than either.
+    let keys = CircuitKeys::from_tor1_then_kh(
+        material
+            .first_chunk()
+            .unwrap_or(&[0; TOR1_KEY_LEN + KH_LEN]),
+    );
+    let cgo = CgoKeys(*material.first_chunk().unwrap_or(&[0; CGO_KEY_MATERIAL_LEN]));
     material.zeroize();
     Phase2 {
         verify,
         enc_key,
         keys,
+        cgo,
     }
 }
 
@@ -319,6 +332,7 @@ where
     Ok(Ntor3ServerOutput {
         reply,
         keys: p2.keys.clone(),
+        cgo: p2.cgo.clone(),
     })
 }
 
@@ -395,6 +409,16 @@ pub fn client_finish(
     reply: &[u8],
     verification: &[u8],
 ) -> Result<(Vec<u8>, CircuitKeys), Ntor3Error> {
+    client_finish_all(state, reply, verification).map(|(msg, keys, _)| (msg, keys))
+}
+
+/// [`client_finish`], with the key material for CGO too (the client's
+/// message says which it asked for).
+pub fn client_finish_all(
+    state: Ntor3ClientState,
+    reply: &[u8],
+    verification: &[u8],
+) -> Result<(Vec<u8>, CircuitKeys, CgoKeys), Ntor3Error> {
     let too_short = || Ntor3Error::TooShort {
         what: "server reply",
         min: NTOR3_MIN_REPLY_LEN,
@@ -429,7 +453,7 @@ pub fn client_finish(
     }
     let mut msg = enc_msg.to_vec();
     aes256_ctr(&p2.enc_key, &mut msg);
-    Ok((msg, p2.keys.clone()))
+    Ok((msg, p2.keys.clone(), p2.cgo.clone()))
 }
 
 #[cfg(test)]

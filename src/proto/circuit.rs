@@ -20,7 +20,10 @@
 //! the exit policy (`exit`), sockets. Link protocol ≥ 4 (4-byte circuit
 //! IDs) is assumed for the circuit-ID rules.
 
+#[cfg(test)]
+mod cgo_tests;
 mod create;
+pub(crate) mod hop;
 mod onion;
 mod relay;
 mod seal;
@@ -36,10 +39,11 @@ use std::time::Instant;
 
 use rand::CryptoRng;
 
-use crate::crypto::tor1::{SendmeTag, Tor1RelayCrypto};
+use crate::crypto::tor1::SendmeTag;
 use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Create2, Destroy, DestroyReason};
-use crate::proto::relay_msg::{RelayBody, StreamId, encode_relay_msg};
+use crate::proto::relay_msg::{RelayBody, SendmeDigest, StreamId};
 use crate::proto::stream::{Stream, StreamState};
+use hop::HopCrypto;
 
 pub use onion::{OnionParams, OnionStats, handshake_heartbeat_line};
 pub use types::{
@@ -93,9 +97,9 @@ pub(crate) struct CircWindows {
     /// Tags of the DATA cells a SENDME will acknowledge (every 100th, or
     /// every `sendme_inc`-th in flight with CC), oldest first: the next
     /// SENDME v1 must carry the first (sendme.c:sendme_record_cell_digest_on_circ).
-    pub expected_tags: VecDeque<[u8; 20]>,
+    pub expected_tags: VecDeque<SendmeDigest>,
     /// Tag of the last DATA cell we recognized: what our SENDME carries.
-    pub last_data_tag: [u8; 20],
+    pub last_data_tag: SendmeDigest,
     /// Congestion control, when the client negotiated it (ntor-v3).
     pub cc: Option<Box<crate::proto::cc::Vegas>>,
 }
@@ -107,7 +111,7 @@ impl CircWindows {
             package,
             deliver: CIRCWINDOW_START,
             expected_tags: VecDeque::new(),
-            last_data_tag: [0; 20],
+            last_data_tag: SendmeDigest::default(),
             cc: None,
         }
     }
@@ -163,7 +167,7 @@ pub(crate) struct Circuit {
     pub prev_chan: ChanId,
     pub prev_id: CircId,
     pub next: Next,
-    pub crypto: Tor1RelayCrypto,
+    pub crypto: HopCrypto,
     pub early_left: u8,
     pub windows: CircWindows,
     pub streams: HashMap<StreamId, StreamKey>,
@@ -212,9 +216,10 @@ pub struct CircuitTable {
     pub(crate) next_key: u64,
     actions: VecDeque<(Action, Option<CircIdx>)>,
     tag_scratch: Vec<Option<SendmeTag>>,
+    digest_scratch: Vec<Option<SendmeDigest>>,
     /// Per relay cell of the run being handled: decrypted and checked
     /// ahead, by which circuit, and whether it was ours.
-    pre: Vec<Option<(CircIdx, Option<SendmeTag>)>>,
+    pre: Vec<Option<(CircIdx, Option<SendmeDigest>)>>,
     /// Scratch for checking many circuits' cells at once.
     fwd_batch: crate::crypto::tor1::Tor1Batch,
     /// Originated cells waiting to be sealed (see [`seal`]).
@@ -248,6 +253,7 @@ impl CircuitTable {
             next_key: 1,
             actions: VecDeque::new(),
             tag_scratch: Vec::new(),
+            digest_scratch: Vec::new(),
             pre: Vec::new(),
             fwd_batch: Default::default(),
             sealer: seal::Sealer::default(),
@@ -696,16 +702,18 @@ impl CircuitTable {
         msg: &M,
         rng: &mut impl CryptoRng,
     ) -> Option<()> {
+        let format = self.circs.get(&idx)?.crypto.format();
         let mut body = [0u8; CELL_BODY_LEN];
         // Messages we build always fit a cell.
-        encode_relay_msg(stream_id, msg, rng, &mut body).ok()?;
+        format.encode_msg(stream_id, msg, rng, &mut body).ok()?;
         self.push_originated(idx, body)
     }
 
     /// Originate DATA cells of stream `sid` from `data` on circuit `idx`,
     /// at most `max` of them and no more than the circuit window, the
     /// circuit's queue and its client link's room allow. Returns the cells
-    /// made. The hot path of an exit: the circuit and the room are looked
+    /// made and the bytes they took (cells carry 498 bytes, or 488 on a
+    /// CGO circuit). The hot path of an exit: the circuit and the room are looked
     /// up once per call, not once per cell (those lookups were a tenth of
     /// an exit's CPU), and each cell is encoded, sealed, counted against the
     /// window (keeping the tag a v1 SENDME must echo) and the room, and
@@ -718,10 +726,10 @@ impl CircuitTable {
         max: usize,
         now: Instant,
         rng: &mut impl CryptoRng,
-    ) -> usize {
+    ) -> (usize, usize) {
         let now_usec = self.usec(now);
         let Some(c) = self.circs.get_mut(&idx) else {
-            return 0;
+            return (0, 0);
         };
         let wire = crate::proto::channel::queue::WIRE_CELL_LEN as i64;
         let room = self.chan_room.get_mut(&c.prev_chan);
@@ -733,23 +741,23 @@ impl CircuitTable {
             .min(self.cfg.max_queue.saturating_sub(c.queued))
             .min(room_cells);
         let (chan, id) = (c.prev_chan, c.prev_id);
-        let mut made = 0;
-        for chunk in data
-            .chunks(crate::proto::relay_msg::RELAY_DATA_MAX)
-            .take(limit)
-        {
+        let format = c.crypto.format();
+        let (mut made, mut taken) = (0, 0);
+        for chunk in data.chunks(format.data_max()).take(limit) {
             let mut body = [0u8; CELL_BODY_LEN];
-            if crate::proto::relay_msg::encode_relay_data(
-                crate::proto::relay_msg::RelayCmd::DATA,
-                sid,
-                chunk,
-                rng,
-                &mut body,
-            )
-            .is_err()
+            if format
+                .encode_data(
+                    crate::proto::relay_msg::RelayCmd::DATA,
+                    sid,
+                    chunk,
+                    rng,
+                    &mut body,
+                )
+                .is_err()
             {
                 break;
             }
+            taken += chunk.len();
             let keep_tag = c.windows.note_packaged(now_usec);
             c.queued += 1;
             let seq = self.sealer.popped + self.actions.len() as u64;
@@ -771,7 +779,7 @@ impl CircuitTable {
         if self.sealer.is_full() {
             self.seal_pending();
         }
-        made
+        (made, taken)
     }
 
     /// Tear a circuit down: DESTROY toward the sides given a reason, close

@@ -35,8 +35,8 @@ use crate::proto::cell::DestroyReason;
 use crate::proto::cell::codec::{Overflow, Short, SliceWriter};
 
 pub use circ::{
-    Drop, Extend, Extend2, Extend2Error, Extend2Target, Extended2, LinkSpec, Sendme, Truncate,
-    Truncated,
+    Drop, Extend, Extend2, Extend2Error, Extend2Target, Extended2, LinkSpec, Sendme, SendmeDigest,
+    Truncate, Truncated,
 };
 pub use stream::{
     Begin, BeginDir, BeginFlags, BeginTarget, Connected, Data, End, EndReason, RESOLVED_MAX_LEN,
@@ -324,6 +324,66 @@ pub fn encode_relay_msg<'m, M: RelayBody<'m>, R: Rng + ?Sized>(
     out: &mut [u8; RELAY_BODY_LEN],
 ) -> Result<(), RelayMsgError> {
     encode_with(M::CMD, stream_id, rng, out, |w| msg.encode_onto(w))
+}
+
+/// The relay message layout of one hop of a circuit: v0 with tor1 crypto,
+/// v1 with CGO (relay_msg.h `relay_cell_fmt_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayFormat {
+    V0,
+    V1,
+}
+
+impl RelayFormat {
+    /// Most data one DATA cell carries: 498, or 488.
+    pub const fn data_max(self) -> usize {
+        match self {
+            RelayFormat::V0 => RELAY_DATA_MAX,
+            RelayFormat::V1 => V1_DATA_MAX,
+        }
+    }
+
+    /// Command, stream and data of a recognized cell body.
+    pub fn parse(
+        self,
+        body: &[u8; RELAY_BODY_LEN],
+    ) -> Result<(RelayCmd, StreamId, &[u8]), RelayMsgError> {
+        match self {
+            RelayFormat::V0 => {
+                parse_relay_body(body).map(|(hdr, data)| (hdr.cmd, hdr.stream_id, data))
+            }
+            RelayFormat::V1 => parse_relay_body_v1(body),
+        }
+    }
+
+    /// [`encode_relay_data`] or [`encode_relay_data_v1`].
+    pub fn encode_data<R: Rng + ?Sized>(
+        self,
+        cmd: RelayCmd,
+        stream_id: StreamId,
+        data: &[u8],
+        rng: &mut R,
+        out: &mut [u8; RELAY_BODY_LEN],
+    ) -> Result<(), RelayMsgError> {
+        match self {
+            RelayFormat::V0 => encode_relay_data(cmd, stream_id, data, rng, out),
+            RelayFormat::V1 => encode_relay_data_v1(cmd, stream_id, data, rng, out),
+        }
+    }
+
+    /// [`encode_relay_msg`] or [`encode_relay_msg_v1`].
+    pub fn encode_msg<'m, M: RelayBody<'m>, R: Rng + ?Sized>(
+        self,
+        stream_id: StreamId,
+        msg: &M,
+        rng: &mut R,
+        out: &mut [u8; RELAY_BODY_LEN],
+    ) -> Result<(), RelayMsgError> {
+        match self {
+            RelayFormat::V0 => encode_relay_msg(stream_id, msg, rng, out),
+            RelayFormat::V1 => encode_relay_msg_v1(stream_id, msg, rng, out),
+        }
+    }
 }
 
 fn encode_with<R: Rng + ?Sized>(

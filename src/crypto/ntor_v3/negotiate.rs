@@ -6,10 +6,11 @@
 //! tor:src/trunnel/extension.trunnel) and oxit's circuit-parameter policy
 //! (requirements.md §3.3; C tor onion_crypto.c:negotiate_v3_ntor_server_circ_params).
 //!
-//! Policy today: congestion control is accepted when the relay offers it
-//! (the circuit table's configuration; declined otherwise, with the empty
-//! list); no SUBPROTO capability is supported yet (CGO is not wired to
-//! circuits), so any capability request fails the handshake.
+//! Policy, as C tor 0.4.9's: congestion control is accepted when the relay
+//! offers it (the circuit table's configuration; declined otherwise, with
+//! the empty list). The one SUBPROTO capability supported is CGO (Relay
+//! capability 6), and only together with congestion control; any other
+//! capability fails the handshake.
 
 use thiserror::Error;
 
@@ -19,6 +20,11 @@ pub const EXT_CC_FIELD_REQUEST: u8 = 0x01;
 pub const EXT_CC_FIELD_RESPONSE: u8 = 0x02;
 /// SUBPROTO request: sorted `protocol_id(1) | cap_number(1)` pairs.
 pub const EXT_SUBPROTO: u8 = 0x03;
+/// The protocol id of "Relay" in a SUBPROTO pair (protover.h `PRT_RELAY`).
+pub const PROTO_RELAY: u8 = 2;
+/// Relay capability 6: CGO relay crypto with the v1 message format
+/// (protover.h `PROTOVER_RELAY_CRYPT_CGO`).
+pub const RELAY_CAP_CGO: u8 = 6;
 
 /// One extension of a list: `TYPE(1) | LEN(1) | DATA(LEN)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +65,7 @@ pub enum NegotiationError {
         /// Capability number of the offending pair.
         cap: u8,
     },
-    /// A capability we do not support (we support none yet).
+    /// A capability we do not support (any but CGO).
     #[error("ntor-v3 SUBPROTO requests unsupported capability ({proto}, {cap})")]
     SubprotoUnsupported {
         /// Protocol id.
@@ -67,6 +73,10 @@ pub enum NegotiationError {
         /// Capability number.
         cap: u8,
     },
+    /// CGO without congestion control: its v1 message format has no way to
+    /// carry stream-level SENDMEs.
+    #[error("ntor-v3 asks for CGO without congestion control (the v1 format needs it)")]
+    CgoWithoutCc,
 }
 
 impl NegotiationError {
@@ -133,13 +143,14 @@ pub fn encode_extensions(exts: &[Extension<'_>]) -> Vec<u8> {
     out
 }
 
-/// Check a SUBPROTO body: strictly sorted pairs, then refuse any capability
-/// since we support none (onion_crypto.c:relay_process_subproto_ext).
-fn check_subproto(data: &[u8]) -> Result<(), NegotiationError> {
+/// Check a SUBPROTO body: strictly sorted pairs, each one we support;
+/// returns whether CGO was asked for (onion_crypto.c:relay_process_subproto_ext).
+fn check_subproto(data: &[u8]) -> Result<bool, NegotiationError> {
     if !data.len().is_multiple_of(2) {
         return Err(NegotiationError::SubprotoOddLength { len: data.len() });
     }
     let mut prev: Option<(u8, u8)> = None;
+    let mut cgo = false;
     for pair in data.chunks_exact(2) {
         let (proto, cap) = match pair {
             [p, c] => (*p, *c),
@@ -149,14 +160,13 @@ fn check_subproto(data: &[u8]) -> Result<(), NegotiationError> {
             return Err(NegotiationError::SubprotoUnsorted { proto, cap });
         }
         prev = Some((proto, cap));
+        if (proto, cap) == (PROTO_RELAY, RELAY_CAP_CGO) {
+            cgo = true;
+        } else {
+            return Err(NegotiationError::SubprotoUnsupported { proto, cap });
+        }
     }
-    match data {
-        [proto, cap, ..] => Err(NegotiationError::SubprotoUnsupported {
-            proto: *proto,
-            cap: *cap,
-        }),
-        _ => Ok(()),
-    }
+    Ok(cgo)
 }
 
 /// What the relay answers a client's ntor-v3 message with.
@@ -166,6 +176,9 @@ pub struct Negotiated {
     pub reply: Vec<u8>,
     /// Congestion control was asked for and granted.
     pub cc: bool,
+    /// CGO relay crypto (and the v1 message format) was asked for, and so
+    /// is what the circuit uses.
+    pub cgo: bool,
 }
 
 /// oxit's answer to a client's ntor-v3 message, offering congestion control
@@ -176,30 +189,37 @@ pub struct Negotiated {
 /// - CC_FIELD_REQUEST (its body ignored, as C does) with an offer: reply
 ///   `01 02 01 <sendme_inc>`; otherwise the empty list `00`, and the
 ///   client runs the circuit with classic SENDME windows.
-/// - SUBPROTO: unsorted/duplicate → refuse; any capability → refuse.
+/// - SUBPROTO (the first one, as trn_extension_find): unsorted/duplicate
+///   → refuse; CGO → granted, and nothing in the reply says so (the client
+///   takes a completed handshake as the answer); any other capability →
+///   refuse. CGO on a circuit without congestion control → refuse.
 /// - Unknown extension types are ignored (prop332).
 pub fn negotiate(client_msg: &[u8], cc_offer: Option<u8>) -> Result<Negotiated, NegotiationError> {
-    let mut asked_cc = false;
-    for ext in parse_extensions(client_msg)? {
-        match ext.ext_type {
-            EXT_SUBPROTO => check_subproto(ext.data)?,
-            EXT_CC_FIELD_REQUEST => asked_cc = true,
-            _ => {}
-        }
-    }
-    Ok(match cc_offer {
+    let exts = parse_extensions(client_msg)?;
+    let asked_cc = exts.iter().any(|e| e.ext_type == EXT_CC_FIELD_REQUEST);
+    let cgo = match exts.iter().find(|e| e.ext_type == EXT_SUBPROTO) {
+        Some(e) => check_subproto(e.data)?,
+        None => false,
+    };
+    let n = match cc_offer {
         Some(inc) if asked_cc => Negotiated {
             reply: encode_extensions(&[Extension {
                 ext_type: EXT_CC_FIELD_RESPONSE,
                 data: &[inc],
             }]),
             cc: true,
+            cgo,
         },
         _ => Negotiated {
             reply: encode_extensions(&[]),
             cc: false,
+            cgo,
         },
-    })
+    };
+    if n.cgo && !n.cc {
+        return Err(NegotiationError::CgoWithoutCc);
+    }
+    Ok(n)
 }
 
 /// [`negotiate`] with congestion control declined.
@@ -263,10 +283,20 @@ mod tests {
         assert_eq!(negotiate_circ_params(&[1, 0x7f, 2, 1, 2]).unwrap(), vec![0]);
         // Empty SUBPROTO asks for nothing.
         assert_eq!(negotiate_circ_params(&[1, 3, 0]).unwrap(), vec![0]);
-        // CGO (Relay=2, cap 6) with CC, as 0.4.9 clients send it: refused.
+        // CGO (Relay=2, cap 6) with CC, as 0.4.9 clients send it, on a
+        // relay not offering CC: refused.
         assert_eq!(
             negotiate_circ_params(&[2, 1, 0, 3, 2, 2, 6]),
-            Err(NegotiationError::SubprotoUnsupported { proto: 2, cap: 6 })
+            Err(NegotiationError::CgoWithoutCc)
+        );
+        // Any other capability, alone or beside CGO.
+        assert_eq!(
+            negotiate_circ_params(&[1, 3, 2, 2, 5]),
+            Err(NegotiationError::SubprotoUnsupported { proto: 2, cap: 5 })
+        );
+        assert_eq!(
+            negotiate(&[2, 1, 0, 3, 4, 2, 6, 3, 1], Some(31)),
+            Err(NegotiationError::SubprotoUnsupported { proto: 3, cap: 1 })
         );
         // Unsorted, duplicate, odd length.
         assert_eq!(
@@ -289,8 +319,16 @@ mod tests {
 
     #[test]
     fn congestion_control_offered() {
-        let cc = |reply: Vec<u8>| Negotiated { reply, cc: true };
-        let no = |reply: Vec<u8>| Negotiated { reply, cc: false };
+        let cc = |reply: Vec<u8>| Negotiated {
+            reply,
+            cc: true,
+            cgo: false,
+        };
+        let no = |reply: Vec<u8>| Negotiated {
+            reply,
+            cc: false,
+            cgo: false,
+        };
         // Asked and offered: 01 02 01 <sendme_inc>, as C tor's reply.
         assert_eq!(negotiate(&[1, 1, 0], Some(31)), Ok(cc(vec![1, 2, 1, 31])));
         // The request's body is ignored, as C does.
@@ -301,7 +339,42 @@ mod tests {
         // Not asked, or not offered: the empty list.
         assert_eq!(negotiate(&[0], Some(31)), Ok(no(vec![0])));
         assert_eq!(negotiate(&[1, 1, 0], None), Ok(no(vec![0])));
-        // CGO is still refused, with or without CC.
-        assert!(negotiate(&[2, 1, 0, 3, 2, 2, 6], Some(31)).is_err());
+    }
+
+    #[test]
+    fn cgo_with_congestion_control() {
+        // What a 0.4.9 client sends an exit advertising Relay=5-6: the reply
+        // is the CC answer alone.
+        assert_eq!(
+            negotiate(&[2, 1, 0, 3, 2, 2, 6], Some(31)),
+            Ok(Negotiated {
+                reply: vec![1, 2, 1, 31],
+                cc: true,
+                cgo: true,
+            })
+        );
+        // Order of the extensions does not matter.
+        assert!(negotiate(&[2, 3, 2, 2, 6, 1, 0], Some(31)).unwrap().cgo);
+        // CGO without asking for CC, or with CC not offered: refused.
+        assert_eq!(
+            negotiate(&[1, 3, 2, 2, 6], Some(31)),
+            Err(NegotiationError::CgoWithoutCc)
+        );
+        assert_eq!(
+            negotiate(&[2, 1, 0, 3, 2, 2, 6], None),
+            Err(NegotiationError::CgoWithoutCc)
+        );
+        // Only the first SUBPROTO counts (trn_extension_find).
+        assert!(
+            negotiate(&[3, 1, 0, 3, 2, 2, 6, 3, 2, 9, 9], Some(31))
+                .unwrap()
+                .cgo
+        );
+        assert!(negotiate(&[3, 1, 0, 3, 0, 3, 2, 2, 6], Some(31)).is_ok_and(|n| !n.cgo));
+        // Duplicated CGO.
+        assert_eq!(
+            negotiate(&[2, 1, 0, 3, 4, 2, 6, 2, 6], Some(31)),
+            Err(NegotiationError::SubprotoUnsorted { proto: 2, cap: 6 })
+        );
     }
 }

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 
+use super::hop::{HopCrypto, HopKeys};
 use super::onion::{HandshakeStat, OnionStats, SkinKind};
 use super::{
     Action, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell, MAX_RELAY_EARLY,
     Next, PeerKind, Side,
 };
-use crate::crypto::kdf::CircuitKeys;
 use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate};
-use crate::crypto::tor1::Tor1RelayCrypto;
 use crate::crypto::{fast, ntor, ntor_v3};
 use crate::proto::cell::{
     CELL_BODY_LEN, ChanBody, ChanCmd, CircId, Create2, Created2, Destroy, DestroyReason,
@@ -215,7 +214,11 @@ impl CircuitTable {
         match res {
             Ok((reply_cmd, reply, keys, cc)) => {
                 if cc {
-                    tracing::debug!(?chan, %circ_id, "congestion control negotiated");
+                    let crypto = match keys {
+                        HopKeys::Tor1(_) => "tor1",
+                        HopKeys::Cgo(_) => "CGO",
+                    };
+                    tracing::debug!(?chan, %circ_id, crypto, "congestion control negotiated");
                 }
                 let secs = crate::proto::dos::secs(now);
                 let idx = self.alloc_idx();
@@ -223,7 +226,7 @@ impl CircuitTable {
                     prev_chan: chan,
                     prev_id: circ_id,
                     next: Next::None,
-                    crypto: Tor1RelayCrypto::new(&keys.tor1),
+                    crypto: HopCrypto::new(&keys),
                     early_left: MAX_RELAY_EARLY,
                     windows: match (&self.cfg.cc, cc) {
                         (Some(p), true) => CircWindows::vegas(p),
@@ -274,13 +277,13 @@ impl CircuitTable {
         cmd: ChanCmd,
         body: &[u8; CELL_BODY_LEN],
         rng: &mut impl CryptoRng,
-    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], CircuitKeys, bool), CreateError> {
+    ) -> Result<(ChanCmd, [u8; CELL_BODY_LEN], HopKeys, bool), CreateError> {
         let mut out = [0u8; CELL_BODY_LEN];
         match cmd {
             ChanCmd::CREATE_FAST => {
                 let (reply, keys) = fast::server_handshake(body, rng)?;
                 put(&mut out, &reply);
-                Ok((ChanCmd::CREATED_FAST, out, keys, false))
+                Ok((ChanCmd::CREATED_FAST, out, HopKeys::Tor1(keys), false))
             }
             ChanCmd::CREATE2 => {
                 let c2 = Create2::decode(body)?;
@@ -289,11 +292,11 @@ impl CircuitTable {
                     HandshakeType::NTOR => {
                         let o =
                             ntor::server_handshake(c2.hdata(), &cfg.rsa_id, &cfg.onion_keys, rng)?;
-                        (o.reply.to_vec(), o.keys, false)
+                        (o.reply.to_vec(), HopKeys::Tor1(o.keys), false)
                     }
                     HandshakeType::NTOR_V3 => {
                         let offer = cfg.cc.as_ref().map(|p| p.sendme_inc);
-                        let mut cc = false;
+                        let (mut cc, mut cgo) = (false, false);
                         let o = ntor_v3::server_handshake(
                             c2.hdata(),
                             &cfg.ed_id,
@@ -302,11 +305,16 @@ impl CircuitTable {
                             rng,
                             |msg| {
                                 let n = negotiate(msg, offer)?;
-                                cc = n.cc;
+                                (cc, cgo) = (n.cc, n.cgo);
                                 Ok(n.reply)
                             },
                         )?;
-                        (o.reply, o.keys, cc)
+                        let keys = if cgo {
+                            HopKeys::Cgo(o.cgo)
+                        } else {
+                            HopKeys::Tor1(o.keys)
+                        };
+                        (o.reply, keys, cc)
                     }
                     other => return Err(CreateError::Htype(other)),
                 };

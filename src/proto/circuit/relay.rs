@@ -10,16 +10,17 @@ use std::time::Instant;
 
 use rand::CryptoRng;
 
+use super::hop::HopCrypto;
 use super::{
     CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId, ChanInfo, CircIdx,
     CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind, Side,
 };
-use crate::crypto::tor1::{CellBody, SendmeTag};
+use crate::crypto::tor1::CellBody;
 use crate::exit::dns::address::is_internal;
 use crate::proto::cc::LinkState;
 use crate::proto::cell::{CELL_BODY_LEN, ChanBody, ChanCmd, CircId, DestroyReason};
 use crate::proto::relay_msg::{
-    CircuitMsg, Extend2, Extend2Target, RelayCmd, Sendme, StreamId, Truncated, parse_relay_body,
+    CircuitMsg, Extend2, Extend2Target, RelayCmd, Sendme, SendmeDigest, StreamId, Truncated,
 };
 
 /// Why an EXTEND2 is refused beyond [`Extend2::validate`]
@@ -50,7 +51,7 @@ impl CircuitTable {
         &mut self,
         chan: ChanId,
         seg: &mut [IncomingCell],
-        pre: &mut Vec<Option<(CircIdx, Option<SendmeTag>)>>,
+        pre: &mut Vec<Option<(CircIdx, Option<SendmeDigest>)>>,
     ) {
         pre.clear();
         pre.resize(seg.len(), None);
@@ -66,22 +67,21 @@ impl CircuitTable {
             return;
         }
         order.sort_unstable();
+        let cmds: Vec<ChanCmd> = seg.iter().map(|c| c.cmd).collect();
         let mut slots: Vec<Option<&mut CellBody>> =
             seg.iter_mut().map(|c| Some(&mut c.body)).collect();
         let mut cells: Vec<&mut CellBody> = Vec::with_capacity(order.len());
+        // The tor1 cells' (circuit, index in `seg`), in `cells`' order.
+        let mut tor1: Vec<(CircIdx, usize)> = Vec::with_capacity(order.len());
         let mut crypto: Vec<&mut crate::crypto::tor1::Tor1RelayCrypto> = Vec::new();
         let mut groups = Vec::new();
         let mut k = 0;
         while let Some(&(idx, _)) = order.get(k) {
-            let start = cells.len();
-            while let Some(&(x, i)) = order.get(k)
-                && x == idx
-            {
-                if let Some(b) = slots.get_mut(i).and_then(Option::take) {
-                    cells.push(b);
-                }
+            let run_start = k;
+            while order.get(k).is_some_and(|&(x, _)| x == idx) {
                 k += 1;
             }
+            let run = order.get(run_start..k).unwrap_or(&[]);
             let Some(c) = self.circs.get_mut(&idx) else {
                 continue;
             };
@@ -89,8 +89,34 @@ impl CircuitTable {
             // SAFETY: `order` is sorted, so each `idx` is visited once and
             // each pointer is to a different entry; `circs` is not touched
             // while these references live (they end with this call).
-            crypto.push(unsafe { &mut (*c).crypto });
-            groups.push(start..cells.len());
+            match unsafe { &mut (*c).crypto } {
+                HopCrypto::Tor1(t) => {
+                    let start = cells.len();
+                    for &(_, i) in run {
+                        if let Some(b) = slots.get_mut(i).and_then(Option::take) {
+                            cells.push(b);
+                            tor1.push((idx, i));
+                        }
+                    }
+                    crypto.push(t);
+                    groups.push(start..cells.len());
+                }
+                // CGO now, one cell after the other (a cell's tweak is the
+                // tag of the one before); tor1 below, every circuit at once.
+                HopCrypto::Cgo(g) => {
+                    for &(_, i) in run {
+                        let (Some(b), Some(cmd), Some(p)) = (
+                            slots.get_mut(i).and_then(Option::take),
+                            cmds.get(i),
+                            pre.get_mut(i),
+                        ) else {
+                            continue;
+                        };
+                        let tag = g.decrypt_forward(cmd.get(), b);
+                        *p = Some((idx, tag.map(SendmeDigest::from)));
+                    }
+                }
+            }
         }
         let mut rec = std::mem::take(&mut self.tag_scratch);
         rec.clear();
@@ -102,9 +128,9 @@ impl CircuitTable {
             &mut cells,
             &mut rec,
         );
-        for (&(idx, i), r) in order.iter().zip(&rec) {
+        for (&(idx, i), r) in tor1.iter().zip(&rec) {
             if let Some(p) = pre.get_mut(i) {
-                *p = Some((idx, *r));
+                *p = Some((idx, r.map(SendmeDigest::from)));
             }
         }
         self.tag_scratch = rec;
@@ -114,7 +140,7 @@ impl CircuitTable {
         &mut self,
         chan: ChanId,
         group: &mut [IncomingCell],
-        pre: &[Option<(CircIdx, Option<SendmeTag>)>],
+        pre: &[Option<(CircIdx, Option<SendmeDigest>)>],
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
@@ -142,8 +168,7 @@ impl CircuitTable {
                     self.close_protocol(idx);
                     return;
                 }
-                let mut refs: Vec<&mut CellBody> = group.iter_mut().map(|g| &mut g.body).collect();
-                c.crypto.encrypt_backward_batch(&mut refs);
+                c.crypto.relay_backward(group);
                 let (pc, pid) = (c.prev_chan, c.prev_id);
                 for g in group.iter() {
                     self.push_cell(Some(idx), pc, pid, ChanCmd::RELAY, g.body);
@@ -153,17 +178,14 @@ impl CircuitTable {
                 }
             }
             Side::Prev => {
-                let mut tags = std::mem::take(&mut self.tag_scratch);
+                let mut tags = std::mem::take(&mut self.digest_scratch);
                 tags.clear();
                 let ahead = pre.len() == group.len()
                     && pre.iter().all(|p| p.is_some_and(|(i, _)| i == idx));
                 if ahead {
                     tags.extend(pre.iter().map(|p| p.and_then(|(_, t)| t)));
                 } else {
-                    tags.resize(group.len(), None);
-                    let mut refs: Vec<&mut CellBody> =
-                        group.iter_mut().map(|g| &mut g.body).collect();
-                    c.crypto.decrypt_forward_batch(&mut refs, &mut tags);
+                    c.crypto.decrypt_forward(group, &mut tags);
                 }
                 for (g, tag) in group.iter().zip(tags.iter()) {
                     let Some(c) = self.circs.get_mut(&idx) else {
@@ -188,7 +210,7 @@ impl CircuitTable {
                         },
                     }
                 }
-                self.tag_scratch = tags;
+                self.digest_scratch = tags;
             }
         }
     }
@@ -197,34 +219,40 @@ impl CircuitTable {
         &mut self,
         idx: CircIdx,
         body: &[u8; CELL_BODY_LEN],
-        tag: SendmeTag,
+        tag: SendmeDigest,
         early: bool,
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
-        let Ok((hdr, data)) = parse_relay_body(body) else {
+        let Some(format) = self.circs.get(&idx).map(|c| c.crypto.format()) else {
+            return;
+        };
+        let Ok((cmd, stream_id, data)) = format.parse(body) else {
+            // A v1 cell with an unknown command is undecodable, as a bad
+            // length is in either format (relay.c: "Received undecodable
+            // relay cell").
             self.close_protocol(idx);
             return;
         };
-        if hdr.cmd == RelayCmd::DATA {
+        if cmd == RelayCmd::DATA {
             // DATA counts for the circuit window even on stream 0 or an
             // unknown stream (relay.c handle_relay_cell_command).
             if !self.circuit_data_received(idx, tag, rng) {
                 return;
             }
-            if !hdr.stream_id.is_circuit() {
-                self.stream_data(idx, hdr.stream_id, data, now, rng);
+            if !stream_id.is_circuit() {
+                self.stream_data(idx, stream_id, data, now, rng);
             }
             return;
         }
-        if !hdr.stream_id.is_circuit() {
-            self.stream_cell(idx, hdr.cmd, hdr.stream_id, data, now, rng);
+        if !stream_id.is_circuit() {
+            self.stream_cell(idx, cmd, stream_id, data, now, rng);
             return;
         }
-        if hdr.cmd.needs_stream() {
+        if cmd.needs_stream() {
             return; // "Relay command %u with zero stream_id. Dropping."
         }
-        match CircuitMsg::decode(hdr.cmd, data) {
+        match CircuitMsg::decode(cmd, data) {
             Err(e) => {
                 tracing::debug!("bad circuit-level relay message: {e}");
                 self.close_protocol(idx);
@@ -266,14 +294,14 @@ impl CircuitTable {
     fn circuit_data_received(
         &mut self,
         idx: CircIdx,
-        tag: SendmeTag,
+        tag: SendmeDigest,
         rng: &mut impl CryptoRng,
     ) -> bool {
         let Some(c) = self.circs.get_mut(&idx) else {
             return false;
         };
         c.windows.deliver -= 1;
-        c.windows.last_data_tag = tag.0;
+        c.windows.last_data_tag = tag;
         if c.windows.deliver < 0 {
             self.close_protocol(idx);
             return false;
@@ -307,8 +335,13 @@ impl CircuitTable {
         let valid = match (expected, s) {
             (None, _) => false,
             (Some(_), Sendme::V0) => self.cfg.sendme_accept_min_version == 0,
+            // A tag of the other algorithm's length never matches
+            // (sendme.c:cell_v1_is_valid).
             (Some(exp), Sendme::V1 { tag }) if self.cfg.sendme_accept_min_version <= 1 => {
-                bool::from(subtle::ConstantTimeEq::ct_eq(&exp[..], &tag[..]))
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    exp.as_bytes(),
+                    tag.as_bytes(),
+                ))
             }
             (Some(_), Sendme::V1 { .. } | Sendme::Unknown { .. }) => false,
         };

@@ -13,8 +13,10 @@
 
 use std::ops::Range;
 
+use super::hop::HopCrypto;
 use super::{Action, CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CircIdx, CircuitTable};
 use crate::crypto::tor1::{CellBody, SendmeTag, Tor1Batch, Tor1RelayCrypto};
+use crate::proto::relay_msg::SendmeDigest;
 
 /// A plaintext cell in the action queue.
 #[derive(Clone, Copy)]
@@ -185,7 +187,24 @@ impl CircuitTable {
             // each pointer is to a different entry, and `circs` is not
             // touched again while these references live (they end with
             // this function, before the loop below uses `circs`).
-            crypto.push(unsafe { &mut (*c).crypto });
+            let c = unsafe { &mut *c };
+            let t = match &mut c.crypto {
+                HopCrypto::Tor1(t) => t,
+                HopCrypto::Cgo(g) => {
+                    // CGO seals here, one cell after the other: each
+                    // cell's tweak is the tag of the one before.
+                    for &(_, k) in run {
+                        if let Some(b) = slots.get_mut(k).and_then(Option::take) {
+                            let tag = g.originate_backward(b);
+                            if unsealed.get(k).is_some_and(|u| u.keep_tag) {
+                                c.windows.expected_tags.push_back(tag.into());
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            crypto.push(t);
             circ_ids.push(idx);
             for &(_, k) in run {
                 if let Some(b) = slots.get_mut(k).and_then(Option::take) {
@@ -209,7 +228,7 @@ impl CircuitTable {
             let run = kept.get(g.clone()).unwrap_or(&[]);
             for (&k, t) in run.iter().zip(tags.get(g.clone()).unwrap_or(&[])) {
                 if unsealed.get(k).is_some_and(|u| u.keep_tag) {
-                    c.windows.expected_tags.push_back(t.0);
+                    c.windows.expected_tags.push_back(SendmeDigest::from(*t));
                 }
             }
         }

@@ -16,7 +16,8 @@ use crate::crypto::{fast, ntor, ntor_v3};
 use crate::exit::policy::{self, AddrPattern, ExitPolicy, PolicyRule, PortRange};
 use crate::proto::cell::{ChanBody, Create2, Created2, CreatedFast, HandshakeType};
 use crate::proto::relay_msg::{
-    Extend2, Extended2, LinkSpec, RelayCmd, RelayHeader, encode_relay_data, parse_relay_body,
+    Extend2, Extended2, LinkSpec, RelayCmd, RelayHeader, encode_relay_data, encode_relay_msg,
+    parse_relay_body,
 };
 
 pub(crate) const CLIENT_CHAN: ChanId = ChanId(1);

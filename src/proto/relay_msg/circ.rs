@@ -15,7 +15,8 @@ fn put(w: &mut SliceWriter<'_>, what: &'static str, b: &[u8]) -> Result<(), Rela
 /// SENDME (requirements.md §5.7; sendme_cell.trunnel; sendme.c).
 ///
 /// Empty body = version 0. Otherwise `VERSION(1) | DATA_LEN(2) | DATA`;
-/// version 1 carries the 20-byte digest tag of the cell it acknowledges.
+/// version 1 carries the tag of the cell it acknowledges ([`SendmeDigest`]:
+/// 20 bytes on a tor1 circuit, 16 on a CGO one).
 /// Versions other than 0 and 1 are kept ([`Sendme::Unknown`]) for the
 /// circuit to police against `sendme_accept_min_version`; note that C tor's
 /// trunnel parser refuses them outright, so the circuit should close.
@@ -25,7 +26,7 @@ pub enum Sendme {
     /// Version 0 (empty, or version byte 0 with ignored data).
     V0,
     /// Version 1: authenticated by the digest tag.
-    V1 { tag: [u8; 20] },
+    V1 { tag: SendmeDigest },
     /// Any other version, with its data.
     Unknown { version: u8, data: Vec<u8> },
 }
@@ -44,9 +45,9 @@ impl RelayBody<'_> for Sendme {
         Ok(match version {
             0 => Sendme::V0,
             1 => Sendme::V1 {
-                tag: <[u8; 20]>::try_from(body).map_err(|_| RelayMsgError::Malformed {
+                tag: SendmeDigest::from_slice(body).ok_or(RelayMsgError::Malformed {
                     parsing: P,
-                    reason: "version 1 DATA_LEN is not 20",
+                    reason: "version 1 DATA_LEN is neither 16 nor 20",
                 })?,
             },
             version => Sendme::Unknown {
@@ -59,8 +60,8 @@ impl RelayBody<'_> for Sendme {
         match self {
             Sendme::V0 => Ok(()),
             Sendme::V1 { tag } => {
-                put(w, "SENDME", &[1, 0, 20])?;
-                put(w, "SENDME", tag)
+                put(w, "SENDME", &[1, 0, tag.len])?;
+                put(w, "SENDME", tag.as_bytes())
             }
             Sendme::Unknown { version, data } => {
                 let len = u16::try_from(data.len()).map_err(|_| RelayMsgError::TooLong {
@@ -73,6 +74,64 @@ impl RelayBody<'_> for Sendme {
                 put(w, "SENDME", data)
             }
         }
+    }
+}
+
+/// The tag an authenticated SENDME echoes: what the relay crypto reported
+/// for the cell it acknowledges, 20 bytes on a tor1 circuit and 16 on a
+/// CGO one (or.h `SENDME_TAG_LEN_TOR1`, `SENDME_TAG_LEN_CGO`;
+/// sendme_cell.trunnel `data_len IN [16, 20]`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SendmeDigest {
+    bytes: [u8; 20],
+    /// 16 or 20.
+    len: u8,
+}
+
+impl SendmeDigest {
+    /// A tor1 tag: the cell's running SHA-1 digest.
+    pub const fn tor1(bytes: [u8; 20]) -> Self {
+        Self { bytes, len: 20 }
+    }
+
+    /// A CGO tag.
+    pub fn cgo(tag: [u8; 16]) -> Self {
+        let mut bytes = [0; 20];
+        bytes[..16].copy_from_slice(&tag);
+        Self { bytes, len: 16 }
+    }
+
+    /// A tag of either length; `None` for any other.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        match b.len() {
+            16 => <[u8; 16]>::try_from(b).ok().map(Self::cgo),
+            20 => <[u8; 20]>::try_from(b).ok().map(Self::tor1),
+            _ => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes
+            .get(..usize::from(self.len))
+            .unwrap_or(&self.bytes)
+    }
+}
+
+impl Default for SendmeDigest {
+    fn default() -> Self {
+        Self::tor1([0; 20])
+    }
+}
+
+impl From<crate::crypto::tor1::SendmeTag> for SendmeDigest {
+    fn from(t: crate::crypto::tor1::SendmeTag) -> Self {
+        Self::tor1(t.0)
+    }
+}
+
+impl From<crate::crypto::cgo::CgoTag> for SendmeDigest {
+    fn from(t: crate::crypto::cgo::CgoTag) -> Self {
+        Self::cgo(t.0)
     }
 }
 

@@ -353,7 +353,9 @@ fn sendme_vectors() {
         .unwrap();
     msg(
         "01 0014 F01234989823478bcdefabcdef01234567890123",
-        &Sendme::V1 { tag },
+        &Sendme::V1 {
+            tag: SendmeDigest::tor1(tag),
+        },
     );
     // hand-generated from the spec: version 0 with data, unknown version kept,
     // v1 with the wrong length refused, trailing bytes ignored.
@@ -365,8 +367,19 @@ fn sendme_vectors() {
             data: vec![0xab, 0xcd],
         },
     );
+    // A CGO circuit's 16-byte tag (sendme_cell.trunnel: data_len 16 or 20).
+    msg(
+        "01 0010 00112233445566778899aabbccddeeff",
+        &Sendme::V1 {
+            tag: SendmeDigest::cgo(
+                unhex("00112233445566778899aabbccddeeff")
+                    .try_into()
+                    .unwrap(),
+            ),
+        },
+    );
     assert!(matches!(
-        Sendme::decode(&unhex("01 0010 00000000000000000000000000000000")),
+        Sendme::decode(&unhex("01 0011 0000000000000000000000000000000000")),
         Err(RelayMsgError::Malformed { .. })
     ));
     assert!(Sendme::decode(&unhex("01 0014 F012")).is_err());
@@ -376,7 +389,9 @@ fn sendme_vectors() {
             "01 0014 F01234989823478bcdefabcdef01234567890123 ffff"
         ))
         .unwrap(),
-        Sendme::V1 { tag }
+        Sendme::V1 {
+            tag: SendmeDigest::tor1(tag)
+        }
     );
 }
 

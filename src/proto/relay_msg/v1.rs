@@ -151,7 +151,7 @@ fn encode_v1_with<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::relay_msg::{End, EndReason, Sendme};
+    use crate::proto::relay_msg::{End, EndReason, Sendme, SendmeDigest};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -193,7 +193,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         let mut out = [0u8; RELAY_BODY_LEN];
         let tag = [5u8; 20];
-        let sendme = Sendme::V1 { tag };
+        let sendme = Sendme::V1 {
+            tag: SendmeDigest::tor1(tag),
+        };
         encode_relay_msg_v1(StreamId::CIRCUIT, &sendme, &mut rng, &mut out).unwrap();
         // 01 | 0014 | tag: 23 bytes, right after the 3-byte header.
         assert_eq!(&out[16..19], &[5, 0, 23]);

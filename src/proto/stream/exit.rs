@@ -22,8 +22,8 @@ use crate::proto::circuit::{
 };
 use crate::proto::dos::StreamDefense;
 use crate::proto::relay_msg::{
-    Begin, BeginTarget, Connected, End, EndReason, RELAY_DATA_MAX, RelayBody, RelayCmd, Resolve,
-    Resolved, ResolvedVal, Sendme, StreamId,
+    Begin, BeginTarget, Connected, End, EndReason, RelayBody, RelayCmd, Resolve, Resolved,
+    ResolvedVal, Sendme, StreamId,
 };
 
 /// What [`CircuitTable::admit_stream`] decided.
@@ -573,11 +573,10 @@ impl CircuitTable {
         } else {
             stream_window as usize
         };
-        let cells = self.package_data(idx, sid, data, max, now, rng);
+        let (cells, taken) = self.package_data(idx, sid, data, max, now, rng);
         if !cc && let Some(s) = self.streams.get_mut(&key) {
             s.package -= cells as i32;
         }
-        let taken = data.len().min(cells * RELAY_DATA_MAX);
         self.paused_after(key, taken, data.len())
     }
 
@@ -704,8 +703,11 @@ impl CircuitTable {
         body: &[u8],
         rng: &mut impl CryptoRng,
     ) {
+        let Some(format) = self.circs.get(&circ).map(|c| c.crypto.format()) else {
+            return;
+        };
         let mut cell = [0u8; crate::proto::relay_msg::RELAY_BODY_LEN];
-        if crate::proto::relay_msg::encode_relay_data(cmd, sid, body, rng, &mut cell).is_ok() {
+        if format.encode_data(cmd, sid, body, rng, &mut cell).is_ok() {
             self.push_originated(circ, cell);
         }
     }

@@ -13,7 +13,7 @@ use crate::proto::circuit::tests::{
 };
 use crate::proto::circuit::{Action, ChanId, PeerKind, StreamKey};
 use crate::proto::relay_msg::{
-    Connected, End, EndReason, RelayBody, RelayCmd, Resolved, ResolvedVal, Sendme,
+    Connected, End, EndReason, RelayBody, RelayCmd, Resolved, ResolvedVal, Sendme, SendmeDigest,
 };
 
 /// The exit with a circuit arriving from a known relay.
@@ -386,7 +386,16 @@ impl Receiver {
             self.stream_deliver -= 1;
             if self.circ_deliver <= 900 {
                 self.circ_deliver += 100;
-                let mut c = [client_msg(cl, rng, 0, 0, &Sendme::V1 { tag }, false)];
+                let mut c = [client_msg(
+                    cl,
+                    rng,
+                    0,
+                    0,
+                    &Sendme::V1 {
+                        tag: SendmeDigest::tor1(tag),
+                    },
+                    false,
+                )];
                 r.t.handle_cells(RELAY_CHAN, &mut c, now(), rng);
             }
             if self.stream_deliver <= 450 {
@@ -458,7 +467,9 @@ fn download_3000_cells_with_windows_and_v1_sendmes() {
                 &mut rng,
                 0,
                 0,
-                &Sendme::V1 { tag },
+                &Sendme::V1 {
+                    tag: SendmeDigest::tor1(tag),
+                },
                 false,
             )];
             r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
@@ -509,7 +520,9 @@ fn download_3000_cells_with_windows_and_v1_sendmes() {
         &mut rng,
         0,
         0,
-        &Sendme::V1 { tag: [7; 20] },
+        &Sendme::V1 {
+            tag: SendmeDigest::tor1([7; 20]),
+        },
         false,
     )];
     r.t.handle_cells(RELAY_CHAN, &mut c, now(), &mut rng);
@@ -541,7 +554,9 @@ fn upload_emits_v1_circuit_sendme_with_last_data_tag() {
     assert_eq!(sendmes[0].1, 0);
     assert_eq!(
         Sendme::decode(&sendmes[0].2).unwrap(),
-        Sendme::V1 { tag: last_tag }
+        Sendme::V1 {
+            tag: SendmeDigest::tor1(last_tag)
+        }
     );
 }
 
@@ -973,7 +988,9 @@ fn cc_download_follows_the_congestion_window() {
                     &mut rng,
                     0,
                     0,
-                    &Sendme::V1 { tag },
+                    &Sendme::V1 {
+                        tag: SendmeDigest::tor1(tag),
+                    },
                     false,
                 )];
                 r.t.handle_cells(RELAY_CHAN, &mut c, t, &mut rng);
@@ -1024,7 +1041,14 @@ fn cc_upload_sendmes_and_stream_sendme_refused() {
         .collect();
     assert_eq!(
         sendmes,
-        vec![Sendme::V1 { tag: tags[30] }, Sendme::V1 { tag: tags[61] }],
+        vec![
+            Sendme::V1 {
+                tag: SendmeDigest::tor1(tags[30])
+            },
+            Sendme::V1 {
+                tag: SendmeDigest::tor1(tags[61])
+            }
+        ],
         "no stream SENDMEs on a CC circuit either"
     );
     send(&mut r, &mut cl, &mut rng, RelayCmd::SENDME, 1, &[]);

@@ -25,7 +25,7 @@ use tor_llcrypto::pk::ed25519::Ed25519Identity;
 use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_proto::ccparams::{
     Algorithm, CongestionControlParams, CongestionWindowParamsBuilder, FixedWindowParamsBuilder,
-    RoundTripEstimatorParamsBuilder,
+    RoundTripEstimatorParamsBuilder, VegasParamsBuilder,
 };
 use tor_proto::circuit::CircParameters;
 use tor_proto::client::circuit::TimeoutEstimator;
@@ -54,6 +54,10 @@ pub enum Handshake {
     Ntor,
     /// ntor-v3 (HTYPE 3), without any extension (no congestion control).
     NtorV3,
+    /// ntor-v3 asking for congestion control (Vegas, C tor's consensus
+    /// defaults) when the hop's protocols say FlowCtrl=2, and for CGO
+    /// relay crypto when they also say Relay=5-6, as tor-proto decides.
+    NtorV3Cc,
     /// CREATE_FAST: only valid for the first hop.
     Fast,
 }
@@ -64,9 +68,10 @@ impl std::str::FromStr for Handshake {
         match s {
             "ntor" => Ok(Self::Ntor),
             "ntor-v3" | "ntorv3" => Ok(Self::NtorV3),
+            "ntor-v3-cc" => Ok(Self::NtorV3Cc),
             "fast" => Ok(Self::Fast),
             other => Err(Error::BadHopSpec(format!(
-                "handshake {other:?}: expected ntor, ntor-v3 or fast"
+                "handshake {other:?}: expected ntor, ntor-v3, ntor-v3-cc or fast"
             ))),
         }
     }
@@ -271,12 +276,20 @@ impl HopSpec {
         self
     }
 
+    /// The same hop, described with the subprotocols it publishes (what
+    /// tor-proto negotiates congestion control and CGO from).
+    pub fn with_protocols(mut self, protocols: &str) -> Self {
+        self.protocols = protocols.to_owned();
+        self
+    }
+
     /// The CLI form accepted by [`HopSpec::parse_cli`].
     pub fn to_cli(&self) -> String {
         let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
         let hs = match self.handshake {
             Handshake::Ntor => "ntor",
             Handshake::NtorV3 => "ntor-v3",
+            Handshake::NtorV3Cc => "ntor-v3-cc",
             Handshake::Fast => "fast",
         };
         format!(
@@ -344,6 +357,17 @@ impl TimeoutEstimator for FixedTimeout {
 /// The Vegas-only fields must still be filled in; they are prop324's
 /// defaults and are never used since the algorithm is FixedWindow.
 pub fn circ_params_no_cc() -> Result<CircParameters, Error> {
+    circ_params(false)
+}
+
+/// Circuit parameters with congestion control ON: Vegas with C tor 0.4.9's
+/// consensus defaults (congestion_control_common.c, congestion_control_vegas.c).
+/// A hop whose protocols lack FlowCtrl=2 still gets fixed windows.
+pub fn circ_params_cc() -> Result<CircParameters, Error> {
+    circ_params(true)
+}
+
+fn circ_params(vegas: bool) -> Result<CircParameters, Error> {
     let bad = |what: &str, e: &dyn std::fmt::Display| Error::BadHopSpec(format!("{what}: {e}"));
     let fixed = FixedWindowParamsBuilder::default()
         .circ_window_start(1000)
@@ -356,7 +380,7 @@ pub fn circ_params_no_cc() -> Result<CircParameters, Error> {
         .cwnd_inc_pct_ss(tor_units::Percentage::new(100))
         .cwnd_inc(31)
         .cwnd_inc_rate(1)
-        .cwnd_min(31)
+        .cwnd_min(124)
         .cwnd_max(u32::MAX)
         .sendme_inc(31)
         .build()
@@ -368,8 +392,25 @@ pub fn circ_params_no_cc() -> Result<CircParameters, Error> {
         .rtt_reset_pct(tor_units::Percentage::new(100))
         .build()
         .map_err(|e| bad("rtt params", &e))?;
+    let alg = if vegas {
+        // cc_vegas_{alpha,beta,gamma,delta}_exit and cc_sscap_exit, which
+        // a client uses on its exit circuits: 186, 248, 186, 310, 600 (the
+        // 5-tuple is alpha, beta, delta, gamma, cap); cc_ss_max 5000,
+        // cc_cwnd_full_gap 4, _minpct 25, _per_cwnd 1.
+        let v = VegasParamsBuilder::default()
+            .cell_in_queue_params((186, 248, 310, 186, 600).into())
+            .ss_cwnd_max(5000)
+            .cwnd_full_gap(4)
+            .cwnd_full_min_pct(tor_units::Percentage::new(25))
+            .cwnd_full_per_cwnd(1)
+            .build()
+            .map_err(|e| bad("vegas params", &e))?;
+        Algorithm::Vegas(v)
+    } else {
+        Algorithm::FixedWindow(fixed)
+    };
     let cc = CongestionControlParams::builder()
-        .alg(Algorithm::FixedWindow(fixed))
+        .alg(alg)
         .fixed_window_params(fixed)
         .cwnd_params(cwnd)
         .rtt_params(rtt)
@@ -442,23 +483,21 @@ pub async fn build_circuit(hops: &[HopSpec]) -> Result<Tunnel, Error> {
         .map_err(|e| Error::proto(ctx("allocating a circuit on"), e))?;
     tokio::spawn(circ_reactor.run());
 
-    let params = circ_params_no_cc()?;
+    let params_for = |h: Handshake| match h {
+        Handshake::NtorV3Cc => circ_params_cc(),
+        _ => circ_params_no_cc(),
+    };
     let first_target = first.circ_target()?;
     // The explicit per-handshake calls are deprecated in favour of a method
     // that picks ntor-v3 whenever Relay=4 is advertised; the tests need to
     // choose.
+    let params = params_for(first.handshake)?;
     #[allow(deprecated)]
     let tunnel = match first.handshake {
-        Handshake::Fast => pending.create_firsthop_fast(params.clone()).await,
-        Handshake::Ntor => {
-            pending
-                .create_firsthop_ntor(&first_target, params.clone())
-                .await
-        }
-        Handshake::NtorV3 => {
-            pending
-                .create_firsthop_ntor_v3(&first_target, params.clone())
-                .await
+        Handshake::Fast => pending.create_firsthop_fast(params).await,
+        Handshake::Ntor => pending.create_firsthop_ntor(&first_target, params).await,
+        Handshake::NtorV3 | Handshake::NtorV3Cc => {
+            pending.create_firsthop_ntor_v3(&first_target, params).await
         }
     }
     .map_err(|e| Error::proto(ctx("creating the first hop at"), e))?;
@@ -469,10 +508,11 @@ pub async fn build_circuit(hops: &[HopSpec]) -> Result<Tunnel, Error> {
             .as_single_circ()
             .map_err(|e| Error::proto("single-path circuit", e))?;
         let what = format!("extending to {}", hop.addr);
+        let params = params_for(hop.handshake)?;
         #[allow(deprecated)]
         match hop.handshake {
-            Handshake::Ntor => circ.extend_ntor(&target, params.clone()).await,
-            Handshake::NtorV3 => circ.extend_ntor_v3(&target, params.clone()).await,
+            Handshake::Ntor => circ.extend_ntor(&target, params).await,
+            Handshake::NtorV3 | Handshake::NtorV3Cc => circ.extend_ntor_v3(&target, params).await,
             Handshake::Fast => {
                 return Err(Error::BadHopSpec(format!(
                     "{what}: CREATE_FAST is only valid for the first hop"

@@ -239,14 +239,18 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
         20 << 20,
         "20 MiB through the client",
     );
-    // oxit advertises FlowCtrl=2, so the C tor client asked for congestion
-    // control on its exit circuit, and got it.
+    // oxit advertises FlowCtrl=2 and Relay=5-6, so the C tor client asked
+    // for congestion control and CGO on its exit circuit, and got both:
+    // the 20 MiB above went over CGO.
+    let negotiated = net.oxit.log_lines("congestion control negotiated");
     assert!(
-        !net.oxit
-            .log_lines("congestion control negotiated")
-            .is_empty(),
-        "{}",
+        negotiated.iter().any(|l| l.contains("crypto=CGO")),
+        "{negotiated:?}\n{}",
         net.oxit.log_tail(60)
+    );
+    eprintln!(
+        "[{backend:?}] oxit's log of what the C tor client negotiated: {}",
+        negotiated.first().map_or("", |l| l.as_str())
     );
     std::thread::scope(|sc| {
         for i in 0..20 {
@@ -304,10 +308,13 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     let unlisted_hop = unlisted.hop(Handshake::Ntor).expect("unlisted hop");
     let port = http.addr().port();
     rt.block_on(async {
-        let t = tokio::time::timeout(STEP, client::build_circuit(&[listed_hop, oxit_hop.clone()]))
-            .await
-            .expect("in time")
-            .expect("circuit through a listed relay");
+        let t = tokio::time::timeout(
+            STEP,
+            client::build_circuit(&[listed_hop.clone(), oxit_hop.clone()]),
+        )
+        .await
+        .expect("in time")
+        .expect("circuit through a listed relay");
         let body =
             tokio::time::timeout(STEP, client::http_get(&t, "127.0.0.1", port, "/bytes/1000"))
                 .await
@@ -325,6 +332,42 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
         .expect("in time")
         .expect_err("oxit must refuse to connect to a relay's ORPort");
         assert_eq!(err.end_reason(), Some(END_CONNECTREFUSED), "{err}");
+        // tor-proto as a congestion-controlled client: told oxit's own
+        // protocols it asks for CC and CGO; without Relay=5-6, for CC on
+        // tor1. oxit's log says what each circuit got.
+        let tor1_cc = oxit::dir::descriptor::PROTOCOLS.replace("Relay=2-6", "Relay=2-4");
+        for (protocols, crypto) in [
+            (oxit::dir::descriptor::PROTOCOLS, "crypto=CGO"),
+            (tor1_cc.as_str(), "crypto=tor1"),
+        ] {
+            let before = net.oxit.log_lines(crypto).len();
+            let hop = oxit_hop
+                .clone()
+                .with_handshake(Handshake::NtorV3Cc)
+                .with_protocols(protocols);
+            let t = tokio::time::timeout(STEP, client::build_circuit(&[listed_hop.clone(), hop]))
+                .await
+                .expect("in time")
+                .unwrap_or_else(|e| panic!("tor-proto circuit asking {crypto}: {e}"));
+            let n = 3 << 20;
+            let body = tokio::time::timeout(
+                STEP,
+                client::http_get(&t, "127.0.0.1", port, &format!("/bytes/{n}")),
+            )
+            .await
+            .expect("in time")
+            .unwrap_or_else(|e| panic!("download over tor-proto with {crypto}: {e}"));
+            check_body(
+                &body,
+                n,
+                &format!("tor-proto with congestion control, {crypto}"),
+            );
+            assert!(
+                net.oxit.log_lines(crypto).len() > before,
+                "oxit negotiated no {crypto} circuit for tor-proto:\n{}",
+                net.oxit.log_tail(40)
+            );
+        }
         let t = tokio::time::timeout(STEP, client::build_circuit(&[unlisted_hop, oxit_hop]))
             .await
             .expect("in time")
