@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
+use oxit::crypto::cgo::CgoClientHop;
 use oxit::crypto::ntor::{self, NtorClientState};
 use oxit::crypto::ntor_v3::{self, NTOR3_CIRC_VERIFICATION, Ntor3ClientState};
 use oxit::crypto::tor1::Tor1ClientLayer;
@@ -36,7 +37,8 @@ use oxit::proto::cell::{
 use oxit::proto::channel::{ChanEvent, Channel, ExpectedPeer, IncomingCell, LinkKeys, TlsSession};
 use oxit::proto::relay_msg::{
     self, Begin, BeginFlags, Extend2, Extended2, LinkSpec, RELAY_BODY_LEN, RELAY_DATA_MAX,
-    RELAY_HEADER_LEN, RelayBody, RelayCmd, RelayHeader, StreamId,
+    RELAY_HEADER_LEN, RelayBody, RelayCmd, RelayFormat, RelayHeader, Sendme, SendmeDigest,
+    StreamId,
 };
 use oxit::runtime::driver::{Event, Handler, Ops, Token};
 use oxit::runtime::tls::TlsConn;
@@ -91,6 +93,31 @@ pub enum Hs {
     Mixed,
 }
 
+/// What the circuits to the relay under test negotiate (one hop: no
+/// `--via`, and only the exit scenarios).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Crypto {
+    /// tor1 with fixed windows: what the handshake flag says.
+    Tor1,
+    /// ntor-v3 asking for congestion control: tor1, SENDMEs every
+    /// `sendme_inc` cells, no stream windows.
+    Tor1Cc,
+    /// ntor-v3 asking for congestion control and CGO (what a 0.4.9
+    /// client asks an exit advertising Relay=5-6).
+    Cgo,
+}
+
+impl Crypto {
+    /// The ntor-v3 client message.
+    fn ntor3_message(self) -> &'static [u8] {
+        match self {
+            Crypto::Tor1 => NTOR3_NO_EXTENSIONS,
+            Crypto::Tor1Cc => &[1, 1, 0],
+            Crypto::Cgo => &[2, 1, 0, 3, 2, 2, 6],
+        }
+    }
+}
+
 /// What a run does; the command line fills it.
 #[derive(Clone, Debug)]
 pub struct Cfg {
@@ -103,6 +130,7 @@ pub struct Cfg {
     pub bytes: u64,
     pub rate: f64,
     pub handshake: Hs,
+    pub crypto: Crypto,
     pub sample_every: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -208,6 +236,8 @@ struct Stream {
     started: Instant,
     ack_ok: Option<bool>,
     ping_at: Option<Instant>,
+    /// The exit's XOFF holds the upload until its XON.
+    xoff: bool,
 }
 
 struct Circ {
@@ -215,6 +245,14 @@ struct Circ {
     id: u32,
     state: CState,
     layers: Vec<Tor1ClientLayer>,
+    /// The one hop's CGO state, instead of `layers`.
+    cgo: Option<Box<CgoClientHop>>,
+    /// Congestion control was negotiated: circuit SENDMEs every this many
+    /// DATA cells, no stream windows.
+    cc_inc: Option<u32>,
+    /// Tag of the last cell received (verified tor1, or CGO): what a v1
+    /// SENDME echoes.
+    last_tag: Option<SendmeDigest>,
     /// The last hop is the fake exit, which has no layer.
     null_last: bool,
     verify: bool,
@@ -229,6 +267,23 @@ struct Circ {
     ping_at: Option<Instant>,
     next_ping: Instant,
     sending: bool,
+}
+
+impl Stream {
+    fn may_upload(&self) -> bool {
+        self.req.mode == Mode::Upload && self.state == SState::Open && self.pkg > 0 && !self.xoff
+    }
+}
+
+impl Circ {
+    /// The relay message format of the circuit's last hop.
+    fn format(&self) -> RelayFormat {
+        if self.cgo.is_some() {
+            RelayFormat::V1
+        } else {
+            RelayFormat::V0
+        }
+    }
 }
 
 enum Kind {
@@ -566,6 +621,9 @@ impl Gen {
     }
 
     fn handshake_for(&self, n: u64) -> HandshakeType {
+        if self.cfg.crypto != Crypto::Tor1 {
+            return HandshakeType::NTOR_V3;
+        }
         match self.cfg.handshake {
             Hs::Ntor => HandshakeType::NTOR,
             Hs::NtorV3 => HandshakeType::NTOR_V3,
@@ -590,7 +648,7 @@ impl Gen {
             let skin = self.onionskin(htype, &hop)?;
             (Pending::Unchecked, skin)
         } else {
-            client_create(htype, &hop)?
+            client_create(htype, &hop, self.cfg.crypto.ntor3_message())?
         };
         let create = Create2::new(htype, hdata).ok()?;
         let link = &mut self.links[li];
@@ -602,6 +660,9 @@ impl Gen {
             id,
             state: CState::Creating(pending),
             layers: Vec::new(),
+            cgo: None,
+            cc_inc: None,
+            last_tag: None,
             null_last: false,
             verify: verify || role == Role::Probe,
             role,
@@ -630,7 +691,7 @@ impl Gen {
         if self.onionskins.len() < ONIONSKIN_POOL * 2 {
             for _ in 0..ONIONSKIN_POOL {
                 for t in [HandshakeType::NTOR, HandshakeType::NTOR_V3] {
-                    let (_, h) = client_create(t, hop)?;
+                    let (_, h) = client_create(t, hop, NTOR3_NO_EXTENSIONS)?;
                     self.onionskins.push((t, h));
                 }
             }
@@ -706,6 +767,8 @@ impl Gen {
         let CState::Creating(pending) = std::mem::replace(&mut c.state, CState::Open) else {
             return;
         };
+        let mut cgo_keys = None;
+        let mut cc_reply = None;
         let keys = match pending {
             Pending::Unchecked => None,
             Pending::Ntor(st) => match ntor::client_finish(st, reply.hdata()) {
@@ -719,8 +782,12 @@ impl Gen {
                 }
             },
             Pending::Ntor3(st) => {
-                match ntor_v3::client_finish(st, reply.hdata(), NTOR3_CIRC_VERIFICATION) {
-                    Ok((_, k)) => Some(k),
+                match ntor_v3::client_finish_all(st, reply.hdata(), NTOR3_CIRC_VERIFICATION) {
+                    Ok((msg, k, cgo)) => {
+                        cc_reply = Some(msg);
+                        cgo_keys = Some(cgo);
+                        Some(k)
+                    }
                     Err(e) => {
                         self.counters.protocol_errors += 1;
                         self.note_error(format!("CREATED2 (ntor-v3): {e}"));
@@ -742,8 +809,25 @@ impl Gen {
             self.kill_circ(ci);
             return;
         }
-        if let Some(k) = keys {
-            c.layers.push(Tor1ClientLayer::new(&k.tor1));
+        if self.cfg.crypto != Crypto::Tor1 {
+            // The reply grants CC with its sendme_inc, or the run is void.
+            match cc_reply.as_deref() {
+                Some(&[1, 2, 1, inc]) if inc > 0 => c.cc_inc = Some(u32::from(inc)),
+                other => {
+                    self.counters.protocol_errors += 1;
+                    self.note_error(format!(
+                        "the relay did not grant congestion control: ntor-v3 reply {other:?}"
+                    ));
+                    self.build_done(ci, false);
+                    self.kill_circ(ci);
+                    return;
+                }
+            }
+        }
+        match (self.cfg.crypto, keys, cgo_keys) {
+            (Crypto::Cgo, _, Some(g)) => c.cgo = Some(Box::new(CgoClientHop::new(&g.0))),
+            (_, Some(k), _) => c.layers.push(Tor1ClientLayer::new(&k.tor1)),
+            _ => {}
         }
         match self.second_hop() {
             Some(hop) => self.extend(ci, &hop),
@@ -798,23 +882,58 @@ impl Gen {
     /// Send a relay message to the last hop.
     fn send_relay(&mut self, ci: usize, cmd: RelayCmd, stream: u16, data: &[u8]) {
         let mut body = [0u8; RELAY_BODY_LEN];
-        if relay_msg::encode_relay_data(
-            cmd,
-            StreamId::new(stream),
-            data,
-            &mut rand::rng(),
-            &mut body,
-        )
-        .is_err()
+        let format = self.circs[ci].format();
+        if format
+            .encode_data(
+                cmd,
+                StreamId::new(stream),
+                data,
+                &mut rand::rng(),
+                &mut body,
+            )
+            .is_err()
         {
             return;
         }
         self.send_body(ci, &mut body);
     }
 
+    /// A circuit SENDME: v1 with the last cell's tag when the circuit
+    /// knows it (CC circuits), else v0.
+    fn send_circuit_sendme(&mut self, ci: usize) {
+        let c = &self.circs[ci];
+        let (format, tag) = (c.format(), c.last_tag.filter(|_| c.cc_inc.is_some()));
+        let mut body = [0u8; RELAY_BODY_LEN];
+        let ok = match tag {
+            Some(tag) => format.encode_msg(
+                StreamId::CIRCUIT,
+                &Sendme::V1 { tag },
+                &mut rand::rng(),
+                &mut body,
+            ),
+            None => format.encode_data(
+                RelayCmd::SENDME,
+                StreamId::CIRCUIT,
+                &[],
+                &mut rand::rng(),
+                &mut body,
+            ),
+        };
+        if ok.is_ok() {
+            self.send_body(ci, &mut body);
+        }
+    }
+
     /// Originate at the last hop and add the layers of the hops before it.
     fn send_body(&mut self, ci: usize, body: &mut [u8; RELAY_BODY_LEN]) {
         let c = &mut self.circs[ci];
+        if let Some(g) = c.cgo.as_mut() {
+            g.originate_forward(ChanCmd::RELAY.get(), body);
+            let (li, id) = (c.link, c.id);
+            self.counters.cells_out += 1;
+            self.send_cell(li, id, ChanCmd::RELAY, body);
+            return;
+        }
         let Some((last, before)) = c.layers.split_last_mut() else {
             return;
         };
@@ -902,12 +1021,33 @@ impl Gen {
             self.on_fake_bulk_counted(ci);
             return;
         }
+        // CGO: verified circuits check the tag; the others trust that the
+        // one hop sent every cell (no ET, no POLYVAL over the cell).
+        if let Some(g) = c.cgo.as_mut() {
+            let tag = if c.verify {
+                g.decrypt_backward(ChanCmd::RELAY.get(), body)
+            } else {
+                Some(g.decrypt_backward_trusted(body))
+            };
+            let Some(tag) = tag else {
+                self.counters.protocol_errors += 1;
+                return;
+            };
+            c.last_tag = Some(tag.into());
+            let Ok((cmd, sid, data)) = RelayFormat::V1.parse(body) else {
+                self.counters.protocol_errors += 1;
+                return;
+            };
+            self.on_exit_cell(ci, cmd, sid.get(), data, now);
+            return;
+        }
         // Peel. Verified circuits check every digest; the others only
         // remove AES and trust Recognized.
         if c.verify && !c.null_last {
             let mut from = None;
             for (i, l) in c.layers.iter_mut().enumerate() {
-                if l.decrypt_backward(body).is_some() {
+                if let Some(tag) = l.decrypt_backward(body) {
+                    c.last_tag = Some(tag.into());
                     from = Some(i);
                     break;
                 }
@@ -931,7 +1071,7 @@ impl Gen {
         if c.null_last {
             self.on_fake_cell(ci, hdr, data, now);
         } else {
-            self.on_exit_cell(ci, hdr, data, now);
+            self.on_exit_cell(ci, hdr.cmd, hdr.stream_id.get(), data, now);
         }
     }
 
@@ -973,12 +1113,17 @@ impl Gen {
         }
     }
 
-    fn on_exit_cell(&mut self, ci: usize, hdr: RelayHeader, data: &[u8], now: Instant) {
-        let sid = hdr.stream_id.get();
+    fn on_exit_cell(&mut self, ci: usize, cmd: RelayCmd, sid: u16, data: &[u8], now: Instant) {
         let c = &mut self.circs[ci];
-        match hdr.cmd {
+        match cmd {
             RelayCmd::SENDME if sid == 0 => {
-                c.pkg += CIRC_SENDME as i32;
+                c.pkg += c.cc_inc.unwrap_or(CIRC_SENDME) as i32;
+                self.wake_sending(ci);
+            }
+            RelayCmd::XOFF | RelayCmd::XON => {
+                if let Some(s) = c.streams.iter_mut().find(|s| s.id == sid) {
+                    s.xoff = cmd == RelayCmd::XOFF;
+                }
                 self.wake_sending(ci);
             }
             RelayCmd::SENDME => {
@@ -1005,8 +1150,9 @@ impl Gen {
             }
             RelayCmd::DATA => {
                 let verify = c.verify;
+                let cc = c.cc_inc.is_some();
                 c.deliver += 1;
-                let circ_sendme = c.deliver >= CIRC_SENDME;
+                let circ_sendme = c.deliver >= c.cc_inc.unwrap_or(CIRC_SENDME);
                 if circ_sendme {
                     c.deliver = 0;
                 }
@@ -1015,7 +1161,8 @@ impl Gen {
                     return;
                 };
                 s.deliver += 1;
-                let stream_sendme = s.deliver >= STREAM_SENDME;
+                // Congestion-controlled circuits have no stream windows.
+                let stream_sendme = !cc && s.deliver >= STREAM_SENDME;
                 if stream_sendme {
                     s.deliver = 0;
                 }
@@ -1045,7 +1192,7 @@ impl Gen {
                     self.send_relay(ci, RelayCmd::SENDME, sid, &[]);
                 }
                 if circ_sendme {
-                    self.send_relay(ci, RelayCmd::SENDME, 0, &[]);
+                    self.send_circuit_sendme(ci);
                 }
             }
             RelayCmd::END => {
@@ -1107,6 +1254,11 @@ impl Gen {
         let port = self.cfg.dest_port;
         let names = self.cfg.names && mode != Mode::Echo;
         let c = &mut self.circs[ci];
+        let pkg = if c.cc_inc.is_some() {
+            i32::MAX / 2
+        } else {
+            STREAM_WINDOW
+        };
         c.next_stream = c.next_stream.wrapping_add(1).max(1);
         let sid = c.next_stream;
         let req = Request {
@@ -1122,10 +1274,11 @@ impl Gen {
             got: 0,
             sent: 0,
             deliver: 0,
-            pkg: STREAM_WINDOW,
+            pkg,
             started: now,
             ack_ok: None,
             ping_at: None,
+            xoff: false,
         });
         let host = if names {
             format!("w{seq}.load.test")
@@ -1136,7 +1289,9 @@ impl Gen {
             return;
         };
         let mut body = [0u8; RELAY_BODY_LEN];
-        if relay_msg::encode_relay_msg(StreamId::new(sid), &begin, &mut rand::rng(), &mut body)
+        let format = self.circs[ci].format();
+        if format
+            .encode_msg(StreamId::new(sid), &begin, &mut rand::rng(), &mut body)
             .is_err()
         {
             return;
@@ -1179,14 +1334,11 @@ impl Gen {
                 if c.pkg <= 0 || !matches!(c.state, CState::Open) {
                     break;
                 }
-                let Some(s) = c
-                    .streams
-                    .iter_mut()
-                    .find(|s| s.req.mode == Mode::Upload && s.state == SState::Open && s.pkg > 0)
-                else {
+                let max = c.format().data_max() as u64;
+                let Some(s) = c.streams.iter_mut().find(|s| s.may_upload()) else {
                     break;
                 };
-                let n = (s.req.size - s.sent).min(RELAY_DATA_MAX as u64) as usize;
+                let n = (s.req.size - s.sent).min(max) as usize;
                 let chunk = dest::pattern_at(s.req.seed, s.sent, n);
                 let sid = s.id;
                 s.sent += chunk.len() as u64;
@@ -1203,10 +1355,7 @@ impl Gen {
                 }
             }
             let c = &mut self.circs[ci];
-            let more = matches!(c.state, CState::Open)
-                && c.streams
-                    .iter()
-                    .any(|s| s.req.mode == Mode::Upload && s.state == SState::Open && s.pkg > 0);
+            let more = matches!(c.state, CState::Open) && c.streams.iter().any(Stream::may_upload);
             // Blocked by the link: try again next turn. Blocked by a window:
             // the SENDME that opens it wakes the circuit.
             if more && blocked_by_link {
@@ -1532,14 +1681,15 @@ impl Gen {
     }
 }
 
-/// The client's first half of an ntor or ntor-v3 handshake with `hop`.
-fn client_create(htype: HandshakeType, hop: &Hop) -> Option<(Pending, Vec<u8>)> {
+/// The client's first half of an ntor or ntor-v3 handshake with `hop`;
+/// ntor-v3 carries `ntor3_msg`.
+fn client_create(htype: HandshakeType, hop: &Hop, ntor3_msg: &[u8]) -> Option<(Pending, Vec<u8>)> {
     if htype == HandshakeType::NTOR_V3 {
         let (st, h) = ntor_v3::client_create(
             &mut rand::rng(),
             &hop.ed_id,
             &hop.ntor_key,
-            NTOR3_NO_EXTENSIONS,
+            ntor3_msg,
             NTOR3_CIRC_VERIFICATION,
         )
         .ok()?;

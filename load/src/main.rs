@@ -26,7 +26,7 @@ use oxit::crypto::keys::RelayKeys;
 use oxit::proto::channel::LinkKeys;
 use oxit::runtime::driver::{Backend, Waker, new_driver};
 
-use crate::engine::{Cfg, Gen, Hop, Hs, Scenario};
+use crate::engine::{Cfg, Crypto, Gen, Hop, Hs, Scenario};
 
 #[derive(Parser)]
 #[command(name = "oxit-load", about = "Load generator for Tor relays")]
@@ -82,6 +82,11 @@ struct RunArgs {
     rate: f64,
     #[arg(long, value_enum, default_value_t = Hs::Ntor)]
     handshake: Hs,
+    /// What the circuits negotiate: tor1 with fixed windows, congestion
+    /// control on tor1, or congestion control with CGO (ntor-v3, one hop,
+    /// exit scenarios only).
+    #[arg(long, value_enum, default_value_t = Crypto::Tor1)]
+    crypto: Crypto,
     /// Verify every Nth circuit fully (digests and content); 0: none.
     #[arg(long, default_value_t = 16)]
     sample_every: usize,
@@ -209,6 +214,14 @@ fn run(a: RunArgs) -> Result<(), String> {
         (Some(addr), Some(dir)) => Some(read_hop(dir, addr)?),
         _ => None,
     };
+    if a.crypto != Crypto::Tor1
+        && (via.is_some() || matches!(a.scenario, Scenario::Middle | Scenario::Create))
+    {
+        return Err(format!(
+            "--crypto {:?} needs a one-hop exit scenario (not --via, middle or create)",
+            a.crypto
+        ));
+    }
     let temp = std::env::temp_dir().join(format!("oxit-load-{}", std::process::id()));
     let state = a.keys_dir.clone().unwrap_or_else(|| temp.clone());
     let keys = |name: &str| {
@@ -258,6 +271,7 @@ fn run(a: RunArgs) -> Result<(), String> {
         bytes: a.bytes,
         rate: a.rate,
         handshake: a.handshake,
+        crypto: a.crypto,
         sample_every: a.sample_every,
         warmup: Duration::from_secs_f64(a.warmup),
         duration: Duration::from_secs_f64(a.duration),

@@ -285,6 +285,17 @@ impl CgoDirection {
         CgoTag(block(&body[..CGO_TAG_LEN]))
     }
 
+    /// [`Self::client_backward`] for a cell known to be this hop's own:
+    /// the tag is the next T′ and UPDATE's input whether or not it checks,
+    /// so ET (and its POLYVAL over the cell) is skipped.
+    fn client_backward_trusted(&mut self, body: &mut CellBody) -> CgoTag {
+        let t = block(&body[..CGO_TAG_LEN]);
+        self.uiv.prf_xor_t0(&t, &mut body[CGO_TAG_LEN..]);
+        self.tprime = t;
+        self.update(&t);
+        CgoTag(t)
+    }
+
     /// A client's cell from this hop or beyond (cgo_crypt_client_backward):
     /// `Some(tag)` if this hop originated it.
     fn client_backward(&mut self, cmd: u8, body: &mut CellBody) -> Option<CgoTag> {
@@ -382,6 +393,15 @@ impl CgoClientHop {
     /// hop originated it (`body[16..]` is then its v1 relay message).
     pub fn decrypt_backward(&mut self, cmd: u8, body: &mut CellBody) -> Option<CgoTag> {
         self.backward.client_backward(cmd, body)
+    }
+
+    /// [`Self::decrypt_backward`] of a cell the caller knows this hop
+    /// originated (the last hop of a circuit, which sends every backward
+    /// cell): the message is decrypted and the keys move on without
+    /// checking the tag. For a load generator that counts what it gets
+    /// rather than verifying it; a real client must not use it.
+    pub fn decrypt_backward_trusted(&mut self, body: &mut CellBody) -> CgoTag {
+        self.backward.client_backward_trusted(body)
     }
 }
 

@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long)]
     baseline_oxit: Option<PathBuf>,
     /// Scenarios to run, comma-separated (default: all), from: bulk-down,
-    /// bulk-up, circuits, web, create, middle, sweep, workers.
+    /// bulk-down-cc, bulk-down-cgo, bulk-up, circuits, web, create, middle,
+    /// sweep, workers.
     #[arg(long)]
     scenarios: Option<String>,
     /// Shorter runs and smaller sizes, for a quick look.
@@ -98,6 +99,39 @@ fn run_list(a: &Args) -> Vec<Run> {
                 "8",
                 "--circuits",
                 "16",
+            ]),
+            workers: 1,
+            oxit_only: false,
+        },
+        // The same downloads with congestion control, on tor1 and on CGO:
+        // what a 0.4.9 client negotiates with an exit advertising
+        // FlowCtrl=2 and Relay=5-6.
+        Run {
+            name: "bulk-down-cc".into(),
+            args: s(&[
+                "--scenario",
+                "bulk-down",
+                "--links",
+                "8",
+                "--circuits",
+                "16",
+                "--crypto",
+                "tor1-cc",
+            ]),
+            workers: 1,
+            oxit_only: false,
+        },
+        Run {
+            name: "bulk-down-cgo".into(),
+            args: s(&[
+                "--scenario",
+                "bulk-down",
+                "--links",
+                "8",
+                "--circuits",
+                "16",
+                "--crypto",
+                "cgo",
             ]),
             workers: 1,
             oxit_only: false,
