@@ -240,8 +240,19 @@ impl Vegas {
     /// `now_usec` (congestion_control_vegas_process_sendme, then the
     /// dispatcher's cwnd_max clamp).
     pub fn on_sendme(&mut self, now_usec: u64, link: LinkState, clock: &mut ClockHealth) {
+        let was_slow = self.in_slow_start;
         self.process_sendme(now_usec, link, clock);
         self.cwnd = self.cwnd.min(self.p.cwnd_max);
+        if was_slow && !self.in_slow_start {
+            tracing::debug!(
+                cwnd = self.cwnd,
+                bdp = self.bdp,
+                min_rtt_usec = self.min_rtt_usec,
+                ewma_rtt_usec = self.ewma_rtt_usec,
+                blocked = self.blocked_chan,
+                "congestion control leaves slow start"
+            );
+        }
     }
 
     fn process_sendme(&mut self, now_usec: u64, link: LinkState, clock: &mut ClockHealth) {

@@ -443,6 +443,7 @@ impl CircuitTable {
         if s.xoff_received {
             return;
         }
+        tracing::debug!(stream = s.id.get(), "XOFF from the client: reads stop");
         s.xoff_received = true;
         if !s.paused {
             s.paused = true;
@@ -465,6 +466,7 @@ impl CircuitTable {
         if !s.xoff_received {
             return;
         }
+        tracing::debug!(stream = s.id.get(), "XON from the client: reads resume");
         s.xoff_received = false;
         if s.paused && may {
             s.paused = false;

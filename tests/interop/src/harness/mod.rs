@@ -8,6 +8,7 @@
 //! fail with the Debian package to install — never skip.
 
 pub mod arti;
+mod delay;
 pub mod dest;
 mod dnsmasq;
 mod http;
@@ -18,6 +19,7 @@ pub mod socks;
 pub mod testnet;
 mod tor;
 
+pub use delay::DelayLine;
 pub use dnsmasq::Dnsmasq;
 pub use http::{HttpServer, body_for, sha256_hex};
 pub use netns::{isolate_thread_network, set_thread_net_sysctl};
