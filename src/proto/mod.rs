@@ -10,6 +10,7 @@ pub mod cc;
 pub mod cell;
 pub mod channel;
 pub mod circuit;
+pub(crate) mod conflux;
 pub mod dos;
 pub mod oom;
 pub mod relay_msg;

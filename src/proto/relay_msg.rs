@@ -22,6 +22,7 @@
 //! reach (arti's `restricted_msg!`).
 
 mod circ;
+mod conflux;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ pub use circ::{
     Drop, Extend, Extend2, Extend2Error, Extend2Target, Extended2, LinkSpec, Sendme, SendmeDigest,
     Truncate, Truncated,
 };
+pub use conflux::{ConfluxLink, ConfluxLinked, ConfluxSwitch, ConfluxUx};
 pub use stream::{
     Begin, BeginDir, BeginFlags, BeginTarget, Connected, Data, End, EndReason, RESOLVED_MAX_LEN,
     Resolve, Resolved, ResolvedAnswer, ResolvedVal,

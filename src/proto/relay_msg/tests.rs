@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use super::*;
 use crate::proto::cell::HandshakeType;
 
-fn unhex(s: &str) -> Vec<u8> {
+pub(super) fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     hex::decode(s).unwrap()
 }
@@ -52,7 +52,7 @@ where
     assert_eq!(again, cell);
 }
 
-fn msg<M>(hex: &str, expect: &M)
+pub(super) fn msg<M>(hex: &str, expect: &M)
 where
     M: for<'a> RelayBody<'a> + PartialEq + std::fmt::Debug,
 {
