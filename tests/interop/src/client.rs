@@ -47,6 +47,12 @@ pub type Tunnel = Arc<ClientTunnel>;
 pub const DEFAULT_RELAY_PROTOCOLS: &str = "Cons=1-2 Desc=1-2 DirCache=2 FlowCtrl=1 HSDir=2 \
      HSIntro=4-5 HSRend=1-2 Link=4-5 LinkAuth=3 Microdesc=1-2 Padding=2 Relay=1-4";
 
+/// What C tor 0.4.9 relays publish (protover.c:protover_get_supported_protocols):
+/// with FlowCtrl=2 and Relay=5-6, [`Handshake::NtorV3Cc`] to a C tor exit
+/// asks it for congestion control and CGO, as a 0.4.9 client does.
+pub const C_TOR_PROTOCOLS: &str = "Conflux=1 Cons=1-2 Desc=1-4 DirCache=2 FlowCtrl=1-2 HSDir=2 \
+     HSIntro=4-5 HSRend=1-2 Link=3-5 LinkAuth=3 Microdesc=1-3 Padding=2 Relay=2-6";
+
 /// Which circuit-extension handshake to use for one hop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handshake {

@@ -194,6 +194,33 @@ async fn oxit_extends_to_c_exit(backend: IoBackend) {
     // them over oxit's two workers, and a circuit that arrives on the
     // worker without the channel to the C exit is extended over the other
     // worker's channel rather than a second one.
+    // oxit as the middle of a circuit whose exit runs congestion control
+    // and CGO (tor-proto asks the C exit for both, as a 0.4.9 client
+    // does): the middle's tor1 layer over the exit's CGO cells, the
+    // exit's SENDMEs and the client's back.
+    let cgo_hops = [
+        hops[0].clone(),
+        hops[1]
+            .clone()
+            .with_handshake(Handshake::NtorV3Cc)
+            .with_protocols(client::C_TOR_PROTOCOLS),
+    ];
+    let cgo = step(
+        "build oxit → C exit (CC + CGO at the exit)",
+        &oxit,
+        client::build_circuit(&cgo_hops),
+    )
+    .await;
+    get_checked(
+        &cgo,
+        &http,
+        20 << 20,
+        &oxit,
+        "20 MiB through oxit to a C exit on CC + CGO",
+    )
+    .await;
+    drop(cgo);
+
     let mut tunnels = vec![tunnel];
     for i in 0..SPLICE_TRIES {
         if oxit.log_count(SPLICED) > 0 {

@@ -30,11 +30,6 @@ const DELAY_MS: u64 = 100;
 /// trip) to be a small part of it.
 const BYTES: usize = 8 << 20;
 const STEP: Duration = Duration::from_secs(120);
-/// What C tor 0.4.9 relays publish (protover.c:protover_get_supported_protocols):
-/// FlowCtrl=2 and Relay=5-6, so tor-proto asks the C exit for CC and CGO
-/// too.
-const C_TOR_PROTOCOLS: &str = "Conflux=1 Cons=1-2 Desc=1-4 DirCache=2 FlowCtrl=1-2 HSDir=2 \
-     HSIntro=4-5 HSRend=1-2 Link=3-5 LinkAuth=3 Microdesc=1-3 Padding=2 Relay=2-6";
 /// Run-to-run noise allowed when comparing two congestion-controlled
 /// downloads on the same path.
 const NOISE: f64 = 1.15;
@@ -103,7 +98,7 @@ fn cc_on_a_slow_path(backend: IoBackend) {
     let mut c_cc = cexit
         .hop(Handshake::NtorV3Cc)
         .expect("C exit hop")
-        .with_protocols(C_TOR_PROTOCOLS);
+        .with_protocols(client::C_TOR_PROTOCOLS);
     c_cc.addr = to_cexit.addr();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
