@@ -89,53 +89,30 @@ fn run_list(a: &Args) -> Vec<Run> {
     let q = a.quick;
     let many = if q { 1000 } else { a.many_circuits };
     let many_links = if q { 50 } else { a.many_links };
-    let mut runs = vec![
-        Run {
-            name: "bulk-down".into(),
-            args: s(&[
+    let bulk_down = |name: &str, extra: &[&str]| Run {
+        name: name.into(),
+        args: s(&[
+            &[
                 "--scenario",
                 "bulk-down",
                 "--links",
                 "8",
                 "--circuits",
                 "16",
-            ]),
-            workers: 1,
-            oxit_only: false,
-        },
+            ][..],
+            extra,
+        ]
+        .concat()),
+        workers: 1,
+        oxit_only: false,
+    };
+    let mut runs = vec![
+        bulk_down("bulk-down", &[]),
         // The same downloads with congestion control, on tor1 and on CGO:
         // what a 0.4.9 client negotiates with an exit advertising
         // FlowCtrl=2 and Relay=5-6.
-        Run {
-            name: "bulk-down-cc".into(),
-            args: s(&[
-                "--scenario",
-                "bulk-down",
-                "--links",
-                "8",
-                "--circuits",
-                "16",
-                "--crypto",
-                "tor1-cc",
-            ]),
-            workers: 1,
-            oxit_only: false,
-        },
-        Run {
-            name: "bulk-down-cgo".into(),
-            args: s(&[
-                "--scenario",
-                "bulk-down",
-                "--links",
-                "8",
-                "--circuits",
-                "16",
-                "--crypto",
-                "cgo",
-            ]),
-            workers: 1,
-            oxit_only: false,
-        },
+        bulk_down("bulk-down-cc", &["--crypto", "tor1-cc"]),
+        bulk_down("bulk-down-cgo", &["--crypto", "cgo"]),
         Run {
             name: "bulk-up".into(),
             args: s(&[

@@ -107,10 +107,17 @@ fn cc_relay(rng: &mut StdRng, id_byte: u8) -> Relay {
     r
 }
 
-/// CREATE2 (ntor-v3, client message `ext`) and what the relay answered.
-fn create(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: CircId, ext: &[u8]) -> Vec<Action> {
+/// CREATE2 (ntor-v3, client message `ext`): the client's state and what
+/// the relay answered.
+fn create(
+    r: &mut Relay,
+    rng: &mut StdRng,
+    chan: ChanId,
+    id: CircId,
+    ext: &[u8],
+) -> (ntor_v3::Ntor3ClientState, Vec<Action>) {
     let b = r.cfg.onion_keys.current.public_bytes();
-    let (_, hdata) =
+    let (st, hdata) =
         ntor_v3::client_create(rng, &r.cfg.ed_id, &b, ext, NTOR3_CIRC_VERIFICATION).unwrap();
     let mut v = Vec::new();
     Create2::new(HandshakeType::NTOR_V3, hdata)
@@ -123,27 +130,14 @@ fn create(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: CircId, ext: &[u8])
         now(),
         rng,
     );
-    drain(&mut r.t)
+    (st, drain(&mut r.t))
 }
 
 /// A one-hop CGO circuit to `r` on the relay channel.
 fn cgo_circuit(r: &mut Relay, rng: &mut StdRng) -> CgoClient {
-    let b = r.cfg.onion_keys.current.public_bytes();
-    let (st, hdata) =
-        ntor_v3::client_create(rng, &r.cfg.ed_id, &b, ASK_CC_CGO, NTOR3_CIRC_VERIFICATION).unwrap();
     let id = CircId::new(0x8000_0001);
-    let mut v = Vec::new();
-    Create2::new(HandshakeType::NTOR_V3, hdata)
-        .unwrap()
-        .encode_onto(&mut v)
-        .unwrap();
-    r.t.handle_cells(
-        RELAY_CHAN,
-        &mut [cell(id, ChanCmd::CREATE2, body_of(&v))],
-        now(),
-        rng,
-    );
-    let cells = sent_cells(&drain(&mut r.t));
+    let (st, acts) = create(r, rng, RELAY_CHAN, id, ASK_CC_CGO);
+    let cells = sent_cells(&acts);
     assert_eq!(cells[0].2, ChanCmd::CREATED2);
     let created = Created2::decode(&cells[0].3).unwrap();
     let (msg, _, cgo) =
@@ -296,18 +290,18 @@ fn cgo_negotiation_failures_destroy_the_circuit() {
     let mut r = relay(&mut rng, 1);
     let id = CircId::new(0x8000_0010);
     assert_eq!(
-        destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ASK_CC_CGO)),
+        destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ASK_CC_CGO).1),
         vec![1]
     );
     let mut r = cc_relay(&mut rng, 1);
     for ext in [&[1, 3, 2, 2, 6][..], &[2, 1, 0, 3, 2, 2, 5], &[1, 3, 2, 2]] {
         assert_eq!(
-            destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ext)),
+            destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ext).1),
             vec![1],
             "{ext:?}"
         );
     }
-    let acts = create(&mut r, &mut rng, RELAY_CHAN, id, &[1, 1, 0]);
+    let (_, acts) = create(&mut r, &mut rng, RELAY_CHAN, id, &[1, 1, 0]);
     assert_eq!(sent_cells(&acts)[0].2, ChanCmd::CREATED2);
 }
 

@@ -15,68 +15,39 @@
 //! link handshake, which the line does not touch.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{HarnessError, io_err};
+use super::HarnessError;
+use super::acceptor::Acceptor;
 
 /// The running line; stops accepting on Drop (open connections end when
 /// either side closes).
 pub struct DelayLine {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl DelayLine {
     /// Listen on 127.0.0.1:0 and forward to `target`, each direction
     /// delayed by `delay` (a round trip through the line takes twice it).
     pub fn start(target: SocketAddr, delay: Duration) -> Result<Self, HarnessError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("delay line bind"))?;
-        let addr = listener.local_addr().map_err(io_err("delay line addr"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(a) = conn else { continue };
-                let Ok(b) = TcpStream::connect(target) else {
-                    continue;
-                };
-                for (from, to) in [(&a, &b), (&b, &a)] {
-                    if let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) {
-                        pipe(from, to, delay);
-                    }
+        let acceptor = Acceptor::spawn(Ipv4Addr::LOCALHOST, "delay line", move |a| {
+            let Ok(b) = TcpStream::connect(target) else {
+                return;
+            };
+            for (from, to) in [(&a, &b), (&b, &a)] {
+                if let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) {
+                    pipe(from, to, delay);
                 }
             }
-        });
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        })?;
+        Ok(Self { acceptor })
     }
 
     /// Where clients (and previous hops) connect.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for DelayLine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the loop sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.acceptor.addr()
     }
 }
 

@@ -6,15 +6,13 @@
 //! connection; the reply ends by closing the connection (HTTP/1.0).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use sha2::Digest as _;
 
-use super::{HarnessError, io_err};
+use super::HarnessError;
+use super::acceptor::Acceptor;
 
 /// Largest body served: bounds memory if a request is garbled.
 const MAX_BODY: usize = 256 << 20;
@@ -41,9 +39,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// The running server; stops its accept loop on Drop.
 pub struct HttpServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl HttpServer {
@@ -55,43 +51,17 @@ impl HttpServer {
     /// Bind `ip:0` (any address of 127.0.0.0/8 works on Linux loopback:
     /// e.g. the address dnsmasq gives the test name).
     pub fn start_on(ip: std::net::Ipv4Addr) -> Result<Self, HarnessError> {
-        let listener = TcpListener::bind((ip, 0)).map_err(io_err("HTTP server bind"))?;
-        let addr = listener.local_addr().map_err(io_err("HTTP server addr"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    std::thread::spawn(move || {
-                        let _ = serve(conn);
-                    });
-                }
-            }
-        });
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        let acceptor = Acceptor::spawn(ip, "HTTP server", |conn| {
+            std::thread::spawn(move || {
+                let _ = serve(conn);
+            });
+        })?;
+        Ok(Self { acceptor })
     }
 
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the loop sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.acceptor.addr()
     }
 }
 

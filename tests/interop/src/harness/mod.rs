@@ -7,6 +7,7 @@
 //! process behind. Every wait is bounded. A missing program makes the test
 //! fail with the Debian package to install — never skip.
 
+mod acceptor;
 pub mod arti;
 mod delay;
 pub mod dest;
