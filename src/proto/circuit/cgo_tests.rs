@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rand::{SeedableRng, rngs::StdRng};
 
-use super::tests::{RELAY_CHAN, Relay, body_of, cell, drain, now, relay, sent_cells};
+use super::tests::{
+    RELAY_CHAN, Relay, body_of, cell, destroy_codes, drain, now, relay, sent_cells,
+};
 use super::*;
 use crate::crypto::cgo::{CgoClientHop, CgoTag};
 use crate::crypto::ntor_v3::{self, NTOR3_CIRC_VERIFICATION};
@@ -170,14 +172,6 @@ fn open_stream(r: &mut Relay, cl: &mut CgoClient, rng: &mut StdRng, hop: usize) 
     key
 }
 
-fn destroys(acts: &[Action]) -> Vec<u8> {
-    sent_cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|c| c.3[0])
-        .collect()
-}
-
 /// A download and an upload on a CGO exit circuit: v1 messages with 488
 /// bytes of data per cell, SENDMEs with 16-byte tags both ways, the
 /// congestion window as on tor1.
@@ -271,14 +265,14 @@ fn cgo_exit_refuses_wrong_tags_and_unknown_commands() {
         false,
     );
     r.t.handle_cells(RELAY_CHAN, &mut [c], now(), &mut rng);
-    assert_eq!(destroys(&drain(&mut r.t)), vec![1]);
+    assert_eq!(destroy_codes(&drain(&mut r.t)), vec![1]);
 
     let mut cl = cgo_circuit(&mut r, &mut rng);
     let mut body = [0u8; 509];
     body[16] = 200; // command
     let (c, _) = cl.seal(0, body, false);
     r.t.handle_cells(RELAY_CHAN, &mut [c], now(), &mut rng);
-    assert_eq!(destroys(&drain(&mut r.t)), vec![1]);
+    assert_eq!(destroy_codes(&drain(&mut r.t)), vec![1]);
 }
 
 /// The negotiation failures C tor answers with DESTROY(PROTOCOL): CGO on a
@@ -290,13 +284,13 @@ fn cgo_negotiation_failures_destroy_the_circuit() {
     let mut r = relay(&mut rng, 1);
     let id = CircId::new(0x8000_0010);
     assert_eq!(
-        destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ASK_CC_CGO).1),
+        destroy_codes(&create(&mut r, &mut rng, RELAY_CHAN, id, ASK_CC_CGO).1),
         vec![1]
     );
     let mut r = cc_relay(&mut rng, 1);
     for ext in [&[1, 3, 2, 2, 6][..], &[2, 1, 0, 3, 2, 2, 5], &[1, 3, 2, 2]] {
         assert_eq!(
-            destroys(&create(&mut r, &mut rng, RELAY_CHAN, id, ext).1),
+            destroy_codes(&create(&mut r, &mut rng, RELAY_CHAN, id, ext).1),
             vec![1],
             "{ext:?}"
         );

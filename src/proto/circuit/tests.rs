@@ -250,6 +250,11 @@ fn destroy_reasons(acts: &[Action]) -> Vec<(ChanId, CircId, u8)> {
         .collect()
 }
 
+/// The reason bytes of the DESTROY cells among `acts`.
+pub(crate) fn destroy_codes(acts: &[Action]) -> Vec<u8> {
+    destroy_reasons(acts).into_iter().map(|d| d.2).collect()
+}
+
 #[test]
 fn create2_ntor_then_drop_cell() {
     let mut rng = StdRng::seed_from_u64(1);

@@ -9,7 +9,7 @@ use crate::exit::dns::{Answer, ResolveError};
 use crate::proto::cell::{ChanCmd, CircId};
 use crate::proto::circuit::tests::{
     CLIENT_CHAN, Client, RELAY_CHAN, Relay, client_cell, client_msg, client_recv, create_ntor,
-    create_ntor_v3, drain, now, relay, sent_cells,
+    create_ntor_v3, destroy_codes, drain, now, relay, sent_cells,
 };
 use crate::proto::circuit::{Action, ChanId, PeerKind, StreamKey};
 use crate::proto::relay_msg::{
@@ -1053,7 +1053,7 @@ fn cc_upload_sendmes_and_stream_sendme_refused() {
     );
     send(&mut r, &mut cl, &mut rng, RelayCmd::SENDME, 1, &[]);
     assert_eq!(
-        destroy_reasons(&drain(&mut r.t)),
+        destroy_codes(&drain(&mut r.t)),
         vec![1],
         "stream SENDME on a CC circuit: PROTOCOL"
     );
@@ -1213,13 +1213,4 @@ fn drain_rate_and_advisory_xon() {
     // 300,000 bytes over 400 ms: 750; EWMA (2·750 + 400) / 3 = 633 > 500.
     assert_eq!(flow_drained(&mut f, 3_400_000, true), Some(633));
     assert_eq!(f.ewma_rate_last_sent, 633);
-}
-
-/// The reason bytes of the DESTROY cells among `acts`.
-fn destroy_reasons(acts: &[Action]) -> Vec<u8> {
-    sent_cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|c| c.3[0])
-        .collect()
 }
