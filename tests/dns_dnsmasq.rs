@@ -34,9 +34,18 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// A port free for UDP and for TCP: dnsmasq binds both, and a port free
+/// only for UDP can be a busy machine's TCP connection's, which makes
+/// dnsmasq exit at start and every query time out.
 fn free_udp_port() -> u16 {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    sock.local_addr().expect("local address").port()
+    for _ in 0..100 {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = sock.local_addr().expect("local address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP in 100 tries");
 }
 
 fn start_dnsmasq() -> (Dnsmasq, SocketAddr) {
