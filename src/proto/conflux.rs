@@ -175,6 +175,10 @@ impl ConfluxSets {
         self.sets.get_mut(nonce)
     }
 
+    fn leg_mut(&mut self, leg: LegId) -> Option<&mut Leg> {
+        self.set_of(leg)?.legs.iter_mut().find(|l| l.id == leg)
+    }
+
     /// The legs of `leg`'s set, itself included.
     pub(crate) fn legs_of(&self, leg: LegId) -> Vec<LegId> {
         self.by_leg
@@ -250,10 +254,7 @@ impl ConfluxSets {
     /// LINKED_ACK on `leg`: its first RTT (§3.3). False if the leg is in
     /// no set (the caller closes it, PROTOCOL).
     pub(crate) fn linked_ack(&mut self, leg: LegId, now_usec: u64) -> bool {
-        let Some(l) = self
-            .set_of(leg)
-            .and_then(|s| s.legs.iter_mut().find(|l| l.id == leg))
-        else {
+        let Some(l) = self.leg_mut(leg) else {
             return false;
         };
         let rtt = now_usec.saturating_sub(l.linked_at_usec);
@@ -266,10 +267,7 @@ impl ConfluxSets {
         if rtt_usec == 0 {
             return;
         }
-        if let Some(l) = self
-            .set_of(leg)
-            .and_then(|s| s.legs.iter_mut().find(|l| l.id == leg))
-        {
+        if let Some(l) = self.leg_mut(leg) {
             l.rtt_usec = rtt_usec;
         }
     }
@@ -277,10 +275,7 @@ impl ConfluxSets {
     /// SWITCH on `leg`: its next cell comes `rel` after its last one
     /// (§4.4; no checks, as C tor). False if the leg is in no set.
     pub(crate) fn switch(&mut self, leg: LegId, rel: u32) -> bool {
-        let Some(l) = self
-            .set_of(leg)
-            .and_then(|s| s.legs.iter_mut().find(|l| l.id == leg))
-        else {
+        let Some(l) = self.leg_mut(leg) else {
             return false;
         };
         l.last_seq_recv = l.last_seq_recv.wrapping_add(u64::from(rel));
@@ -427,10 +422,7 @@ impl ConfluxSets {
 
     /// A multiplexed cell was queued on `leg`.
     pub(crate) fn note_sent(&mut self, leg: LegId) {
-        if let Some(l) = self
-            .set_of(leg)
-            .and_then(|s| s.legs.iter_mut().find(|l| l.id == leg))
-        {
+        if let Some(l) = self.leg_mut(leg) {
             l.last_seq_sent = l.last_seq_sent.wrapping_add(1);
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::{SeedableRng, rngs::StdRng};
 
 use super::tests::{
-    RELAY_CHAN, Relay, body_of, cell, destroy_codes, drain, now, relay, sent_cells,
+    RELAY_CHAN, Relay, body_of, cell, destroy_codes, drain, now, relay, relay_chan_cmd, sent_cells,
 };
 use super::*;
 use crate::crypto::cgo::{CgoClientHop, CgoTag};
@@ -64,11 +64,7 @@ impl CgoClient {
     }
 
     fn seal(&mut self, hop: usize, mut body: [u8; 509], early: bool) -> (IncomingCell, CgoTag) {
-        let cmd = if early {
-            ChanCmd::RELAY_EARLY
-        } else {
-            ChanCmd::RELAY
-        };
+        let cmd = relay_chan_cmd(early);
         let tag = self.hops[hop].originate_forward(cmd.get(), &mut body);
         for h in self.hops[..hop].iter_mut().rev() {
             h.wrap_forward(cmd.get(), &mut body);

@@ -20,7 +20,8 @@ use crate::exit::dns::address::is_internal;
 use crate::proto::cc::LinkState;
 use crate::proto::cell::{CELL_BODY_LEN, ChanBody, ChanCmd, CircId, DestroyReason};
 use crate::proto::relay_msg::{
-    CircuitMsg, Extend2, Extend2Target, RelayCmd, Sendme, SendmeDigest, StreamId, Truncated,
+    CircuitMsg, Extend2, Extend2Target, RelayCmd, RelayFormat, Sendme, SendmeDigest, StreamId,
+    Truncated,
 };
 
 /// Why an EXTEND2 is refused beyond [`Extend2::validate`]
@@ -67,9 +68,9 @@ impl CircuitTable {
             return;
         }
         order.sort_unstable();
-        let cmds: Vec<ChanCmd> = seg.iter().map(|c| c.cmd).collect();
-        let mut slots: Vec<Option<&mut CellBody>> =
-            seg.iter_mut().map(|c| Some(&mut c.body)).collect();
+        // CGO's tweak takes the cell's channel command, so it rides along.
+        let mut slots: Vec<Option<(ChanCmd, &mut CellBody)>> =
+            seg.iter_mut().map(|c| Some((c.cmd, &mut c.body))).collect();
         let mut cells: Vec<&mut CellBody> = Vec::with_capacity(order.len());
         // The tor1 cells' (circuit, index in `seg`), in `cells`' order.
         let mut tor1: Vec<(CircIdx, usize)> = Vec::with_capacity(order.len());
@@ -93,7 +94,7 @@ impl CircuitTable {
                 HopCrypto::Tor1(t) => {
                     let start = cells.len();
                     for &(_, i) in run {
-                        if let Some(b) = slots.get_mut(i).and_then(Option::take) {
+                        if let Some((_, b)) = slots.get_mut(i).and_then(Option::take) {
                             cells.push(b);
                             tor1.push((idx, i));
                         }
@@ -105,11 +106,9 @@ impl CircuitTable {
                 // tag of the one before); tor1 below, every circuit at once.
                 HopCrypto::Cgo(g) => {
                     for &(_, i) in run {
-                        let (Some(b), Some(cmd), Some(p)) = (
-                            slots.get_mut(i).and_then(Option::take),
-                            cmds.get(i),
-                            pre.get_mut(i),
-                        ) else {
+                        let (Some((cmd, b)), Some(p)) =
+                            (slots.get_mut(i).and_then(Option::take), pre.get_mut(i))
+                        else {
                             continue;
                         };
                         let tag = g.decrypt_forward(cmd.get(), b);
@@ -178,6 +177,7 @@ impl CircuitTable {
                 }
             }
             Side::Prev => {
+                let format = c.crypto.format();
                 let mut tags = std::mem::take(&mut self.digest_scratch);
                 tags.clear();
                 let ahead = pre.len() == group.len()
@@ -200,7 +200,9 @@ impl CircuitTable {
                         c.early_left -= 1;
                     }
                     match tag {
-                        Some(tag) => self.handle_recognized(idx, &g.body, *tag, early, now, rng),
+                        Some(tag) => {
+                            self.handle_recognized(idx, format, &g.body, *tag, early, now, rng)
+                        }
                         None => match c.next {
                             Next::Open { chan: nc, id } => {
                                 self.push_cell(Some(idx), nc, id, g.cmd, g.body);
@@ -215,18 +217,18 @@ impl CircuitTable {
         }
     }
 
+    // `format` is the caller's, looked up once per run of cells.
+    #[allow(clippy::too_many_arguments)]
     fn handle_recognized(
         &mut self,
         idx: CircIdx,
+        format: RelayFormat,
         body: &[u8; CELL_BODY_LEN],
         tag: SendmeDigest,
         early: bool,
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
-        let Some(format) = self.circs.get(&idx).map(|c| c.crypto.format()) else {
-            return;
-        };
         let Ok((cmd, stream_id, data)) = format.parse(body) else {
             // A v1 cell with an unknown command is undecodable, as a bad
             // length is in either format (relay.c: "Received undecodable

@@ -191,6 +191,15 @@ pub(crate) fn create_ntor_v3(
     (client, msg)
 }
 
+/// RELAY_EARLY or RELAY.
+pub(crate) fn relay_chan_cmd(early: bool) -> ChanCmd {
+    if early {
+        ChanCmd::RELAY_EARLY
+    } else {
+        ChanCmd::RELAY
+    }
+}
+
 /// Encrypt a relay cell from the client for hop `hop`.
 pub(crate) fn client_cell(
     cl: &mut Client,
@@ -204,11 +213,7 @@ pub(crate) fn client_cell(
     let mut body = [0u8; 509];
     encode_relay_data(cmd, StreamId::new(sid), data, rng, &mut body).unwrap();
     cl.circ.encrypt_forward(hop, &mut body).unwrap();
-    let c = if early {
-        ChanCmd::RELAY_EARLY
-    } else {
-        ChanCmd::RELAY
-    };
+    let c = relay_chan_cmd(early);
     cell(cl.id, c, body)
 }
 
@@ -224,11 +229,7 @@ pub(crate) fn client_msg<'m, M: RelayBody<'m>>(
     encode_relay_msg(StreamId::new(sid), msg, rng, &mut body).unwrap();
     let tag = cl.circ.encrypt_forward(hop, &mut body).unwrap();
     let _ = tag;
-    let c = if early {
-        ChanCmd::RELAY_EARLY
-    } else {
-        ChanCmd::RELAY
-    };
+    let c = relay_chan_cmd(early);
     cell(cl.id, c, body)
 }
 
