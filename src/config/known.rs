@@ -74,7 +74,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "ClientUseIPv6",
     "CompiledProofOfWorkHash",
     "ConfluxClientUX",
-    "ConfluxEnabled",
     "ConnDirectionStatistics",
     "ConnectionPadding",
     "ConnLimit",

@@ -252,6 +252,9 @@ pub struct Config {
     /// `RefuseUnknownExits` (default auto: follow the consensus parameter
     /// `refuseunknownexits`).
     pub refuse_unknown_exits: AutoBool,
+    /// `ConfluxEnabled` (default auto: follow the consensus parameter
+    /// `cfx_enabled`): whether clients may link circuits through us.
+    pub conflux_enabled: AutoBool,
     /// `ExtendAllowPrivateAddresses` (default 0).
     pub extend_allow_private_addresses: bool,
     /// `ServerDNSResolvConfFile` (default `/etc/resolv.conf`).
@@ -363,6 +366,7 @@ impl Default for Config {
             reduced_exit_policy: false,
             ipv6_exit: false,
             refuse_unknown_exits: AutoBool::Auto,
+            conflux_enabled: AutoBool::Auto,
             extend_allow_private_addresses: false,
             server_dns_resolv_conf_file: PathBuf::from("/etc/resolv.conf"),
             num_cpus: 0,
@@ -636,6 +640,7 @@ impl Config {
         line("ReducedExitPolicy", &u8::from(self.reduced_exit_policy));
         line("IPv6Exit", &u8::from(self.ipv6_exit));
         line("RefuseUnknownExits", &self.refuse_unknown_exits);
+        line("ConfluxEnabled", &self.conflux_enabled);
         line(
             "ExtendAllowPrivateAddresses",
             &u8::from(self.extend_allow_private_addresses),

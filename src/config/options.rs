@@ -49,6 +49,7 @@ const OPTIONS: &[&str] = &[
     "ReducedExitPolicy",
     "IPv6Exit",
     "RefuseUnknownExits",
+    "ConfluxEnabled",
     "ExtendAllowPrivateAddresses",
     "ServerDNSResolvConfFile",
     "NumCPUs",
@@ -223,6 +224,13 @@ fn apply_lines(
             "RefuseUnknownExits" => {
                 cfg.refuse_unknown_exits = if reset {
                     d.refuse_unknown_exits
+                } else {
+                    autobool(value).ok_or_else(|| bad("0, 1 or auto"))?
+                }
+            }
+            "ConfluxEnabled" => {
+                cfg.conflux_enabled = if reset {
+                    d.conflux_enabled
                 } else {
                     autobool(value).ok_or_else(|| bad("0, 1 or auto"))?
                 }

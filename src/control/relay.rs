@@ -338,6 +338,11 @@ impl Control<'_> {
                 own_addrs.push(SocketAddr::new(*a, p.addr.port()));
             }
         }
+        let max_mem = crate::proto::oom::effective_limit(
+            cfg.max_mem_in_queues,
+            crate::os::total_ram(),
+            cfg.testing_tor_network,
+        );
         let u16_param = |n, d, lo, hi| u16::try_from(param(n, d, lo, hi)).unwrap_or(1000);
         CircuitConfig {
             onion_keys: NtorOnionKeys {
@@ -360,6 +365,11 @@ impl Control<'_> {
             own_addrs,
             circwindow: u16_param("circwindow", 1000, 100, 1000),
             cc: crate::proto::cc::CcParams::from_consensus(&param),
+            conflux: crate::proto::conflux::ConfluxParams::resolve(
+                cfg.conflux_enabled.as_option(),
+                &param,
+                max_mem,
+            ),
             max_queue: usize::try_from(param("circ_max_cell_queue_size", 2500, 50, i32::MAX))
                 .unwrap_or(CircuitConfig::DEFAULT_MAX_QUEUE),
             sendme_emit_min_version: u8::try_from(param("sendme_emit_min_version", 1, 0, 255))
@@ -372,11 +382,7 @@ impl Control<'_> {
             count_private_bandwidth: cfg.count_private_bandwidth,
             dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
             onion: crate::proto::circuit::OnionParams::resolve(cfg.max_onion_queue_delay, &param),
-            max_mem_in_queues: crate::proto::oom::effective_limit(
-                cfg.max_mem_in_queues,
-                crate::os::total_ram(),
-                cfg.testing_tor_network,
-            ),
+            max_mem_in_queues: max_mem,
         }
     }
 

@@ -22,6 +22,9 @@
 
 #[cfg(test)]
 mod cgo_tests;
+mod conflux;
+#[cfg(test)]
+mod conflux_tests;
 mod create;
 pub(crate) mod hop;
 mod onion;
@@ -170,7 +173,12 @@ pub(crate) struct Circuit {
     pub crypto: HopCrypto,
     pub early_left: u8,
     pub windows: CircWindows,
+    /// Streams whose home is this circuit (on a conflux leg, the set's
+    /// other streams live on its other legs).
     pub streams: HashMap<StreamId, StreamKey>,
+    /// A leg of a conflux set (see [`conflux`]): its multiplexed cells are
+    /// sequenced across the set.
+    pub conflux: bool,
     /// SendCell actions of this circuit not yet taken by the worker.
     pub queued: usize,
     /// DoSStreamCreation's per-circuit bucket, set when the circuit is
@@ -226,6 +234,8 @@ pub struct CircuitTable {
     sealer: seal::Sealer,
     /// The address owners' verdicts, and this worker's refusals.
     pub(crate) dos: crate::proto::dos::Verdicts,
+    /// Conflux sets whose legs are circuits of this table.
+    pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Creates waiting for a handshake (see [`onion`]).
     pub(crate) onion: onion::OnionQueue,
     /// Measures what handshakes cost, for the onion queue's budget. Not
@@ -258,6 +268,7 @@ impl CircuitTable {
             fwd_batch: Default::default(),
             sealer: seal::Sealer::default(),
             dos: crate::proto::dos::Verdicts::default(),
+            conflux: Default::default(),
             onion: {
                 let mut q = onion::OnionQueue::default();
                 q.start_turn(cfg.onion.turn_budget);
@@ -374,6 +385,9 @@ impl CircuitTable {
         let Some(c) = self.circs.get(&idx) else {
             return false;
         };
+        if c.conflux {
+            return self.may_package_linked(idx);
+        }
         if c.windows.package_room() == 0 {
             return false;
         }
@@ -702,11 +716,10 @@ impl CircuitTable {
         msg: &M,
         rng: &mut impl CryptoRng,
     ) -> Option<()> {
-        let format = self.circs.get(&idx)?.crypto.format();
-        let mut body = [0u8; CELL_BODY_LEN];
         // Messages we build always fit a cell.
-        format.encode_msg(stream_id, msg, rng, &mut body).ok()?;
-        self.push_originated(idx, body)
+        self.originate(idx, M::CMD, rng, |format, body, rng| {
+            format.encode_msg(stream_id, msg, rng, body).is_ok()
+        })
     }
 
     /// Originate DATA cells of stream `sid` from `data` on circuit `idx`,
@@ -719,6 +732,22 @@ impl CircuitTable {
     /// window (keeping the tag a v1 SENDME must echo) and the room, and
     /// queued in place.
     pub(crate) fn package_data(
+        &mut self,
+        idx: CircIdx,
+        sid: StreamId,
+        data: &[u8],
+        max: usize,
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) -> (usize, usize) {
+        if self.circs.get(&idx).is_some_and(|c| c.conflux) {
+            return self.package_linked(idx, sid, data, max, now, rng);
+        }
+        self.package_on(idx, sid, data, max, now, rng)
+    }
+
+    /// [`Self::package_data`] on exactly circuit `idx`.
+    pub(crate) fn package_on(
         &mut self,
         idx: CircIdx,
         sid: StreamId,
@@ -792,8 +821,13 @@ impl CircuitTable {
     ) {
         // What it originated leaves sealed, before the DESTROY.
         self.seal_pending();
-        let Some(c) = self.circs.remove(&idx) else {
+        let Some(mut c) = self.circs.remove(&idx) else {
             return;
+        };
+        let set_ends = if c.conflux {
+            self.conflux_leg_closing(idx, &mut c)
+        } else {
+            Vec::new()
         };
         self.ids.remove(&(c.prev_chan, c.prev_id));
         if let Some(reason) = to_prev {
@@ -817,6 +851,11 @@ impl CircuitTable {
             if self.streams.remove(&key).is_some() {
                 self.push_action(Action::CloseStream { key });
             }
+        }
+        // conflux_mark_all_for_close(..., END_CIRC_REASON_FINISHED).
+        for leg in set_ends {
+            let r = Some(DestroyReason::FINISHED);
+            self.close_circuit(leg, r, r);
         }
     }
 

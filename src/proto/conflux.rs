@@ -9,9 +9,8 @@
 //! section numbers are cited below); where C tor departs from the proposal
 //! this follows C tor.
 //!
-//! Not wired to circuits yet: oxit does not advertise Conflux=1.
-// Until the circuit table uses it, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
+//! The circuit table's side (which cells are sequenced, streams shared by
+//! the legs, closing) is in `proto::circuit::conflux`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,6 +20,52 @@ use crate::proto::relay_msg::{ConfluxLink, ConfluxLinked, ConfluxUx, RelayCmd, S
 
 /// A leg: the circuit table's handle of a circuit.
 pub(crate) type LegId = u64;
+
+/// Conflux as the consensus (and torrc's `ConfluxEnabled`) sets it
+/// (conflux_params.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfluxParams {
+    /// `ConfluxEnabled`, else `cfx_enabled`: when off, a LINK closes its
+    /// circuit (PROTOCOL), as C tor's conflux_process_link does.
+    pub enabled: bool,
+    /// `cfx_max_legs_set`.
+    pub max_legs: usize,
+    /// Bytes a set's out-of-order queue may hold before the leg that
+    /// brings one more is closed (RESOURCELIMIT): `cfx_max_oooq_bytes`,
+    /// but never more than a fifth of `MaxMemInQueues`, where C tor's
+    /// out-of-memory handler would start to count conflux queues (it frees
+    /// nothing; oxit bounds them instead).
+    pub max_ooo_bytes: usize,
+}
+
+impl Default for ConfluxParams {
+    fn default() -> Self {
+        ConfluxParams {
+            enabled: true,
+            max_legs: MAX_LEGS_DEFAULT,
+            max_ooo_bytes: i32::MAX as usize,
+        }
+    }
+}
+
+impl ConfluxParams {
+    /// From torrc's `ConfluxEnabled` (`None`: auto), the consensus and the
+    /// `MaxMemInQueues` in force.
+    pub fn resolve(
+        torrc_enabled: Option<bool>,
+        param: &dyn Fn(&str, i32, i32, i32) -> i32,
+        max_mem_in_queues: u64,
+    ) -> Self {
+        let oooq = usize::try_from(param("cfx_max_oooq_bytes", i32::MAX, 0, i32::MAX)).unwrap_or(0);
+        let mem_cap = usize::try_from(max_mem_in_queues / 5).unwrap_or(usize::MAX);
+        ConfluxParams {
+            enabled: torrc_enabled.unwrap_or(param("cfx_enabled", 1, 0, 1) != 0),
+            max_legs: usize::try_from(param("cfx_max_legs_set", 8, 3, 255))
+                .unwrap_or(MAX_LEGS_DEFAULT),
+            max_ooo_bytes: oooq.min(mem_cap),
+        }
+    }
+}
 
 /// `cfx_max_legs_set`: legs a set may have (default 8, 3–255).
 pub(crate) const MAX_LEGS_DEFAULT: usize = 8;
@@ -166,6 +211,7 @@ pub(crate) struct ConfluxSets {
 
 impl ConfluxSets {
     /// Whether `leg` is in a set.
+    #[cfg(test)]
     pub(crate) fn is_linked(&self, leg: LegId) -> bool {
         self.by_leg.contains_key(&leg)
     }
@@ -180,10 +226,18 @@ impl ConfluxSets {
     }
 
     /// The legs of `leg`'s set, itself included.
-    pub(crate) fn legs_of(&self, leg: LegId) -> Vec<LegId> {
+    pub(crate) fn legs_of(&self, leg: LegId) -> impl Iterator<Item = LegId> + '_ {
         self.by_leg
             .get(&leg)
             .and_then(|n| self.sets.get(n))
+            .into_iter()
+            .flat_map(|s| s.legs.iter().map(|l| l.id))
+    }
+
+    /// The legs of the set `nonce` names.
+    pub(crate) fn legs_of_nonce(&self, nonce: &[u8; 32]) -> Vec<LegId> {
+        self.sets
+            .get(nonce)
             .map(|s| s.legs.iter().map(|l| l.id).collect())
             .unwrap_or_default()
     }
@@ -192,8 +246,8 @@ impl ConfluxSets {
     /// negotiated): the leg joins the set the nonce names, or starts one,
     /// at once (the exit does not wait for LINKED_ACK, §3.2). Returns the
     /// LINKED to send back on `leg`. On `DataLoss` the set the nonce named
-    /// is gone: the caller closes its legs ([`Self::legs_of`] before the
-    /// call) and this one.
+    /// is gone: the caller closes its legs ([`Self::legs_of_nonce`] before
+    /// the call) and this one.
     pub(crate) fn link(
         &mut self,
         leg: LegId,
@@ -420,10 +474,10 @@ impl ConfluxSets {
         })
     }
 
-    /// A multiplexed cell was queued on `leg`.
-    pub(crate) fn note_sent(&mut self, leg: LegId) {
+    /// `n` multiplexed cells were queued on `leg`.
+    pub(crate) fn note_sent(&mut self, leg: LegId, n: u64) {
         if let Some(l) = self.leg_mut(leg) {
-            l.last_seq_sent = l.last_seq_sent.wrapping_add(1);
+            l.last_seq_sent = l.last_seq_sent.wrapping_add(n);
         }
     }
 

@@ -233,6 +233,7 @@ impl CircuitTable {
                         _ => CircWindows::fixed(i32::from(self.cfg.circwindow)),
                     },
                     streams: HashMap::new(),
+                    conflux: false,
                     queued: 0,
                     stream_limiter: crate::proto::dos::TokenBucketCtr::new(
                         self.cfg.dos.stream_rate,

@@ -191,6 +191,8 @@ impl CircuitTable {
                     let Some(c) = self.circs.get_mut(&idx) else {
                         break;
                     };
+                    // A LINK earlier in the run may have made it a leg.
+                    let hop = (format, c.conflux);
                     let early = g.cmd == ChanCmd::RELAY_EARLY;
                     if early {
                         if c.early_left == 0 {
@@ -201,7 +203,7 @@ impl CircuitTable {
                     }
                     match tag {
                         Some(tag) => {
-                            self.handle_recognized(idx, format, &g.body, *tag, early, now, rng)
+                            self.handle_recognized(idx, hop, &g.body, *tag, early, now, rng)
                         }
                         None => match c.next {
                             Next::Open { chan: nc, id } => {
@@ -217,12 +219,13 @@ impl CircuitTable {
         }
     }
 
-    // `format` is the caller's, looked up once per run of cells.
+    // `format` (looked up once per run of cells) and whether the circuit
+    // is a conflux leg are the caller's.
     #[allow(clippy::too_many_arguments)]
     fn handle_recognized(
         &mut self,
         idx: CircIdx,
-        format: RelayFormat,
+        (format, linked): (RelayFormat, bool),
         body: &[u8; CELL_BODY_LEN],
         tag: SendmeDigest,
         early: bool,
@@ -236,6 +239,14 @@ impl CircuitTable {
             self.close_protocol(idx);
             return;
         };
+        if linked && cmd.conflux_multiplexed() {
+            self.conflux_arrived(idx, cmd, stream_id, data, tag, now, rng);
+            return;
+        }
+        if (RelayCmd::CONFLUX_LINK.get()..=RelayCmd::CONFLUX_SWITCH.get()).contains(&cmd.get()) {
+            self.conflux_cell(idx, cmd, data, now, rng);
+            return;
+        }
         if cmd == RelayCmd::DATA {
             // DATA counts for the circuit window even on stream 0 or an
             // unknown stream (relay.c handle_relay_cell_command).
@@ -293,7 +304,7 @@ impl CircuitTable {
 
     /// A DATA cell for our hop: deliver window, SENDME emission. Returns
     /// false if the circuit was closed.
-    fn circuit_data_received(
+    pub(super) fn circuit_data_received(
         &mut self,
         idx: CircIdx,
         tag: SendmeDigest,
@@ -362,6 +373,10 @@ impl CircuitTable {
                 queued_cells: c.queued as u64,
             };
             v.on_sendme(now_usec, link, &mut self.cc_clock);
+            if c.conflux {
+                // conflux.c:conflux_update_rtt, from the leg's EWMA.
+                self.conflux.note_rtt(idx, v.ewma_rtt_usec());
+            }
         } else {
             c.windows.package += CIRCWINDOW_INCREMENT;
             if c.windows.package > CIRCWINDOW_START_MAX {

@@ -44,6 +44,7 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         own_addrs: vec!["203.0.113.1:9001".parse().unwrap()],
         circwindow: 1000,
         cc: None,
+        conflux: Default::default(),
         max_queue: 2500,
         sendme_emit_min_version: 1,
         sendme_accept_min_version: 0,

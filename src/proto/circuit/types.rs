@@ -86,6 +86,8 @@ pub struct CircuitConfig {
     /// Congestion control offered to clients that ask for it in ntor-v3
     /// (`None`: declined, and circuits keep fixed windows).
     pub cc: Option<crate::proto::cc::CcParams>,
+    /// Conflux (proposal 329) for clients that link circuits.
+    pub conflux: crate::proto::conflux::ConfluxParams,
 }
 
 impl CircuitConfig {

@@ -60,12 +60,12 @@ fn link_makes_and_joins_sets() {
             switch: None
         }
     );
-    s.note_sent(1);
+    s.note_sent(1, 1);
     let reply = s
         .link(2, &link(2, 1, ConfluxUx::HighThroughput), 8, 0)
         .unwrap();
     assert_eq!((reply.0.last_seqno_sent, reply.0.last_seqno_recv), (1, 2));
-    assert_eq!(s.legs_of(2), vec![1, 2]);
+    assert_eq!(s.legs_of(2).collect::<Vec<_>>(), vec![1, 2]);
     // A second LINK on a linked leg.
     assert_eq!(
         s.link(2, &link(0, 0, ConfluxUx::HighThroughput), 8, 0),
@@ -169,7 +169,7 @@ fn lowrtt_switching_keeps_sequences_coherent() {
                 switch: None
             })
         );
-        s.note_sent(1);
+        s.note_sent(1, 1);
     }
     // Leg 1 (100 µs) is full: leg 2 (125 µs) takes over, SWITCH(10).
     let sw = s.send_leg(1, true, |l| l == 2).unwrap();
@@ -180,7 +180,7 @@ fn lowrtt_switching_keeps_sequences_coherent() {
             switch: Some(10)
         }
     );
-    s.note_sent(2);
+    s.note_sent(2, 1);
     let sent = |s: &mut ConfluxSets, l: LegId| {
         s.set_of(l)
             .and_then(|set| set.legs.iter().find(|x| x.id == l).map(|x| x.last_seq_sent))
@@ -195,7 +195,7 @@ fn lowrtt_switching_keeps_sequences_coherent() {
             switch: Some(1)
         })
     );
-    s.note_sent(1);
+    s.note_sent(1, 1);
     assert_eq!(sent(&mut s, 1), 12);
     // Nothing has room: DATA waits, an END goes on the current leg.
     assert_eq!(s.send_leg(1, true, |_| false), Err(NoLeg::Blocked));
@@ -255,7 +255,7 @@ fn closing_legs() {
     // An idle, non-current leg: the set goes on.
     let mut s = two_legs();
     s.send_leg(1, true, |_| true).unwrap();
-    s.note_sent(1);
+    s.note_sent(1, 1);
     assert_eq!(data(&mut s, 1, 1), Arrival::Deliver);
     assert!(s.switch(2, 1));
     assert_eq!(s.leg_closed(2, 30, 31), LegClosed::Continue { to: 1 });

@@ -46,11 +46,7 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
-        let existing = self
-            .circs
-            .get(&idx)
-            .and_then(|c| c.streams.get(&sid))
-            .copied();
+        let existing = self.find_stream(idx, sid);
         match cmd {
             RelayCmd::BEGIN | RelayCmd::BEGIN_DIR | RelayCmd::RESOLVE if existing.is_some() => {
                 // "Begin cell for known stream. Dropping." (relay.c)
@@ -484,12 +480,7 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
-        let Some(key) = self
-            .circs
-            .get(&idx)
-            .and_then(|c| c.streams.get(&sid))
-            .copied()
-        else {
+        let Some(key) = self.find_stream(idx, sid) else {
             return; // "data cell dropped, unknown stream"
         };
         let cc = self.circuit_uses_cc(idx);
@@ -600,10 +591,7 @@ impl CircuitTable {
         if !self.may_package(idx) {
             return;
         }
-        let Some(c) = self.circs.get(&idx) else {
-            return;
-        };
-        let mut keys: Vec<StreamKey> = c.streams.values().copied().collect();
+        let mut keys = self.set_streams(idx);
         keys.sort_unstable();
         for key in keys {
             if let Some(s) = self.streams.get_mut(&key)
@@ -705,13 +693,9 @@ impl CircuitTable {
         body: &[u8],
         rng: &mut impl CryptoRng,
     ) {
-        let Some(format) = self.circs.get(&circ).map(|c| c.crypto.format()) else {
-            return;
-        };
-        let mut cell = [0u8; crate::proto::relay_msg::RELAY_BODY_LEN];
-        if format.encode_data(cmd, sid, body, rng, &mut cell).is_ok() {
-            self.push_originated(circ, cell);
-        }
+        self.originate(circ, cmd, rng, |format, cell, rng| {
+            format.encode_data(cmd, sid, body, rng, cell).is_ok()
+        });
     }
 
     pub(crate) fn stream_setup_timeout(

@@ -1,0 +1,419 @@
+//! Conflux legs through the circuit table: two congestion-controlled
+//! circuits from relay channels linked into one set, as a C tor client
+//! links them (docs/conflux-exit.md).
+
+use std::time::Duration;
+
+use rand::{SeedableRng, rngs::StdRng};
+
+use super::tests::{
+    Client, PREV_RELAY, RELAY_CHAN, Relay, client_cell, client_msg, client_recv, create_ntor_v3,
+    destroy_codes, drain, now, relay, sent_cells,
+};
+use super::{Action, ChanId, PeerKind, StreamKey};
+use crate::exit::dns::Answer;
+use crate::proto::cell::ChanCmd;
+use crate::proto::relay_msg::{
+    ConfluxLink, ConfluxLinked, ConfluxSwitch, ConfluxUx, RelayBody, RelayCmd,
+};
+
+const RELAY_CHAN_2: ChanId = ChanId(6);
+const NONCE: [u8; 32] = [0x42; 32];
+
+/// An exit offering congestion control, with a second relay channel.
+fn cc_relay(rng: &mut StdRng, tweak: impl FnOnce(&mut super::CircuitConfig)) -> Relay {
+    let mut r = relay(rng, 1);
+    let mut cfg = (*r.cfg).clone();
+    cfg.cc = Some(crate::proto::cc::CcParams::default());
+    tweak(&mut cfg);
+    r.cfg = std::sync::Arc::new(cfg);
+    r.t.set_config(r.cfg.clone());
+    r.t.channel_opened(
+        RELAY_CHAN_2,
+        PeerKind::Relay {
+            rsa_id: PREV_RELAY,
+            ed_id: [0x77; 32],
+        },
+    );
+    r
+}
+
+/// A circuit that negotiated congestion control.
+fn cc_leg(r: &mut Relay, rng: &mut StdRng, chan: ChanId, id: u32) -> Client {
+    let (cl, reply) = create_ntor_v3(r, rng, chan, id, &[1, 1, 0]);
+    assert_eq!(reply, vec![1, 2, 1, 31]);
+    cl
+}
+
+fn link_msg(sent: u64, ux: ConfluxUx) -> ConfluxLink {
+    ConfluxLink {
+        nonce: NONCE,
+        last_seqno_sent: sent,
+        last_seqno_recv: 0,
+        desired_ux: ux,
+    }
+}
+
+fn send_msg<'m, M: RelayBody<'m>>(
+    r: &mut Relay,
+    cl: &mut Client,
+    rng: &mut StdRng,
+    sid: u16,
+    msg: &M,
+    at: std::time::Instant,
+) {
+    let mut c = [client_msg(cl, rng, 0, sid, msg, false)];
+    r.t.handle_cells(cl.chan, &mut c, at, rng);
+}
+
+fn send(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, cmd: RelayCmd, sid: u16, data: &[u8]) {
+    let mut c = [client_cell(cl, rng, 0, cmd, sid, data, false)];
+    r.t.handle_cells(cl.chan, &mut c, now(), rng);
+}
+
+/// The relay messages `acts` carry to `cl`'s circuit, decrypted in order.
+fn to_leg(cl: &mut Client, acts: &[Action]) -> Vec<(RelayCmd, u16, Vec<u8>)> {
+    let me = (cl.chan, cl.id);
+    sent_cells(acts)
+        .into_iter()
+        .filter(|c| (c.0, c.1) == me && c.2 == ChanCmd::RELAY)
+        .map(|(_, _, _, body)| {
+            let (_, hdr, data, _) = client_recv(cl, body);
+            (hdr.cmd, hdr.stream_id.get(), data)
+        })
+        .collect()
+}
+
+/// LINK on `cl`, and the LINKED that comes back.
+fn link(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, msg: &ConfluxLink) -> ConfluxLinked {
+    send_msg(r, cl, rng, 0, msg, now());
+    let acts = drain(&mut r.t);
+    let rep = to_leg(cl, &acts);
+    assert_eq!(rep.len(), 1, "{acts:?}");
+    assert_eq!((rep[0].0, rep[0].1), (RelayCmd::CONFLUX_LINKED, 0));
+    ConfluxLinked::decode(&rep[0].2).unwrap()
+}
+
+/// Two legs linked, LINKED_ACK'd with RTTs of 10 ms (`a`) and 20 ms (`b`).
+fn linked_pair(r: &mut Relay, rng: &mut StdRng) -> (Client, Client) {
+    let mut a = cc_leg(r, rng, RELAY_CHAN, 0x8000_0001);
+    let mut b = cc_leg(r, rng, RELAY_CHAN_2, 0x8000_0002);
+    let ux = ConfluxUx::HighThroughput;
+    let la = link(r, &mut a, rng, &link_msg(0, ux));
+    let lb = link(r, &mut b, rng, &link_msg(0, ux));
+    for l in [&la, &lb] {
+        assert_eq!(l.0.nonce, NONCE);
+        assert_eq!((l.0.last_seqno_sent, l.0.last_seqno_recv), (0, 0));
+        assert_eq!(l.0.desired_ux, ConfluxUx::MinLatency, "the exit's fixed UX");
+    }
+    let ack = |r: &mut Relay, cl: &mut Client, rng: &mut StdRng, ms| {
+        let mut c = [client_cell(
+            cl,
+            rng,
+            0,
+            RelayCmd::CONFLUX_LINKED_ACK,
+            0,
+            &[],
+            false,
+        )];
+        r.t.handle_cells(cl.chan, &mut c, now() + Duration::from_millis(ms), rng);
+    };
+    ack(r, &mut a, rng, 10);
+    ack(r, &mut b, rng, 20);
+    assert!(drain(&mut r.t).is_empty());
+    (a, b)
+}
+
+/// BEGIN on `cl` for stream `sid`, resolved and connected; the CONNECTED
+/// is returned to the caller among the actions.
+fn open_stream(
+    r: &mut Relay,
+    cl: &mut Client,
+    rng: &mut StdRng,
+    sid: u16,
+) -> (StreamKey, Vec<Action>) {
+    send(r, cl, rng, RelayCmd::BEGIN, sid, b"example.com:443\0");
+    let acts = drain(&mut r.t);
+    let [Action::Resolve { key, .. }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    let key = *key;
+    let ans = Answer {
+        addrs: vec!["192.0.2.10".parse().unwrap()],
+        ttl: 3600,
+        hostname: None,
+    };
+    r.t.handle_resolved(key, Ok(ans), now(), rng);
+    let acts = drain(&mut r.t);
+    let [Action::Connect { addr, .. }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    r.t.handle_connected(key, Ok(*addr), now(), rng);
+    (key, drain(&mut r.t))
+}
+
+/// A download over two linked legs: the lowest-RTT leg takes cells until
+/// its congestion window is full, then a SWITCH announces the other leg,
+/// which takes the next cells; the client puts them back in order.
+#[test]
+fn download_fills_the_fast_leg_then_switches() {
+    let mut rng = StdRng::seed_from_u64(90);
+    let mut r = cc_relay(&mut rng, |_| {});
+    let (mut a, mut b) = linked_pair(&mut r, &mut rng);
+    let (key, acts) = open_stream(&mut r, &mut a, &mut rng, 7);
+    let rep = to_leg(&mut a, &acts);
+    assert_eq!(
+        (rep[0].0, rep[0].1),
+        (RelayCmd::CONNECTED, 7),
+        "on the 10 ms leg"
+    );
+    let data: Vec<u8> = (0..498 * 400).map(|i| (i * 7 % 251) as u8).collect();
+    let taken = r.t.handle_stream_data(key, &data, now(), &mut rng);
+    assert_eq!(taken, 498 * 248, "two congestion windows of 124 cells");
+    let acts = drain(&mut r.t);
+    let on_a = to_leg(&mut a, &acts);
+    let on_b = to_leg(&mut b, &acts);
+    assert_eq!(on_a.len(), 124);
+    assert!(on_a.iter().all(|m| (m.0, m.1) == (RelayCmd::DATA, 7)));
+    // Leg A sent CONNECTED (1) and 124 DATA: B's first cell is 126.
+    assert_eq!(on_b[0].0, RelayCmd::CONFLUX_SWITCH);
+    assert_eq!(ConfluxSwitch::decode(&on_b[0].2).unwrap().seqnum, 125);
+    assert_eq!(on_b.len(), 125);
+    let got: Vec<u8> = on_a
+        .iter()
+        .chain(&on_b[1..])
+        .flat_map(|m| m.2.iter().copied())
+        .collect();
+    assert_eq!(got, data[..taken]);
+}
+
+/// Cells of one stream sent on both legs, the later one first: it waits
+/// in the set's queue until the earlier arrives, then both go out in
+/// order; each leg's DATA counts in its own window.
+#[test]
+fn upload_out_of_order_is_put_back_in_order() {
+    let mut rng = StdRng::seed_from_u64(91);
+    let mut r = cc_relay(&mut rng, |_| {});
+    let (mut a, mut b) = linked_pair(&mut r, &mut rng);
+    let (key, _) = open_stream(&mut r, &mut a, &mut rng, 3);
+    // Seq 1 was BEGIN on A. B announces it continues after 2: its DATA
+    // is seq 3, A's next is seq 2.
+    send_msg(
+        &mut r,
+        &mut b,
+        &mut rng,
+        0,
+        &ConfluxSwitch { seqnum: 2 },
+        now(),
+    );
+    send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 3, b"second");
+    assert!(drain(&mut r.t).is_empty(), "queued until seq 2 arrives");
+    send(&mut r, &mut a, &mut rng, RelayCmd::DATA, 3, b"first,");
+    let writes: Vec<Vec<u8>> = drain(&mut r.t)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::StreamWrite { key: k, data } if k == key => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(writes.concat(), b"first,second");
+}
+
+/// A leg that is neither the current send leg nor ahead of the others
+/// closes alone: its stream moves to the surviving leg and goes on. The
+/// current send leg's close ends the set: the rest get DESTROY FINISHED.
+#[test]
+fn closing_legs_as_c_tor_does() {
+    let mut rng = StdRng::seed_from_u64(92);
+    let mut r = cc_relay(&mut rng, |_| {});
+    let (mut a, mut b) = linked_pair(&mut r, &mut rng);
+    // A stream homed on B (BEGIN seq 1 on B); CONNECTED leaves on A, the
+    // faster leg. Then A catches up: SWITCH 1 and a DATA (seq 2).
+    let (key, acts) = open_stream(&mut r, &mut b, &mut rng, 5);
+    assert_eq!(to_leg(&mut a, &acts)[0].0, RelayCmd::CONNECTED);
+    send_msg(
+        &mut r,
+        &mut a,
+        &mut rng,
+        0,
+        &ConfluxSwitch { seqnum: 1 },
+        now(),
+    );
+    send(&mut r, &mut a, &mut rng, RelayCmd::DATA, 5, b"x");
+    drain(&mut r.t);
+    r.t.handle_cells(
+        b.chan,
+        &mut [super::tests::cell(b.id, ChanCmd::DESTROY, [0; 509])],
+        now(),
+        &mut rng,
+    );
+    assert!(
+        destroy_codes(&drain(&mut r.t)).is_empty(),
+        "the set goes on"
+    );
+    send(&mut r, &mut a, &mut rng, RelayCmd::DATA, 5, b"y");
+    let acts = drain(&mut r.t);
+    assert!(
+        acts.iter().any(
+            |x| matches!(x, Action::StreamWrite { key: k, data } if *k == key && data == b"y")
+        ),
+        "{acts:?}"
+    );
+
+    // A third leg joins; closing A, the current send leg, ends the set.
+    let mut c = cc_leg(&mut r, &mut rng, RELAY_CHAN_2, 0x8000_0003);
+    let lc = link(
+        &mut r,
+        &mut c,
+        &mut rng,
+        &link_msg(3, ConfluxUx::HighThroughput),
+    );
+    assert_eq!((lc.0.last_seqno_sent, lc.0.last_seqno_recv), (1, 3));
+    r.t.handle_cells(
+        a.chan,
+        &mut [super::tests::cell(a.id, ChanCmd::DESTROY, [0; 509])],
+        now(),
+        &mut rng,
+    );
+    let acts = drain(&mut r.t);
+    assert_eq!(destroy_codes(&acts), vec![9], "FINISHED to leg C");
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::CloseStream { key: k } if *k == key))
+    );
+    assert_eq!(r.t.circuit_total(), 0);
+}
+
+/// Every refusal C tor's exit makes, with the DESTROY reason it sends.
+#[test]
+fn refusals_close_with_c_tors_reasons() {
+    let mut rng = StdRng::seed_from_u64(93);
+    let ht = ConfluxUx::HighThroughput;
+    let mut r = cc_relay(&mut rng, |_| {});
+
+    // No congestion control on the circuit: PROTOCOL.
+    let (mut plain, _) = create_ntor_v3(&mut r, &mut rng, RELAY_CHAN, 0x8000_0010, &[0]);
+    send_msg(&mut r, &mut plain, &mut rng, 0, &link_msg(0, ht), now());
+    assert_eq!(destroy_codes(&drain(&mut r.t)), vec![1]);
+
+    // SWITCH or LINKED_ACK on a circuit not linked; LINKED at an exit;
+    // a LINK that does not parse; a LINK on a circuit with a stream; a
+    // second LINK on a leg.
+    type Case<'a> = Box<dyn Fn(&mut Relay, &mut Client, &mut StdRng) + 'a>;
+    let cases: [(&str, Case); 6] = [
+        (
+            "switch",
+            Box::new(|r, cl, rng| send(r, cl, rng, RelayCmd::CONFLUX_SWITCH, 0, &[0, 0, 0, 1])),
+        ),
+        (
+            "ack",
+            Box::new(|r, cl, rng| send(r, cl, rng, RelayCmd::CONFLUX_LINKED_ACK, 0, &[])),
+        ),
+        (
+            "linked",
+            Box::new(|r, cl, rng| send_msg(r, cl, rng, 0, &ConfluxLinked(link_msg(0, ht)), now())),
+        ),
+        (
+            "bad version",
+            Box::new(|r, cl, rng| send(r, cl, rng, RelayCmd::CONFLUX_LINK, 0, &[2; 50])),
+        ),
+        (
+            "streams",
+            Box::new(|r, cl, rng| {
+                send(r, cl, rng, RelayCmd::BEGIN, 1, b"example.com:80\0");
+                drain(&mut r.t);
+                send_msg(r, cl, rng, 0, &link_msg(0, ht), now());
+            }),
+        ),
+        (
+            "twice",
+            Box::new(|r, cl, rng| {
+                link(
+                    r,
+                    cl,
+                    rng,
+                    &ConfluxLink {
+                        nonce: [9; 32],
+                        ..link_msg(0, ht)
+                    },
+                );
+                send_msg(
+                    r,
+                    cl,
+                    rng,
+                    0,
+                    &ConfluxLink {
+                        nonce: [9; 32],
+                        ..link_msg(0, ht)
+                    },
+                    now(),
+                );
+            }),
+        ),
+    ];
+    for (i, (what, case)) in cases.iter().enumerate() {
+        let mut cl = cc_leg(&mut r, &mut rng, RELAY_CHAN, 0x8000_0100 + i as u32);
+        case(&mut r, &mut cl, &mut rng);
+        assert_eq!(destroy_codes(&drain(&mut r.t)), vec![1], "{what}");
+    }
+
+    // Data loss: a LINK saying the client sent more than the set
+    // delivered ends the set (PROTOCOL) and the new leg (INTERNAL).
+    linked_pair(&mut r, &mut rng);
+    let mut c = cc_leg(&mut r, &mut rng, RELAY_CHAN, 0x8000_0200);
+    send_msg(&mut r, &mut c, &mut rng, 0, &link_msg(5, ht), now());
+    let mut codes = destroy_codes(&drain(&mut r.t));
+    codes.sort_unstable();
+    assert_eq!(codes, vec![1, 1, 2]);
+
+    // Conflux off (ConfluxEnabled 0 / cfx_enabled=0): PROTOCOL.
+    let mut off = cc_relay(&mut rng, |c| c.conflux.enabled = false);
+    let mut cl = cc_leg(&mut off, &mut rng, RELAY_CHAN, 0x8000_0001);
+    send_msg(&mut off, &mut cl, &mut rng, 0, &link_msg(0, ht), now());
+    assert_eq!(destroy_codes(&drain(&mut off.t)), vec![1]);
+}
+
+/// A cell whose sequence number was already delivered closes its leg
+/// (INTERNAL); a queue past `cfx_max_oooq_bytes` closes the leg that
+/// brings one more (RESOURCELIMIT), and with it the set.
+#[test]
+fn sequence_regression_and_queue_bound() {
+    let mut rng = StdRng::seed_from_u64(94);
+    let mut r = cc_relay(&mut rng, |c| c.conflux.max_ooo_bytes = 1000);
+    let (mut a, mut b) = linked_pair(&mut r, &mut rng);
+    send(
+        &mut r,
+        &mut a,
+        &mut rng,
+        RelayCmd::BEGIN,
+        1,
+        b"example.com:80\0",
+    );
+    drain(&mut r.t);
+    // B's first cell is seq 1, which A already delivered.
+    send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 1, b"late");
+    assert_eq!(destroy_codes(&drain(&mut r.t)), vec![2]);
+
+    let mut r = cc_relay(&mut rng, |c| c.conflux.max_ooo_bytes = 1000);
+    let (_a, mut b) = linked_pair(&mut r, &mut rng);
+    // B jumps ahead; its cells queue until the cap, then B is closed.
+    send_msg(
+        &mut r,
+        &mut b,
+        &mut rng,
+        0,
+        &ConfluxSwitch { seqnum: 10 },
+        now(),
+    );
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 1, &[0; 400]);
+        codes.extend(destroy_codes(&drain(&mut r.t)));
+    }
+    // B was ahead of A, so its close ends the set: A gets FINISHED.
+    assert_eq!(
+        codes,
+        vec![5, 9],
+        "RESOURCELIMIT once the queue holds 1000 bytes"
+    );
+}
