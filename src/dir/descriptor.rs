@@ -49,11 +49,11 @@ const FAMILY_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs
 /// link protocols 4–5 with Ed25519 link authentication, CREATE2/EXTEND2
 /// with ntor, IPv6 extends and ntor-v3, authenticated SENDMEs, congestion
 /// control with XON/XOFF (FlowCtrl=2), ntor-v3 SUBPROTO negotiation
-/// (Relay=5) of CGO relay crypto (Relay=6). Nothing that would make
-/// clients send it traffic it cannot handle (no Conflux, HS*, DirCache,
-/// Padding).
+/// (Relay=5) of CGO relay crypto (Relay=6), conflux at the exit
+/// (Conflux=1). Nothing that would make clients send it traffic it cannot
+/// handle (no HS*, DirCache, Padding).
 pub const PROTOCOLS: &str =
-    "Cons=1-2 Desc=1-2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=1-2 Relay=2-6";
+    "Conflux=1 Cons=1-2 Desc=1-2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=1-2 Relay=2-6";
 
 /// Why a document could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -48,6 +48,7 @@ use crate::proto::relay_msg::{RelayBody, SendmeDigest, StreamId};
 use crate::proto::stream::{Stream, StreamState};
 use hop::HopCrypto;
 
+pub use conflux::{LegHandoff, SetHomes};
 pub use onion::{OnionParams, OnionStats, handshake_heartbeat_line};
 pub use types::{
     Action, ChanId, CircuitConfig, ExtendFailure, ExtendKey, IncomingCell, PeerKind, StreamKey,
@@ -236,6 +237,10 @@ pub struct CircuitTable {
     pub(crate) dos: crate::proto::dos::Verdicts,
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
+    /// Where sets live when there are several workers.
+    homes: Option<conflux::SetHomes>,
+    /// Legs handed to another worker in this batch (see [`conflux`]).
+    moved: HashMap<(ChanId, CircId), conflux::LegHandoff>,
     /// Creates waiting for a handshake (see [`onion`]).
     pub(crate) onion: onion::OnionQueue,
     /// Measures what handshakes cost, for the onion queue's budget. Not
@@ -269,6 +274,8 @@ impl CircuitTable {
             sealer: seal::Sealer::default(),
             dos: crate::proto::dos::Verdicts::default(),
             conflux: Default::default(),
+            homes: None,
+            moved: HashMap::new(),
             onion: {
                 let mut q = onion::OnionQueue::default();
                 q.start_turn(cfg.onion.turn_budget);
@@ -422,18 +429,25 @@ impl CircuitTable {
         }
     }
 
-    /// The next hop of the circuit whose next side is `(chan, id)` is gone
-    /// without a DESTROY from it (the worker holding that channel gave up
-    /// on it): close the circuit, telling the previous hop `reason`.
+    /// The hop on the far side of `(chan, id)` is gone without a DESTROY
+    /// from it (the worker holding that channel gave up on it, and told
+    /// that hop `reason` itself): close the circuit, telling the other side
+    /// `reason`.
     pub fn next_hop_failed(&mut self, chan: ChanId, id: CircId, reason: DestroyReason) {
-        let Some(&(idx, Side::Next)) = self.ids.get(&(chan, id)) else {
+        let Some(&(idx, side)) = self.ids.get(&(chan, id)) else {
             return;
         };
         self.ids.remove(&(chan, id));
-        if let Some(c) = self.circs.get_mut(&idx) {
-            c.next = Next::None;
+        match side {
+            Side::Next => {
+                if let Some(c) = self.circs.get_mut(&idx) {
+                    c.next = Next::None;
+                }
+                self.close_circuit(idx, Some(reason), None);
+            }
+            // A conflux leg whose client is on that channel.
+            Side::Prev => self.close_circuit(idx, None, Some(reason)),
         }
-        self.close_circuit(idx, Some(reason), None);
     }
 
     /// Close the circuit that uses ID `id` on `chan` (either side), DESTROY
@@ -497,7 +511,22 @@ impl CircuitTable {
                 1
             };
             let (group, tail) = rest.split_at_mut(n);
-            if let [cell] = group
+            if !self.moved.is_empty() && self.moved.contains_key(&(chan, id)) {
+                // A leg handed to another worker earlier in this batch: its
+                // cells follow it, decrypted if they already were.
+                for (k, cell) in group.iter().enumerate() {
+                    let ahead = (at + k).checked_sub(pre_from).and_then(|i| pre.get(i));
+                    let left = match ahead {
+                        Some(Some((_, tag))) if relay => conflux::Leftover::Plain {
+                            early: cell.cmd == ChanCmd::RELAY_EARLY,
+                            body: cell.body,
+                            tag: *tag,
+                        },
+                        _ => conflux::Leftover::Raw(cell.clone()),
+                    };
+                    self.keep_leftover(chan, id, left);
+                }
+            } else if let [cell] = group
                 && !is_relay(cell)
             {
                 self.handle_control_cell(chan, cell, now, rng);

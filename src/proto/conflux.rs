@@ -407,15 +407,17 @@ impl ConfluxSets {
         let Some(set) = self.set_of(leg) else {
             return Ok(SendLeg { leg, switch: None });
         };
-        let measured = |l: &&Leg| l.rtt_usec != 0;
-        // The first cell: the current leg becomes the lowest measured RTT,
+        // A stalled clock's leg (u64::MAX) is never picked: C tor starts
+        // its search below u64::MAX (conflux_decide_circ_lowrtt / _minrtt).
+        let measured = |l: &&Leg| l.rtt_usec != 0 && l.rtt_usec != u64::MAX;
+        // The first cell: the current leg becomes the lowest non-zero RTT,
         // else the first leg (conflux_pick_first_leg); then the algorithm
         // decides as for any cell.
         if set.curr_leg.is_none() {
             set.curr_leg = set
                 .legs
                 .iter()
-                .filter(measured)
+                .filter(|l| l.rtt_usec != 0)
                 .min_by_key(|l| l.rtt_usec)
                 .or(set.legs.first())
                 .map(|l| l.id);

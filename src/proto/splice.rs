@@ -26,6 +26,16 @@
 //!   owners' circuits on it are closed as for a local channel
 //!   (DESTROY CHANNEL_CLOSED toward the client).
 //!
+//! A conflux leg (see `proto::circuit::conflux`) is the other way round:
+//! its LINK arrived on a channel of one worker, but its set lives in
+//! another's table. The circuit moves to the set's worker, which owns it
+//! from then on, on a virtual channel for the channel it came on; the
+//! worker it came to hosts its circuit ID as for a splice
+//! ([`Splices::host_moved_leg`], [`CrossItem::AdoptLeg`]). Owners number
+//! their spliced circuits on a virtual channel with the high bit set (as
+//! the initiator of a channel does), and holders number the legs they
+//! hand over with it clear, so the two never meet.
+//!
 //! A CREATE2 that reaches a holder whose channel has just closed is
 //! answered with `ChanDown`, so the circuit fails as it would have if the
 //! channel closed a moment later; the client builds another.
@@ -53,7 +63,7 @@ use std::collections::{HashMap, VecDeque};
 use rand::CryptoRng;
 
 use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Destroy, DestroyReason};
-use crate::proto::circuit::{ChanId, CircuitTable, IncomingCell, PeerKind};
+use crate::proto::circuit::{ChanId, CircuitTable, IncomingCell, LegHandoff, PeerKind};
 
 /// Items one worker may have queued for another (sent, not yet taken in)
 /// before it cuts their splices: 64 full circuit windows, as for a link.
@@ -102,6 +112,14 @@ pub enum CrossItem {
     /// DoS bookkeeping (see [`crate::proto::dos`]): handed to the worker
     /// as it comes, not interpreted here.
     Dos(crate::proto::dos::DosMsg),
+    /// Holder → owner: a conflux leg that arrived on my channel `chan`
+    /// belongs to a set you hold: it is yours now as circuit `vcirc` of
+    /// that channel, and its cells cross as `Backward` / `Forward`.
+    AdoptLeg {
+        chan: ChanId,
+        vcirc: CircId,
+        leg: Box<LegHandoff>,
+    },
 }
 
 impl CrossItem {
@@ -446,8 +464,77 @@ impl Splices {
         table.release_circ_id(chan, circ_id);
     }
 
+    /// Holder side: conflux leg `h` left our table for the set that
+    /// worker `h.to` holds (see the module documentation). We host its
+    /// circuit ID on our channel, under a number of our choosing for the
+    /// owner, and send it over. The table reserved the ID already.
+    pub fn host_moved_leg(
+        &mut self,
+        h: LegHandoff,
+        table: &mut CircuitTable,
+        rng: &mut impl CryptoRng,
+        send: &mut Vec<HostedCell>,
+    ) {
+        let (chan, circ_id) = h.origin();
+        let owner = WorkerId(h.to);
+        // High bit clear: owners number their own circuits here with it set.
+        let vcirc = (0..64)
+            .map(|_| CircId::new(rng.next_u32() & 0x7fff_ffff))
+            .find(|v| !v.is_channel() && !self.hosted_ids.contains_key(&(owner, chan, *v)));
+        let Some(vcirc) = vcirc.filter(|_| owner != self.me && owner.0 < self.outbox.len()) else {
+            table.release_circ_id(chan, circ_id);
+            let mut body = [0u8; CELL_BODY_LEN];
+            body[0] = Destroy::new(DestroyReason::INTERNAL).reason().get();
+            send.push(HostedCell {
+                chan,
+                circ_id,
+                cmd: ChanCmd::DESTROY,
+                body,
+            });
+            return;
+        };
+        self.hosted
+            .entry(chan)
+            .or_default()
+            .insert(circ_id, (owner, vcirc));
+        self.hosted_ids.insert((owner, chan, vcirc), circ_id);
+        self.push(
+            owner,
+            CrossItem::AdoptLeg {
+                chan,
+                vcirc,
+                leg: Box::new(h),
+            },
+        );
+    }
+
+    /// Owner side: the virtual channel for worker `from`'s channel `chan`,
+    /// made (with an id from `alloc`) and registered with `table` as a
+    /// channel to `peer` if we have none yet.
+    fn virtual_chan_for(
+        &mut self,
+        from: WorkerId,
+        chan: ChanId,
+        peer: PeerKind,
+        table: &mut CircuitTable,
+        alloc: &mut dyn FnMut() -> ChanId,
+    ) -> Option<ChanId> {
+        if let Some(v) = self.virtual_of.get(&(from, chan)) {
+            return Some(*v);
+        }
+        let v = (0..64)
+            .map(|_| alloc())
+            .find(|v| !self.virtual_chans.contains_key(v))?;
+        self.virtual_chans.insert(v, (from, chan));
+        self.virtual_of.insert((from, chan), v);
+        table.channel_opened_outbound(v, peer);
+        Some(v)
+    }
+
     /// Take in what another worker sent. Cells for our channels go to
-    /// `send`; cells for our circuits go through `table`.
+    /// `send`; cells for our circuits go through `table`. `alloc` gives
+    /// ids for new virtual channels.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_batch(
         &mut self,
         batch: Batch,
@@ -455,6 +542,7 @@ impl Splices {
         now: std::time::Instant,
         rng: &mut impl CryptoRng,
         send: &mut Vec<HostedCell>,
+        alloc: &mut dyn FnMut() -> ChanId,
     ) {
         let from = batch.from;
         let mut incoming = std::mem::take(&mut self.scratch);
@@ -500,6 +588,27 @@ impl Splices {
                     }
                 }
                 CrossItem::Dos(m) => self.dos_in.push(m),
+                CrossItem::AdoptLeg { chan, vcirc, leg } => {
+                    match self.virtual_chan_for(from, chan, leg.peer, table, alloc) {
+                        Some(v) => table.adopt_leg(v, vcirc, *leg, now, rng),
+                        // Out of channel ids: the holder ends the leg, as
+                        // for any DESTROY an owner sends.
+                        None => {
+                            let mut body = [0u8; CELL_BODY_LEN];
+                            body[0] = Destroy::new(DestroyReason::RESOURCELIMIT).reason().get();
+                            let cmd = ChanCmd::DESTROY;
+                            self.push(
+                                from,
+                                CrossItem::Forward {
+                                    chan,
+                                    vcirc,
+                                    cmd,
+                                    body,
+                                },
+                            );
+                        }
+                    }
+                }
                 CrossItem::Backward {
                     chan,
                     vcirc,

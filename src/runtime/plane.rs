@@ -142,6 +142,7 @@ impl DataPlane {
         }
         let peers: Arc<[Peer]> = peers.into();
         let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
+        let set_hasher = std::hash::RandomState::new();
         let mut listeners = listeners.0.into_iter();
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = listeners.next().unwrap_or_default();
@@ -162,6 +163,7 @@ impl DataPlane {
                 inbox,
                 peers: peers.clone(),
                 in_flight: in_flight.clone(),
+                set_hasher: set_hasher.clone(),
             };
             let out = Outbox {
                 events: event_tx.clone(),

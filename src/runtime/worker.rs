@@ -94,6 +94,8 @@ pub(super) struct Mail {
     /// `from * n + to`; touched once per batch, not per cell. The sender
     /// adds after sending, so the count can dip below zero for a moment.
     pub(super) in_flight: Arc<[AtomicIsize]>,
+    /// The same in every worker: which worker holds each conflux set.
+    pub(super) set_hasher: std::hash::RandomState,
 }
 
 impl Mail {
@@ -283,7 +285,15 @@ impl Worker {
             reach_reported: false,
             count_private: snap.circuits.count_private_bandwidth,
             index,
-            circuits: CircuitTable::new(snap.circuits.clone()),
+            circuits: {
+                let mut t = CircuitTable::new(snap.circuits.clone());
+                t.set_conflux_homes(crate::proto::circuit::SetHomes {
+                    me: index,
+                    workers: mail.peers.len(),
+                    hasher: mail.set_hasher.clone(),
+                });
+                t
+            },
             dos_table: crate::proto::dos::AddrTable::default(),
             handshaking: HashMap::new(),
             queue_kills: 0,
@@ -552,6 +562,9 @@ impl Worker {
             self.circuits
                 .handle_cells(chan_id, &mut self.cells, now, &mut self.rng);
             self.cells.clear();
+            // Before this channel is read again: its legs that went to
+            // another worker's set are hosted from now on.
+            self.host_moved_legs();
         }
         if let Err(e) = res {
             return self.close_conn(t, ops, &format!("link protocol error: {e}"));
@@ -936,6 +949,18 @@ impl Worker {
         true
     }
 
+    /// Conflux legs the table handed to the worker that holds their set.
+    fn host_moved_legs(&mut self) {
+        for leg in self.circuits.take_moved_legs() {
+            self.splices.host_moved_leg(
+                leg,
+                &mut self.circuits,
+                &mut self.rng,
+                &mut self.hosted_send,
+            );
+        }
+    }
+
     /// Take in what other workers sent: cells for the circuits we host on
     /// our channels, cells for our spliced circuits, channel announcements.
     fn read_mail(&mut self, ops: &dyn Ops) {
@@ -950,12 +975,21 @@ impl Worker {
             if let Some(c) = self.mail.in_flight(batch.from.0, self.index) {
                 c.fetch_sub(isize::try_from(n).unwrap_or(isize::MAX), Ordering::SeqCst);
             }
+            let (chans, next_chan) = (&self.chans, &mut self.next_chan);
+            let mut alloc = || loop {
+                let id = ChanId(*next_chan);
+                *next_chan = next_chan.wrapping_add(1).max(1);
+                if !chans.contains_key(&id) {
+                    return id;
+                }
+            };
             self.splices.handle_batch(
                 batch,
                 &mut self.circuits,
                 now,
                 &mut self.rng,
                 &mut self.hosted_send,
+                &mut alloc,
             );
         }
         if taken >= MAIL_ITEMS_PER_TURN

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use rand::CryptoRng;
 
-use super::{CircIdx, CircuitTable, Next, StreamKey};
-use crate::proto::cell::{CELL_BODY_LEN, DestroyReason};
+use super::{ChanId, CircIdx, CircuitTable, IncomingCell, Next, PeerKind, StreamKey};
+use crate::proto::cell::{CELL_BODY_LEN, CircId, DestroyReason};
 use crate::proto::conflux::{Arrival, LegClosed, LinkError, NoLeg, SendLeg};
 use crate::proto::relay_msg::{
     ConfluxLink, ConfluxSwitch, RelayBody, RelayCmd, RelayFormat, SendmeDigest, StreamId,
@@ -55,6 +55,17 @@ impl CircuitTable {
             }
             // Only a client gets LINKED (conflux_process_linked: origin only).
             RelayCmd::CONFLUX_LINKED => Some("LINKED is for clients"),
+            // Legs come from middle relays; a client's own channel cannot
+            // open exit streams anyway, and only relay channels can carry a
+            // leg to another worker.
+            RelayCmd::CONFLUX_LINK
+                if !matches!(
+                    self.chans.get(&c.prev_chan).and_then(|i| i.peer),
+                    Some(PeerKind::Relay { .. })
+                ) =>
+            {
+                Some("the previous hop is not a relay")
+            }
             _ => None,
         });
         if let Some(why) = refusal {
@@ -71,6 +82,7 @@ impl CircuitTable {
             _ => {
                 // A short body reads as 0 (conflux_cell_parse_switch).
                 let rel = ConfluxSwitch::decode(data).map_or(0, |s| s.seqnum);
+                tracing::debug!(seqnum = rel, "conflux switch from the client");
                 self.conflux.switch(idx, rel);
             }
         }
@@ -87,6 +99,21 @@ impl CircuitTable {
                 return;
             }
         };
+        if let Some(home) = self.home_elsewhere(&link.nonce) {
+            self.hand_off(idx, link, home);
+            return;
+        }
+        self.link_here(idx, link, now_usec, rng);
+    }
+
+    /// The leg joins the set in this table.
+    fn link_here(
+        &mut self,
+        idx: CircIdx,
+        link: ConfluxLink,
+        now_usec: u64,
+        rng: &mut impl CryptoRng,
+    ) {
         let named = self.conflux.legs_of_nonce(&link.nonce);
         let max_legs = self.cfg.conflux.max_legs;
         match self.conflux.link(idx, &link, max_legs, now_usec) {
@@ -230,6 +257,10 @@ impl CircuitTable {
         match pick {
             Ok(SendLeg { leg, switch }) => {
                 if let Some(seqnum) = switch {
+                    tracing::debug!(
+                        seqnum,
+                        "conflux switch: the set's next cells leave on another leg"
+                    );
                     // Not multiplexed itself: it goes on the new leg as is.
                     self.send_on(leg, StreamId::CIRCUIT, &ConfluxSwitch { seqnum }, rng)?;
                 }
@@ -391,6 +422,192 @@ impl CircuitTable {
                 close
             }
             LegClosed::Gone | LegClosed::NotInSet => Vec::new(),
+        }
+    }
+}
+
+/// Which worker holds the set a nonce names, when there are several: one
+/// keyed hash of the nonce, the same in every worker, so that the legs of
+/// a set meet in one circuit table whatever channels they came on, with
+/// no state shared between workers.
+#[derive(Debug, Clone)]
+pub struct SetHomes {
+    pub me: usize,
+    pub workers: usize,
+    /// Shared by all workers (clones of one `RandomState` hash alike).
+    pub hasher: std::hash::RandomState,
+}
+
+impl SetHomes {
+    pub(crate) fn of(&self, nonce: &[u8; 32]) -> usize {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(nonce);
+        usize::try_from(h % self.workers.max(1) as u64).unwrap_or(0)
+    }
+}
+
+/// A cell of a leg that was handed to another worker, met in the rest of
+/// the batch that carried its LINK.
+#[derive(Debug)]
+pub(crate) enum Leftover {
+    /// Decrypted here already (with `tag` if it was for our hop).
+    Plain {
+        early: bool,
+        body: [u8; CELL_BODY_LEN],
+        tag: Option<SendmeDigest>,
+    },
+    /// As it came from the channel.
+    Raw(IncomingCell),
+}
+
+/// A conflux leg on its way to the worker that holds its set: the
+/// circuit with its keys and windows, the LINK that moves it, and the
+/// cells that came after the LINK in the same batch. The worker that had
+/// it keeps only the circuit ID on its channel, and moves cells between
+/// that channel and the new owner as for a spliced circuit
+/// ([`crate::proto::splice`]).
+pub struct LegHandoff {
+    pub(crate) circuit: Box<super::Circuit>,
+    pub(crate) link: ConfluxLink,
+    pub(crate) leftovers: Vec<Leftover>,
+    /// The worker that holds the set.
+    pub to: usize,
+    /// Who is at the other end of the channel (the previous hop).
+    pub peer: PeerKind,
+}
+
+impl std::fmt::Debug for LegHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegHandoff")
+            .field("chan", &self.circuit.prev_chan)
+            .field("circ_id", &self.circuit.prev_id)
+            .field("to", &self.to)
+            .field("leftovers", &self.leftovers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LegHandoff {
+    /// The channel the leg came on, and its circuit ID there.
+    pub fn origin(&self) -> (ChanId, CircId) {
+        (self.circuit.prev_chan, self.circuit.prev_id)
+    }
+}
+
+impl CircuitTable {
+    /// This table is worker `homes.me` of several: conflux sets whose
+    /// nonce hashes elsewhere are handed over.
+    pub fn set_conflux_homes(&mut self, homes: SetHomes) {
+        self.homes = (homes.workers > 1).then_some(homes);
+    }
+
+    /// The worker that must hold the set `nonce` names, when not this one.
+    fn home_elsewhere(&self, nonce: &[u8; 32]) -> Option<usize> {
+        let h = self.homes.as_ref()?;
+        let home = h.of(nonce);
+        (home != h.me).then_some(home)
+    }
+
+    /// Hand linked-to-be leg `idx` to worker `to`: it leaves the table
+    /// (its circuit ID stays reserved on the channel), its originated
+    /// cells sealed first; the worker takes it with
+    /// [`Self::take_moved_legs`].
+    fn hand_off(&mut self, idx: CircIdx, link: ConfluxLink, to: usize) {
+        self.seal_pending();
+        let Some(c) = self.circs.remove(&idx) else {
+            return;
+        };
+        let key = (c.prev_chan, c.prev_id);
+        self.ids.remove(&key);
+        self.reserved.insert(key);
+        let Some(peer) = self.chans.get(&c.prev_chan).and_then(|i| i.peer) else {
+            // Checked by the caller: only relay channels get here.
+            self.reserved.remove(&key);
+            self.send_destroy(key.0, key.1, DestroyReason::INTERNAL);
+            return;
+        };
+        tracing::debug!(circ_id = ?key.1, to, "conflux leg handed to the worker of its set");
+        self.moved.insert(
+            key,
+            LegHandoff {
+                circuit: Box::new(c),
+                link,
+                leftovers: Vec::new(),
+                to,
+                peer,
+            },
+        );
+    }
+
+    /// If `(chan, circ_id)` was handed off in this batch, keep `cell`
+    /// for its new owner; `false` otherwise.
+    pub(super) fn keep_leftover(&mut self, chan: ChanId, circ_id: CircId, cell: Leftover) -> bool {
+        match self.moved.get_mut(&(chan, circ_id)) {
+            Some(m) => {
+                m.leftovers.push(cell);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Legs handed to other workers since the last call. The worker hosts
+    /// each on its channel before it reads from that channel again.
+    pub fn take_moved_legs(&mut self) -> Vec<LegHandoff> {
+        self.moved.drain().map(|(_, m)| m).collect()
+    }
+
+    /// A leg another worker handed us ([`Self::take_moved_legs`] there):
+    /// it lives here now on `chan`, the virtual channel standing for the
+    /// channel it came on, as circuit `vcirc`; its LINK and the cells after
+    /// it are processed as if they had arrived here.
+    pub fn adopt_leg(
+        &mut self,
+        chan: ChanId,
+        vcirc: CircId,
+        h: LegHandoff,
+        now: Instant,
+        rng: &mut impl CryptoRng,
+    ) {
+        let LegHandoff {
+            mut circuit,
+            link,
+            leftovers,
+            ..
+        } = h;
+        circuit.prev_chan = chan;
+        circuit.prev_id = vcirc;
+        circuit.queued = 0;
+        let idx = self.alloc_idx();
+        self.circs.insert(idx, *circuit);
+        self.ids.insert((chan, vcirc), (idx, super::Side::Prev));
+        let now_usec = self.usec(now);
+        self.link_here(idx, link, now_usec, rng);
+        for cell in leftovers {
+            let Some(c) = self.circs.get_mut(&idx) else {
+                return;
+            };
+            match cell {
+                Leftover::Plain { early, body, tag } => {
+                    if early {
+                        if c.early_left == 0 {
+                            self.close_protocol(idx);
+                            return;
+                        }
+                        c.early_left -= 1;
+                    }
+                    let hop = (c.crypto.format(), c.conflux);
+                    match tag {
+                        Some(tag) => self.handle_recognized(idx, hop, &body, tag, early, now, rng),
+                        // Not for us, and an exit leg has nowhere to send it.
+                        None => self.close_protocol(idx),
+                    }
+                }
+                Leftover::Raw(mut cell) => {
+                    cell.circ_id = vcirc;
+                    self.handle_cells(chan, std::slice::from_mut(&mut cell), now, rng);
+                }
+            }
         }
     }
 }

@@ -417,3 +417,282 @@ fn sequence_regression_and_queue_bound() {
         "RESOURCELIMIT once the queue holds 1000 bytes"
     );
 }
+
+/// Two workers of one relay, as the data plane runs them: each with its
+/// own table and `Splices`, batches handed over by hand.
+mod two_workers {
+    use super::*;
+    use crate::proto::circuit::{CircuitTable, IncomingCell, SetHomes};
+    use crate::proto::splice::{Batch, HostedCell, Splices, WorkerId};
+
+    /// Worker 1's channel from the second leg's middle relay.
+    const CHAN_W1: ChanId = ChanId(41);
+
+    struct Net {
+        w: [Relay; 2],
+        s: [Splices; 2],
+        /// Cells written on real channels: (chan, circ id, cmd, body).
+        wire: Vec<(ChanId, crate::proto::cell::CircId, ChanCmd, [u8; 509])>,
+        /// Other actions, per worker.
+        acts: [Vec<Action>; 2],
+        next_chan: u32,
+        /// The workers' clock.
+        at: std::time::Instant,
+    }
+
+    impl Net {
+        fn new(rng: &mut StdRng) -> (Net, [u8; 32]) {
+            let w0 = cc_relay(rng, |_| {});
+            let mut t1 = CircuitTable::new(w0.cfg.clone());
+            let peer = PeerKind::Relay {
+                rsa_id: PREV_RELAY,
+                ed_id: [0x77; 32],
+            };
+            t1.channel_opened(CHAN_W1, peer);
+            let w1 = Relay {
+                t: t1,
+                cfg: w0.cfg.clone(),
+            };
+            let hasher = std::hash::RandomState::new();
+            let mut w = [w0, w1];
+            for (me, r) in w.iter_mut().enumerate() {
+                r.t.set_conflux_homes(SetHomes {
+                    me,
+                    workers: 2,
+                    hasher: hasher.clone(),
+                });
+            }
+            // A nonce whose set lives on worker 0.
+            let homes = SetHomes {
+                me: 0,
+                workers: 2,
+                hasher,
+            };
+            let nonce = (0u8..=255)
+                .map(|i| [i; 32])
+                .find(|n| homes.of(n) == 0)
+                .expect("half the nonces");
+            let mut s = [Splices::new(WorkerId(0), 2), Splices::new(WorkerId(1), 2)];
+            s[1].local_channel_opened(CHAN_W1, &peer);
+            let mut net = Net {
+                w,
+                s,
+                wire: Vec::new(),
+                acts: [Vec::new(), Vec::new()],
+                next_chan: 900,
+                at: now(),
+            };
+            net.pump(rng);
+            (net, nonce)
+        }
+
+        /// Cells from a channel of worker `i`, as its worker hands them.
+        fn read(&mut self, i: usize, chan: ChanId, mut cells: Vec<IncomingCell>, rng: &mut StdRng) {
+            let [s0, s1] = &mut self.s;
+            let s = if i == 0 { s0 } else { s1 };
+            s.take_hosted(chan, &mut cells, &mut self.w[i].t);
+            self.w[i].t.handle_cells(chan, &mut cells, self.at, rng);
+            self.pump(rng);
+        }
+
+        /// Run actions and mail until nothing moves.
+        fn pump(&mut self, rng: &mut StdRng) {
+            for _ in 0..16 {
+                let mut moved = false;
+                for i in 0..2 {
+                    let mut send: Vec<HostedCell> = Vec::new();
+                    for leg in self.w[i].t.take_moved_legs() {
+                        self.s[i].host_moved_leg(leg, &mut self.w[i].t, rng, &mut send);
+                    }
+                    for a in drain(&mut self.w[i].t) {
+                        moved = true;
+                        match a {
+                            Action::SendCell {
+                                chan,
+                                circ_id,
+                                cmd,
+                                body,
+                            } => {
+                                if !self.s[i].send_forward(chan, circ_id, cmd, body) {
+                                    self.wire.push((chan, circ_id, cmd, body));
+                                }
+                            }
+                            other => self.acts[i].push(other),
+                        }
+                    }
+                    let out: Vec<_> = self.s[i].take_outboxes().collect();
+                    for (to, items) in out {
+                        moved = true;
+                        let from = WorkerId(i);
+                        let next = &mut self.next_chan;
+                        let mut alloc = || {
+                            *next += 1;
+                            ChanId(*next)
+                        };
+                        self.s[to.0].handle_batch(
+                            Batch { from, items },
+                            &mut self.w[to.0].t,
+                            self.at,
+                            rng,
+                            &mut send,
+                            &mut alloc,
+                        );
+                        self.s[to.0].taken(from, 0);
+                    }
+                    for h in send {
+                        moved = true;
+                        self.wire.push((h.chan, h.circ_id, h.cmd, h.body));
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("still moving after 16 rounds");
+        }
+
+        /// What reached `cl` on the wire, decrypted; taken off the wire.
+        fn take_sent_to(&mut self, cl: &mut Client) -> Vec<(RelayCmd, u16, Vec<u8>)> {
+            let me = (cl.chan, cl.id);
+            let (mine, rest) = std::mem::take(&mut self.wire)
+                .into_iter()
+                .partition::<Vec<_>, _>(|c| (c.0, c.1) == me);
+            self.wire = rest;
+            let relay: Vec<_> = mine.into_iter().filter(|c| c.2 == ChanCmd::RELAY).collect();
+            relay
+                .into_iter()
+                .map(|(_, _, _, body)| {
+                    let (_, hdr, data, _) = client_recv(cl, body);
+                    (hdr.cmd, hdr.stream_id.get(), data)
+                })
+                .collect()
+        }
+    }
+
+    /// A leg whose LINK reaches worker 1 while its set lives on worker 0
+    /// moves there with the cells that followed the LINK in its batch
+    /// (one decrypted already, one not); from then on its cells cross
+    /// between the workers, and a download uses both legs byte-exact. When
+    /// worker 1's channel closes, worker 0 closes the leg.
+    #[test]
+    fn a_leg_on_another_worker_joins_its_set() {
+        let mut rng = StdRng::seed_from_u64(95);
+        let (mut net, nonce) = Net::new(&mut rng);
+        let ht = ConfluxUx::HighThroughput;
+        let msg = ConfluxLink {
+            nonce,
+            ..link_msg(0, ht)
+        };
+        let mut a = cc_leg(&mut net.w[0], &mut rng, RELAY_CHAN, 0x8000_0001);
+        let mut b = cc_leg(&mut net.w[1], &mut rng, CHAN_W1, 0x8000_0002);
+        link(&mut net.w[0], &mut a, &mut rng, &msg);
+
+        // LINK, DROP (same run: decrypted on worker 1), PADDING (a control
+        // cell ends the run), BEGIN (so not decrypted on worker 1).
+        let cells = vec![
+            client_msg(&mut b, &mut rng, 0, 0, &msg, false),
+            client_cell(&mut b, &mut rng, 0, RelayCmd::DROP, 0, &[], false),
+            super::super::tests::cell(b.id, ChanCmd::PADDING, [0; 509]),
+            client_cell(
+                &mut b,
+                &mut rng,
+                0,
+                RelayCmd::BEGIN,
+                9,
+                b"example.com:443\0",
+                false,
+            ),
+        ];
+        net.read(1, CHAN_W1, cells, &mut rng);
+        let rep = net.take_sent_to(&mut b);
+        assert_eq!(rep.len(), 1, "{rep:?}");
+        assert_eq!(rep[0].0, RelayCmd::CONFLUX_LINKED);
+        let linked = ConfluxLinked::decode(&rep[0].2).unwrap();
+        assert_eq!((linked.0.last_seqno_sent, linked.0.last_seqno_recv), (0, 0));
+        assert_eq!(net.w[1].t.circuit_total(), 0, "the leg left worker 1");
+        assert_eq!(net.w[0].t.circuit_total(), 2);
+        let acts = std::mem::take(&mut net.acts[0]);
+        let [Action::Resolve { key, .. }] = &acts[..] else {
+            panic!("the BEGIN reached worker 0: {acts:?}")
+        };
+        let key = *key;
+
+        // LINKED_ACKs: 10 ms on A, 20 ms on B (through worker 1).
+        let mut ack = [client_cell(
+            &mut a,
+            &mut rng,
+            0,
+            RelayCmd::CONFLUX_LINKED_ACK,
+            0,
+            &[],
+            false,
+        )];
+        net.w[0].t.handle_cells(
+            RELAY_CHAN,
+            &mut ack,
+            now() + Duration::from_millis(10),
+            &mut rng,
+        );
+        let ack = vec![client_cell(
+            &mut b,
+            &mut rng,
+            0,
+            RelayCmd::CONFLUX_LINKED_ACK,
+            0,
+            &[],
+            false,
+        )];
+        net.at = now() + Duration::from_millis(20);
+        net.read(1, CHAN_W1, ack, &mut rng);
+
+        let ans = Answer {
+            addrs: vec!["192.0.2.10".parse().unwrap()],
+            ttl: 3600,
+            hostname: None,
+        };
+        net.w[0].t.handle_resolved(key, Ok(ans), now(), &mut rng);
+        net.pump(&mut rng);
+        let addr = net.acts[0]
+            .drain(..)
+            .find_map(|x| match x {
+                Action::Connect { addr, .. } => Some(addr),
+                _ => None,
+            })
+            .expect("connect");
+        net.w[0].t.handle_connected(key, Ok(addr), now(), &mut rng);
+        let data: Vec<u8> = (0..498 * 300).map(|i| (i * 13 % 251) as u8).collect();
+        let taken = net.w[0].t.handle_stream_data(key, &data, now(), &mut rng);
+        net.pump(&mut rng);
+        let on_a = net.take_sent_to(&mut a);
+        let on_b = net.take_sent_to(&mut b);
+        // A measured 10 ms, B 20 ms: A takes CONNECTED and 124 DATA, then
+        // B after its SWITCH.
+        assert_eq!(on_a[0].0, RelayCmd::CONNECTED);
+        assert_eq!(on_b[0].0, RelayCmd::CONFLUX_SWITCH);
+        assert_eq!(ConfluxSwitch::decode(&on_b[0].2).unwrap().seqnum, 125);
+        assert_eq!(taken, 498 * 248);
+        let got: Vec<u8> = on_a[1..]
+            .iter()
+            .chain(&on_b[1..])
+            .flat_map(|m| m.2.iter().copied())
+            .collect();
+        assert_eq!(got, data[..taken]);
+
+        // Worker 1's channel closes: worker 0 learns it and drops the leg.
+        net.w[1].t.channel_closed(CHAN_W1);
+        net.s[1].local_channel_closed(CHAN_W1);
+        net.pump(&mut rng);
+        assert_eq!(
+            net.w[0].t.circuit_total(),
+            0,
+            "B had cells in flight: the set ends"
+        );
+        let codes: Vec<u8> = net
+            .wire
+            .iter()
+            .filter(|c| c.2 == ChanCmd::DESTROY)
+            .map(|c| c.3[0])
+            .collect();
+        assert_eq!(codes, vec![9], "FINISHED to leg A");
+    }
+}

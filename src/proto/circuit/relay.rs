@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rand::CryptoRng;
 
+use super::conflux::Leftover;
 use super::hop::HopCrypto;
 use super::{
     CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId, ChanInfo, CircIdx,
@@ -187,8 +188,18 @@ impl CircuitTable {
                 } else {
                     c.crypto.decrypt_forward(group, &mut tags);
                 }
-                for (g, tag) in group.iter().zip(tags.iter()) {
+                for (k, (g, tag)) in group.iter().zip(tags.iter()).enumerate() {
                     let Some(c) = self.circs.get_mut(&idx) else {
+                        // A LINK handed the leg to another worker: the
+                        // rest of the run follows it, decrypted.
+                        for (g, tag) in group.iter().zip(tags.iter()).skip(k) {
+                            let cell = Leftover::Plain {
+                                early: g.cmd == ChanCmd::RELAY_EARLY,
+                                body: g.body,
+                                tag: *tag,
+                            };
+                            self.keep_leftover(chan, g.circ_id, cell);
+                        }
                         break;
                     };
                     // A LINK earlier in the run may have made it a leg.
@@ -222,7 +233,7 @@ impl CircuitTable {
     // `format` (looked up once per run of cells) and whether the circuit
     // is a conflux leg are the caller's.
     #[allow(clippy::too_many_arguments)]
-    fn handle_recognized(
+    pub(super) fn handle_recognized(
         &mut self,
         idx: CircIdx,
         (format, linked): (RelayFormat, bool),

@@ -66,7 +66,12 @@ fn deliver(
             from: from.me,
             items,
         };
-        to.handle_batch(batch, table, now(), rng, &mut send);
+        let mut next = 1000;
+        let mut alloc = || {
+            next += 1;
+            ChanId(next)
+        };
+        to.handle_batch(batch, table, now(), rng, &mut send, &mut alloc);
     }
     send
 }

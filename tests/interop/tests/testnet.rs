@@ -156,7 +156,7 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
 
     // The authorities take oxit's descriptor and vote it in.
     let entry = net
-        .wait_for_oxit(&["Running", "Valid", "Exit", "Fast"], STEP)
+        .wait_for_oxit(&["Running", "Valid", "Exit", "Fast", "Stable"], STEP)
         .expect("oxit in the consensus");
     let listed = t0.elapsed();
     eprintln!(
@@ -251,6 +251,47 @@ fn private_network(backend: IoBackend, migrate_c_keys: bool, family: bool) {
     eprintln!(
         "[{backend:?}] oxit's log of what the C tor client negotiated: {}",
         negotiated.first().map_or("", |l| l.as_str())
+    );
+    // Conflux: oxit is Stable and says Conflux=1, so the client builds
+    // linked sets of two legs to it ahead of time and puts its streams on
+    // them; oxit sends each cell on the leg of lowest RTT with room, and
+    // says so with a SWITCH when that changes. Its two workers each take
+    // some legs; a leg whose set the other worker holds moves there.
+    let deadline = Instant::now() + STEP;
+    while !net
+        .oxit
+        .log_lines("conflux leg linked")
+        .iter()
+        .any(|l| l.contains("legs=2"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client linked no two legs through oxit:\n{}",
+            net.oxit.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let switches = || net.oxit.log_lines("conflux switch:").len();
+    let before = switches();
+    get(
+        &net,
+        s,
+        lo.clone(),
+        http.addr().port(),
+        10 << 20,
+        "10 MiB over a conflux set",
+    );
+    let used = switches() - before;
+    assert!(
+        used > 0,
+        "the download used one leg only:\n{}",
+        net.oxit.log_tail(60)
+    );
+    eprintln!(
+        "[{backend:?}] conflux: {} legs linked, {} handed to the other worker; \
+         {used} leg switches in the 10 MiB download",
+        net.oxit.log_lines("conflux leg linked").len(),
+        net.oxit.log_lines("handed to the worker of its set").len()
     );
     std::thread::scope(|sc| {
         for i in 0..20 {

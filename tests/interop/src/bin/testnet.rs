@@ -26,6 +26,9 @@ struct Args {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Log oxit at debug level (what each circuit negotiated, conflux legs).
+    #[arg(long)]
+    debug: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,10 +56,15 @@ fn run(args: &Args, backend: IoBackend) -> Result<(), Box<dyn std::error::Error>
     let http = HttpServer::start()?;
     let mut opts = TestnetOptions::new(backend);
     opts.dns = Some(dns.addr());
+    opts.oxit_debug = args.debug;
     eprintln!("starting 3 authorities, 3 relays, oxit and a client on 127.0.0.1...");
     let net = Testnet::start(&opts)?;
     eprintln!("network directory: {}", net.root().display());
-    let entry = net.wait_for_oxit(&["Running", "Valid", "Exit"], Duration::from_secs(300))?;
+    // Stable too: C clients build conflux legs only to Stable exits.
+    let entry = net.wait_for_oxit(
+        &["Running", "Valid", "Exit", "Stable"],
+        Duration::from_secs(300),
+    )?;
     eprintln!(
         "the consensus lists oxit after {:.0} s:\n{entry}",
         t0.elapsed().as_secs_f64()

@@ -408,6 +408,10 @@ impl Testnet {
             // Guards: only the C relays, so the client never enters at oxit.
             let _ = writeln!(c, "TestingDirAuthVoteGuard {}", relay_names.join(","));
             let _ = writeln!(c, "TestingDirAuthVoteGuardIsStrict 1");
+            // Stable for every running relay, however young: a C client
+            // builds conflux legs only to Stable exits, and oxit, started
+            // last, would be below the median uptime.
+            let _ = writeln!(c, "AuthDirVoteStableGuaranteeMinUptime 0");
             let torrc = a.dir.join("torrc");
             std::fs::write(&torrc, c).map_err(io_err("write authority torrc"))?;
             a.child = Some(spawn_tor(&torrc)?);
