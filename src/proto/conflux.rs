@@ -141,6 +141,9 @@ pub(crate) struct ConfluxSet {
     last_seq_delivered: u64,
     curr_leg: Option<LegId>,
     alg: SendAlg,
+    /// Since when the queue has held something (for the OOM handler's
+    /// "oldest queued data first").
+    queued_since: Option<std::time::Instant>,
 }
 
 /// Bytes C tor charges a queued cell beyond its body
@@ -242,6 +245,33 @@ impl ConfluxSets {
             .unwrap_or_default()
     }
 
+    /// Sets whose queues hold something: since when, how many bytes, and
+    /// one of their legs (for the OOM handler, which ends the whole set).
+    pub(crate) fn queued(
+        &self,
+    ) -> impl Iterator<Item = (Option<std::time::Instant>, usize, LegId)> + '_ {
+        self.sets
+            .values()
+            .filter(|s| s.ooo_bytes > 0)
+            .filter_map(|s| Some((s.queued_since, s.ooo_bytes, s.legs.first()?.id)))
+    }
+
+    /// Forget `leg`'s set; returns its legs, for the caller to close.
+    pub(crate) fn remove_set(&mut self, leg: LegId) -> Vec<LegId> {
+        let Some(nonce) = self.by_leg.get(&leg).copied() else {
+            return Vec::new();
+        };
+        let Some(set) = self.sets.remove(&nonce) else {
+            return Vec::new();
+        };
+        self.ooo_bytes = self.ooo_bytes.saturating_sub(set.ooo_bytes);
+        let legs: Vec<LegId> = set.legs.iter().map(|l| l.id).collect();
+        for l in &legs {
+            self.by_leg.remove(l);
+        }
+        legs
+    }
+
     /// A LINK on `leg` (the caller checked the circuit: last hop, CC
     /// negotiated): the leg joins the set the nonce names, or starts one,
     /// at once (the exit does not wait for LINKED_ACK, §3.2). Returns the
@@ -266,6 +296,7 @@ impl ConfluxSets {
             last_seq_delivered: 0,
             curr_leg: None,
             alg: SendAlg::LowRtt,
+            queued_since: None,
         });
         // LINKED carries the set's state before this leg joins.
         let max_sent = set.legs.iter().map(|l| l.last_seq_sent).max().unwrap_or(0);
@@ -336,15 +367,14 @@ impl ConfluxSets {
         true
     }
 
-    /// A multiplexed cell arrived on `leg` (§4.2). `max_queue` is
+    /// A multiplexed cell arrived on `leg` at `now` (§4.2). `max_queue` is
     /// `cfx_max_oooq_bytes`.
     pub(crate) fn arrived(
         &mut self,
         leg: LegId,
-        cmd: RelayCmd,
-        stream: StreamId,
-        data: &[u8],
+        (cmd, stream, data): (RelayCmd, StreamId, &[u8]),
         max_queue: usize,
+        now: std::time::Instant,
     ) -> Arrival {
         let Some(set) = self.set_of(leg) else {
             return Arrival::CloseLeg(DestroyReason::INTERNAL);
@@ -367,6 +397,7 @@ impl ConfluxSets {
         }
         let cost = data.len() + QUEUED_OVERHEAD;
         set.ooo_bytes += cost;
+        set.queued_since.get_or_insert(now);
         set.ooo.push(Reverse(Queued {
             seq,
             leg,
@@ -388,6 +419,9 @@ impl ConfluxSets {
         }
         let Reverse(q) = set.ooo.pop()?;
         set.last_seq_delivered = q.seq;
+        if set.ooo.is_empty() {
+            set.queued_since = None;
+        }
         let cost = q.data.len() + QUEUED_OVERHEAD;
         set.ooo_bytes = set.ooo_bytes.saturating_sub(cost);
         self.ooo_bytes = self.ooo_bytes.saturating_sub(cost);

@@ -65,11 +65,14 @@ pub struct MemUsage {
     pub onion: u64,
     /// The DNS cache.
     pub dns: u64,
+    /// Conflux cells waiting for their turn (C tor counts them too:
+    /// relay.c:cell_queues_check_size).
+    pub conflux: u64,
 }
 
 impl MemUsage {
     pub fn total(&self) -> u64 {
-        self.links + self.streams + self.onion + self.dns
+        self.links + self.streams + self.onion + self.dns + self.conflux
     }
 }
 

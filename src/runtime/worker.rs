@@ -1297,6 +1297,7 @@ impl Worker {
         u.streams += self.circuits.optimistic_bytes() as u64;
         u.onion = self.circuits.onion_backlog() as u64 * ONION_ENTRY_BYTES;
         u.dns = self.resolver.cache_bytes() as u64;
+        u.conflux = self.circuits.conflux_queued_bytes() as u64;
         u
     }
 
@@ -1311,6 +1312,8 @@ impl Worker {
             /// A stream not connected yet, holding optimistic data.
             Optimistic(StreamKey),
             Circuit(ChanId, CircId),
+            /// A conflux set holding cells out of order, by one of its legs.
+            ConfluxSet(u64),
         }
         let mine = self.mem_usage(ops);
         let traffic = &self.out.traffic;
@@ -1359,6 +1362,13 @@ impl Worker {
                 since,
                 bytes: bytes as u64,
                 what: Kill::Optimistic(key),
+            });
+        }
+        for (since, bytes, leg) in self.circuits.conflux_queues() {
+            victims.push(Victim {
+                since,
+                bytes: bytes as u64,
+                what: Kill::ConfluxSet(leg),
             });
         }
         let Some(p) = plan(limit, total, &mine, traffic.len(), victims) else {
@@ -1412,6 +1422,13 @@ impl Worker {
                     self.circuits
                         .close_circuit_at(chan, id, DestroyReason::RESOURCELIMIT);
                     circs += 1;
+                }
+                Kill::ConfluxSet(leg) => {
+                    let before = self.circuits.conflux_queued_bytes();
+                    let alive = self.circuits.circuit_total();
+                    self.circuits.close_conflux_set(leg);
+                    freed += before.saturating_sub(self.circuits.conflux_queued_bytes()) as u64;
+                    circs += alive.saturating_sub(self.circuits.circuit_total()) as u64;
                 }
             }
         }

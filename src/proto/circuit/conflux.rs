@@ -170,7 +170,7 @@ impl CircuitTable {
             return;
         }
         let max = self.cfg.conflux.max_ooo_bytes;
-        match self.conflux.arrived(idx, cmd, sid, data, max) {
+        match self.conflux.arrived(idx, (cmd, sid, data), max, now) {
             Arrival::Deliver => {
                 self.deliver_multiplexed(idx, cmd, sid, data, now, rng);
                 // Then what waited for it, processed on this leg as C tor
@@ -369,6 +369,27 @@ impl CircuitTable {
             }
         }
         false
+    }
+
+    /// Bytes waiting in this table's conflux queues.
+    pub fn conflux_queued_bytes(&self) -> usize {
+        self.conflux.ooo_bytes
+    }
+
+    /// Conflux sets holding cells out of order, for the OOM handler: since
+    /// when, how many bytes, and a handle for [`Self::close_conflux_set`].
+    pub fn conflux_queues(&self) -> Vec<(Option<Instant>, usize, u64)> {
+        self.conflux.queued().collect()
+    }
+
+    /// End the conflux set of leg `leg`, every leg RESOURCELIMIT (the OOM
+    /// handler; C tor's frees nothing, oxit ends the set whose queue it
+    /// picked).
+    pub fn close_conflux_set(&mut self, leg: u64) {
+        for l in self.conflux.remove_set(leg) {
+            let r = Some(DestroyReason::RESOURCELIMIT);
+            self.close_circuit(l, r, r);
+        }
     }
 
     /// The streams of `idx`, and of its set's other legs when it is linked.

@@ -696,3 +696,29 @@ mod two_workers {
         assert_eq!(codes, vec![9], "FINISHED to leg A");
     }
 }
+
+/// What the OOM handler sees of a set's queue, and ending the set it
+/// picks: every leg RESOURCELIMIT, the queue freed.
+#[test]
+fn oom_handler_ends_a_set_with_queued_cells() {
+    let mut rng = StdRng::seed_from_u64(96);
+    let mut r = cc_relay(&mut rng, |_| {});
+    let (_a, mut b) = linked_pair(&mut r, &mut rng);
+    send_msg(
+        &mut r,
+        &mut b,
+        &mut rng,
+        0,
+        &ConfluxSwitch { seqnum: 10 },
+        now(),
+    );
+    send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 1, &[7; 300]);
+    assert!(r.t.conflux_queued_bytes() >= 300);
+    let q = r.t.conflux_queues();
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].0, q[0].1), (Some(now()), r.t.conflux_queued_bytes()));
+    drain(&mut r.t);
+    r.t.close_conflux_set(q[0].2);
+    assert_eq!(destroy_codes(&drain(&mut r.t)), vec![5, 5]);
+    assert_eq!((r.t.conflux_queued_bytes(), r.t.circuit_total()), (0, 0));
+}

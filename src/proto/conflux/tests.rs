@@ -2,6 +2,10 @@
 
 use super::*;
 
+fn now() -> std::time::Instant {
+    crate::proto::circuit::tests::now()
+}
+
 const NONCE: [u8; 32] = [7; 32];
 const BIG: usize = usize::MAX;
 
@@ -27,7 +31,7 @@ fn two_legs() -> ConfluxSets {
 }
 
 fn data(s: &mut ConfluxSets, leg: LegId, tag: u8) -> Arrival {
-    s.arrived(leg, RelayCmd::DATA, StreamId::new(1), &[tag], BIG)
+    s.arrived(leg, (RelayCmd::DATA, StreamId::new(1), &[tag]), BIG, now())
 }
 
 /// A new set answers 0/0 with MIN_LATENCY; a second leg joins by nonce at
@@ -145,7 +149,8 @@ fn queue_bound() {
     assert!(s.switch(2, 100));
     let big = [0u8; 498];
     let max = 2 * (498 + QUEUED_OVERHEAD);
-    let arrive = |s: &mut ConfluxSets| s.arrived(2, RelayCmd::DATA, StreamId::new(1), &big, max);
+    let arrive =
+        |s: &mut ConfluxSets| s.arrived(2, (RelayCmd::DATA, StreamId::new(1), &big), max, now());
     assert_eq!(arrive(&mut s), Arrival::Queued);
     assert_eq!(arrive(&mut s), Arrival::Queued);
     assert_eq!(
