@@ -66,6 +66,11 @@ fn send_msg<'m, M: RelayBody<'m>>(
     r.t.handle_cells(cl.chan, &mut c, at, rng);
 }
 
+/// The client's SWITCH on `cl`: its next cell there comes `seqnum` later.
+fn switch(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, seqnum: u32) {
+    send_msg(r, cl, rng, 0, &ConfluxSwitch { seqnum }, now());
+}
+
 fn send(r: &mut Relay, cl: &mut Client, rng: &mut StdRng, cmd: RelayCmd, sid: u16, data: &[u8]) {
     let mut c = [client_cell(cl, rng, 0, cmd, sid, data, false)];
     r.t.handle_cells(cl.chan, &mut c, now(), rng);
@@ -198,14 +203,7 @@ fn upload_out_of_order_is_put_back_in_order() {
     let (key, _) = open_stream(&mut r, &mut a, &mut rng, 3);
     // Seq 1 was BEGIN on A. B announces it continues after 2: its DATA
     // is seq 3, A's next is seq 2.
-    send_msg(
-        &mut r,
-        &mut b,
-        &mut rng,
-        0,
-        &ConfluxSwitch { seqnum: 2 },
-        now(),
-    );
+    switch(&mut r, &mut b, &mut rng, 2);
     send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 3, b"second");
     assert!(drain(&mut r.t).is_empty(), "queued until seq 2 arrives");
     send(&mut r, &mut a, &mut rng, RelayCmd::DATA, 3, b"first,");
@@ -231,14 +229,7 @@ fn closing_legs_as_c_tor_does() {
     // faster leg. Then A catches up: SWITCH 1 and a DATA (seq 2).
     let (key, acts) = open_stream(&mut r, &mut b, &mut rng, 5);
     assert_eq!(to_leg(&mut a, &acts)[0].0, RelayCmd::CONNECTED);
-    send_msg(
-        &mut r,
-        &mut a,
-        &mut rng,
-        0,
-        &ConfluxSwitch { seqnum: 1 },
-        now(),
-    );
+    switch(&mut r, &mut a, &mut rng, 1);
     send(&mut r, &mut a, &mut rng, RelayCmd::DATA, 5, b"x");
     drain(&mut r.t);
     r.t.handle_cells(
@@ -397,14 +388,7 @@ fn sequence_regression_and_queue_bound() {
     let mut r = cc_relay(&mut rng, |c| c.conflux.max_ooo_bytes = 1000);
     let (_a, mut b) = linked_pair(&mut r, &mut rng);
     // B jumps ahead; its cells queue until the cap, then B is closed.
-    send_msg(
-        &mut r,
-        &mut b,
-        &mut rng,
-        0,
-        &ConfluxSwitch { seqnum: 10 },
-        now(),
-    );
+    switch(&mut r, &mut b, &mut rng, 10);
     let mut codes = Vec::new();
     for _ in 0..4 {
         send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 1, &[0; 400]);
@@ -704,14 +688,7 @@ fn oom_handler_ends_a_set_with_queued_cells() {
     let mut rng = StdRng::seed_from_u64(96);
     let mut r = cc_relay(&mut rng, |_| {});
     let (_a, mut b) = linked_pair(&mut r, &mut rng);
-    send_msg(
-        &mut r,
-        &mut b,
-        &mut rng,
-        0,
-        &ConfluxSwitch { seqnum: 10 },
-        now(),
-    );
+    switch(&mut r, &mut b, &mut rng, 10);
     send(&mut r, &mut b, &mut rng, RelayCmd::DATA, 1, &[7; 300]);
     assert!(r.t.conflux_queued_bytes() >= 300);
     let q = r.t.conflux_queues();
