@@ -236,6 +236,13 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
     // Ports first, as root if need be; then give root up before a key file
     // is read or a peer is heard (C: options_act_reversible).
     let listeners = oxit::runtime::Listeners::bind(config)?;
+    let metrics = match config.metrics_port {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| oxit::runtime::RunError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     if let Some(user) = &config.user {
         switch_user(user)?;
     }
@@ -263,12 +270,7 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
     } else {
         tracing::info!("Exit policy: {policy}");
     }
-    if let Some(addr) = config.metrics_port {
-        tracing::warn!(
-            "MetricsPort {addr}: metrics are not implemented yet; nothing is served there"
-        );
-    }
-    oxit::control::relay::run(config, keys, listeners, shutdown)?;
+    oxit::control::relay::run(config, keys, listeners, metrics, shutdown)?;
     tracing::info!("All channels closed; exiting.");
     Ok(())
 }

@@ -81,6 +81,16 @@ pub fn total_ram() -> Option<u64> {
     total.checked_mul(u64::from(si.mem_unit.max(1)))
 }
 
+/// The soft `RLIMIT_NOFILE`: how many descriptors the process may open.
+pub fn nofile_limit() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0).then_some(rl.rlim_cur)
+}
+
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit (C raises it to what
 /// it may; a soft limit of 1024, systemd's default, is far too few for an
 /// exit).

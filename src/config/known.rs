@@ -174,7 +174,6 @@ pub const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "MaxConsensusAgeForDiffs",
     "MaxHSDirCacheBytes",
     "MaxUnparseableDescSizeToLog",
-    "MetricsPortPolicy",
     "MiddleNodes",
     "MinMeasuredBWsForAuthToIgnoreAdvertised",
     "MinUptimeHidServDirectoryV2",

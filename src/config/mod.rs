@@ -271,6 +271,9 @@ pub struct Config {
     pub heartbeat_period: Duration,
     /// `MetricsPort`: where to serve Prometheus metrics (default: nowhere).
     pub metrics_port: Option<SocketAddr>,
+    /// `MetricsPortPolicy` lines, in order (exit-policy syntax, ports
+    /// ignored): who may read the metrics. None: nobody.
+    pub metrics_port_policy: Vec<PolicyRule>,
     /// `IOBackend` (oxit only; default auto).
     pub io_backend: IoBackend,
     /// `DirAuthority` lines; none means C tor's built-in authorities (the
@@ -374,6 +377,7 @@ impl Default for Config {
             shutdown_wait_length: Duration::from_secs(30),
             heartbeat_period: Duration::from_secs(6 * 3600),
             metrics_port: None,
+            metrics_port_policy: Vec::new(),
             io_backend: IoBackend::Auto,
             dir_authorities: Vec::new(),
             alternate_dir_authorities: Vec::new(),
@@ -667,6 +671,9 @@ impl Config {
         );
         if let Some(m) = &self.metrics_port {
             line("MetricsPort", m);
+        }
+        for r in &self.metrics_port_policy {
+            line("MetricsPortPolicy", r);
         }
         line("IOBackend", &self.io_backend);
         for a in &self.dir_authorities {

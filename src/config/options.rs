@@ -57,6 +57,7 @@ const OPTIONS: &[&str] = &[
     "ShutdownWaitLength",
     "HeartbeatPeriod",
     "MetricsPort",
+    "MetricsPortPolicy",
     "IOBackend",
     "DirAuthority",
     "AlternateDirAuthority",
@@ -311,10 +312,21 @@ fn apply_lines(
                 }
             }
             "MetricsPort" => {
-                cfg.metrics_port = if reset {
-                    None
+                if reset {
+                    cfg.metrics_port = None;
                 } else {
-                    Some(parse_metrics_port(value).map_err(|e| bad(&e))?)
+                    let addr = parse_metrics_port(value).map_err(|e| bad(&e))?;
+                    // C tor uses the first line only (metrics_parse_ports).
+                    cfg.metrics_port.get_or_insert(addr);
+                }
+            }
+            "MetricsPortPolicy" => {
+                if reset {
+                    cfg.metrics_port_policy.clear();
+                } else {
+                    let rules =
+                        parse_policy_list(value).map_err(|e| at(ErrorKind::BadPolicy(e)))?;
+                    cfg.metrics_port_policy.extend(rules);
                 }
             }
             "IOBackend" => {
@@ -826,10 +838,15 @@ fn parse_or_port(v: &str) -> Result<OrPort, String> {
     Ok(p)
 }
 
-/// `MetricsPort ADDRESS:PORT [prometheus]`.
+/// `MetricsPort [ADDRESS:]PORT [prometheus]`; a bare port is on 127.0.0.1,
+/// as in C tor (never on every interface).
 fn parse_metrics_port(v: &str) -> Result<SocketAddr, String> {
     let mut words = v.split_ascii_whitespace();
-    let addr = parse_addr_port(words.next().unwrap_or(""))?;
+    let first = words.next().unwrap_or("");
+    let addr = match parse_port(first) {
+        Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        None => parse_addr_port(first)?,
+    };
     match words.next() {
         None => Ok(addr),
         Some(f) if f.eq_ignore_ascii_case("prometheus") && words.next().is_none() => Ok(addr),

@@ -534,3 +534,16 @@ fn family_options() {
         assert!(err(bad).contains("bad value"), "{bad}");
     }
 }
+
+/// MetricsPort as C tor reads it: a bare port is on 127.0.0.1, only the
+/// first line counts; MetricsPortPolicy is an exit-policy list.
+#[test]
+fn metrics_port_and_policy() {
+    let c = parse(
+        "MetricsPort 9035\nMetricsPort 127.0.0.1:9999\nMetricsPortPolicy accept 127.0.0.1, reject *\n",
+    );
+    assert_eq!(c.metrics_port, Some("127.0.0.1:9035".parse().unwrap()));
+    assert_eq!(c.metrics_port_policy.len(), 2);
+    assert!(Config::parse_str("MetricsPort 9035 json", "torrc").is_err());
+    assert!(Config::parse_str("MetricsPortPolicy accept nowhere", "torrc").is_err());
+}

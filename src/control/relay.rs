@@ -70,6 +70,7 @@ pub fn run(
     config: &Config,
     keys: RelayKeys,
     listeners: Listeners,
+    metrics: Option<std::net::TcpListener>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), RunError> {
     let now = unix(SystemTime::now());
@@ -113,6 +114,7 @@ pub fn run(
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut c = Control {
         config,
+        flags: Arc::default(),
         dir,
         servers,
         finder,
@@ -145,11 +147,43 @@ pub fn run(
     c.load_state(now);
     let snap = c.snapshot()?;
     let mut plane = DataPlane::start(config, snap, listeners, shutdown.clone())?;
+    if let Some(l) = metrics {
+        start_metrics(config, l, &plane, c.flags.clone());
+    }
     let res = c.run(&mut plane, &shutdown);
     c.save_state(unix(SystemTime::now()));
     shutdown.trigger();
     let joined = plane.join();
     res.and(joined)
+}
+
+/// Serve the MetricsPort from its own thread: a scrape reads what the
+/// workers published and never waits for them.
+fn start_metrics(
+    config: &Config,
+    listener: std::net::TcpListener,
+    plane: &DataPlane,
+    flags: Arc<std::sync::atomic::AtomicU32>,
+) {
+    let addr = listener.local_addr().ok();
+    let policy = crate::metrics::MetricsPolicy(config.metrics_port_policy.clone());
+    if config.metrics_port_policy.is_empty() {
+        tracing::warn!(
+            "MetricsPort {addr:?}: MetricsPortPolicy is not set, so every request is refused \
+             (add e.g. \"MetricsPortPolicy accept 127.0.0.1\")"
+        );
+    }
+    let src = crate::metrics::Sources {
+        traffic: plane.traffic_shared(),
+        flags,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("oxit-metrics".into())
+        .spawn(move || crate::metrics::serve(listener, policy, src));
+    match spawned {
+        Ok(_) => tracing::info!("MetricsPort listening on {addr:?}"),
+        Err(e) => tracing::warn!("cannot start the MetricsPort thread: {e}"),
+    }
 }
 
 /// C tor's start-up lines about `MaxMemInQueues` (config.c:
@@ -187,6 +221,8 @@ fn published_addrs(finder: &mut AddressFinder, interfaces: &[IpAddr]) -> Vec<IpA
 
 struct Control<'a> {
     config: &'a Config,
+    /// Our flags in the current consensus, for the MetricsPort.
+    flags: Arc<std::sync::atomic::AtomicU32>,
     keys: RelayKeys,
     dir: DirClient,
     servers: DirServers,
@@ -533,6 +569,9 @@ impl Control<'_> {
                 let days = |d: i32| Duration::from_secs(u64::try_from(d).unwrap_or(1) * 86400);
                 self.keys.set_onion_lifetimes(days(rotation), days(grace));
                 let me = self.keys.rsa_identity();
+                let flags = consensus.relay(me.as_bytes()).map_or(0, |r| r.flags.bits());
+                self.flags
+                    .store(u32::from(flags), std::sync::atomic::Ordering::Relaxed);
                 match consensus.relay(me.as_bytes()) {
                     Some(r) => tracing::info!(
                         "the consensus lists us as {} with flags {}",

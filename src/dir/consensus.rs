@@ -109,6 +109,15 @@ impl Flags {
         ("Valid", Flags::VALID),
     ];
 
+    /// The flags as bits (for carrying them between threads).
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u16) -> Flags {
+        Flags(bits)
+    }
+
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }

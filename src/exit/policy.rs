@@ -86,7 +86,7 @@ impl AddrPattern {
 
     /// Does this network contain `ip`? Families never match each other
     /// (tor_addr_compare_masked with CMP_EXACT).
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         match (*self, ip) {
             (AddrPattern::V4 { addr, bits }, IpAddr::V4(ip)) => {
                 prefix_eq(&addr.octets(), &ip.octets(), bits)

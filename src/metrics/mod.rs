@@ -1,1 +1,334 @@
-//! Per-core counters collected by the control thread. TODO
+//! The MetricsPort: Prometheus text on `GET /metrics`, as C tor 0.4.9
+//! serves it (feature/metrics/metrics.c, feature/relay/relay_metrics.c),
+//! with C tor's family names, types, labels and quirks for the families
+//! oxit has, and oxit's own per-core families beside them (`oxit_*`).
+//!
+//! Owns: the page (gathered on request from what the workers already
+//! publish once per turn, never from the cell path), the HTTP exchange
+//! (sans-IO: request bytes in, response bytes out) and
+//! `MetricsPortPolicy`, and the small thread that serves them. The workers'
+//! side is [`crate::runtime::Traffic`].
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::dir::consensus::Flags;
+use crate::exit::policy::{Action, PolicyRule};
+use crate::runtime::Traffic;
+
+/// Who may read the metrics: `MetricsPortPolicy`, exit-policy syntax with
+/// the ports ignored; the first rule whose address matches decides, and
+/// with no match (or no policy) the answer is no (metrics.c:
+/// metrics_policy_permits_address).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsPolicy(pub Vec<PolicyRule>);
+
+impl MetricsPolicy {
+    pub fn permits(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0
+            .iter()
+            .find(|r| r.addr.contains(addr))
+            .is_some_and(|r| r.action == Action::Accept)
+    }
+}
+
+/// What the page is made from: the workers' published counters and what
+/// the control thread knows.
+#[derive(Clone)]
+pub struct Sources {
+    pub traffic: Arc<[Traffic]>,
+    /// Our flags in the current consensus (bits of [`Flags`]; 0 when it
+    /// does not list us), set by the control thread.
+    pub flags: Arc<AtomicU32>,
+}
+
+/// Prometheus text exposition, written as C tor writes it
+/// (lib/metrics/prometheus.c): `# HELP`, `# TYPE`, then the samples.
+#[derive(Debug, Default)]
+pub struct Page {
+    out: String,
+}
+
+/// A metric's type.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Page {
+    /// Start family `name` (prefix included).
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        self.out
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    }
+
+    /// One sample of the family just started.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            self.out.push('{');
+            self.out.push_str(&l.join(","));
+            self.out.push('}');
+        }
+        self.out.push_str(&format!(" {value}\n"));
+    }
+
+    pub fn into_string(self) -> String {
+        self.out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The consensus flags C tor reports, in its order (relay_metrics.c:
+/// fill_relay_flags). oxit never is an authority, and no consensus flag
+/// says Sybil to a relay: those two are always 0 for it, as for C relays
+/// not listed with them.
+const FLAG_TYPES: [(&str, Option<Flags>); 9] = [
+    ("Fast", Some(Flags::FAST)),
+    ("Exit", Some(Flags::EXIT)),
+    ("Authority", Some(Flags::AUTHORITY)),
+    ("Stable", Some(Flags::STABLE)),
+    ("HSDir", Some(Flags::HSDIR)),
+    ("Running", Some(Flags::RUNNING)),
+    ("V2Dir", Some(Flags::V2DIR)),
+    ("Sybil", None),
+    ("Guard", Some(Flags::GUARD)),
+];
+
+/// The whole page.
+pub fn render(src: &Sources) -> String {
+    let mut p = Page::default();
+    let workers = &src.traffic;
+    let sum = |f: &dyn Fn(&Traffic) -> u64| workers.iter().map(f).sum::<u64>();
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+
+    let name = "tor_relay_traffic_bytes";
+    p.family(name, Kind::Counter, "Traffic related counters");
+    p.sample(name, &[("direction", "read")], sum(&|t| ld(&t.read)));
+    p.sample(name, &[("direction", "written")], sum(&|t| ld(&t.written)));
+
+    let name = "tor_relay_circuits_total";
+    p.family(name, Kind::Gauge, "Total number of circuits");
+    p.sample(name, &[("state", "opened")], sum(&|t| ld(&t.circuits)));
+
+    let name = "tor_relay_flag";
+    p.family(name, Kind::Gauge, "Relay flags from consensus");
+    let bits = src.flags.load(Ordering::Relaxed);
+    let ours = Flags::from_bits(u16::try_from(bits).unwrap_or(0));
+    for (ty, flag) in FLAG_TYPES {
+        let on = flag.is_some_and(|f| ours.contains(f));
+        p.sample(name, &[("type", ty)], u64::from(on));
+    }
+
+    let mut onion = crate::proto::circuit::OnionStats::default();
+    let mut dos = crate::proto::dos::DosStats::default();
+    for t in workers.iter() {
+        let o: [u64; crate::proto::circuit::OnionStats::FIELDS] =
+            std::array::from_fn(|i| t.onion.get(i).map_or(0, ld));
+        onion.add(&crate::proto::circuit::OnionStats::from_array(o));
+        dos.add(&crate::proto::dos::DosStats::from_array(
+            std::array::from_fn(|i| t.dos.get(i).map_or(0, ld)),
+        ));
+    }
+    let name = "tor_relay_load_onionskins_total";
+    p.family(name, Kind::Counter, "Total number of onionskins handled");
+    // C's per-type counts: handshakes assigned and creates dropped. oxit's
+    // queue counts ntor and ntor-v3 drops together; they are reported as
+    // ntor's.
+    let rows: [(&str, u64, u64); 4] = [
+        ("tap", 0, 0),
+        ("fast", onion.processed[0], onion.dropped[0]),
+        ("ntor", onion.assigned[0], onion.dropped[1]),
+        ("ntor_v3", onion.assigned[1], 0),
+    ];
+    for (ty, processed, dropped) in rows {
+        p.sample(name, &[("type", ty), ("action", "processed")], processed);
+        p.sample(name, &[("type", ty), ("action", "dropped")], dropped);
+    }
+
+    let name = "tor_relay_dos_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Denial of Service defenses related counters",
+    );
+    let rows: [(&str, u64); 10] = [
+        ("circuit_rejected", dos.cc_rejected_cells),
+        ("circuit_killed_max_cell", dos.circ_max_cell_killed),
+        ("circuit_killed_max_cell_outq", 0),
+        ("marked_address", dos.cc_marked_addrs),
+        ("marked_address_maxq", dos.cc_marked_addrs_max_queue),
+        ("conn_rejected", dos.conn_addr_connect_rejected),
+        ("concurrent_conn_rejected", dos.conn_addr_rejected),
+        ("single_hop_refused", 0),
+        ("introduce2_rejected", 0),
+        ("stream_rejected", dos.stream_rejected),
+    ];
+    for (ty, v) in rows {
+        p.sample(name, &[("type", ty)], v);
+    }
+
+    let name = "tor_relay_load_socket_total";
+    p.family(name, Kind::Gauge, "Total number of sockets");
+    let (open, max) = sockets();
+    p.sample(name, &[("state", "opened")], open);
+    p.sample(name, &[], max);
+
+    // oxit's own: per core, what C tor cannot have.
+    let name = "oxit_worker_traffic_bytes";
+    p.family(
+        name,
+        Kind::Counter,
+        "Bytes read and written on links and exit connections, per worker thread (one per core)",
+    );
+    for (i, t) in workers.iter().enumerate() {
+        let w = i.to_string();
+        p.sample(name, &[("worker", &w), ("direction", "read")], ld(&t.read));
+        p.sample(
+            name,
+            &[("worker", &w), ("direction", "written")],
+            ld(&t.written),
+        );
+    }
+    let name = "oxit_worker_circuits";
+    p.family(name, Kind::Gauge, "Circuits per worker thread");
+    for (i, t) in workers.iter().enumerate() {
+        p.sample(name, &[("worker", &i.to_string())], ld(&t.circuits));
+    }
+    let name = "oxit_worker_queued_bytes";
+    p.family(
+        name,
+        Kind::Gauge,
+        "Bytes a worker holds in its queues (links, exit streams, onion queue, DNS cache, conflux), \
+         as MaxMemInQueues counts them",
+    );
+    for (i, t) in workers.iter().enumerate() {
+        p.sample(name, &[("worker", &i.to_string())], ld(&t.mem));
+    }
+    let name = "oxit_process_resident_memory_bytes";
+    p.family(name, Kind::Gauge, "Resident memory of the oxit process");
+    p.sample(name, &[], resident_bytes());
+    p.into_string()
+}
+
+/// Open descriptors and the descriptor limit (C: open sockets and
+/// max sockets).
+fn sockets() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let max = crate::os::nofile_limit().unwrap_or(0);
+    (open, max)
+}
+
+fn resident_bytes() -> u64 {
+    // statm: size resident shared ... in pages.
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// What to answer a request (metrics.c:metrics_connection_process_inbuf).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Not a whole request head yet.
+    More,
+    /// Write this, then close.
+    Reply(Vec<u8>),
+}
+
+/// Request bytes so far → the answer; `page` builds the body of a
+/// `GET /metrics`.
+pub fn answer(request: &[u8], page: impl FnOnce() -> String) -> Answer {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if request.len() > MAX_REQUEST {
+            return Answer::Reply(status(400, "Bad Request"));
+        }
+        return Answer::More;
+    };
+    let head = String::from_utf8_lossy(request.get(..end).unwrap_or_default());
+    let mut words = head.lines().next().unwrap_or("").split(' ');
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if path.is_empty() || !words.next().is_some_and(|v| v.starts_with("HTTP/")) {
+        return Answer::Reply(status(400, "Bad Request"));
+    }
+    if method != "GET" {
+        return Answer::Reply(status(405, "Method Not Allowed"));
+    }
+    if path != "/metrics" {
+        return Answer::Reply(status(404, "Not Found"));
+    }
+    let body = page();
+    let mut out = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    Answer::Reply(out)
+}
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8192;
+
+fn status(code: u16, text: &str) -> Vec<u8> {
+    format!("HTTP/1.0 {code} {text}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+}
+
+/// Serve the MetricsPort on `listener` until the process ends: one
+/// connection at a time (a scrape is one short request), each bounded to
+/// a few seconds, peers the policy refuses closed without a reply.
+pub fn serve(listener: TcpListener, policy: MetricsPolicy, src: Sources) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        let Ok(peer) = s.peer_addr() else { continue };
+        if !policy.permits(peer.ip()) {
+            tracing::debug!("MetricsPort: refused {} (MetricsPortPolicy)", peer.ip());
+            continue;
+        }
+        if let Err(e) = exchange(&mut s, &src) {
+            tracing::debug!("MetricsPort: {}: {e}", peer.ip());
+        }
+    }
+}
+
+fn exchange(s: &mut TcpStream, src: &Sources) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if let Answer::Reply(r) = answer(&buf, || render(src)) {
+            return s.write_all(&r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

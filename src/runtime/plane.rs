@@ -76,6 +76,9 @@ pub struct Traffic {
     /// Bytes the worker holds in its queues ([`crate::proto::oom::MemUsage`]),
     /// stored a few times a second; every worker reads all of them.
     pub mem: AtomicU64,
+    /// Circuits in the worker's table, stored when it changes (at most
+    /// once per turn).
+    pub circuits: AtomicU64,
 }
 
 /// The running workers, as the control plane sees them.
@@ -250,6 +253,11 @@ impl DataPlane {
                 w + t.written.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// The workers' published counters, for the MetricsPort.
+    pub fn traffic_shared(&self) -> Arc<[Traffic]> {
+        self.traffic.clone()
     }
 
     /// Every worker's DoS counters, summed.

@@ -17,6 +17,11 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: io::Error,
     },
+    #[error("cannot listen on MetricsPort {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
     #[error("IOBackend uring was requested but io_uring is not available here: {0}")]
     UringUnavailable(io::Error),
     #[error("cannot start worker {index}: {source}")]

@@ -1037,6 +1037,11 @@ impl Worker {
             self.onion_published = onion;
             super::plane::store_all(&t.onion, &onion.to_array());
         }
+        // A plain load and compare per turn; stored only on a change.
+        let circs = self.circuits.circuit_total() as u64;
+        if t.circuits.load(Ordering::Relaxed) != circs {
+            t.circuits.store(circs, Ordering::Relaxed);
+        }
     }
 
     /// Something happened that an address's DoS counts depend on: count it
