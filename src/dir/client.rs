@@ -599,6 +599,26 @@ impl DirClient {
         self.next_consensus_fetch = now + d;
     }
 
+    /// `server` could not give us a consensus: the next try is later, and
+    /// elsewhere (the server stays down past that try, however long the
+    /// backoff has grown).
+    fn server_failed_consensus<R: CryptoRng>(
+        &mut self,
+        server: Server,
+        now: UnixTime,
+        rng: &mut R,
+    ) {
+        self.consensus_failed(now, rng);
+        self.mark_down(server, now);
+        let retry = self.next_consensus_fetch + self.tick();
+        if let Some(until) = match server {
+            Server::Authority(i) => self.down_until.get_mut(i),
+            Server::Fallback(i) => self.fallback_down_until.get_mut(i),
+        } {
+            *until = (*until).max(retry);
+        }
+    }
+
     fn on_consensus<R: CryptoRng>(
         &mut self,
         name: &str,
@@ -615,13 +635,11 @@ impl DirClient {
                     r.status,
                     r.reason
                 );
-                self.mark_down(server, now);
-                return self.consensus_failed(now, rng);
+                return self.server_failed_consensus(server, now, rng);
             }
             Err(e) => {
                 tracing::warn!("fetching the consensus from {name} failed: {e}");
-                self.mark_down(server, now);
-                return self.consensus_failed(now, rng);
+                return self.server_failed_consensus(server, now, rng);
             }
         };
         let Ok(text) = String::from_utf8(body) else {

@@ -189,6 +189,42 @@ pub fn render(src: &Sources) -> String {
         p.sample(name, &[("type", ty)], v);
     }
 
+    let dns: [u64; crate::runtime::DNS_FIELDS] =
+        std::array::from_fn(|i| sum(&|t| t.dns.get(i).map_or(0, ld)));
+    let name = "tor_relay_exit_dns_query_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of DNS queries done by this relay",
+    );
+    p.sample(name, &[], dns[0]);
+    let name = "tor_relay_exit_dns_error_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of DNS errors encountered by this relay",
+    );
+    for (reason, v) in crate::exit::dns::DNS_RESULT_NAMES
+        .iter()
+        .zip(dns.iter().skip(2))
+    {
+        p.sample(name, &[("reason", reason)], *v);
+    }
+
+    let name = "tor_relay_streams_total";
+    p.family(name, Kind::Counter, "Total number of streams");
+    p.sample(
+        name,
+        &[("type", "BEGIN")],
+        sum(&|t| t.streams.first().map_or(0, ld)),
+    );
+    p.sample(name, &[("type", "BEGIN_DIR")], 0);
+    p.sample(
+        name,
+        &[("type", "RESOLVE")],
+        sum(&|t| t.streams.get(1).map_or(0, ld)),
+    );
+
     let name = "tor_relay_load_socket_total";
     p.family(name, Kind::Gauge, "Total number of sockets");
     let (open, max) = sockets();
@@ -226,6 +262,13 @@ pub fn render(src: &Sources) -> String {
     for (i, t) in workers.iter().enumerate() {
         p.sample(name, &[("worker", &i.to_string())], ld(&t.mem));
     }
+    let name = "oxit_dns_cache_hits_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Exit lookups answered from the workers' DNS caches without a query",
+    );
+    p.sample(name, &[], dns[1]);
     let name = "oxit_process_resident_memory_bytes";
     p.family(name, Kind::Gauge, "Resident memory of the oxit process");
     p.sample(name, &[], resident_bytes());

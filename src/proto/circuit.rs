@@ -187,6 +187,16 @@ pub(crate) struct Circuit {
     pub stream_limiter: crate::proto::dos::TokenBucketCtr,
 }
 
+/// Exit streams seen, as C tor's `tor_relay_streams_total` counts them
+/// (rephist.c:rep_hist_note_exit_stream). oxit opens no BEGIN_DIR stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStreamCounts {
+    /// BEGINs that passed the exit policy and went to connect.
+    pub begin: u64,
+    /// RESOLVEs received.
+    pub resolve: u64,
+}
+
 /// Bytes a channel's link may still take this turn, and who waits for it.
 #[derive(Debug, Default)]
 pub(crate) struct ChanRoom {
@@ -235,6 +245,8 @@ pub struct CircuitTable {
     sealer: seal::Sealer,
     /// The address owners' verdicts, and this worker's refusals.
     pub(crate) dos: crate::proto::dos::Verdicts,
+    /// Exit streams seen, for the metrics.
+    pub(crate) exit_streams: ExitStreamCounts,
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Where sets live when there are several workers.
@@ -274,6 +286,7 @@ impl CircuitTable {
             sealer: seal::Sealer::default(),
             dos: crate::proto::dos::Verdicts::default(),
             conflux: Default::default(),
+            exit_streams: ExitStreamCounts::default(),
             homes: None,
             moved: HashMap::new(),
             onion: {
@@ -587,6 +600,11 @@ impl CircuitTable {
             } => Some(*a),
             _ => None,
         }
+    }
+
+    /// Exit streams seen so far (for the metrics).
+    pub fn exit_stream_counts(&self) -> ExitStreamCounts {
+        self.exit_streams
     }
 
     /// Circuits on this worker.

@@ -16,7 +16,7 @@ pub mod tls;
 pub mod uring;
 mod worker;
 
-pub use plane::{DataPlane, Listeners, PlaneEvent, Snapshot, Traffic, build_snapshot};
+pub use plane::{DNS_FIELDS, DataPlane, Listeners, PlaneEvent, Snapshot, Traffic, build_snapshot};
 pub use relay::RunError;
 
 #[cfg(test)]

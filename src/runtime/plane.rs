@@ -79,7 +79,15 @@ pub struct Traffic {
     /// Circuits in the worker's table, stored when it changes (at most
     /// once per turn).
     pub circuits: AtomicU64,
+    /// The worker's resolver: lookups, cache hits, then the results
+    /// by [`crate::exit::dns::DNS_RESULT_NAMES`]; stored when they change.
+    pub dns: [AtomicU64; DNS_FIELDS],
+    /// Exit streams seen: BEGIN (connected to), RESOLVE.
+    pub streams: [AtomicU64; 2],
 }
+
+/// Length of [`Traffic::dns`].
+pub const DNS_FIELDS: usize = 2 + crate::exit::dns::DNS_RESULT_NAMES.len();
 
 /// The running workers, as the control plane sees them.
 pub struct DataPlane {

@@ -230,6 +230,7 @@ pub(super) struct Worker {
     /// The DoS counters last stored for the control plane.
     dos_published: crate::proto::dos::DosStats,
     onion_published: crate::proto::circuit::OnionStats,
+    dns_published: crate::exit::dns::ResolverStats,
     next_dos_purge: Instant,
     next_collect: Instant,
     /// Circuits extended through other workers' channels, both ways.
@@ -299,6 +300,7 @@ impl Worker {
             queue_kills: 0,
             dos_published: crate::proto::dos::DosStats::default(),
             onion_published: crate::proto::circuit::OnionStats::default(),
+            dns_published: Default::default(),
             next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
             next_collect: Instant::now() + COLLECT_EVERY,
             splices: {
@@ -1041,6 +1043,19 @@ impl Worker {
         let circs = self.circuits.circuit_total() as u64;
         if t.circuits.load(Ordering::Relaxed) != circs {
             t.circuits.store(circs, Ordering::Relaxed);
+        }
+        let s = self.circuits.exit_stream_counts();
+        super::plane::store_all(&t.streams, &[s.begin, s.resolve]);
+        let dns = self.resolver.stats();
+        if dns != self.dns_published {
+            self.dns_published = dns;
+            let mut a = [0u64; super::plane::DNS_FIELDS];
+            a[0] = dns.lookups;
+            a[1] = dns.cache_hits;
+            for (x, r) in a.iter_mut().skip(2).zip(dns.results) {
+                *x = r;
+            }
+            super::plane::store_all(&t.dns, &a);
         }
     }
 

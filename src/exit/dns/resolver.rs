@@ -58,12 +58,46 @@ pub struct Transmit {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResolverStats {
     pub cache_hits: u64,
+    /// Questions asked (each once, however many sends it took): C tor's
+    /// `tor_relay_exit_dns_query_total`.
+    pub lookups: u64,
     pub queries_sent: u64,
     pub responses_accepted: u64,
     /// Datagrams dropped: unknown id, wrong source, wrong question,
     /// undecodable.
     pub responses_rejected: u64,
     pub timeouts: u64,
+    /// How lookups ended, by C tor's `reason` label ([`DNS_RESULT_NAMES`]),
+    /// as its `tor_relay_exit_dns_error_total` counts its resolver's
+    /// results: one per lookup, after its retries.
+    pub results: [u64; DNS_RESULT_NAMES.len()],
+}
+
+/// C tor's DNS result names (relay_metrics.c: fill_dns_error_values,
+/// libevent's DNS_ERR_* codes), in its order.
+pub const DNS_RESULT_NAMES: [&str; 12] = [
+    "success",
+    "format",
+    "serverfailed",
+    "notexist",
+    "notimpl",
+    "refused",
+    "truncated",
+    "unknown",
+    "tor_timeout",
+    "shutdown",
+    "cancel",
+    "nodata",
+];
+
+impl ResolverStats {
+    fn note(&mut self, name: &str) {
+        if let Some(i) = DNS_RESULT_NAMES.iter().position(|n| *n == name)
+            && let Some(c) = self.results.get_mut(i)
+        {
+            *c += 1;
+        }
+    }
 }
 
 /// One stream waiting for a question.
@@ -308,6 +342,9 @@ impl<R: rand::CryptoRng> Resolver<R> {
             }
             self.timers.insert((deadline, id));
             self.stats.queries_sent += 1;
+            if lookup.attempts == 1 {
+                self.stats.lookups += 1;
+            }
             return Some(Transmit { dst, payload });
         }
         None
@@ -381,6 +418,14 @@ impl<R: rand::CryptoRng> Resolver<R> {
             }
         };
         self.stats.responses_accepted += 1;
+        // Error codes are counted when the lookup gives up (it may retry).
+        match &outcome {
+            Outcome::Records { .. } => self.stats.note("success"),
+            Outcome::NoData { .. } => self.stats.note("nodata"),
+            Outcome::NxDomain { .. } => self.stats.note("notexist"),
+            Outcome::Truncated => self.stats.note("truncated"),
+            Outcome::Rcode(_) => {}
+        }
         let key = lookup.key.clone();
         let name = key.0.clone();
         match outcome {
@@ -453,6 +498,14 @@ impl<R: rand::CryptoRng> Resolver<R> {
         }
         let name = lookup.key.0.clone();
         let attempts = lookup.attempts;
+        self.stats.note(match lookup.last_rcode {
+            None => "tor_timeout",
+            Some(ResponseCode::FormErr) => "format",
+            Some(ResponseCode::ServFail) => "serverfailed",
+            Some(ResponseCode::NotImp) => "notimpl",
+            Some(ResponseCode::Refused) => "refused",
+            Some(_) => "unknown",
+        });
         let err = match lookup.last_rcode {
             Some(ResponseCode::ServFail) => ResolveError::ServerFailure { name, attempts },
             Some(rcode) => ResolveError::Rcode {

@@ -115,6 +115,9 @@ fn answer_then_cache_hit() {
     );
     h.no_transmit();
     assert_eq!(h.r.stats().cache_hits, 1);
+    // The metrics' C tor reasons: one success, one query.
+    let s = h.r.stats();
+    assert_eq!((s.lookups, s.results[0]), (1, 1));
 
     // Expired after the real TTL (100 s): asked again.
     h.advance(50);
@@ -192,6 +195,12 @@ fn timeouts_retry_rotating_nameservers_then_fail() {
     assert_eq!(err.end_reason(), 2);
     assert_eq!(h.r.poll_timeout(), None);
     assert_eq!(h.r.stats().timeouts, 3);
+    let s = h.r.stats();
+    assert_eq!(
+        (s.lookups, s.queries_sent, s.results[8]),
+        (1, 3, 1),
+        "one tor_timeout for the lookup, after its 3 sends"
+    );
     // Transient failures are not cached.
     assert_eq!(h.resolve("slow.example", QueryKind::A, 2), None);
 }

@@ -177,6 +177,8 @@ impl CircuitTable {
         now: Instant,
         rng: &mut impl CryptoRng,
     ) {
+        // Counted on arrival, as connection_exit_begin_resolve does.
+        self.exit_streams.resolve += 1;
         match self.admit_stream(idx, now) {
             Admit::Yes => {}
             Admit::Refuse => {
@@ -343,6 +345,9 @@ impl CircuitTable {
         s.addr = Some(ip);
         s.ttl = ttl;
         s.state = StreamState::Connecting;
+        // C counts a BEGIN once it passed the policy and re-entry checks
+        // (connection_exit_connect).
+        self.exit_streams.begin += 1;
         self.push_action(Action::Connect {
             key,
             addr: SocketAddr::new(ip, port),

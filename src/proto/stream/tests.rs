@@ -99,6 +99,12 @@ fn begin_resolve_connect_connected() {
     let mut rng = StdRng::seed_from_u64(20);
     let (mut r, mut cl) = exit(&mut rng);
     let key = open_stream(&mut r, &mut cl, &mut rng, 5);
+    let counted = r.t.exit_stream_counts();
+    assert_eq!(
+        (counted.begin, counted.resolve),
+        (1, 0),
+        "tor_relay_streams_total"
+    );
     // DATA both ways.
     send(
         &mut r,
