@@ -504,6 +504,23 @@ fn run_logs_identity_serves_and_stops_on_sigterm() {
         }
     };
 
+    // SIGUSR1: a statistics summary, and the relay goes on (its default
+    // action would kill it). SIGUSR2: every log to debug, then back.
+    let pid = libc::pid_t::try_from(relay.pid()).unwrap();
+    let signal = |sig| {
+        // SAFETY: `pid` is our own child, still running.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    };
+    signal(libc::SIGUSR1);
+    relay.wait_for("Dumping stats:");
+    let up = relay.wait_for("has been up for");
+    assert!(up.contains(" [notice] "), "{up}");
+    relay.wait_for("worker 0: ");
+    signal(libc::SIGUSR2);
+    relay.wait_for("every log now at debug level");
+    signal(libc::SIGUSR2);
+    relay.wait_for("logs back at their configured levels");
+
     let (status, rest, err) = relay.stop();
     drop(conn);
     assert!(status.success(), "exit status {status:?}");

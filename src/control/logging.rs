@@ -44,6 +44,29 @@ use crate::config::{LogSpec, LogTarget, Severity};
 
 static SAFE_LOGGING: AtomicBool = AtomicBool::new(true);
 
+/// SIGUSR2: every sink logs everything, down to debug.
+static DEBUG_ALL: AtomicBool = AtomicBool::new(false);
+
+/// The global level filter, and the level the `Log` lines asked for.
+static LEVEL: std::sync::OnceLock<(
+    tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>,
+    LevelFilter,
+)> = std::sync::OnceLock::new();
+
+/// SIGUSR2: switch every log to debug, or back to what the `Log` lines
+/// say. Returns whether debug is now on. C tor switches to debug until
+/// the next SIGHUP; oxit toggles.
+pub fn toggle_debug() -> bool {
+    let on = !DEBUG_ALL.fetch_xor(true, Ordering::Relaxed);
+    if let Some((handle, configured)) = LEVEL.get() {
+        let level = if on { LevelFilter::TRACE } else { *configured };
+        if let Err(e) = handle.modify(|f| *f = level) {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    }
+    on
+}
+
 /// Set from `SafeLogging` once at start (logging only reads it, never on
 /// the per-cell path).
 pub fn set_safe_logging(on: bool) {
@@ -118,9 +141,11 @@ struct Sink {
 
 impl Sink {
     fn wants(&self, sev: Severity) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(min, max)| min <= sev && sev <= max)
+        DEBUG_ALL.load(Ordering::Relaxed)
+            || self
+                .ranges
+                .iter()
+                .any(|&(min, max)| min <= sev && sev <= max)
     }
 
     fn write(&self, now: SystemTime, sev: Severity, msg: &str) {
@@ -208,7 +233,9 @@ impl<S: Subscriber> Layer<S> for CtorLogLayer {
 pub fn init(specs: &[LogSpec]) -> Result<(), LoggingError> {
     let layer = CtorLogLayer::new(specs)?;
     let max = layer.max_level();
-    let subscriber = tracing_subscriber::registry().with(max).with(layer);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(max);
+    let _ = LEVEL.set((handle, max));
+    let subscriber = tracing_subscriber::registry().with(filter).with(layer);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| LoggingError::AlreadySet(e.to_string()))
 }

@@ -23,6 +23,8 @@ use crate::runtime::driver::Waker;
 #[derive(Debug, Default)]
 pub struct Shutdown {
     flag: AtomicBool,
+    /// SIGUSR1 asked for a statistics dump (the control thread takes it).
+    stats: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
@@ -43,6 +45,16 @@ impl Shutdown {
 
     pub fn is_triggered(&self) -> bool {
         self.flag.load(Ordering::Relaxed)
+    }
+
+    /// Ask the control thread to log a statistics summary (SIGUSR1).
+    pub fn request_stats(&self) {
+        self.stats.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a statistics summary was asked for since the last call.
+    pub fn take_stats_request(&self) -> bool {
+        self.stats.swap(false, Ordering::Relaxed)
     }
 
     /// Register a worker's waker (woken at once if already triggered).

@@ -437,6 +437,9 @@ impl Control<'_> {
         let mut next_dir: UnixTime = 0;
         while !shutdown.is_triggered() && !plane.any_finished() {
             let now = unix(SystemTime::now());
+            if shutdown.take_stats_request() {
+                self.dump_stats(plane, now);
+            }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
                 self.renew_keys(plane)?;
@@ -509,6 +512,57 @@ impl Control<'_> {
             }
         }
         Ok(())
+    }
+
+    /// SIGUSR1: a summary of what the relay did, at notice (C tor's
+    /// main.c:dumpstats lists every connection; oxit sums per worker).
+    fn dump_stats(&self, plane: &DataPlane, now: UnixTime) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let up = now.saturating_sub(self.started).max(1);
+        let (r, w) = plane.traffic();
+        tracing::info!("Dumping stats:");
+        tracing::info!(
+            "oxit has been up for {up} seconds; read {r} and wrote {w} bytes              ({} and {} bytes/s on average)",
+            r / up,
+            w / up
+        );
+        let timeouts = 2 + crate::exit::dns::DNS_RESULT_NAMES
+            .iter()
+            .position(|n| *n == "tor_timeout")
+            .unwrap_or(0);
+        for (i, t) in plane.traffic_shared().iter().enumerate() {
+            let dns = |k: usize| t.dns.get(k).map_or(0, |a| a.load(Relaxed));
+            tracing::info!(
+                "worker {i}: {} circuits, read {} and wrote {} bytes, {} bytes queued;                  {} exit streams, {} resolves; {} DNS lookups, {} cache hits, {} timeouts",
+                t.circuits.load(Relaxed),
+                t.read.load(Relaxed),
+                t.written.load(Relaxed),
+                t.mem.load(Relaxed),
+                t.streams.first().map_or(0, |a| a.load(Relaxed)),
+                t.streams.get(1).map_or(0, |a| a.load(Relaxed)),
+                dns(0),
+                dns(1),
+                dns(timeouts),
+            );
+        }
+        let o = plane.onion_stats();
+        tracing::info!(
+            "handshakes since start: {} CREATE_FAST, {} ntor, {} ntor-v3; {} creates dropped \
+             with the onion queue full, {} after waiting too long",
+            o.processed[0],
+            o.assigned[0],
+            o.assigned[1],
+            o.dropped.iter().sum::<u64>(),
+            o.timed_out
+        );
+        tracing::info!(
+            "{}",
+            crate::proto::dos::heartbeat_line(
+                &self.circuit_config().dos,
+                &plane.dos_stats(),
+                self.config.dos.refuse_single_hop_client_rendezvous == Some(true),
+            )
+        );
     }
 
     fn on_done(

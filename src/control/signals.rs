@@ -1,5 +1,7 @@
 //! Process signals: SIGINT and SIGTERM stop the relay, SIGHUP is
-//! acknowledged (reload is not implemented yet).
+//! acknowledged (reload is not implemented yet), SIGUSR1 asks the control
+//! thread for a statistics summary and SIGUSR2 switches every log to
+//! debug and back.
 //!
 //! This module owns the signal mask and one thread that waits for signals
 //! with `sigwait`. No async signal handler runs: the signals are blocked in
@@ -32,6 +34,10 @@ pub enum SignalAction {
     ExitNow,
     /// SIGHUP: reload (not implemented yet; logged).
     Reload,
+    /// SIGUSR1: log a statistics summary.
+    DumpStats,
+    /// SIGUSR2: every log to debug, or back.
+    ToggleDebug,
     /// A signal we did not ask for.
     Ignore,
 }
@@ -43,6 +49,8 @@ pub fn action_for(signal: libc::c_int, shutting_down: bool) -> SignalAction {
         libc::SIGINT | libc::SIGTERM if shutting_down => SignalAction::ExitNow,
         libc::SIGINT | libc::SIGTERM => SignalAction::Shutdown,
         libc::SIGHUP => SignalAction::Reload,
+        libc::SIGUSR1 => SignalAction::DumpStats,
+        libc::SIGUSR2 => SignalAction::ToggleDebug,
         _ => SignalAction::Ignore,
     }
 }
@@ -88,7 +96,13 @@ fn signal_set() -> io::Result<libc::sigset_t> {
         if libc::sigemptyset(&mut set) != 0 {
             return Err(io::Error::last_os_error());
         }
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
             if libc::sigaddset(&mut set, s) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -128,6 +142,16 @@ fn wait_loop(set: &libc::sigset_t, shutdown: &Shutdown) {
                     "Received reload signal (hup), but reloading is not implemented yet; keeping the current configuration."
                 );
             }
+            SignalAction::DumpStats => shutdown.request_stats(),
+            SignalAction::ToggleDebug => {
+                if crate::control::logging::toggle_debug() {
+                    tracing::info!(
+                        "Caught SIGUSR2: every log now at debug level; send SIGUSR2 again to go back."
+                    );
+                } else {
+                    tracing::info!("Caught SIGUSR2: logs back at their configured levels.");
+                }
+            }
             SignalAction::Ignore => {}
         }
     }
@@ -138,6 +162,8 @@ fn name(sig: libc::c_int) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
         _ => "signal",
     }
 }
@@ -158,7 +184,9 @@ mod tests {
         assert_eq!(action_for(libc::SIGTERM, true), ExitNow);
         assert_eq!(action_for(libc::SIGHUP, false), Reload);
         assert_eq!(action_for(libc::SIGHUP, true), Reload);
-        assert_eq!(action_for(libc::SIGUSR1, false), Ignore);
+        assert_eq!(action_for(libc::SIGUSR1, false), DumpStats);
+        assert_eq!(action_for(libc::SIGUSR2, true), ToggleDebug);
+        assert_eq!(action_for(libc::SIGPIPE, false), Ignore);
     }
 
     #[test]
