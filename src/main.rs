@@ -192,7 +192,7 @@ fn run(config_path: Option<&Path>) -> Result<(), CliError> {
     let shutdown = Shutdown::new();
     let (config, warnings) = match config_path {
         Some(p) => Config::parse_file(p)?,
-        None => (Config::default(), Vec::new()),
+        None => (Config::builtin(), Vec::new()),
     };
     logging::set_safe_logging(config.safe_logging.scrubs());
     logging::init(&config.logs)?;
@@ -265,7 +265,13 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
     // The same policy the workers apply (ExitPolicyRejectLocalInterfaces
     // needs this host's interface addresses).
     let policy = config.build_exit_policy(&oxit::runtime::relay::local_interface_addrs());
-    if policy.is_reject_all() {
+    if policy.is_reject_all() && config.exit_relay == oxit::config::AutoBool::Auto {
+        tracing::info!(
+            "Exit policy: reject *:* (not an exit): ExitRelay is auto and no ExitPolicy, \
+             ReducedExitPolicy or IPv6Exit is set, as in C tor; set ExitPolicy (or ExitRelay 1 \
+             for the default policy) to exit"
+        );
+    } else if policy.is_reject_all() {
         tracing::info!("Exit policy: reject *:* (not an exit)");
     } else {
         tracing::info!("Exit policy: {policy}");

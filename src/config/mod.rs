@@ -237,7 +237,9 @@ pub struct Config {
     /// `SafeLogging` (default 1): addresses of clients and destinations
     /// are `[scrubbed]` in logs at notice and above.
     pub safe_logging: SafeLogging,
-    /// `ExitRelay` (default 1 in oxit; auto in C tor).
+    /// `ExitRelay` (default auto, as C tor: a torrc with no exit option
+    /// makes a non-exit; [`Config::builtin`], for a start with no file at
+    /// all, says 1).
     pub exit_relay: AutoBool,
     /// `ExitPolicy` lines, in order; `None` when no line was given.
     pub exit_policy: Option<Vec<PolicyRule>>,
@@ -362,7 +364,7 @@ impl Default for Config {
             safe_logging: SafeLogging::On,
             max_onion_queue_delay: Duration::ZERO,
             max_mem_in_queues: 0,
-            exit_relay: AutoBool::On,
+            exit_relay: AutoBool::Auto,
             exit_policy: None,
             exit_policy_reject_private: true,
             exit_policy_reject_local_interfaces: false,
@@ -504,6 +506,16 @@ impl fmt::Display for ConfigWarning {
 
 impl Config {
     /// Read and parse a torrc file (and whatever it `%include`s).
+    /// What `oxit run` uses with no configuration file: the torrc
+    /// defaults, as an exit (C tor's default exit policy), since that is
+    /// what an operator starting oxit with nothing else wants to try.
+    pub fn builtin() -> Config {
+        Config {
+            exit_relay: AutoBool::On,
+            ..Config::default()
+        }
+    }
+
     pub fn parse_file(path: impl AsRef<Path>) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

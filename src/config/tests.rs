@@ -34,7 +34,12 @@ fn scratch() -> PathBuf {
 
 #[test]
 fn default_is_a_working_exit() {
-    let c = Config::default();
+    // A torrc that says nothing about exiting makes a non-exit, as in C.
+    assert_eq!(Config::default().exit_relay, AutoBool::Auto);
+    assert!(Config::default().build_exit_policy(&[]).is_reject_all());
+    assert_eq!(parse("Nickname Foo\n").exit_relay, AutoBool::Auto);
+    // With no file at all, oxit starts as an exit.
+    let c = Config::builtin();
     assert_eq!(c.or_ports[0].addr, "127.0.0.1:9001".parse().unwrap());
     assert_eq!(c.nickname, "Unnamed");
     assert_eq!(c.exit_relay, AutoBool::On);
@@ -45,7 +50,8 @@ fn default_is_a_working_exit() {
     assert!(p.allows("1.2.3.4".parse().unwrap(), 443));
     assert!(!p.allows("1.2.3.4".parse().unwrap(), 25));
     assert!(!p.allows("127.0.0.1".parse().unwrap(), 443));
-    assert_eq!(parse(""), c);
+    assert_eq!(parse(""), Config::default());
+    assert_eq!(parse("ExitRelay 1"), c);
     let d = c.describe();
     assert!(d.contains("ORPort 127.0.0.1:9001\n"), "{d}");
     assert!(
