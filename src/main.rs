@@ -127,12 +127,32 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(c) = c_style(&args) {
+        let res = match c {
+            Ok(c) => c_style_main(c),
+            Err(e) => {
+                eprintln!("oxit: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        return match res {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("oxit: error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let cli = match parse_args() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     let res = match cli.command {
-        Command::Run { config } => run(config.as_deref()),
+        Command::Run { config } => run(ConfigSource {
+            torrc: config,
+            ..ConfigSource::default()
+        }),
         Command::Keygen { data_dir, nickname } => keygen(&data_dir_or_default(data_dir), &nickname),
         Command::Fingerprint { data_dir } => fingerprint(&data_dir_or_default(data_dir)),
         Command::CheckConfig { config } => check_config(&config),
@@ -187,13 +207,158 @@ fn data_dir_or_default(d: Option<PathBuf>) -> PathBuf {
     d.unwrap_or_else(oxit::config::default_data_directory)
 }
 
-/// `oxit run`: config, logging, keys, signals, runtime.
-fn run(config_path: Option<&Path>) -> Result<(), CliError> {
-    let shutdown = Shutdown::new();
-    let (config, warnings) = match config_path {
-        Some(p) => Config::parse_file(p)?,
-        None => (Config::builtin(), Vec::new()),
+/// Where the configuration comes from.
+#[derive(Debug, Default)]
+struct ConfigSource {
+    defaults: Option<PathBuf>,
+    torrc: Option<PathBuf>,
+    /// `--Option value` pairs, in order.
+    overrides: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    fn is_empty(&self) -> bool {
+        self.defaults.is_none() && self.torrc.is_none() && self.overrides.is_empty()
+    }
+
+    /// The configuration; with nothing given, the built-in one.
+    fn load(&self) -> Result<(Config, Vec<ConfigWarning>), CliError> {
+        if self.is_empty() {
+            return Ok((Config::builtin(), Vec::new()));
+        }
+        Ok(Config::parse_layers(
+            self.defaults.as_deref(),
+            self.torrc.as_deref(),
+            &self.overrides,
+        )?)
+    }
+}
+
+/// C tor's command line (main.c, config.c:config_parse_commandline), for
+/// unit files and scripts written for `tor`.
+#[derive(Debug)]
+struct CStyle {
+    source: ConfigSource,
+    action: CAction,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CAction {
+    Run,
+    VerifyConfig,
+    ListFingerprint,
+}
+
+/// A command line in C tor's style (`-f FILE`, `--defaults-torrc FILE`,
+/// `--verify-config`, `--list-fingerprint`, `--Option value`), or `None`
+/// for oxit's own subcommands, `--help` and `--version`.
+fn c_style(args: &[String]) -> Option<Result<CStyle, String>> {
+    let first = args.first()?;
+    if !first.starts_with('-') || ["-h", "--help", "-V", "--version"].contains(&first.as_str()) {
+        return None;
+    }
+    let mut c = CStyle {
+        source: ConfigSource::default(),
+        action: CAction::Run,
     };
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{what} needs a value"))
+        };
+        match a.as_str() {
+            "-f" | "--torrc-file" => match value(a) {
+                Ok(v) => c.source.torrc = Some(PathBuf::from(v)),
+                Err(e) => return Some(Err(e)),
+            },
+            "--defaults-torrc" => match value(a) {
+                Ok(v) => c.source.defaults = Some(PathBuf::from(v)),
+                Err(e) => return Some(Err(e)),
+            },
+            "--verify-config" => c.action = CAction::VerifyConfig,
+            "--list-fingerprint" => {
+                c.action = CAction::ListFingerprint;
+                // An optional key type (rsa is C's default).
+                if it.peek().is_some_and(|k| k.as_str() == "rsa") {
+                    it.next();
+                }
+            }
+            "--hush" | "--quiet" => {}
+            opt if opt.starts_with("--") && opt.len() > 2 => {
+                let key = opt.trim_start_matches("--").to_owned();
+                // A value unless the next argument is another option.
+                let v = match it.peek() {
+                    Some(n) if !n.starts_with("--") => it.next().cloned().unwrap_or_default(),
+                    _ => String::new(),
+                };
+                c.source.overrides.push((key, v));
+            }
+            other => {
+                return Some(Err(format!(
+                    "unexpected argument {other:?} (C tor style: -f FILE, --defaults-torrc FILE, \
+                     --verify-config, --list-fingerprint, --Option value; or see oxit --help)"
+                )));
+            }
+        }
+    }
+    Some(Ok(c))
+}
+
+fn c_style_main(c: CStyle) -> Result<(), CliError> {
+    match c.action {
+        CAction::Run => run(c.source),
+        CAction::VerifyConfig => verify_config(&c.source),
+        CAction::ListFingerprint => list_fingerprint(&c.source),
+    }
+}
+
+/// `--verify-config`: the configuration, its log destinations and any
+/// keys already there must all be usable (C prints the same line).
+fn verify_config(source: &ConfigSource) -> Result<(), CliError> {
+    let (config, warnings) = source.load()?;
+    for w in &warnings {
+        eprintln!("oxit: warning: {w}");
+    }
+    logging::CtorLogLayer::new(&config.logs)?;
+    if config
+        .data_directory
+        .join("keys")
+        .join(SECRET_ID_KEY)
+        .exists()
+    {
+        read_identities(&config.data_directory)?;
+    }
+    println!("Configuration was valid");
+    Ok(())
+}
+
+/// `--list-fingerprint`: C's `Nickname XXXX XXXX ...` line, creating the
+/// keys first if there are none yet, as C tor does.
+fn list_fingerprint(source: &ConfigSource) -> Result<(), CliError> {
+    let (config, _) = source.load()?;
+    let keys = RelayKeys::load_or_create(
+        &config.data_directory,
+        &config.nickname,
+        SystemTime::now(),
+        &mut rand::rng(),
+    )?;
+    let hex = keys.rsa_identity().hex_upper();
+    let spaced: Vec<&str> = hex
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    println!("{} {}", config.nickname, spaced.join(" "));
+    Ok(())
+}
+
+/// `oxit run`: config, logging, keys, signals, runtime.
+fn run(source: ConfigSource) -> Result<(), CliError> {
+    let shutdown = Shutdown::new();
+    let (config, warnings) = source.load()?;
+    let config_path = source.torrc.as_deref();
     logging::set_safe_logging(config.safe_logging.scrubs());
     logging::init(&config.logs)?;
     // Before any thread exists (the runtime's workers, key generation

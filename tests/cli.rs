@@ -89,6 +89,7 @@ fn drain(r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     })
 }
 
+#[derive(Debug)]
 struct Out {
     status: ExitStatus,
     stdout: String,
@@ -814,4 +815,62 @@ fn a_low_descriptor_limit_is_raised_and_warned_about() {
     assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
     let (status, _, err) = relay.stop();
     assert!(status.success(), "exit status {status:?}: {err}");
+}
+
+/// C tor's command line, as Debian's `tor@.service` and Ansible roles use
+/// it: `--defaults-torrc`, `-f`, `--Option value` overrides,
+/// `--verify-config` and `--list-fingerprint`.
+#[test]
+fn c_tor_command_line_conventions() {
+    let d = TempDir::new("ctorcli");
+    let data = d.path().join("data");
+    let defaults = d.path().join("defaults-torrc");
+    fs::write(
+        &defaults,
+        format!(
+            "DataDirectory {}\nNickname FromDefaults\nRunAsDaemon 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let torrc = write_torrc(d.path(), "Nickname FromTorrc\nORPort 127.0.0.1:19998\n");
+    let o = oxit_with(&[
+        "--defaults-torrc",
+        s(&defaults),
+        "-f",
+        s(&torrc),
+        "--RunAsDaemon",
+        "0",
+        "--verify-config",
+    ]);
+    assert_no_panic(&o);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stdout.trim(), "Configuration was valid");
+
+    // The keys are made if missing, and the line is C's.
+    let o = oxit_with(&[
+        "--defaults-torrc",
+        s(&defaults),
+        "-f",
+        s(&torrc),
+        "--Nickname",
+        "FromCli",
+        "--list-fingerprint",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let line = o.stdout.trim();
+    let (nick, spaced) = line.split_once(' ').unwrap();
+    assert_eq!(nick, "FromCli");
+    assert_eq!(spaced.len(), 49, "ten groups of four: {line}");
+    let fp = fs::read_to_string(data.join("fingerprint")).unwrap();
+    let hex = fp.trim().split_once(' ').unwrap().1;
+    assert_eq!(spaced.replace(' ', ""), hex);
+
+    // A bad override names the command line; a bad torrc line its file.
+    let o = oxit_with(&["-f", s(&torrc), "--NoSuchOption", "1", "--verify-config"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(o.stderr.contains("<command line>:1"), "{}", o.stderr);
+    let o = oxit_with(&["-f", s(&torrc), "stray", "--verify-config"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(o.stderr.contains("unexpected argument"), "{}", o.stderr);
 }

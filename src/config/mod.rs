@@ -505,7 +505,6 @@ impl fmt::Display for ConfigWarning {
 }
 
 impl Config {
-    /// Read and parse a torrc file (and whatever it `%include`s).
     /// What `oxit run` uses with no configuration file: the torrc
     /// defaults, as an exit (C tor's default exit policy), since that is
     /// what an operator starting oxit with nothing else wants to try.
@@ -516,6 +515,7 @@ impl Config {
         }
     }
 
+    /// Read and parse a torrc file (and whatever it `%include`s).
     pub fn parse_file(path: impl AsRef<Path>) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -533,6 +533,56 @@ impl Config {
         origin_name: &str,
     ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         Self::parse_with_stack(text, origin_name, Vec::new())
+    }
+
+    /// C tor's three layers (config.c:options_init_from_torrc): the
+    /// `--defaults-torrc` file, the torrc, then `--Option value` pairs from
+    /// the command line. An option set in a later layer replaces every
+    /// line of it in the earlier ones (a list option too), unless the
+    /// later key starts with `+`, which appends; a key starting with `/`
+    /// clears the option.
+    pub fn parse_layers(
+        defaults: Option<&Path>,
+        torrc: Option<&Path>,
+        command_line: &[(String, String)],
+    ) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let read = |path: &Path| -> Result<Vec<include::SourcedLine>, ConfigError> {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            let mut lines = Vec::new();
+            include::expand(
+                &text,
+                &path.display().to_string(),
+                &mut vec![canon],
+                &mut lines,
+            )?;
+            Ok(lines)
+        };
+        let cli: Vec<include::SourcedLine> = command_line
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| include::SourcedLine {
+                origin: "<command line>".into(),
+                raw: lexer::RawLine {
+                    key: k.clone(),
+                    value: v.clone(),
+                    line: i + 1,
+                },
+            })
+            .collect();
+        let mut merged = match defaults {
+            Some(p) => read(p)?,
+            None => Vec::new(),
+        };
+        if let Some(p) = torrc {
+            layer_over(&mut merged, read(p)?);
+        }
+        layer_over(&mut merged, cli);
+        let origin = torrc.map_or_else(|| "<command line>".into(), |p| p.display().to_string());
+        options::apply(&merged, &origin)
     }
 
     fn parse_with_stack(
@@ -768,5 +818,23 @@ impl Config {
         let policy = self.build_exit_policy(&[]);
         let _ = writeln!(s, "# effective exit policy: {policy}");
         s
+    }
+}
+
+/// Put `upper`'s lines over `lower`'s (see [`Config::parse_layers`]).
+fn layer_over(lower: &mut Vec<include::SourcedLine>, upper: Vec<include::SourcedLine>) {
+    let plain = |k: &str| k.trim_start_matches(['+', '/']).to_ascii_lowercase();
+    let replaced: Vec<String> = upper
+        .iter()
+        .filter(|l| !l.raw.key.starts_with('+'))
+        .map(|l| plain(&l.raw.key))
+        .collect();
+    lower.retain(|l| !replaced.contains(&plain(&l.raw.key)));
+    for mut l in upper {
+        if l.raw.key.starts_with('/') {
+            continue;
+        }
+        l.raw.key = l.raw.key.trim_start_matches('+').to_owned();
+        lower.push(l);
     }
 }

@@ -553,3 +553,59 @@ fn metrics_port_and_policy() {
     assert!(Config::parse_str("MetricsPort 9035 json", "torrc").is_err());
     assert!(Config::parse_str("MetricsPortPolicy accept nowhere", "torrc").is_err());
 }
+
+/// C tor's layers: `--defaults-torrc`, the torrc, the command line. A
+/// later layer's option replaces the earlier lines of it (list options
+/// too); `+Option` appends, `/Option` clears.
+#[test]
+fn defaults_torrc_and_command_line_layers() {
+    let d = scratch();
+    let defaults = d.join("defaults");
+    let torrc = d.join("torrc");
+    fs::write(
+        &defaults,
+        "Nickname FromDefaults\nExitPolicy accept *:80\nContactInfo def\nIPv6Exit 1\n",
+    )
+    .unwrap();
+    fs::write(&torrc, "Nickname FromTorrc\nExitPolicy accept *:443\n").unwrap();
+    let layers = |cli: &[(&str, &str)]| {
+        let cli: Vec<(String, String)> = cli
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse_layers(Some(&defaults), Some(&torrc), &cli)
+            .unwrap()
+            .0
+    };
+    let c = layers(&[]);
+    assert_eq!(c.nickname, "FromTorrc");
+    assert_eq!(
+        c.contact_info.as_deref(),
+        Some("def"),
+        "kept from the defaults"
+    );
+    let policy = |c: &Config| -> Vec<String> {
+        c.exit_policy
+            .iter()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    assert_eq!(
+        policy(&c),
+        vec!["accept *:443"],
+        "the torrc's list replaces the defaults'"
+    );
+    let c = layers(&[
+        ("nickname", "FromCli"),
+        ("+ExitPolicy", "accept *:22"),
+        ("/IPv6Exit", ""),
+    ]);
+    assert_eq!(c.nickname, "FromCli");
+    assert_eq!(policy(&c), vec!["accept *:443", "accept *:22"]);
+    assert!(!c.ipv6_exit, "cleared back to its default");
+    let err = Config::parse_layers(None, Some(&torrc), &[("NoSuchOption".into(), "1".into())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("<command line>:1"), "{err}");
+}
