@@ -334,16 +334,21 @@ fn verify_config(source: &ConfigSource) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--list-fingerprint`: C's `Nickname XXXX XXXX ...` line, creating the
-/// keys first if there are none yet, as C tor does.
-fn list_fingerprint(source: &ConfigSource) -> Result<(), CliError> {
-    let (config, _) = source.load()?;
-    let keys = RelayKeys::load_or_create(
+/// The relay's keys, created where missing (C: init_keys).
+fn relay_keys(config: &Config) -> Result<RelayKeys, CliError> {
+    Ok(RelayKeys::load_or_create(
         &config.data_directory,
         &config.nickname,
         SystemTime::now(),
         &mut rand::rng(),
-    )?;
+    )?)
+}
+
+/// `--list-fingerprint`: C's `Nickname XXXX XXXX ...` line, creating the
+/// keys first if there are none yet, as C tor does.
+fn list_fingerprint(source: &ConfigSource) -> Result<(), CliError> {
+    let (config, _) = source.load()?;
+    let keys = relay_keys(&config)?;
     let hex = keys.rsa_identity().hex_upper();
     let spaced: Vec<&str> = hex
         .as_bytes()
@@ -412,12 +417,7 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
         switch_user(user)?;
     }
     oxit::os::check_private_dir(&config.data_directory)?;
-    let keys = RelayKeys::load_or_create(
-        &config.data_directory,
-        &config.nickname,
-        SystemTime::now(),
-        &mut rand::rng(),
-    )?;
+    let keys = relay_keys(config)?;
     let ports: Vec<String> = config.or_ports.iter().map(|p| p.to_string()).collect();
     tracing::info!(
         "Relay {} identity: RSA fingerprint {}, Ed25519 identity {}, ntor onion key {}, ORPort {}",
