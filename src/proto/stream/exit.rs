@@ -145,6 +145,9 @@ impl CircuitTable {
             Admit::Refuse => return self.send_end(idx, sid, &End::new(EndReason::MISC), rng),
             Admit::CircuitClosed => return,
         }
+        if self.circs.get(&idx).is_some_and(|c| c.conflux) {
+            tracing::debug!(stream = sid.get(), "exit stream on a conflux set");
+        }
         let key = self.new_stream(idx, sid, StreamState::Resolving, now);
         if let Some(s) = self.streams.get_mut(&key) {
             s.port = begin.port();
