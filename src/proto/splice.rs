@@ -184,6 +184,13 @@ fn count_flow(ledgers: &mut [Ledger], to: WorkerId, flow: Flow) {
     }
 }
 
+/// A DESTROY cell's body.
+fn destroy_body(reason: DestroyReason) -> [u8; CELL_BODY_LEN] {
+    let mut body = [0u8; CELL_BODY_LEN];
+    body[0] = Destroy::new(reason).reason().get();
+    body
+}
+
 /// One worker's side of every splice: see the module documentation.
 pub struct Splices {
     me: WorkerId,
@@ -483,8 +490,7 @@ impl Splices {
             .find(|v| !v.is_channel() && !self.hosted_ids.contains_key(&(owner, chan, *v)));
         let Some(vcirc) = vcirc.filter(|_| owner != self.me && owner.0 < self.outbox.len()) else {
             table.release_circ_id(chan, circ_id);
-            let mut body = [0u8; CELL_BODY_LEN];
-            body[0] = Destroy::new(DestroyReason::INTERNAL).reason().get();
+            let body = destroy_body(DestroyReason::INTERNAL);
             send.push(HostedCell {
                 chan,
                 circ_id,
@@ -594,8 +600,7 @@ impl Splices {
                         // Out of channel ids: the holder ends the leg, as
                         // for any DESTROY an owner sends.
                         None => {
-                            let mut body = [0u8; CELL_BODY_LEN];
-                            body[0] = Destroy::new(DestroyReason::RESOURCELIMIT).reason().get();
+                            let body = destroy_body(DestroyReason::RESOURCELIMIT);
                             let cmd = ChanCmd::DESTROY;
                             self.push(
                                 from,
@@ -806,8 +811,7 @@ impl Splices {
             return false;
         };
         self.unhost(chan, circ_id, table);
-        let mut body = [0u8; CELL_BODY_LEN];
-        body[0] = Destroy::new(reason).reason().get();
+        let body = destroy_body(reason);
         send.push(HostedCell {
             chan,
             circ_id,
