@@ -114,6 +114,8 @@ enum CliError {
     Runtime(#[from] RunError),
     #[error("{0}")]
     Process(#[from] oxit::os::ProcessError),
+    #[error("{0}")]
+    Control(#[from] oxit::control::controlport::ControlError),
 }
 
 impl CliError {
@@ -121,7 +123,10 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Logging(_) | CliError::Nickname(_) => 1,
             CliError::Keys(_) | CliError::KeyFile(_) => 2,
-            CliError::Signals(_) | CliError::Runtime(_) | CliError::Process(_) => 3,
+            CliError::Signals(_)
+            | CliError::Runtime(_)
+            | CliError::Process(_)
+            | CliError::Control(_) => 3,
         }
     }
 }
@@ -208,7 +213,7 @@ fn data_dir_or_default(d: Option<PathBuf>) -> PathBuf {
 }
 
 /// Where the configuration comes from.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct ConfigSource {
     defaults: Option<PathBuf>,
     torrc: Option<PathBuf>,
@@ -378,14 +383,24 @@ fn run(source: ConfigSource) -> Result<(), CliError> {
         )
     );
     log_warnings(&warnings);
-    let res = start(&config, shutdown);
+    let again = source.clone();
+    let reload: oxit::control::relay::Reloader = Box::new(move || {
+        let (config, warnings) = again.load().map_err(|e| e.to_string())?;
+        Ok((config, warnings.iter().map(|w| w.to_string()).collect()))
+    });
+    let res = start(&config, config_path, reload, shutdown);
     if let Err(e) = &res {
         tracing::error!("{e}");
     }
     res
 }
 
-fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliError> {
+fn start(
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+    reload: oxit::control::relay::Reloader,
+    shutdown: std::sync::Arc<Shutdown>,
+) -> Result<(), CliError> {
     let fds = oxit::os::raise_fd_limit()?;
     if fds.soft != fds.soft_before {
         tracing::info!(
@@ -413,10 +428,15 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
         ),
         None => None,
     };
+    let mut control = oxit::control::controlport::ControlListeners::bind(config, config_path)?;
     if let Some(user) = &config.user {
         switch_user(user)?;
     }
     oxit::os::check_private_dir(&config.data_directory)?;
+    // As the relay's user, so that its tools can read the cookie.
+    if let Some(c) = &mut control {
+        c.write_cookie(config)?;
+    }
     let keys = relay_keys(config)?;
     let ports: Vec<String> = config.or_ports.iter().map(|p| p.to_string()).collect();
     tracing::info!(
@@ -441,7 +461,7 @@ fn start(config: &Config, shutdown: std::sync::Arc<Shutdown>) -> Result<(), CliE
     } else {
         tracing::info!("Exit policy: {policy}");
     }
-    oxit::control::relay::run(config, keys, listeners, metrics, shutdown)?;
+    oxit::control::relay::run(config, reload, keys, listeners, metrics, control, shutdown)?;
     tracing::info!("All channels closed; exiting.");
     Ok(())
 }

@@ -14,10 +14,12 @@
 //! Every error names the file, the line and the problem; any error stops
 //! startup.
 
+mod control;
 mod include;
 mod known;
 mod lexer;
 mod options;
+mod reload;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +31,21 @@ use std::time::Duration;
 use crate::dir::authority::{DirAuthority, DirServers, FallbackDir};
 use crate::exit::policy::{ExitPolicy, ExitPolicyOptions, PolicyParseError, PolicyRule};
 
+pub use control::{
+    ControlOptions, ControlSocket, HASHED_PASSWORD_LEN, HashedPassword, decode_hashed_password,
+};
 pub use known::KNOWN_UNIMPLEMENTED;
+
+/// The canonical spelling of `name` if it is a C tor option, whether oxit
+/// implements it or accepts it with a warning (the ControlPort's GETCONF
+/// tells these apart from unknown keys, as C tor does).
+pub fn canonical_option_name(name: &str) -> Option<&'static str> {
+    options::OPTIONS
+        .iter()
+        .copied()
+        .find(|o| o.eq_ignore_ascii_case(name))
+        .or_else(|| known::lookup(name))
+}
 
 /// `0`, `1` or `auto` (C tor's autobool).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,6 +317,12 @@ pub struct Config {
     pub testing_tor_network: bool,
     /// `CountPrivateBandwidth` (default 0; 1 under TestingTorNetwork).
     pub count_private_bandwidth: bool,
+    /// `AccountingMax`: bytes per accounting period (0: no accounting).
+    pub accounting_max: u64,
+    /// `AccountingRule`: what counts against it.
+    pub accounting_rule: crate::control::accounting::AccountingRule,
+    /// `AccountingStart`: when a period begins.
+    pub accounting_start: crate::control::accounting::AccountingStart,
     /// `BandwidthRate`, bytes/s (default 1 GByte), after C tor's
     /// adjustments (raised to `RelayBandwidthRate`).
     pub bandwidth_rate: u64,
@@ -321,6 +343,8 @@ pub struct Config {
     /// `DirPort`, as written: accepted, but oxit serves no directory data
     /// and publishes DirPort 0, as C tor 0.4.9 relays do.
     pub dir_port: Option<String>,
+    /// `ControlPort`, `ControlSocket` and their authentication options.
+    pub control: ControlOptions,
 }
 
 /// One `FamilyId` line.
@@ -390,6 +414,9 @@ impl Default for Config {
             assume_reachable: false,
             testing_tor_network: false,
             count_private_bandwidth: false,
+            accounting_max: 0,
+            accounting_rule: crate::control::accounting::AccountingRule::Max,
+            accounting_start: crate::control::accounting::AccountingStart::default(),
             bandwidth_rate: DEFAULT_BANDWIDTH,
             bandwidth_burst: DEFAULT_BANDWIDTH,
             relay_bandwidth_rate: 0,
@@ -399,6 +426,7 @@ impl Default for Config {
             family_ids: Vec::new(),
             family_key_directory: None,
             dir_port: None,
+            control: ControlOptions::default(),
         }
     }
 }
@@ -605,6 +633,24 @@ impl Config {
         )
     }
 
+    /// The token buckets' rate and burst in bytes: the lower of
+    /// `BandwidthRate`/`Burst` and `RelayBandwidthRate`/`Burst` (every
+    /// byte oxit relays is relayed traffic). `None` when neither is set
+    /// below C tor's 1 GByte default: C applies that default to its one
+    /// core, oxit leaves a multi-core relay unlimited unless asked.
+    pub fn rate_limit(&self) -> Option<(u64, u64)> {
+        let mut rate = self.bandwidth_rate;
+        let mut burst = self.bandwidth_burst;
+        if self.relay_bandwidth_rate > 0 {
+            rate = rate.min(self.relay_bandwidth_rate);
+            burst = burst.min(self.relay_bandwidth_burst.max(self.relay_bandwidth_rate));
+        }
+        if rate >= DEFAULT_BANDWIDTH && burst >= DEFAULT_BANDWIDTH {
+            return None;
+        }
+        Some((rate, burst.max(rate)))
+    }
+
     /// The descriptor's `bandwidth` rate and burst
     /// (relay_config.c:relay_get_effective_bwrate / _bwburst).
     pub fn advertised_bandwidth(&self) -> (u64, u64) {
@@ -737,6 +783,7 @@ impl Config {
         for r in &self.metrics_port_policy {
             line("MetricsPortPolicy", r);
         }
+        self.control.describe(&mut line);
         line("IOBackend", &self.io_backend);
         for a in &self.dir_authorities {
             line("DirAuthority", a);

@@ -36,7 +36,7 @@ pub(super) fn default_log() -> LogSpec {
 }
 
 /// The options oxit implements, in their canonical spelling.
-const OPTIONS: &[&str] = &[
+pub(super) const OPTIONS: &[&str] = &[
     "ORPort",
     "Address",
     "DataDirectory",
@@ -68,6 +68,9 @@ const OPTIONS: &[&str] = &[
     "AssumeReachable",
     "TestingTorNetwork",
     "CountPrivateBandwidth",
+    "AccountingMax",
+    "AccountingRule",
+    "AccountingStart",
     "BandwidthRate",
     "BandwidthBurst",
     "RelayBandwidthRate",
@@ -99,6 +102,13 @@ const OPTIONS: &[&str] = &[
     "DoSStreamCreationRate",
     "DoSStreamCreationBurst",
     "DoSStreamCreationDefenseType",
+    "ControlPort",
+    "ControlSocket",
+    "ControlSocketsGroupWritable",
+    "CookieAuthentication",
+    "CookieAuthFile",
+    "CookieAuthFileGroupReadable",
+    "HashedControlPassword",
 ];
 
 /// Old names C tor still accepts (config.c option_abbrevs_).
@@ -401,6 +411,30 @@ fn apply_lines(
                 cfg.count_private_bandwidth =
                     boolean(value, d.count_private_bandwidth).ok_or_else(|| bad("0 or 1"))?
             }
+            "AccountingMax" => {
+                cfg.accounting_max = if reset {
+                    d.accounting_max
+                } else {
+                    parse_memunit(value)
+                        .ok_or_else(|| bad("a size such as \"500 GBytes\" (0: no accounting)"))?
+                }
+            }
+            "AccountingRule" => {
+                cfg.accounting_rule = if reset {
+                    d.accounting_rule
+                } else {
+                    crate::control::accounting::AccountingRule::parse(value)
+                        .ok_or_else(|| bad("sum, max, in or out"))?
+                }
+            }
+            "AccountingStart" => {
+                cfg.accounting_start = if reset {
+                    d.accounting_start
+                } else {
+                    crate::control::accounting::AccountingStart::parse(value)
+                        .map_err(|e| bad(&e))?
+                }
+            }
             "BandwidthRate"
             | "BandwidthBurst"
             | "RelayBandwidthRate"
@@ -497,6 +531,10 @@ fn apply_lines(
                 };
             }
             n if n.starts_with("DoS") => dos_option(&mut cfg.dos, n, value, reset).map_err(bad)?,
+            n if super::control::OPTIONS.contains(&n) => {
+                super::control::apply(&mut cfg.control, n, value, reset, first)
+                    .map_err(|e| bad(&e))?
+            }
             // OPTIONS and this match list the same names; a name in one but
             // not the other is a bug caught by the tests.
             _ => return Err(at(ErrorKind::UnknownOption(key.to_owned()))),

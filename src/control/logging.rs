@@ -31,8 +31,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -47,24 +47,59 @@ static SAFE_LOGGING: AtomicBool = AtomicBool::new(true);
 /// SIGUSR2: every sink logs everything, down to debug.
 static DEBUG_ALL: AtomicBool = AtomicBool::new(false);
 
-/// The global level filter, and the level the `Log` lines asked for.
-static LEVEL: std::sync::OnceLock<(
-    tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>,
-    LevelFilter,
-)> = std::sync::OnceLock::new();
+/// The installed logging: the global level filter's handle, the level the
+/// `Log` lines asked for, and the sinks (swapped whole on a reload).
+struct Installed {
+    level: tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>,
+    configured: Mutex<LevelFilter>,
+    sinks: Arc<RwLock<Arc<[Sink]>>>,
+}
+
+static INSTALLED: std::sync::OnceLock<Installed> = std::sync::OnceLock::new();
 
 /// SIGUSR2: switch every log to debug, or back to what the `Log` lines
 /// say. Returns whether debug is now on. C tor switches to debug until
-/// the next SIGHUP; oxit toggles.
+/// the next SIGHUP; oxit toggles (and a SIGHUP ends it too).
 pub fn toggle_debug() -> bool {
     let on = !DEBUG_ALL.fetch_xor(true, Ordering::Relaxed);
-    if let Some((handle, configured)) = LEVEL.get() {
-        let level = if on { LevelFilter::TRACE } else { *configured };
-        if let Err(e) = handle.modify(|f| *f = level) {
-            tracing::warn!("cannot change the log level: {e}");
-        }
-    }
+    apply_level(on);
     on
+}
+
+fn apply_level(debug: bool) {
+    let Some(i) = INSTALLED.get() else {
+        return;
+    };
+    let level = if debug {
+        LevelFilter::TRACE
+    } else {
+        i.configured.lock().map_or(LevelFilter::INFO, |l| *l)
+    };
+    if let Err(e) = i.level.modify(|f| *f = level) {
+        tracing::warn!("cannot change the log level: {e}");
+    }
+}
+
+/// SIGHUP: open the sinks of `specs` (reopening every log file, so that a
+/// file logrotate moved away is created afresh) and swap them in. If one
+/// cannot be opened the old sinks stay, and the error says which.
+pub fn reconfigure(specs: &[LogSpec]) -> Result<(), LoggingError> {
+    let layer = CtorLogLayer::new(specs)?;
+    let Some(i) = INSTALLED.get() else {
+        return Err(LoggingError::NotSet);
+    };
+    let max = layer.max_level();
+    let new = layer.current();
+    match i.sinks.write() {
+        Ok(mut s) => *s = new,
+        Err(p) => *p.into_inner() = new,
+    }
+    if let Ok(mut c) = i.configured.lock() {
+        *c = max;
+    }
+    DEBUG_ALL.store(false, Ordering::Relaxed);
+    apply_level(false);
+    Ok(())
 }
 
 /// Set from `SafeLogging` once at start (logging only reads it, never on
@@ -99,6 +134,9 @@ pub enum LoggingError {
     /// A global subscriber was already installed (a second `init`).
     #[error("logging is already set up: {0}")]
     AlreadySet(String),
+    /// A reload before [`init`].
+    #[error("logging is not set up yet")]
+    NotSet,
 }
 
 /// The C tor severity a `tracing` level stands for (see the module doc).
@@ -176,8 +214,10 @@ impl Sink {
 }
 
 /// A `tracing` layer writing C tor-style lines to the configured sinks.
+/// The sinks sit behind a lock so that a reload can swap them; an event
+/// takes it for reading (logging is never on the per-cell path).
 pub struct CtorLogLayer {
-    sinks: Vec<Sink>,
+    sinks: Arc<RwLock<Arc<[Sink]>>>,
 }
 
 impl CtorLogLayer {
@@ -199,13 +239,28 @@ impl CtorLogLayer {
                 writer,
             });
         }
-        Ok(CtorLogLayer { sinks })
+        Ok(CtorLogLayer::from_sinks(sinks))
+    }
+
+    fn from_sinks(sinks: Vec<Sink>) -> Self {
+        CtorLogLayer {
+            sinks: Arc::new(RwLock::new(sinks.into())),
+        }
+    }
+
+    /// The current sinks (a cheap clone; a reload does not wait for a
+    /// line being written).
+    fn current(&self) -> Arc<[Sink]> {
+        match self.sinks.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// The most verbose level any sink wants (events below it are never
     /// even built).
     pub fn max_level(&self) -> LevelFilter {
-        self.sinks
+        self.current()
             .iter()
             .flat_map(|s| s.ranges.iter().map(|r| r.0))
             .min()
@@ -216,14 +271,16 @@ impl CtorLogLayer {
 impl<S: Subscriber> Layer<S> for CtorLogLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let sev = severity_of(event.metadata().level());
-        if !self.sinks.iter().any(|s| s.wants(sev)) {
+        feed_controllers(sev, event);
+        let sinks = self.current();
+        if !sinks.iter().any(|s| s.wants(sev)) {
             return;
         }
         let mut v = MessageVisitor::default();
         event.record(&mut v);
         let msg = v.into_message();
         let now = SystemTime::now();
-        for s in self.sinks.iter().filter(|s| s.wants(sev)) {
+        for s in sinks.iter().filter(|s| s.wants(sev)) {
             s.write(now, sev, &msg);
         }
     }
@@ -234,7 +291,11 @@ pub fn init(specs: &[LogSpec]) -> Result<(), LoggingError> {
     let layer = CtorLogLayer::new(specs)?;
     let max = layer.max_level();
     let (filter, handle) = tracing_subscriber::reload::Layer::new(max);
-    let _ = LEVEL.set((handle, max));
+    let _ = INSTALLED.set(Installed {
+        level: handle,
+        configured: Mutex::new(max),
+        sinks: layer.sinks.clone(),
+    });
     let subscriber = tracing_subscriber::registry().with(filter).with(layer);
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| LoggingError::AlreadySet(e.to_string()))
@@ -387,9 +448,79 @@ impl MessageVisitor {
     }
 }
 
+// ---- Controllers' log events (SETEVENTS NOTICE/WARN/... on the ControlPort).
+//
+// A controller that subscribes registers a channel here; every event of a
+// subscribed severity is offered to it without blocking (a controller that
+// does not read loses lines, it never slows a logging thread). With nobody
+// subscribed the cost per event is one atomic load.
+
+/// Bit `1 << sev as u8` is set when some controller wants `sev`.
+static CONTROLLER_MASK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// One controller's subscription.
+struct ControllerSink {
+    id: u64,
+    mask: u8,
+    tx: crossbeam_channel::Sender<(Severity, String)>,
+}
+
+static CONTROLLER_SINKS: Mutex<Vec<ControllerSink>> = Mutex::new(Vec::new());
+static NEXT_CONTROLLER_SINK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The bit of `sev` in a controller subscription mask.
+pub fn severity_bit(sev: Severity) -> u8 {
+    1 << (sev as u8)
+}
+
+/// Send log events whose severity bit is in `mask` to `tx` until
+/// [`remove_controller_sink`] (or until the receiver is dropped). Returns
+/// the subscription's id.
+pub fn add_controller_sink(mask: u8, tx: crossbeam_channel::Sender<(Severity, String)>) -> u64 {
+    let id = NEXT_CONTROLLER_SINK.fetch_add(1, Ordering::Relaxed);
+    let mut sinks = CONTROLLER_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    sinks.push(ControllerSink { id, mask, tx });
+    update_controller_mask(&sinks);
+    id
+}
+
+/// End subscription `id`.
+pub fn remove_controller_sink(id: u64) {
+    let mut sinks = CONTROLLER_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    sinks.retain(|s| s.id != id);
+    update_controller_mask(&sinks);
+}
+
+fn update_controller_mask(sinks: &[ControllerSink]) {
+    let mask = sinks.iter().fold(0, |m, s| m | s.mask);
+    CONTROLLER_MASK.store(mask, Ordering::Relaxed);
+}
+
+fn feed_controllers(sev: Severity, event: &Event<'_>) {
+    if CONTROLLER_MASK.load(Ordering::Relaxed) & severity_bit(sev) == 0 {
+        return;
+    }
+    let mut v = MessageVisitor::default();
+    event.record(&mut v);
+    let msg = v.into_message();
+    // Nothing logs while holding this lock (add, remove and this function
+    // only push to channels), so taking it here cannot deadlock.
+    let mut sinks = CONTROLLER_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    let before = sinks.len();
+    sinks.retain(|s| {
+        s.mask & severity_bit(sev) == 0
+            || !matches!(
+                s.tx.try_send((sev, msg.clone())),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+    });
+    if sinks.len() != before {
+        update_controller_mask(&sinks);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -419,7 +550,7 @@ mod tests {
                 }
             })
             .collect();
-        (CtorLogLayer { sinks }, bufs)
+        (CtorLogLayer::from_sinks(sinks), bufs)
     }
 
     fn text(b: &Arc<Mutex<Vec<u8>>>) -> String {

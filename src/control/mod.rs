@@ -3,7 +3,9 @@
 //! reachability: [`relay`]), signals and the relay's start and stop; it
 //! hands the per-core workers immutable snapshots and never touches a cell.
 
+pub mod accounting;
 pub mod address;
+pub mod controlport;
 mod dirconn;
 pub mod logging;
 mod onehop;
@@ -25,6 +27,13 @@ pub struct Shutdown {
     flag: AtomicBool,
     /// SIGUSR1 asked for a statistics dump (the control thread takes it).
     stats: AtomicBool,
+    /// SIGHUP asked for a reload (the control thread takes it).
+    reload: AtomicBool,
+    /// SIGINT asked for a draining shutdown (`ShutdownWaitLength`); it
+    /// stays set while the relay drains.
+    drain: AtomicBool,
+    /// The control thread has taken the drain request.
+    drain_taken: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
@@ -55,6 +64,32 @@ impl Shutdown {
     /// Whether a statistics summary was asked for since the last call.
     pub fn take_stats_request(&self) -> bool {
         self.stats.swap(false, Ordering::Relaxed)
+    }
+
+    /// SIGINT: stop accepting, let circuits drain, then stop (the control
+    /// thread decides when).
+    pub fn request_drain(&self) {
+        self.drain.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a draining shutdown was asked for.
+    pub fn is_draining(&self) -> bool {
+        self.drain.load(Ordering::Relaxed)
+    }
+
+    /// The drain request, once (for the control thread).
+    pub fn take_drain_request(&self) -> bool {
+        self.is_draining() && !self.drain_taken.swap(true, Ordering::Relaxed)
+    }
+
+    /// Ask the control thread to reload the configuration (SIGHUP).
+    pub fn request_reload(&self) {
+        self.reload.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a reload was asked for since the last call.
+    pub fn take_reload_request(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
     }
 
     /// Register a worker's waker (woken at once if already triggered).

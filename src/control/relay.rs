@@ -19,6 +19,7 @@ use super::Shutdown;
 use super::address::AddressFinder;
 use super::state::{self, StateFile};
 use crate::config::Config;
+use crate::control::accounting::Hibernation;
 use crate::crypto::cert::Ed25519Keypair;
 use crate::crypto::keys::RelayKeys;
 use crate::dir::authority::DirServers;
@@ -65,12 +66,18 @@ enum Done {
     ),
 }
 
+/// Reads the configuration again for a reload (SIGHUP): the same files
+/// and command line the relay started with. The error is what to log.
+pub type Reloader = Box<dyn FnMut() -> Result<(Config, Vec<String>), String> + Send>;
+
 /// Run the relay until `shutdown` is triggered.
 pub fn run(
     config: &Config,
+    reload: Reloader,
     keys: RelayKeys,
     listeners: Listeners,
     metrics: Option<std::net::TcpListener>,
+    control: Option<super::controlport::ControlListeners>,
     shutdown: Arc<Shutdown>,
 ) -> Result<(), RunError> {
     let now = unix(SystemTime::now());
@@ -99,6 +106,7 @@ pub fn run(
         );
     }
     log_mem_limit(config);
+    log_rate_limit(config);
     if servers.is_default() {
         tracing::info!(
             "using the live Tor network's {} directory authorities",
@@ -113,8 +121,15 @@ pub fn run(
     let published = published_addrs(&mut finder, &interfaces);
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut c = Control {
-        config,
+        config: config.clone(),
+        reload,
+        metrics_policy: Arc::new(std::sync::RwLock::new(crate::metrics::MetricsPolicy(
+            config.metrics_port_policy.clone(),
+        ))),
         flags: Arc::default(),
+        signing_expiry: Arc::new(std::sync::atomic::AtomicU64::new(unix(
+            keys.signing_cert().expires_at(),
+        ))),
         dir,
         servers,
         finder,
@@ -134,6 +149,15 @@ pub fn run(
         tx,
         rx,
         selftest_running: false,
+        hibernating: false,
+        accounting: (config.accounting_max > 0).then(|| {
+            crate::control::accounting::Accounting::new(
+                config.accounting_max,
+                config.accounting_rule,
+                config.accounting_start,
+                now,
+            )
+        }),
         learning: false,
         next_learn: now,
         last_publish_problem: None,
@@ -148,7 +172,25 @@ pub fn run(
     let snap = c.snapshot()?;
     let mut plane = DataPlane::start(config, snap, listeners, shutdown.clone())?;
     if let Some(l) = metrics {
-        start_metrics(config, l, &plane, c.flags.clone());
+        start_metrics(
+            config,
+            c.metrics_policy.clone(),
+            l,
+            &plane,
+            c.flags.clone(),
+            c.signing_expiry.clone(),
+            !c.keys.has_master_secret(),
+        );
+    }
+    if let Some(l) = control {
+        super::controlport::start(
+            config,
+            l,
+            c.keys.rsa_identity().hex_upper(),
+            &c.published,
+            c.started,
+            plane.traffic_shared(),
+        );
     }
     let res = c.run(&mut plane, &shutdown);
     c.save_state(unix(SystemTime::now()));
@@ -161,12 +203,14 @@ pub fn run(
 /// workers published and never waits for them.
 fn start_metrics(
     config: &Config,
+    policy: Arc<std::sync::RwLock<crate::metrics::MetricsPolicy>>,
     listener: std::net::TcpListener,
     plane: &DataPlane,
     flags: Arc<std::sync::atomic::AtomicU32>,
+    signing_cert_expiry: Arc<std::sync::atomic::AtomicU64>,
+    offline_master_key: bool,
 ) {
     let addr = listener.local_addr().ok();
-    let policy = crate::metrics::MetricsPolicy(config.metrics_port_policy.clone());
     if config.metrics_port_policy.is_empty() {
         tracing::warn!(
             "MetricsPort {addr:?}: MetricsPortPolicy is not set, so every request is refused \
@@ -176,6 +220,15 @@ fn start_metrics(
     let src = crate::metrics::Sources {
         traffic: plane.traffic_shared(),
         flags,
+        signing_cert_expiry,
+        offline_master_key,
+        // The limit the workers' OOM handler compares the sum of their
+        // queues with (the figure log_mem_limit reports).
+        max_mem_in_queues: crate::proto::oom::effective_limit(
+            config.max_mem_in_queues,
+            crate::os::total_ram(),
+            config.testing_tor_network,
+        ),
     };
     let spawned = std::thread::Builder::new()
         .name("oxit-metrics".into())
@@ -183,6 +236,17 @@ fn start_metrics(
     match spawned {
         Ok(_) => tracing::info!("MetricsPort listening on {addr:?}"),
         Err(e) => tracing::warn!("cannot start the MetricsPort thread: {e}"),
+    }
+}
+
+/// What the token buckets hold the relay to.
+fn log_rate_limit(config: &Config) {
+    match config.rate_limit() {
+        Some((rate, burst)) => tracing::info!(
+            "Bandwidth limit: {rate} bytes/s, burst {burst} bytes, read and written, over all \
+             workers (BandwidthRate/RelayBandwidthRate)"
+        ),
+        None => tracing::info!("No bandwidth limit (BandwidthRate and RelayBandwidthRate not set)"),
     }
 }
 
@@ -219,10 +283,17 @@ fn published_addrs(finder: &mut AddressFinder, interfaces: &[IpAddr]) -> Vec<IpA
         .collect()
 }
 
-struct Control<'a> {
-    config: &'a Config,
+struct Control {
+    /// The running configuration (a reload replaces it).
+    config: Config,
+    reload: Reloader,
+    /// `MetricsPortPolicy`, shared with the MetricsPort thread.
+    metrics_policy: Arc<std::sync::RwLock<crate::metrics::MetricsPolicy>>,
     /// Our flags in the current consensus, for the MetricsPort.
     flags: Arc<std::sync::atomic::AtomicU32>,
+    /// When our Ed25519 signing certificate expires (unix seconds), for
+    /// the MetricsPort; stored again whenever the key is renewed.
+    signing_expiry: Arc<std::sync::atomic::AtomicU64>,
     keys: RelayKeys,
     dir: DirClient,
     servers: DirServers,
@@ -248,6 +319,10 @@ struct Control<'a> {
     tx: Sender<Done>,
     rx: Receiver<Done>,
     selftest_running: bool,
+    /// Draining for a shutdown: refuse new circuits and streams.
+    hibernating: bool,
+    /// `AccountingMax` and what was used of it this period.
+    accounting: Option<crate::control::accounting::Accounting>,
     /// An address-learning connection is under way / the next may start.
     learning: bool,
     next_learn: UnixTime,
@@ -257,7 +332,7 @@ struct Control<'a> {
     client_link: Arc<crate::proto::channel::LinkKeys>,
 }
 
-impl Control<'_> {
+impl Control {
     fn data_dir(&self, name: &str) -> PathBuf {
         self.config.data_directory.join(name)
     }
@@ -288,6 +363,9 @@ impl Control<'_> {
             Ok(bw) => self.bw = bw,
             Err(e) => tracing::warn!("{e}; starting the bandwidth history afresh"),
         }
+        if let Some(a) = &mut self.accounting {
+            a.restore(|k| self.state.get(k).map(str::to_owned));
+        }
     }
 
     /// C tor writes its state file every two hours when it is a relay and
@@ -295,6 +373,9 @@ impl Control<'_> {
     fn save_state(&mut self, now: UnixTime) {
         self.next_state_save = now + STATE_SAVE_EVERY;
         for (k, v) in self.bw.state_entries() {
+            self.state.set(&k, v);
+        }
+        for (k, v) in self.accounting.iter().flat_map(|a| a.state_entries()) {
             self.state.set(&k, v);
         }
         let text = self.state.render(now);
@@ -340,7 +421,7 @@ impl Control<'_> {
     /// says (requirements.md §9; C tor's defaults without one).
     fn circuit_config(&self) -> CircuitConfig {
         use crate::crypto::ntor::{NtorKeypair, NtorOnionKeys};
-        let cfg = self.config;
+        let cfg = &self.config;
         let ns: Option<&Consensus> = self.dir.consensus().map(|c| &**c);
         let param = |name: &str, default: i32, min: i32, max: i32| {
             ns.map_or(default, |c| c.param(name, default, min, max))
@@ -419,6 +500,8 @@ impl Control<'_> {
             dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
             onion: crate::proto::circuit::OnionParams::resolve(cfg.max_onion_queue_delay, &param),
             max_mem_in_queues: max_mem,
+            hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
+            dormant: self.acct_state() == Hibernation::Dormant,
         }
     }
 
@@ -432,14 +515,55 @@ impl Control<'_> {
 
     fn run(&mut self, plane: &mut DataPlane, shutdown: &Shutdown) -> Result<(), RunError> {
         let mut next_renew = Instant::now() + RENEW_EVERY;
-        let heartbeat = self.config.heartbeat_period;
-        let mut next_heartbeat = Instant::now() + heartbeat;
+        let mut next_heartbeat = Instant::now() + self.config.heartbeat_period;
         let mut next_dir: UnixTime = 0;
+        let mut drain_until: Option<Instant> = None;
         while !shutdown.is_triggered() && !plane.any_finished() {
             let now = unix(SystemTime::now());
+            if shutdown.take_drain_request() {
+                let wait = self.config.shutdown_wait_length;
+                if wait.is_zero() {
+                    tracing::info!(
+                        "Interrupt: ShutdownWaitLength is 0; closing channels and exiting."
+                    );
+                    break;
+                }
+                tracing::info!(
+                    "Interrupt: we have stopped accepting new connections, and will shut down \
+                     in {} seconds (sooner once every circuit has closed). Interrupt again to \
+                     exit now.",
+                    wait.as_secs()
+                );
+                self.hibernating = true;
+                plane.set_circuits(Arc::new(self.circuit_config()));
+                drain_until = Some(Instant::now() + wait);
+            }
+            if let Some(until) = drain_until {
+                if Instant::now() >= until {
+                    tracing::info!("Clean shutdown finished. Exiting.");
+                    break;
+                }
+                // The workers publish their circuit counts every turn;
+                // give them one to see the new snapshot.
+                if until.saturating_duration_since(Instant::now())
+                    < self
+                        .config
+                        .shutdown_wait_length
+                        .saturating_sub(Duration::from_secs(1))
+                    && plane.circuits() == 0
+                {
+                    tracing::info!("Every circuit has closed: clean shutdown finished. Exiting.");
+                    break;
+                }
+            }
             if shutdown.take_stats_request() {
                 self.dump_stats(plane, now);
             }
+            if shutdown.take_reload_request() {
+                self.reload(plane);
+                next_heartbeat = Instant::now() + self.config.heartbeat_period;
+            }
+            let heartbeat = self.config.heartbeat_period;
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
                 self.renew_keys(plane)?;
@@ -459,14 +583,21 @@ impl Control<'_> {
                     self.config.dos.refuse_single_hop_client_rendezvous == Some(true),
                 );
                 tracing::info!("{line}");
+                if let Some(a) = &self.accounting {
+                    tracing::info!("{}", a.heartbeat_line(now));
+                }
             }
             if now > self.last_sample {
                 let (r, w) = plane.traffic();
                 let (lr, lw) = self.last_traffic;
                 let (er, ew) = std::mem::take(&mut self.extra_traffic);
-                self.bw
-                    .note(now, r.saturating_sub(lr) + er, w.saturating_sub(lw) + ew);
+                let (dr, dw) = (r.saturating_sub(lr) + er, w.saturating_sub(lw) + ew);
+                self.bw.note(now, dr, dw);
                 self.last_traffic = (r, w);
+                let change = self.accounting.as_mut().and_then(|a| a.note(now, dr, dw));
+                if let Some(state) = change {
+                    self.hibernation_changed(state, plane);
+                }
                 self.last_sample = now;
                 // C looks every minute; in a test network, every second
                 // (router.c:check_descriptor_bandwidth_changed).
@@ -512,6 +643,128 @@ impl Control<'_> {
             }
         }
         Ok(())
+    }
+
+    /// SIGHUP: read the configuration again and apply it; with an error,
+    /// keep running on the old one (C tor exits instead). Circuits and
+    /// streams stay; new ones follow the new snapshot.
+    fn reload(&mut self, plane: &mut DataPlane) {
+        let (mut new, warnings) = match (self.reload)() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(
+                    "Reloading the configuration failed: {e}. Keeping the configuration oxit \
+                     is running with (C tor would exit here)."
+                );
+                // Logs are reopened all the same: logrotate sent this.
+                if let Err(e) = crate::control::logging::reconfigure(&self.config.logs) {
+                    tracing::warn!("cannot reopen the logs: {e}");
+                }
+                return;
+            }
+        };
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        for name in new.keep_restart_only(&self.config) {
+            tracing::warn!(
+                "{name} changed, but oxit cannot change it while running: restart oxit to \
+                 apply it. Keeping the old value."
+            );
+        }
+        if let Err(e) = crate::control::logging::reconfigure(&new.logs) {
+            tracing::warn!("cannot apply the new Log lines ({e}); keeping the old logs");
+            new.logs = self.config.logs.clone();
+        }
+        crate::control::logging::set_safe_logging(new.safe_logging.scrubs());
+        if new == self.config {
+            tracing::info!("Configuration unchanged; logs reopened.");
+            return;
+        }
+        let republish = new.descriptor_differs(&self.config);
+        if new.family_ids != self.config.family_ids {
+            match crate::crypto::keys::load_family_keys(&new.family_key_dir(), &new.family_ids) {
+                Ok(k) => self.family_keys = k,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot load the new family keys ({e}); keeping the old FamilyId set"
+                    );
+                    new.family_ids = self.config.family_ids.clone();
+                }
+            }
+        }
+        if let Ok(mut p) = self.metrics_policy.write() {
+            *p = crate::metrics::MetricsPolicy(new.metrics_port_policy.clone());
+        }
+        if new.rate_limit() != self.config.rate_limit() {
+            plane.set_rate_limit(new.rate_limit());
+            log_rate_limit(&new);
+        }
+        let acct = |c: &Config| (c.accounting_max, c.accounting_rule, c.accounting_start);
+        let acct_change = if acct(&new) == acct(&self.config) {
+            None
+        } else {
+            let now = unix(SystemTime::now());
+            let before = self.acct_state();
+            match (&mut self.accounting, new.accounting_max) {
+                (_, 0) => {
+                    self.accounting = None;
+                    (before != Hibernation::Awake).then_some(Hibernation::Awake)
+                }
+                (Some(a), max) => {
+                    a.reconfigure(max, new.accounting_rule, new.accounting_start, now)
+                }
+                (None, max) => {
+                    let mut a = crate::control::accounting::Accounting::new(
+                        max,
+                        new.accounting_rule,
+                        new.accounting_start,
+                        now,
+                    );
+                    a.restore(|k| self.state.get(k).map(str::to_owned));
+                    let change = a.note(now, 0, 0);
+                    self.accounting = Some(a);
+                    change
+                }
+            }
+        };
+        self.config = new;
+        if let Some(state) = acct_change {
+            self.hibernation_changed(state, plane);
+        }
+        plane.set_circuits(Arc::new(self.circuit_config()));
+        tracing::info!(
+            "Configuration reloaded; new circuits and streams follow it, open ones stay."
+        );
+        if republish {
+            self.dir.mark_dirty("config change");
+        }
+    }
+
+    fn acct_state(&self) -> Hibernation {
+        self.accounting
+            .as_ref()
+            .map_or(Hibernation::Awake, |a| a.state())
+    }
+
+    /// The accounting budget moved the relay between awake, soft
+    /// hibernation and dormant: tell the workers, log as C tor, and
+    /// publish the descriptor's `hibernating` line.
+    fn hibernation_changed(&mut self, state: Hibernation, plane: &mut DataPlane) {
+        match state {
+            Hibernation::Soft => tracing::info!(
+                "Bandwidth soft limit reached; commencing hibernation. No new connections \
+                 will be accepted"
+            ),
+            Hibernation::Dormant => {
+                tracing::info!("Going dormant. Blowing away remaining connections.")
+            }
+            Hibernation::Awake => {
+                tracing::info!("Hibernation period ended. Resuming normal activity.")
+            }
+        }
+        plane.set_circuits(Arc::new(self.circuit_config()));
+        self.dir.mark_dirty("hibernation state changed");
     }
 
     /// SIGUSR1: a summary of what the relay did, at notice (C tor's
@@ -744,6 +997,12 @@ impl Control<'_> {
                 } else if o.signing {
                     self.dir.mark_dirty("new signing key");
                 }
+                if o.signing {
+                    self.signing_expiry.store(
+                        unix(self.keys.signing_cert().expires_at()),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 if let Err(e) = plane.set_keys(
                     &self.keys,
                     self.published.clone(),
@@ -842,7 +1101,7 @@ impl Control<'_> {
     /// Build the server and extra-info descriptors and hand them to the
     /// directory client for upload.
     fn publish(&mut self, reason: &str, now: UnixTime) {
-        let cfg = self.config;
+        let cfg = &self.config;
         let v4 = match self.finder.find(false, &self.interfaces) {
             Ok((IpAddr::V4(a), _)) => a,
             Ok(_) => return self.publish_problem(reason.into(), "no IPv4 address".into(), now),
@@ -904,7 +1163,7 @@ impl Control<'_> {
                 extra_info: Some(digest),
                 family: &family,
                 family_keys: &self.family_keys,
-                hibernating: false,
+                hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
                 contact: cfg.contact_info.as_deref(),
                 exit_policy: &policy,
                 ipv6_exit: cfg.ipv6_exit,

@@ -1,7 +1,7 @@
-//! Process signals: SIGINT and SIGTERM stop the relay, SIGHUP is
-//! acknowledged (reload is not implemented yet), SIGUSR1 asks the control
-//! thread for a statistics summary and SIGUSR2 switches every log to
-//! debug and back.
+//! Process signals: SIGINT drains and stops the relay, SIGTERM stops it,
+//! SIGHUP asks the
+//! control thread to reload the configuration, SIGUSR1 asks it for a
+//! statistics summary and SIGUSR2 switches every log to debug and back.
 //!
 //! This module owns the signal mask and one thread that waits for signals
 //! with `sigwait`. No async signal handler runs: the signals are blocked in
@@ -12,12 +12,12 @@
 //! It does not stop the workers itself: it triggers [`Shutdown`], which
 //! the runtime watches.
 //!
-//! C tor's behaviour (main.c:process_signal, hibernate.c): SIGTERM exits
-//! cleanly; SIGINT on a relay begins a shutdown, and a second SIGINT while
-//! shutting down exits at once ("Second sigint received; exiting now.").
-//! oxit closes its channels at once on either signal (the runtime has no
-//! `ShutdownWaitLength` draining phase yet), and a second SIGINT or SIGTERM
-//! while that is under way exits immediately with status 0, as C tor does.
+//! C tor's behaviour (main.c:process_signal, hibernate.c), which oxit
+//! follows: SIGTERM closes the channels and exits cleanly; SIGINT on a
+//! relay stops accepting and refuses new circuits and streams, lets the
+//! open ones run for `ShutdownWaitLength`, then exits (oxit exits sooner
+//! once every circuit has closed); a second SIGINT while draining, or any
+//! SIGINT/SIGTERM while closing, exits at once with status 0.
 
 use std::io;
 use std::sync::Arc;
@@ -28,11 +28,15 @@ use super::Shutdown;
 /// What to do on a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalAction {
-    /// Begin a clean shutdown.
+    /// SIGINT: stop accepting, let circuits drain for up to
+    /// `ShutdownWaitLength`, then stop.
+    Drain,
+    /// Close every channel and stop now (SIGTERM; SIGINT when draining
+    /// is not possible).
     Shutdown,
     /// A shutdown is already under way: exit the process now.
     ExitNow,
-    /// SIGHUP: reload (not implemented yet; logged).
+    /// SIGHUP: reload the configuration and reopen the logs.
     Reload,
     /// SIGUSR1: log a statistics summary.
     DumpStats,
@@ -42,15 +46,40 @@ pub enum SignalAction {
     Ignore,
 }
 
-/// The decision for `signal`, given whether a shutdown was already
-/// requested.
-pub fn action_for(signal: libc::c_int, shutting_down: bool) -> SignalAction {
-    match signal {
-        libc::SIGINT | libc::SIGTERM if shutting_down => SignalAction::ExitNow,
-        libc::SIGINT | libc::SIGTERM => SignalAction::Shutdown,
-        libc::SIGHUP => SignalAction::Reload,
-        libc::SIGUSR1 => SignalAction::DumpStats,
-        libc::SIGUSR2 => SignalAction::ToggleDebug,
+/// Where the relay is in stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// A SIGINT's drain is under way.
+    Draining,
+    /// Channels are being closed.
+    Stopping,
+}
+
+impl Phase {
+    fn of(shutdown: &Shutdown) -> Phase {
+        if shutdown.is_triggered() {
+            Phase::Stopping
+        } else if shutdown.is_draining() {
+            Phase::Draining
+        } else {
+            Phase::Running
+        }
+    }
+}
+
+/// The decision for `signal` in `phase` (C: main.c:process_signal,
+/// hibernate.c:hibernate_begin): SIGINT drains, a second SIGINT exits at
+/// once; SIGTERM stops cleanly at once, and exits if sent again.
+pub fn action_for(signal: libc::c_int, phase: Phase) -> SignalAction {
+    match (signal, phase) {
+        (libc::SIGINT | libc::SIGTERM, Phase::Stopping) => SignalAction::ExitNow,
+        (libc::SIGINT, Phase::Draining) => SignalAction::ExitNow,
+        (libc::SIGINT, Phase::Running) => SignalAction::Drain,
+        (libc::SIGTERM, _) => SignalAction::Shutdown,
+        (libc::SIGHUP, _) => SignalAction::Reload,
+        (libc::SIGUSR1, _) => SignalAction::DumpStats,
+        (libc::SIGUSR2, _) => SignalAction::ToggleDebug,
         _ => SignalAction::Ignore,
     }
 }
@@ -125,7 +154,10 @@ fn wait_loop(set: &libc::sigset_t, shutdown: &Shutdown) {
             );
             return;
         }
-        match action_for(sig, shutdown.is_triggered()) {
+        match action_for(sig, Phase::of(shutdown)) {
+            // The control thread logs C's "Interrupt: ..." line with the
+            // configured wait, and stops at once if it is 0.
+            SignalAction::Drain => shutdown.request_drain(),
             SignalAction::Shutdown => {
                 tracing::info!(
                     "Caught {}: closing channels and exiting. Send it again to exit now.",
@@ -139,8 +171,9 @@ fn wait_loop(set: &libc::sigset_t, shutdown: &Shutdown) {
             }
             SignalAction::Reload => {
                 tracing::info!(
-                    "Received reload signal (hup), but reloading is not implemented yet; keeping the current configuration."
+                    "Received reload signal (hup). Reloading config and resetting internal state."
                 );
+                shutdown.request_reload();
             }
             SignalAction::DumpStats => shutdown.request_stats(),
             SignalAction::ToggleDebug => {
@@ -177,16 +210,21 @@ mod tests {
 
     #[test]
     fn decisions() {
+        use super::Phase::{Draining, Running, Stopping};
         use SignalAction::*;
-        assert_eq!(action_for(libc::SIGINT, false), Shutdown);
-        assert_eq!(action_for(libc::SIGTERM, false), Shutdown);
-        assert_eq!(action_for(libc::SIGINT, true), ExitNow);
-        assert_eq!(action_for(libc::SIGTERM, true), ExitNow);
-        assert_eq!(action_for(libc::SIGHUP, false), Reload);
-        assert_eq!(action_for(libc::SIGHUP, true), Reload);
-        assert_eq!(action_for(libc::SIGUSR1, false), DumpStats);
-        assert_eq!(action_for(libc::SIGUSR2, true), ToggleDebug);
-        assert_eq!(action_for(libc::SIGPIPE, false), Ignore);
+        assert_eq!(action_for(libc::SIGINT, Running), Drain);
+        assert_eq!(action_for(libc::SIGTERM, Running), Shutdown);
+        // A second SIGINT while draining exits at once (C: "SIGINT
+        // received a second time; exiting now."); SIGTERM stops cleanly.
+        assert_eq!(action_for(libc::SIGINT, Draining), ExitNow);
+        assert_eq!(action_for(libc::SIGTERM, Draining), Shutdown);
+        assert_eq!(action_for(libc::SIGINT, Stopping), ExitNow);
+        assert_eq!(action_for(libc::SIGTERM, Stopping), ExitNow);
+        assert_eq!(action_for(libc::SIGHUP, Running), Reload);
+        assert_eq!(action_for(libc::SIGHUP, Draining), Reload);
+        assert_eq!(action_for(libc::SIGUSR1, Running), DumpStats);
+        assert_eq!(action_for(libc::SIGUSR2, Stopping), ToggleDebug);
+        assert_eq!(action_for(libc::SIGPIPE, Running), Ignore);
     }
 
     #[test]
@@ -197,10 +235,14 @@ mod tests {
         // no other thread of the test binary can receive these signals.
         let t = install(sd.clone()).unwrap();
         let tid = t.handle().as_pthread_t();
-        // SIGHUP is logged, not acted on.
+        // SIGHUP asks for a reload and does not stop anything.
         // SAFETY: the thread is alive (it loops forever) and blocks SIGHUP.
         assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGHUP) }, 0);
-        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sd.take_reload_request() {
+            assert!(Instant::now() < deadline, "SIGHUP asked for no reload");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(!sd.is_triggered());
         // SAFETY: as above.
         assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGTERM) }, 0);

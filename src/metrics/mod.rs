@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::dir::consensus::Flags;
@@ -47,6 +47,15 @@ pub struct Sources {
     /// Our flags in the current consensus (bits of [`Flags`]; 0 when it
     /// does not list us), set by the control thread.
     pub flags: Arc<AtomicU32>,
+    /// When the Ed25519 signing certificate expires (unix seconds; 0:
+    /// unknown), set by the control thread at start and at each renewal.
+    pub signing_cert_expiry: Arc<AtomicU64>,
+    /// The Ed25519 master secret key is not loaded (C's
+    /// `OfflineMasterKey`): nothing renews the signing certificate.
+    pub offline_master_key: bool,
+    /// The effective `MaxMemInQueues` (bytes) the workers' queues are held
+    /// to, all workers together.
+    pub max_mem_in_queues: u64,
 }
 
 /// Prometheus text exposition, written as C tor writes it
@@ -76,6 +85,20 @@ impl Page {
 
     /// One sample of the family just started.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.series(name, labels);
+        self.out.push_str(&format!(" {value}\n"));
+    }
+
+    /// One sample with a fractional value (oxit's own families: CPU
+    /// seconds, which C's integer samples could give only in whole
+    /// seconds).
+    pub fn sample_f64(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.series(name, labels);
+        self.out.push_str(&format!(" {value}\n"));
+    }
+
+    /// `name{k="v",...}`.
+    fn series(&mut self, name: &str, labels: &[(&str, &str)]) {
         self.out.push_str(name);
         if !labels.is_empty() {
             let l: Vec<String> = labels
@@ -86,7 +109,6 @@ impl Page {
             self.out.push_str(&l.join(","));
             self.out.push('}');
         }
-        self.out.push_str(&format!(" {value}\n"));
     }
 
     pub fn into_string(self) -> String {
@@ -231,6 +253,57 @@ pub fn render(src: &Sources) -> String {
     p.sample(name, &[("state", "opened")], open);
     p.sample(name, &[], max);
 
+    let name = "tor_relay_load_tcp_exhaustion_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of times we ran out of TCP ports",
+    );
+    p.sample(name, &[], sum(&|t| t.streams.get(2).map_or(0, ld)));
+
+    let name = "tor_relay_load_oom_bytes_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of bytes the OOM has freed by subsystem",
+    );
+    // oxit keeps no GeoIP table or HSDir cache: nothing there to free.
+    let rows: [(&str, u64); 4] = [
+        ("cell", sum(&|t| t.oom.first().map_or(0, ld))),
+        ("dns", sum(&|t| t.oom.get(1).map_or(0, ld))),
+        ("geoip", 0),
+        ("hsdir", 0),
+    ];
+    for (subsys, v) in rows {
+        p.sample(name, &[("subsys", subsys)], v);
+    }
+
+    // C writes this only with OfflineMasterKey (relay_metrics.c:
+    // fill_signing_cert_expiry), where the operator has to renew by hand.
+    // oxit writes it always: the alert rules operators already run
+    // (ansible-relayor's TorCertificateExpiry*) then watch every relay,
+    // and a relay whose master key is online renews long before they fire.
+    let expiry = src.signing_cert_expiry.load(Ordering::Relaxed);
+    if expiry > 0 {
+        let name = "tor_relay_signing_cert_expiry_timestamp";
+        p.family(
+            name,
+            Kind::Gauge,
+            "Timestamp at which the current online keys will expire",
+        );
+        p.sample(name, &[], expiry);
+    }
+    // What tells an expiry that needs the operator from one the relay
+    // deals with itself a day before (tuning/prometheus-alerts.yml).
+    let name = "oxit_offline_master_key";
+    p.family(
+        name,
+        Kind::Gauge,
+        "1 when the Ed25519 master identity secret key is offline, so that only the operator \
+         can renew the signing certificate before tor_relay_signing_cert_expiry_timestamp",
+    );
+    p.sample(name, &[], u64::from(src.offline_master_key));
+
     // oxit's own: per core, what C tor cannot have.
     let name = "oxit_worker_traffic_bytes";
     p.family(
@@ -272,7 +345,87 @@ pub fn render(src: &Sources) -> String {
     let name = "oxit_process_resident_memory_bytes";
     p.family(name, Kind::Gauge, "Resident memory of the oxit process");
     p.sample(name, &[], resident_bytes());
+
+    // CPU time: what a core costs, beside the bytes it carried (the cost
+    // per GiB that bench/run.sh reports as relay_cpu_s_per_gib).
+    let tick = clock_tick_seconds();
+    let name = "oxit_process_cpu_seconds_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "User and system CPU time of the oxit process, all threads, in seconds",
+    );
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    p.sample_f64(name, &[], ticks_of_stat(&own).unwrap_or(0) as f64 * tick);
+    let name = "oxit_worker_cpu_seconds_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "User and system CPU time of each worker thread (one per core), in seconds",
+    );
+    let cpu = worker_cpu_ticks(workers.len());
+    for (i, ticks) in cpu.iter().enumerate() {
+        p.sample_f64(name, &[("worker", &i.to_string())], *ticks as f64 * tick);
+    }
+    let name = "oxit_max_mem_in_queues_bytes";
+    p.family(
+        name,
+        Kind::Gauge,
+        "The effective MaxMemInQueues: past this sum of oxit_worker_queued_bytes the workers \
+         free queues (tor_relay_load_oom_bytes_total)",
+    );
+    p.sample(name, &[], src.max_mem_in_queues);
     p.into_string()
+}
+
+/// Seconds per clock tick of /proc's CPU times (USER_HZ).
+fn clock_tick_seconds() -> f64 {
+    // SAFETY: sysconf reads a constant of the C library; no memory is
+    // passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // 100 is USER_HZ on every architecture Linux ships a default for.
+    1.0 / if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// utime + stime of a `/proc/.../stat` line, in clock ticks.
+fn ticks_of_stat(stat: &str) -> Option<u64> {
+    // The command name, in parentheses, may hold spaces and ')': the
+    // fields are counted from its last ')'. utime and stime are fields 14
+    // and 15 of the line, 12th and 13th after the name.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime.saturating_add(stime))
+}
+
+/// The worker index of a thread named as the data plane names its
+/// workers (`oxit-worker-N`).
+fn worker_index(comm: &str) -> Option<usize> {
+    comm.trim_end().strip_prefix("oxit-worker-")?.parse().ok()
+}
+
+/// CPU ticks of each worker thread, found by name under /proc/self/task:
+/// the workers publish nothing for this, so the cell path stays as it is.
+fn worker_cpu_ticks(n: usize) -> Vec<u64> {
+    let mut out = vec![0; n];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let Some(i) = std::fs::read_to_string(dir.join("comm"))
+            .ok()
+            .and_then(|c| worker_index(&c))
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        if let (Some(slot), Some(t)) = (out.get_mut(i), ticks_of_stat(&stat)) {
+            *slot = t;
+        }
+    }
+    out
 }
 
 /// Open descriptors and the descriptor limit (C: open sockets and
@@ -342,11 +495,13 @@ fn status(code: u16, text: &str) -> Vec<u8> {
 /// Serve the MetricsPort on `listener` until the process ends: one
 /// connection at a time (a scrape is one short request), each bounded to
 /// a few seconds, peers the policy refuses closed without a reply.
-pub fn serve(listener: TcpListener, policy: MetricsPolicy, src: Sources) {
+/// The policy is shared with the control thread, which swaps it on a
+/// reload (SIGHUP).
+pub fn serve(listener: TcpListener, policy: Arc<std::sync::RwLock<MetricsPolicy>>, src: Sources) {
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { continue };
         let Ok(peer) = s.peer_addr() else { continue };
-        if !policy.permits(peer.ip()) {
+        if !policy.read().is_ok_and(|p| p.permits(peer.ip())) {
             tracing::debug!("MetricsPort: refused {} (MetricsPortPolicy)", peer.ip());
             continue;
         }

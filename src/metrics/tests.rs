@@ -48,10 +48,17 @@ fn page_has_c_tors_families() {
     traffic[0].read.store(100, Ordering::Relaxed);
     traffic[1].read.store(23, Ordering::Relaxed);
     traffic[1].circuits.store(7, Ordering::Relaxed);
+    traffic[0].streams[2].store(3, Ordering::Relaxed);
+    traffic[1].streams[2].store(1, Ordering::Relaxed);
+    traffic[0].oom[0].store(4096, Ordering::Relaxed);
+    traffic[1].oom[1].store(512, Ordering::Relaxed);
     let flags = Flags::RUNNING.bits() | Flags::EXIT.bits();
     let src = Sources {
         traffic,
         flags: Arc::new(AtomicU32::new(u32::from(flags))),
+        signing_cert_expiry: Arc::new(AtomicU64::new(1_900_000_000)),
+        offline_master_key: true,
+        max_mem_in_queues: 256 << 20,
     };
     let page = render(&src);
     for line in [
@@ -68,6 +75,18 @@ fn page_has_c_tors_families() {
         "# TYPE tor_relay_load_socket_total gauge",
         "oxit_worker_traffic_bytes{worker=\"1\",direction=\"read\"} 23",
         "oxit_worker_circuits{worker=\"0\"} 0",
+        "# TYPE tor_relay_load_tcp_exhaustion_total counter",
+        "tor_relay_load_tcp_exhaustion_total 4",
+        "# TYPE tor_relay_load_oom_bytes_total counter",
+        "tor_relay_load_oom_bytes_total{subsys=\"cell\"} 4096",
+        "tor_relay_load_oom_bytes_total{subsys=\"dns\"} 512",
+        "tor_relay_load_oom_bytes_total{subsys=\"hsdir\"} 0",
+        "# TYPE tor_relay_signing_cert_expiry_timestamp gauge",
+        "tor_relay_signing_cert_expiry_timestamp 1900000000",
+        "# TYPE oxit_process_cpu_seconds_total counter",
+        "# TYPE oxit_worker_cpu_seconds_total counter",
+        "oxit_max_mem_in_queues_bytes 268435456",
+        "oxit_offline_master_key 1",
     ] {
         assert!(page.lines().any(|l| l == line), "{line}\n{page}");
     }
@@ -75,5 +94,70 @@ fn page_has_c_tors_families() {
     assert!(
         page.lines()
             .any(|l| l.starts_with("tor_relay_load_socket_total "))
+    );
+}
+
+/// CPU time comes from /proc: the process's, and each worker thread's,
+/// found by the name the data plane gives it.
+#[test]
+fn cpu_seconds_from_proc() {
+    // A command name with a space and a ')' in it; utime 1500, stime 250.
+    let stat = "4242 (oxit (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1500 250 0 0 20 0 5 0";
+    assert_eq!(ticks_of_stat(stat), Some(1750));
+    assert_eq!(ticks_of_stat("garbage"), None);
+    assert_eq!(worker_index("oxit-worker-3\n"), Some(3));
+    assert_eq!(worker_index("oxit-metrics\n"), None);
+    assert!(clock_tick_seconds() > 0.0);
+
+    // This test's own process has CPU time, and a thread named as a
+    // worker is found and given its own.
+    let src = Sources {
+        traffic: (0..2).map(|_| Traffic::default()).collect(),
+        flags: Arc::default(),
+        signing_cert_expiry: Arc::default(),
+        offline_master_key: false,
+        max_mem_in_queues: 0,
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+    let busy = std::thread::Builder::new()
+        .name("oxit-worker-1".into())
+        .spawn(move || {
+            // Spin until the kernel has counted 10 ticks on this thread
+            // (bounded: a loaded machine may take longer than 100 ms).
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            let own = || std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+            while ticks_of_stat(&own()).unwrap_or(0) < 10 && t.elapsed() < Duration::from_secs(20) {
+                for _ in 0..100_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            ready_tx.send(()).unwrap();
+            let _ = rx.recv();
+        })
+        .unwrap();
+    ready.recv().unwrap();
+    let page = render(&src);
+    tx.send(()).unwrap();
+    busy.join().unwrap();
+    let value = |series: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series}\n{page}"))
+    };
+    assert!(value("oxit_process_cpu_seconds_total") > 0.0, "{page}");
+    assert!(
+        value("oxit_worker_cpu_seconds_total{worker=\"1\"}") >= 0.1,
+        "{page}"
+    );
+    assert_eq!(value("oxit_worker_cpu_seconds_total{worker=\"0\"}"), 0.0);
+    // No expiry known: no sample, rather than a 1970 that would fire
+    // every expiry alert.
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.starts_with("tor_relay_signing_cert_expiry_timestamp")),
+        "{page}"
     );
 }

@@ -195,6 +195,11 @@ pub struct ExitStreamCounts {
     pub begin: u64,
     /// RESOLVEs received.
     pub resolve: u64,
+    /// Exit connects that failed for want of a local port
+    /// (`tor_relay_load_tcp_exhaustion_total`): EADDRNOTAVAIL, Linux's
+    /// answer when the ephemeral range towards a destination is used up,
+    /// and EADDRINUSE, C tor's (connection.c counts it on bind).
+    pub tcp_exhaustion: u64,
 }
 
 /// Bytes a channel's link may still take this turn, and who waits for it.

@@ -176,6 +176,14 @@ impl Waker {
 pub trait Driver {
     /// Start accepting on a listening socket (multishot on io_uring).
     fn listen(&mut self, fd: OwnedFd) -> io::Result<()>;
+    /// Stop accepting for good (a draining shutdown, hibernation): peers
+    /// that connect from now on are refused by the kernel. Connections
+    /// already accepted stay.
+    fn close_listeners(&mut self);
+    /// Accept again on the listeners [`Driver::close_listeners`] closed
+    /// (hibernation ended). They kept their bound addresses, so this
+    /// needs no privilege.
+    fn reopen_listeners(&mut self);
     /// Wait for events (at most `timeout`), deliver them, then flush output.
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()>;
     /// Ops outside a turn (set-up, tests).
@@ -352,6 +360,18 @@ pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAd
             )))
         }
         _ => None,
+    }
+}
+
+/// `listen` again on a socket shut down by [`Driver::close_listeners`]
+/// (Linux keeps its explicit binding; a warning if it fails).
+pub(crate) fn relisten(fd: &OwnedFd) {
+    // SAFETY: listen on a socket we own.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(fd), 1024) } != 0 {
+        tracing::warn!(
+            "cannot listen again after hibernation: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 

@@ -57,6 +57,9 @@ pub struct EpollDriver {
     scratch: Vec<u8>,
     /// Accepting is paused (out of file descriptors) until then.
     accept_paused_until: Option<std::time::Instant>,
+    /// Listeners [`Driver::close_listeners`] shut down, kept open so their
+    /// fd numbers are not reused while events may still name them.
+    closed_listeners: Vec<OwnedFd>,
 }
 
 fn key(t: Token, generation: u32) -> u64 {
@@ -92,6 +95,7 @@ impl EpollDriver {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             scratch: vec![0; SCRATCH],
             accept_paused_until: None,
+            closed_listeners: Vec::new(),
         })
     }
 }
@@ -442,6 +446,28 @@ impl EpollDriver {
 }
 
 impl Driver for EpollDriver {
+    fn reopen_listeners(&mut self) {
+        for l in std::mem::take(&mut self.closed_listeners) {
+            driver::relisten(&l);
+            if let Err(e) = self.listen(l) {
+                tracing::warn!("cannot accept again after hibernation: {e}");
+            }
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        // Out of the epoll set first (a shut-down listener would report
+        // itself ready forever), then refused by the kernel; the fds are
+        // kept, and accept_all finds no listener by index any more.
+        for l in std::mem::take(&mut self.st.listeners) {
+            let _ = self.st.ctl(libc::EPOLL_CTL_DEL, l.as_raw_fd(), 0, 0);
+            // SAFETY: shutdown on a socket we own; failure leaves it as is.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+            self.closed_listeners.push(l);
+        }
+        self.accept_paused_until = None;
+    }
+
     fn listen(&mut self, fd: OwnedFd) -> io::Result<()> {
         driver::set_nonblocking(&fd)?;
         let idx = self.st.listeners.len() as u64;

@@ -10,6 +10,7 @@ mod dnssocks;
 pub mod driver;
 pub mod epoll;
 mod plane;
+pub mod ratelimit;
 pub mod relay;
 mod slots;
 pub mod tls;

@@ -82,8 +82,12 @@ pub struct Traffic {
     /// The worker's resolver: lookups, cache hits, then the results
     /// by [`crate::exit::dns::DNS_RESULT_NAMES`]; stored when they change.
     pub dns: [AtomicU64; DNS_FIELDS],
-    /// Exit streams seen: BEGIN (connected to), RESOLVE.
-    pub streams: [AtomicU64; 2],
+    /// Exit streams seen: BEGIN (connected to), RESOLVE; then exit
+    /// connects that found no free local port.
+    pub streams: [AtomicU64; 3],
+    /// Bytes the out-of-memory handler freed: cell and stream queues,
+    /// then the DNS cache (added when it runs, which is rare).
+    pub oom: [AtomicU64; 2],
 }
 
 /// Length of [`Traffic::dns`].
@@ -96,6 +100,7 @@ pub struct DataPlane {
     snap: Arc<Snapshot>,
     events: Receiver<PlaneEvent>,
     traffic: Arc<[Traffic]>,
+    limit: Arc<super::ratelimit::RateLimit>,
 }
 
 /// The ORPort sockets, one `SO_REUSEPORT` listener per port for each
@@ -140,6 +145,10 @@ impl DataPlane {
         let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
         let (event_tx, events) = crossbeam_channel::unbounded();
         let traffic: Arc<[Traffic]> = (0..n).map(|_| Traffic::default()).collect();
+        let limit = Arc::new(super::ratelimit::RateLimit::default());
+        if let Some((rate, burst)) = config.rate_limit() {
+            limit.set(rate, burst, std::time::Instant::now());
+        }
         // Every worker can message every other one (splices); all mailboxes
         // exist before the first worker starts.
         let mut inboxes = Vec::new();
@@ -179,6 +188,7 @@ impl DataPlane {
             let out = Outbox {
                 events: event_tx.clone(),
                 traffic: traffic.clone(),
+                limit: limit.clone(),
             };
             let h = std::thread::Builder::new()
                 .name(format!("oxit-worker-{index}"))
@@ -211,6 +221,7 @@ impl DataPlane {
             snap,
             events,
             traffic,
+            limit,
         })
     }
 
@@ -261,6 +272,20 @@ impl DataPlane {
                 w + t.written.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// New bandwidth limits (a reload): `None` lifts them.
+    pub fn set_rate_limit(&self, limit: Option<(u64, u64)>) {
+        let (rate, burst) = limit.unwrap_or((0, 0));
+        self.limit.set(rate, burst, std::time::Instant::now());
+    }
+
+    /// Open circuits over every worker, as last published.
+    pub fn circuits(&self) -> u64 {
+        self.traffic
+            .iter()
+            .map(|t| t.circuits.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The workers' published counters, for the MetricsPort.
@@ -315,6 +340,7 @@ impl DataPlane {
 pub(super) struct Outbox {
     pub(super) events: Sender<PlaneEvent>,
     pub(super) traffic: Arc<[Traffic]>,
+    pub(super) limit: Arc<super::ratelimit::RateLimit>,
 }
 
 /// A worker's published counters, read.

@@ -187,6 +187,8 @@ pub struct UringDriver {
     recycled: bool,
     /// Listeners to re-arm at a time (after running out of descriptors).
     accept_rearm: Vec<(std::time::Instant, usize)>,
+    /// [`Driver::close_listeners`] ran: accepts are never armed again.
+    listeners_closed: bool,
 }
 
 impl UringDriver {
@@ -250,6 +252,7 @@ impl UringDriver {
             cqes: Vec::with_capacity(RING_ENTRIES as usize * 8),
             recycled: false,
             accept_rearm: Vec::new(),
+            listeners_closed: false,
         };
         d.arm_waker();
         Ok(d)
@@ -774,6 +777,9 @@ impl UringDriver {
 
 impl UringDriver {
     fn arm_accept(&mut self, idx: usize) {
+        if self.listeners_closed {
+            return;
+        }
         if let Some(l) = self.listeners.get(idx) {
             let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
                 .flags(libc::SOCK_CLOEXEC)
@@ -789,6 +795,30 @@ impl Driver for UringDriver {
         self.listeners.push(fd);
         self.arm_accept(self.listeners.len() - 1);
         Ok(())
+    }
+
+    fn reopen_listeners(&mut self) {
+        if !self.listeners_closed {
+            return;
+        }
+        self.listeners_closed = false;
+        for (i, l) in self.listeners.iter().enumerate() {
+            super::driver::relisten(l);
+            self.accept_rearm.push((std::time::Instant::now(), i));
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        // shutdown() ends the armed multishot accepts (they complete with
+        // an error and are not re-armed) and makes the kernel refuse new
+        // connections; the fds stay open until the driver goes, so no
+        // submitted accept can ever name a reused fd number.
+        self.listeners_closed = true;
+        self.accept_rearm.clear();
+        for l in &self.listeners {
+            // SAFETY: shutdown on a socket we own; failure leaves it as is.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        }
     }
 
     fn turn(&mut self, timeout: Option<Duration>, handler: &mut dyn Handler) -> io::Result<()> {

@@ -38,6 +38,8 @@ use super::tls::{HandOver, TlsConn};
 /// How long a worker waits when nothing is due: bounds how late it notices
 /// a shutdown or a new snapshot if a wakeup is ever lost.
 const IDLE_TURN: Duration = Duration::from_millis(500);
+/// How often a worker over the bandwidth limit looks at the buckets.
+const RATE_RECHECK: Duration = Duration::from_millis(2);
 /// Channel timers (keepalive, idle close, handshake timeout) are checked
 /// this often rather than every turn.
 const CHANNEL_TICK: Duration = Duration::from_millis(250);
@@ -258,6 +260,13 @@ pub(super) struct Worker {
     cells: Vec<IncomingCell>,
     plain: Vec<u8>,
     next_tick: Instant,
+    /// The listeners were closed (a draining shutdown, hibernation).
+    listeners_closed: bool,
+    /// Dormant (accounting): the links were closed.
+    dormant: bool,
+    /// The relay is over its bandwidth limit: the sockets this worker
+    /// stopped reading, to resume once the buckets refill.
+    rate_paused: Option<Vec<Token>>,
     out: Outbox,
     /// Bytes read and written this turn (added to `out.traffic` at its end).
     turn_read: u64,
@@ -329,6 +338,9 @@ impl Worker {
             cells: Vec::with_capacity(64),
             plain: Vec::with_capacity(64 * 1024),
             next_tick: Instant::now(),
+            listeners_closed: false,
+            dormant: false,
+            rate_paused: None,
         }
     }
 
@@ -340,6 +352,8 @@ impl Worker {
                 self.circuits.poll_timeout(),
                 self.resolver.poll_timeout(),
                 Some(self.next_tick),
+                // Over the bandwidth limit: look at the buckets again soon.
+                self.rate_paused.as_ref().map(|_| now + RATE_RECHECK),
             ]
             .into_iter()
             .flatten()
@@ -347,6 +361,33 @@ impl Worker {
                 due = due.min(t);
             }
             d.turn(Some(due.saturating_duration_since(now)), self)?;
+            if self.snap.circuits.hibernating != self.listeners_closed {
+                // Shutting down or hibernating: no new connections (C:
+                // connection_mark_all_noncontrol_listeners); awake again:
+                // accept again.
+                if self.snap.circuits.hibernating {
+                    d.close_listeners();
+                } else {
+                    d.reopen_listeners();
+                }
+                self.listeners_closed = self.snap.circuits.hibernating;
+            }
+            if self.snap.circuits.dormant && !self.dormant {
+                // The accounting budget is spent: every link goes, and
+                // with them their circuits and streams
+                // (hibernate.c:hibernate_go_dormant).
+                let ops = d.ops();
+                let links: Vec<Token> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| matches!(c, Conn::Or(_)))
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in links {
+                    self.close_conn(t, ops, "hibernating: accounting budget spent");
+                }
+            }
+            self.dormant = self.snap.circuits.dormant;
         }
         // Close every link cleanly: a TLS close_notify after what is queued.
         let ops = d.ops();
@@ -599,6 +640,48 @@ impl Worker {
                 x.held_since.get_or_insert(now);
             }
             ops.set_recv(t, false);
+        }
+    }
+
+    /// Charge this turn's bytes to the relay's buckets; stop reading every
+    /// link and exit socket while they are in debt, and resume when they
+    /// are not (see [`super::ratelimit`]).
+    fn rate_limit(&mut self, ops: &mut dyn Ops) {
+        let limit = &self.out.limit;
+        if !limit.is_limited() && self.rate_paused.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let over = if !limit.is_limited() {
+            false
+        } else if self.turn_read + self.turn_written > 0 {
+            limit.charge(self.turn_read, self.turn_written, now)
+        } else {
+            self.rate_paused.is_some() && limit.over(now)
+        };
+        match (over, self.rate_paused.take()) {
+            (true, None) => {
+                let mut paused = Vec::new();
+                for (&t, c) in &self.conns {
+                    if matches!(c, Conn::Or(_) | Conn::Exit(_)) {
+                        ops.set_recv(t, false);
+                        paused.push(t);
+                    }
+                }
+                self.rate_paused = Some(paused);
+            }
+            (false, Some(paused)) => {
+                for t in paused {
+                    match self.conns.get(&t) {
+                        Some(Conn::Or(_)) => ops.set_recv(t, true),
+                        // Through the held-bytes path: a stream its
+                        // circuit paused meanwhile pauses again there.
+                        Some(Conn::Exit(_)) => self.drain_held(t, ops),
+                        _ => {}
+                    }
+                }
+            }
+            (_, keep) => self.rate_paused = keep,
         }
     }
 
@@ -1045,7 +1128,7 @@ impl Worker {
             t.circuits.store(circs, Ordering::Relaxed);
         }
         let s = self.circuits.exit_stream_counts();
-        super::plane::store_all(&t.streams, &[s.begin, s.resolve]);
+        super::plane::store_all(&t.streams, &[s.begin, s.resolve, s.tcp_exhaustion]);
         let dns = self.resolver.stats();
         if dns != self.dns_published {
             self.dns_published = dns;
@@ -1411,6 +1494,7 @@ impl Worker {
                 self.resolver
                     .shrink_cache(usize::try_from(to).unwrap_or(usize::MAX)) as u64;
         }
+        let dns_freed = freed;
         let (mut circs, mut streams) = (0u64, 0u64);
         for k in p.kill {
             match k {
@@ -1451,6 +1535,11 @@ impl Worker {
                     circs += alive.saturating_sub(self.circuits.circuit_total()) as u64;
                 }
             }
+        }
+        // For tor_relay_load_oom_bytes_total{subsys="cell"|"dns"}.
+        if let Some(t) = self.out.traffic.get(self.index) {
+            t.oom[0].fetch_add(freed.saturating_sub(dns_freed), Ordering::Relaxed);
+            t.oom[1].fetch_add(dns_freed, Ordering::Relaxed);
         }
         tracing::info!(
             "Removed {freed} bytes by killing {circs} circuits; {} circuits remain alive. \
@@ -1672,6 +1761,7 @@ impl Handler for Worker {
         self.flush_links(ops);
         self.send_mail();
         self.publish_stats();
+        self.rate_limit(ops);
         if self.turn_read + self.turn_written > 0
             && let Some(t) = self.out.traffic.get(self.index)
         {

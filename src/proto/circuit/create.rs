@@ -105,6 +105,11 @@ impl CircuitTable {
         {
             return;
         }
+        if self.cfg.hibernating {
+            tracing::debug!("Received create cell but we're shutting down. Sending back destroy.");
+            self.send_destroy(chan, cell.circ_id, DestroyReason::HIBERNATING);
+            return;
+        }
         let secs = crate::proto::dos::secs(now);
         if let Some(addr) = client_addr
             && self.dos.refuse_create(&self.cfg.dos, addr, secs)

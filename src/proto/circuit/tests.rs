@@ -55,6 +55,8 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         dos: crate::proto::dos::DosParams::default(),
         // Most tests create circuits without ending turns: no budget limit.
         max_mem_in_queues: 8 << 30,
+        hibernating: false,
+        dormant: false,
         onion: OnionParams {
             turn_budget: std::time::Duration::from_secs(3600),
             ..OnionParams::default()

@@ -88,6 +88,14 @@ pub struct CircuitConfig {
     pub cc: Option<crate::proto::cc::CcParams>,
     /// Conflux (proposal 329) for clients that link circuits.
     pub conflux: crate::proto::conflux::ConfluxParams,
+    /// Shutting down (a SIGINT's `ShutdownWaitLength`) or hibernating
+    /// (accounting): new circuits get DESTROY HIBERNATING and new exit
+    /// streams END HIBERNATING, while open ones carry on
+    /// (hibernate.c:we_are_hibernating, command.c, connection_edge.c).
+    pub hibernating: bool,
+    /// Dormant (the accounting budget is spent): workers close every link
+    /// (hibernate.c:hibernate_go_dormant).
+    pub dormant: bool,
 }
 
 impl CircuitConfig {

@@ -51,6 +51,11 @@ impl CircuitTable {
             RelayCmd::BEGIN | RelayCmd::BEGIN_DIR | RelayCmd::RESOLVE if existing.is_some() => {
                 // "Begin cell for known stream. Dropping." (relay.c)
             }
+            // "If we're hibernating or shutting down, we refuse to open new
+            // streams" (connection_edge.c); C resolves all the same.
+            RelayCmd::BEGIN | RelayCmd::BEGIN_DIR if self.cfg.hibernating => {
+                self.send_end(idx, sid, &End::new(EndReason::HIBERNATING), rng);
+            }
             RelayCmd::BEGIN => self.begin(idx, sid, data, now, rng),
             RelayCmd::BEGIN_DIR => {
                 // We serve no directory data (§5.5).
@@ -411,6 +416,12 @@ impl CircuitTable {
             return;
         }
         if let Err(e) = res {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+            ) {
+                self.exit_streams.tcp_exhaustion += 1;
+            }
             let reason = errno_to_end_reason(&e);
             self.end_stream(key, &End::new(reason), true, rng);
             return;

@@ -48,6 +48,14 @@ fn scrape(addr: SocketAddr) -> String {
     body.to_owned()
 }
 
+/// C tor families its page has only under some configuration, with the
+/// type and label keys relay_metrics.c gives them: oxit writes them always.
+/// `tor_relay_signing_cert_expiry_timestamp` needs `OfflineMasterKey 1` in
+/// C tor; operators' alert rules (ansible-relayor's TorCertificateExpiry*)
+/// read it, so oxit serves it for every relay.
+const C_CONDITIONAL: [(&str, &str, &[&str]); 1] =
+    [("tor_relay_signing_cert_expiry_timestamp", "gauge", &[])];
+
 /// Per family: its type, and the label-key sets of its samples.
 type Families = BTreeMap<String, (String, BTreeSet<Vec<String>>)>;
 
@@ -130,7 +138,14 @@ fn metrics_like_c_tor(backend: IoBackend) {
             );
             continue;
         }
-        let Some((c_ty, c_keys)) = theirs.get(name) else {
+        let conditional = C_CONDITIONAL
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, ty, keys)| {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                (ty.to_string(), BTreeSet::from([keys]))
+            });
+        let Some((c_ty, c_keys)) = theirs.get(name).or(conditional.as_ref()) else {
             panic!("{name}: C tor 0.4.9 has no such family:\n{c_page}");
         };
         assert_eq!(ty, c_ty, "{name}: type");

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::{
@@ -236,6 +236,44 @@ impl OxitProcess {
             .lines()
             .filter(|l| l.contains(needle))
             .count()
+    }
+
+    /// The torrc the relay was started with (a test rewrites it before a
+    /// SIGHUP).
+    pub fn torrc_path(&self) -> PathBuf {
+        self.dir.path().join("torrc")
+    }
+
+    /// Send the relay a signal (`libc::SIGHUP`, ...).
+    pub fn signal(&self, sig: i32) {
+        signal_child(&self.child, sig);
+    }
+
+    /// Wait (≤ `timeout`) for the process to exit by itself; its exit
+    /// status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, HarnessError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().map_err(io_err("wait for oxit"))? {
+                return Ok(Some(st));
+            }
+            if std::time::Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait (≤ `timeout`) until the log has a line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.log_count(needle) == 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Stop with SIGTERM and return whether it exited 0 within the bound.

@@ -1,0 +1,264 @@
+//! The relay's lifecycle under an operator's hands, against real peers
+//! (client → C tor middle → oxit): a SIGHUP with a changed exit policy
+//! applies it to new streams while a download that began before it
+//! carries on byte-exact, and a SIGHUP with a broken torrc keeps the
+//! running configuration (C tor would exit there).
+//!
+//! The old download is held open deterministically: the client reads
+//! only its first MiB before the reload, so flow control keeps the rest
+//! queued at the server until the client reads again.
+
+use std::time::Duration;
+
+use oxit_interop::client::{self, Tunnel};
+use oxit_interop::harness::{
+    HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for, sha256_hex,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const STEP: Duration = Duration::from_secs(90);
+const END_EXITPOLICY: u8 = 4;
+const BODY: usize = 24 << 20;
+const SIGHUP: i32 = 1;
+
+async fn step<T>(
+    what: &str,
+    oxit: &OxitProcess,
+    f: impl Future<Output = Result<T, client::Error>>,
+) -> T {
+    match tokio::time::timeout(STEP, f).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("{what}: {e}\n--- oxit log ---\n{}", oxit.log()),
+        Err(_) => panic!(
+            "{what}: no answer within {STEP:?}\n--- oxit log ---\n{}",
+            oxit.log()
+        ),
+    }
+}
+
+async fn refused_by_policy(tunnel: &Tunnel, port: u16, oxit: &OxitProcess, what: &str) {
+    let err = tokio::time::timeout(
+        STEP,
+        client::http_get(tunnel, "127.0.0.1", port, "/bytes/10"),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no answer to BEGIN\n{}", oxit.log()))
+    .expect_err("the new policy rejects this port");
+    assert_eq!(
+        err.end_reason(),
+        Some(END_EXITPOLICY),
+        "{what}: END EXITPOLICY expected, got {err}\n{}",
+        oxit.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
+    let http = HttpServer::start().expect("start HTTP server");
+    let port = http.addr().port();
+    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
+    let oxit = OxitProcess::start(&OxitOptions::new(IoBackend::Uring)).expect("start oxit");
+    let middle = middle
+        .join()
+        .expect("middle thread")
+        .expect("start C tor middle");
+    let hops = [
+        middle.hop(client::Handshake::Ntor).expect("middle hop"),
+        oxit.hop(client::Handshake::NtorV3).unwrap(),
+    ];
+    let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
+
+    // A download under way, and the port reachable before the reload.
+    let mut old = tokio::time::timeout(STEP, tunnel.begin_stream("127.0.0.1", port, None))
+        .await
+        .expect("BEGIN in time")
+        .expect("BEGIN for the old download");
+    let req = format!("GET /bytes/{BODY} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    old.write_all(req.as_bytes())
+        .await
+        .expect("send the request");
+    old.flush().await.expect("send the request");
+    // Only the first MiB (headers included) before the reloads.
+    let mut head = vec![0u8; 1 << 20];
+    tokio::time::timeout(STEP, old.read_exact(&mut head))
+        .await
+        .expect("the first MiB in time")
+        .expect("the first MiB");
+    let small = step(
+        "GET before the reload",
+        &oxit,
+        client::http_get(&tunnel, "127.0.0.1", port, "/bytes/1000"),
+    )
+    .await;
+    assert_eq!(small, body_for(1000));
+
+    // The new torrc rejects the HTTP server's port.
+    let torrc = std::fs::read_to_string(oxit.torrc_path()).expect("read torrc");
+    let rejecting = torrc.replacen(
+        "ExitPolicy accept *:*\n",
+        &format!("ExitPolicy reject *:{port}\nExitPolicy accept *:*\n"),
+        1,
+    );
+    assert_ne!(rejecting, torrc, "the harness torrc has an accept-all line");
+    std::fs::write(oxit.torrc_path(), &rejecting).expect("write torrc");
+    oxit.signal(SIGHUP);
+    assert!(
+        oxit.wait_log("Configuration reloaded", STEP),
+        "no reload logged\n{}",
+        oxit.log()
+    );
+    refused_by_policy(&tunnel, port, &oxit, "a new stream after the reload").await;
+
+    // A broken torrc: oxit says why, keeps running and keeps the policy.
+    std::fs::write(
+        oxit.torrc_path(),
+        format!("{rejecting}ExitPolicy accept *:{port} bogus\nNoSuchOption 1\n"),
+    )
+    .expect("write broken torrc");
+    oxit.signal(SIGHUP);
+    assert!(
+        oxit.wait_log("Reloading the configuration failed", STEP),
+        "no failed reload logged\n{}",
+        oxit.log()
+    );
+    refused_by_policy(&tunnel, port, &oxit, "a new stream after a broken reload").await;
+
+    // The download that began before both reloads completes byte-exact.
+    let mut rest = Vec::new();
+    tokio::time::timeout(STEP, old.read_to_end(&mut rest))
+        .await
+        .expect("the old download in time")
+        .expect("the old download completes");
+    let mut reply = head;
+    reply.extend_from_slice(&rest);
+    let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
+    assert_eq!(body.len(), BODY);
+    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+
+    // Back to the original torrc: the port is open again on the same
+    // circuit.
+    std::fs::write(oxit.torrc_path(), &torrc).expect("restore torrc");
+    oxit.signal(SIGHUP);
+    let deadline = std::time::Instant::now() + STEP;
+    while oxit.log_count("Configuration reloaded") < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", oxit.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = step(
+        "GET after restoring the policy",
+        &oxit,
+        client::http_get(&tunnel, "127.0.0.1", port, "/bytes/5000"),
+    )
+    .await;
+    assert_eq!(again, body_for(5000));
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
+}
+
+/// SIGINT with `ShutdownWaitLength`: the ORPort stops accepting, a new
+/// circuit gets DESTROY and a new stream END HIBERNATING, the download
+/// under way finishes byte-exact, and oxit exits 0 as soon as its last
+/// circuit has closed, well before the wait is over. On epoll, so that
+/// both drivers' listener shutdown is covered (the reload test runs on
+/// io_uring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_open_circuits_then_exits() {
+    const WAIT_SECS: u64 = 60;
+    const SIGINT: i32 = 2;
+    const END_HIBERNATING: u8 = 9;
+    let http = HttpServer::start().expect("start HTTP server");
+    let port = http.addr().port();
+    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
+    let mut opts = OxitOptions::new(IoBackend::Epoll);
+    opts.extra_torrc = format!("ShutdownWaitLength {WAIT_SECS} seconds\n");
+    let mut oxit = OxitProcess::start(&opts).expect("start oxit");
+    let middle = middle
+        .join()
+        .expect("middle thread")
+        .expect("start C tor middle");
+    let hops = [
+        middle.hop(client::Handshake::Ntor).expect("middle hop"),
+        oxit.hop(client::Handshake::NtorV3).unwrap(),
+    ];
+    let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
+    let mut old = tokio::time::timeout(STEP, tunnel.begin_stream("127.0.0.1", port, None))
+        .await
+        .expect("BEGIN in time")
+        .expect("BEGIN for the download");
+    let req = format!("GET /bytes/{BODY} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    old.write_all(req.as_bytes())
+        .await
+        .expect("send the request");
+    old.flush().await.expect("send the request");
+    let mut head = vec![0u8; 1 << 20];
+    tokio::time::timeout(STEP, old.read_exact(&mut head))
+        .await
+        .expect("the first MiB in time")
+        .expect("the first MiB");
+
+    let began = std::time::Instant::now();
+    oxit.signal(SIGINT);
+    assert!(
+        oxit.wait_log("we have stopped accepting new connections", STEP),
+        "no drain logged\n{}",
+        oxit.log()
+    );
+    // Every worker closes its listener on its next turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&oxit.or_addr(), Duration::from_secs(1)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ORPort still accepts while draining\n{}",
+            oxit.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The middle's channel to oxit is open: a new circuit over it is
+    // refused, and so is a new stream on the open circuit.
+    let refused = tokio::time::timeout(STEP, client::build_circuit(&hops))
+        .await
+        .expect("an answer to the new circuit");
+    assert!(refused.is_err(), "a new circuit while draining must fail");
+    let err = tokio::time::timeout(
+        STEP,
+        client::http_get(&tunnel, "127.0.0.1", port, "/bytes/10"),
+    )
+    .await
+    .expect("an answer to BEGIN")
+    .expect_err("a new stream while draining must be refused");
+    assert_eq!(
+        err.end_reason(),
+        Some(END_HIBERNATING),
+        "{err}\n{}",
+        oxit.log()
+    );
+
+    let mut rest = Vec::new();
+    tokio::time::timeout(STEP, old.read_to_end(&mut rest))
+        .await
+        .expect("the download in time")
+        .expect("the download completes while draining");
+    let mut reply = head;
+    reply.extend_from_slice(&rest);
+    let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
+    assert_eq!(body.len(), BODY);
+    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+
+    // The last circuit goes: oxit exits 0 without waiting out the rest.
+    drop(old);
+    drop(tunnel);
+    let status = oxit
+        .wait_exit(Duration::from_secs(WAIT_SECS / 2))
+        .expect("wait for oxit")
+        .unwrap_or_else(|| panic!("oxit still draining with no circuits\n{}", oxit.log()));
+    assert!(status.success(), "exit status {status}\n{}", oxit.log());
+    assert!(began.elapsed() < Duration::from_secs(WAIT_SECS));
+    assert_eq!(
+        oxit.log_count("Every circuit has closed"),
+        1,
+        "{}",
+        oxit.log()
+    );
+}
