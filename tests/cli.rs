@@ -874,3 +874,109 @@ fn c_tor_command_line_conventions() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(o.stderr.contains("unexpected argument"), "{}", o.stderr);
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once relaying,
+/// WATCHDOG=1 at half the watchdog interval, RELOADING=1 then READY=1
+/// around a SIGHUP, STOPPING=1 on the way out (sd_notify(3); C tor sends
+/// the same). The test plays systemd's part with a datagram socket.
+#[test]
+fn systemd_notifications_follow_the_relay_life() {
+    let d = TempDir::new("notify");
+    let sock_path = d.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let port = free_port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNickname NotifyTest\nNumCPUs 1\n",
+            d.path().join("data").display()
+        ),
+    );
+    let mut cmd = oxit();
+    cmd.args(["-f", s(&torrc)])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID");
+    let mut relay = Relay::start(cmd);
+    let mut seen = Vec::new();
+    let mut expect = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 512];
+        loop {
+            assert!(Instant::now() < deadline, "no {want:?}; got {seen:?}");
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {want:?} ({e}); got {seen:?}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+        }
+    };
+    let ready = expect("READY=1");
+    assert!(ready.contains("STATUS=relaying on 1 worker"), "{ready}");
+    expect("WATCHDOG=1");
+    expect("WATCHDOG=1");
+    let pid = libc::pid_t::try_from(relay.pid()).unwrap();
+    // SAFETY: `pid` is our own child, still running.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let reloading = expect("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    expect("READY=1");
+    relay.wait_for("Configuration unchanged");
+    let (status, _, err) = relay.stop();
+    assert!(status.success(), "exit status {status:?}, stderr {err}");
+    expect("STOPPING=1");
+}
+
+/// The shipped units' command lines work as written: each `ExecStartPre`
+/// (`--verify-config`) of tuning/oxit.service and tuning/oxit@.service,
+/// with the binary, torrc and data directory pointed at the test's.
+#[test]
+fn shipped_unit_command_lines_verify_a_config() {
+    let d = TempDir::new("units");
+    let torrc = write_torrc(
+        d.path(),
+        "ORPort 127.0.0.1:9999\nNickname UnitTest\nExitRelay 1\n",
+    );
+    let data = d.path().join("data");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (unit, conf, dir) in [
+        ("tuning/oxit.service", "/etc/oxit/torrc", "/var/lib/oxit"),
+        (
+            "tuning/oxit@.service",
+            "/etc/oxit/instances/%i/torrc",
+            "/var/lib/oxit/%i",
+        ),
+    ] {
+        let text = fs::read_to_string(root.join(unit)).unwrap();
+        for key in ["ExecStartPre=", "ExecStart="] {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{unit}: no {key}"));
+            assert!(line.starts_with("/usr/local/bin/oxit "), "{unit}: {line}");
+            let args: Vec<String> = line
+                .replace(conf, s(&torrc))
+                .replace(dir, s(&data))
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect();
+            if key == "ExecStart=" {
+                // The same command without --verify-config.
+                assert!(!args.iter().any(|a| a == "--verify-config"), "{unit}");
+                continue;
+            }
+            let mut cmd = oxit();
+            cmd.args(&args);
+            let o = run_bounded(cmd);
+            assert_no_panic(&o);
+            assert!(o.status.success(), "{unit}: {args:?}: {}", o.stderr);
+            assert!(o.stdout.contains("Configuration was valid"), "{}", o.stdout);
+        }
+    }
+}

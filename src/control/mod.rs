@@ -8,6 +8,7 @@ pub mod address;
 pub mod controlport;
 mod dirconn;
 pub mod logging;
+pub mod notify;
 mod onehop;
 pub mod relay;
 pub mod signals;

@@ -150,6 +150,7 @@ pub fn run(
         rx,
         selftest_running: false,
         hibernating: false,
+        notify: super::notify::Notifier::from_env(),
         accounting: (config.accounting_max > 0).then(|| {
             crate::control::accounting::Accounting::new(
                 config.accounting_max,
@@ -192,7 +193,12 @@ pub fn run(
             plane.traffic_shared(),
         );
     }
+    c.notify.notify(&format!(
+        "READY=1\nSTATUS=relaying on {} worker(s)",
+        plane.traffic_shared().len()
+    ));
     let res = c.run(&mut plane, &shutdown);
+    c.notify.notify("STOPPING=1");
     c.save_state(unix(SystemTime::now()));
     shutdown.trigger();
     let joined = plane.join();
@@ -321,6 +327,8 @@ struct Control {
     selftest_running: bool,
     /// Draining for a shutdown: refuse new circuits and streams.
     hibernating: bool,
+    /// systemd's notification socket (a no-op outside systemd).
+    notify: super::notify::Notifier,
     /// `AccountingMax` and what was used of it this period.
     accounting: Option<crate::control::accounting::Accounting>,
     /// An address-learning connection is under way / the next may start.
@@ -518,6 +526,7 @@ impl Control {
         let mut next_heartbeat = Instant::now() + self.config.heartbeat_period;
         let mut next_dir: UnixTime = 0;
         let mut drain_until: Option<Instant> = None;
+        let mut next_watchdog = Instant::now();
         while !shutdown.is_triggered() && !plane.any_finished() {
             let now = unix(SystemTime::now());
             if shutdown.take_drain_request() {
@@ -537,6 +546,11 @@ impl Control {
                 self.hibernating = true;
                 plane.set_circuits(Arc::new(self.circuit_config()));
                 drain_until = Some(Instant::now() + wait);
+                // systemd's stop timeout must cover the wait (C adds 30 s).
+                self.notify.notify(&format!(
+                    "STOPPING=1\nEXTEND_TIMEOUT_USEC={}",
+                    (wait + Duration::from_secs(30)).as_micros()
+                ));
             }
             if let Some(until) = drain_until {
                 if Instant::now() >= until {
@@ -559,8 +573,19 @@ impl Control {
             if shutdown.take_stats_request() {
                 self.dump_stats(plane, now);
             }
+            if let Some(every) = self.notify.watchdog_every()
+                && Instant::now() >= next_watchdog
+            {
+                next_watchdog = Instant::now() + every;
+                self.notify.notify("WATCHDOG=1");
+            }
             if shutdown.take_reload_request() {
+                self.notify.notify(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    super::notify::monotonic_usec()
+                ));
                 self.reload(plane);
+                self.notify.notify("READY=1");
                 next_heartbeat = Instant::now() + self.config.heartbeat_period;
             }
             let heartbeat = self.config.heartbeat_period;
