@@ -334,6 +334,8 @@ pub struct Config {
     pub relay_bandwidth_burst: u64,
     /// `MaxAdvertisedBandwidth` (default 1 GByte).
     pub max_advertised_bandwidth: u64,
+    /// `OutboundBindAddress`, `…OR`, `…Exit`.
+    pub outbound_bind: crate::proto::circuit::types::OutboundBind,
     /// `MyFamily` members, normalised (`$HEX`, `$HEX=nick`, or a nickname).
     pub my_family: Vec<String>,
     /// `FamilyId` lines: the happy-family keys to load and use.
@@ -423,6 +425,7 @@ impl Default for Config {
             relay_bandwidth_burst: 0,
             max_advertised_bandwidth: DEFAULT_BANDWIDTH,
             my_family: Vec::new(),
+            outbound_bind: Default::default(),
             family_ids: Vec::new(),
             family_key_directory: None,
             dir_port: None,

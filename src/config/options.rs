@@ -68,6 +68,9 @@ pub(super) const OPTIONS: &[&str] = &[
     "AssumeReachable",
     "TestingTorNetwork",
     "CountPrivateBandwidth",
+    "OutboundBindAddress",
+    "OutboundBindAddressOR",
+    "OutboundBindAddressExit",
     "AccountingMax",
     "AccountingRule",
     "AccountingStart",
@@ -411,6 +414,25 @@ fn apply_lines(
                 cfg.count_private_bandwidth =
                     boolean(value, d.count_private_bandwidth).ok_or_else(|| bad("0 or 1"))?
             }
+            "OutboundBindAddress" | "OutboundBindAddressOR" | "OutboundBindAddressExit" => {
+                let list = match name {
+                    "OutboundBindAddress" => &mut cfg.outbound_bind.any,
+                    "OutboundBindAddressOR" => &mut cfg.outbound_bind.or,
+                    _ => &mut cfg.outbound_bind.exit,
+                };
+                if reset {
+                    list.clear();
+                } else {
+                    list.push(
+                        value
+                            .trim()
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse()
+                            .map_err(|_| bad("an IPv4 or IPv6 address"))?,
+                    );
+                }
+            }
             "AccountingMax" => {
                 cfg.accounting_max = if reset {
                     d.accounting_max
@@ -596,6 +618,7 @@ fn finish(cfg: &mut Config, seen: &[&'static str]) -> Result<(), String> {
             return Err(format!("{name} ({}) must be at most {cap}", *v));
         }
     }
+    cfg.outbound_bind.validate()?;
     if cfg.relay_bandwidth_rate > 0 && cfg.relay_bandwidth_burst == 0 {
         cfg.relay_bandwidth_burst = cfg.relay_bandwidth_rate;
     }

@@ -609,3 +609,25 @@ fn defaults_torrc_and_command_line_layers() {
         .to_string();
     assert!(err.contains("<command line>:1"), "{err}");
 }
+
+#[test]
+fn outbound_bind_addresses_pick_by_kind_and_family() {
+    let c = parse(
+        "OutboundBindAddress 192.0.2.1\nOutboundBindAddress [2001:db8::1]\n\
+         OutboundBindAddressExit 192.0.2.2\nOutboundBindAddressOR 2001:db8::3\n",
+    );
+    let v4: std::net::SocketAddr = "198.51.100.7:443".parse().unwrap();
+    let v6: std::net::SocketAddr = "[2001:db8::9]:443".parse().unwrap();
+    let o = &c.outbound_bind;
+    assert_eq!(o.for_conn(true, &v4), Some("192.0.2.2".parse().unwrap()));
+    assert_eq!(o.for_conn(false, &v4), Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(o.for_conn(true, &v6), Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(o.for_conn(false, &v6), Some("2001:db8::3".parse().unwrap()));
+    assert_eq!(Config::default().outbound_bind.for_conn(true, &v4), None);
+    let e = err("OutboundBindAddressExit 192.0.2.2\nOutboundBindAddressExit 192.0.2.3\n");
+    assert!(
+        e.contains("Multiple IPv4 exit outbound bind addresses configured: 192.0.2.3"),
+        "{e}"
+    );
+    assert!(err("OutboundBindAddress example.org\n").contains("IPv4 or IPv6"));
+}

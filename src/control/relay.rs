@@ -510,6 +510,7 @@ impl Control {
             max_mem_in_queues: max_mem,
             hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
             dormant: self.acct_state() == Hibernation::Dormant,
+            outbound: cfg.outbound_bind.clone(),
         }
     }
 

@@ -90,7 +90,7 @@ pub trait Ops {
     /// Take ownership of a connected socket and start receiving from it.
     fn add_conn(&mut self, fd: OwnedFd) -> io::Result<Token>;
     /// Start a non-blocking TCP connect; [`Event::Connected`] follows.
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<Token>;
+    fn connect(&mut self, addr: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<Token>;
     /// Adopt a connected UDP socket (one per DNS server); datagrams arrive
     /// as [`Event::Recv`], one per event.
     fn add_udp(&mut self, fd: OwnedFd) -> io::Result<Token>;
@@ -235,10 +235,36 @@ fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// A socket for an outgoing connection (EXTEND2 or an exit stream).
-pub(crate) fn nonblocking_tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+/// A socket for an outgoing connection (EXTEND2 or an exit stream), from
+/// `bind` if given (`OutboundBindAddress*`).
+pub(crate) fn nonblocking_tcp_socket(
+    addr: &SocketAddr,
+    bind: Option<std::net::IpAddr>,
+) -> io::Result<OwnedFd> {
     let fd = tcp_socket(addr)?;
     set_nodelay(&fd);
+    if let Some(ip) = bind {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let one: libc::c_int = 1;
+        // The port is chosen at connect time, per destination, as without
+        // a bind: an exit would otherwise run out of ports at ~28k
+        // streams (C tor sets the same option, connection.c).
+        // SAFETY: setsockopt with a live int on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let (sa, len) = to_sockaddr(&SocketAddr::new(ip, 0));
+        // SAFETY: sa is a valid sockaddr of length len.
+        if unsafe { libc::bind(raw, (&sa as *const libc::sockaddr_storage).cast(), len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     Ok(fd)
 }
 

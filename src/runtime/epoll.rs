@@ -190,8 +190,8 @@ impl Ops for State {
         self.register(fd, false, false)
     }
 
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<Token> {
-        let fd = driver::nonblocking_tcp_socket(&addr)?;
+    fn connect(&mut self, addr: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<Token> {
+        let fd = driver::nonblocking_tcp_socket(&addr, bind)?;
         let (sa, len) = driver::to_sockaddr(&addr);
         // SAFETY: sa is a valid sockaddr of length len.
         let rc = unsafe {

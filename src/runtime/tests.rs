@@ -186,7 +186,7 @@ fn outgoing_connect_and_refused_connect() {
             s.write_all(b"hello").unwrap();
             buf
         });
-        d.ops().connect(addr).unwrap();
+        d.ops().connect(addr, None).unwrap();
         let mut h = Dialer::default();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !h.closed {
@@ -201,7 +201,7 @@ fn outgoing_connect_and_refused_connect() {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let dead = closed.local_addr().unwrap();
         drop(closed);
-        d.ops().connect(dead).unwrap();
+        d.ops().connect(dead, None).unwrap();
         let mut h = Dialer::default();
         let deadline = Instant::now() + Duration::from_secs(10);
         while h.connected.is_none() {

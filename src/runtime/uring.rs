@@ -425,8 +425,8 @@ impl Ops for State {
         Ok(t)
     }
 
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<Token> {
-        let fd = driver::nonblocking_tcp_socket(&addr)?;
+    fn connect(&mut self, addr: SocketAddr, bind: Option<std::net::IpAddr>) -> io::Result<Token> {
+        let fd = driver::nonblocking_tcp_socket(&addr, bind)?;
         let t = self.new_conn(fd, false, true);
         let generation = self.conns.generation(t);
         let Some(c) = self.conns.get_mut(t) else {

@@ -780,7 +780,8 @@ impl Worker {
                 return;
             }
         };
-        match ops.connect(addr) {
+        let bind = self.snap.circuits.outbound.for_conn(false, &addr);
+        match ops.connect(addr, bind) {
             Ok(t) => {
                 tracing::debug!(
                     relay = %hex::encode_upper(rsa),
@@ -875,7 +876,9 @@ impl Worker {
                             self.circuits.handle_resolved(key, res, now, &mut self.rng);
                         }
                     }
-                    Action::Connect { key, addr } => match ops.connect(addr) {
+                    Action::Connect { key, addr } => match ops
+                        .connect(addr, self.snap.circuits.outbound.for_conn(true, &addr))
+                    {
                         Ok(t) => {
                             ops.pace_recv(t);
                             self.streams.insert(key, t);

@@ -57,6 +57,7 @@ pub(crate) fn config(rng: &mut StdRng, id_byte: u8) -> CircuitConfig {
         max_mem_in_queues: 8 << 30,
         hibernating: false,
         dormant: false,
+        outbound: Default::default(),
         onion: OnionParams {
             turn_budget: std::time::Duration::from_secs(3600),
             ..OnionParams::default()

@@ -96,6 +96,47 @@ pub struct CircuitConfig {
     /// Dormant (the accounting budget is spent): workers close every link
     /// (hibernate.c:hibernate_go_dormant).
     pub dormant: bool,
+    /// Source addresses for outgoing connections.
+    pub outbound: OutboundBind,
+}
+
+/// `OutboundBindAddress`, `OutboundBindAddressOR`,
+/// `OutboundBindAddressExit`: the source address of outgoing connections,
+/// at most one IPv4 and one IPv6 address in each list (config.c:
+/// parse_outbound_addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboundBind {
+    pub any: Vec<std::net::IpAddr>,
+    pub or: Vec<std::net::IpAddr>,
+    pub exit: Vec<std::net::IpAddr>,
+}
+
+impl OutboundBind {
+    /// The address to bind a connection to `dst` to: for an exit stream
+    /// `…Exit`, else `…OR`, then `OutboundBindAddress`, of `dst`'s
+    /// family (connection.c:conn_get_outbound_address).
+    pub fn for_conn(&self, exit: bool, dst: &SocketAddr) -> Option<std::net::IpAddr> {
+        let pick =
+            |l: &[std::net::IpAddr]| l.iter().copied().find(|a| a.is_ipv6() == dst.is_ipv6());
+        let first = if exit { &self.exit } else { &self.or };
+        pick(first).or_else(|| pick(&self.any))
+    }
+
+    /// C's refusal of two addresses of one family in a list.
+    pub fn validate(&self) -> Result<(), String> {
+        for (list, what) in [(&self.any, ""), (&self.or, " OR"), (&self.exit, " exit")] {
+            for v6 in [false, true] {
+                let mut of = list.iter().filter(|a| a.is_ipv6() == v6);
+                if let (Some(_), Some(second)) = (of.next(), of.next()) {
+                    return Err(format!(
+                        "Multiple {}{what} outbound bind addresses configured: {second}",
+                        if v6 { "IPv6" } else { "IPv4" }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl CircuitConfig {

@@ -262,3 +262,53 @@ async fn sigint_drains_open_circuits_then_exits() {
         oxit.log()
     );
 }
+
+/// `OutboundBindAddressExit` is the source address of exit connections,
+/// over `OutboundBindAddress` (C: conn_get_outbound_address): the
+/// destination sees 127.0.0.2, and reading the reply through Tor proves
+/// the stream was relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_connections_come_from_outbound_bind_address_exit() {
+    use std::io::{Read, Write};
+    let dest = std::net::TcpListener::bind("127.0.0.1:0").expect("bind destination");
+    let port = dest.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = dest.accept().expect("accept the exit's connection");
+        s.set_read_timeout(Some(STEP)).unwrap();
+        let mut req = [0u8; 1024];
+        let _ = s.read(&mut req);
+        let reply = format!("from {}", peer.ip());
+        let _ = write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        peer
+    });
+    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
+    let mut opts = OxitOptions::new(IoBackend::Uring);
+    opts.extra_torrc = "OutboundBindAddress 127.0.0.3\nOutboundBindAddressExit 127.0.0.2\n".into();
+    let oxit = OxitProcess::start(&opts).expect("start oxit");
+    let middle = middle
+        .join()
+        .expect("middle thread")
+        .expect("start C tor middle");
+    let hops = [
+        middle.hop(client::Handshake::Ntor).expect("middle hop"),
+        oxit.hop(client::Handshake::NtorV3).unwrap(),
+    ];
+    let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
+    let body = step(
+        "GET through the exit",
+        &oxit,
+        client::http_get(&tunnel, "127.0.0.1", port, "/"),
+    )
+    .await;
+    let peer = server.join().expect("destination thread");
+    assert_eq!(peer.ip().to_string(), "127.0.0.2");
+    assert_eq!(body, b"from 127.0.0.2");
+    assert!(
+        oxit.stop().expect("stop oxit"),
+        "oxit must exit 0 on SIGTERM"
+    );
+}
