@@ -980,3 +980,48 @@ fn shipped_unit_command_lines_verify_a_config() {
         }
     }
 }
+
+/// logrotate's `postrotate` sends SIGHUP after moving the log away: oxit
+/// reopens its `Log ... file` and writes to a new file at the old path,
+/// while the moved file keeps what was written before.
+#[test]
+fn sighup_reopens_log_files_for_logrotate() {
+    let d = TempDir::new("logrotate");
+    let log = d.path().join("notices.log");
+    let port = free_port();
+    let torrc = write_torrc(
+        d.path(),
+        &format!(
+            "DataDirectory {}\nORPort 127.0.0.1:{port}\nNickname RotateTest\nNumCPUs 1\n\
+             Log notice stdout\nLog notice file {}\n",
+            d.path().join("data").display(),
+            log.display()
+        ),
+    );
+    let mut cmd = oxit();
+    cmd.args(["-f", s(&torrc)]);
+    let mut relay = Relay::start(cmd);
+    relay.wait_for("relay running");
+    let rotated = d.path().join("notices.log.1");
+    fs::rename(&log, &rotated).unwrap();
+    let pid = libc::pid_t::try_from(relay.pid()).unwrap();
+    // SAFETY: `pid` is our own child, still running.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    relay.wait_for("Configuration unchanged; logs reopened");
+    let (status, _, err) = relay.stop();
+    assert!(status.success(), "exit status {status:?}, stderr {err}");
+    let old = fs::read_to_string(&rotated).unwrap();
+    let new = fs::read_to_string(&log).unwrap();
+    assert!(old.contains("relay running"), "{old}");
+    assert!(!old.contains("logs reopened"), "{old}");
+    assert!(
+        new.contains("Configuration unchanged; logs reopened"),
+        "{new}"
+    );
+    assert!(new.contains("Caught SIGTERM"), "{new}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
