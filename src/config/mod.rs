@@ -40,9 +40,7 @@ pub use known::KNOWN_UNIMPLEMENTED;
 /// implements it or accepts it with a warning (the ControlPort's GETCONF
 /// tells these apart from unknown keys, as C tor does).
 pub fn canonical_option_name(name: &str) -> Option<&'static str> {
-    options::OPTIONS
-        .iter()
-        .copied()
+    options::implemented()
         .find(|o| o.eq_ignore_ascii_case(name))
         .or_else(|| known::lookup(name))
 }

@@ -105,14 +105,15 @@ pub(super) const OPTIONS: &[&str] = &[
     "DoSStreamCreationRate",
     "DoSStreamCreationBurst",
     "DoSStreamCreationDefenseType",
-    "ControlPort",
-    "ControlSocket",
-    "ControlSocketsGroupWritable",
-    "CookieAuthentication",
-    "CookieAuthFile",
-    "CookieAuthFileGroupReadable",
-    "HashedControlPassword",
 ];
+
+/// Every option oxit implements: [`OPTIONS`] and the ControlPort's.
+pub(super) fn implemented() -> impl Iterator<Item = &'static str> {
+    OPTIONS
+        .iter()
+        .chain(super::control::OPTIONS.iter())
+        .copied()
+}
 
 /// Old names C tor still accepts (config.c option_abbrevs_).
 const ALIASES: &[(&str, &str)] = &[
@@ -150,10 +151,7 @@ fn apply_lines(
             .find(|(alias, _)| alias.eq_ignore_ascii_case(key))
             .map_or(key, |(_, name)| *name);
         let at = |kind| ConfigError::at(&l.origin, l.raw.line, kind);
-        let Some(name) = OPTIONS
-            .iter()
-            .copied()
-            .find(|o| o.eq_ignore_ascii_case(key))
+        let Some(name) = implemented().find(|o| o.eq_ignore_ascii_case(key))
         else {
             if let Some(name) = known::lookup(key) {
                 if !warnings.iter().any(|w| w.option == name) {
@@ -1059,8 +1057,8 @@ fn parse_msec_interval(v: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-pub(super) fn option_names() -> &'static [&'static str] {
-    OPTIONS
+pub(super) fn option_names() -> Vec<&'static str> {
+    implemented().collect()
 }
 
 #[cfg(test)]

@@ -268,7 +268,7 @@ fn errors_name_file_and_line() {
 #[test]
 fn unimplemented_c_options_warn_once_each() {
     let (c, w) = Config::parse_str(
-        "SocksPort 0\nControlPortWriteToFile /x\nsocksport 9050\nAccountingMax 10 GB\nDirCache 0\n\
+        "SocksPort 0\nControlPortWriteToFile /x\nsocksport 9050\nAvoidDiskWrites 1\nDirCache 0\n\
          Sandbox 1\nRunAsDaemon 1\n",
         "torrc",
     )
@@ -280,7 +280,7 @@ fn unimplemented_c_options_warn_once_each() {
         [
             "SocksPort",
             "ControlPortWriteToFile",
-            "AccountingMax",
+            "AvoidDiskWrites",
             "DirCache",
             "Sandbox",
             "RunAsDaemon"
