@@ -7,9 +7,7 @@
 use std::time::{Duration, Instant};
 
 use oxit_interop::client;
-use oxit_interop::harness::{
-    HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for, sha256_hex,
-};
+use oxit_interop::harness::{ExitPath, IoBackend, OxitOptions, body_for, sha256_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STEP: Duration = Duration::from_secs(90);
@@ -21,22 +19,14 @@ const SKIP: usize = 6 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_bandwidth_rate_holds_a_download_to_the_rate() {
-    let http = HttpServer::start().expect("start HTTP server");
-    let port = http.addr().port();
-    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
     let mut opts = OxitOptions::new(IoBackend::Uring);
     // 127.0.0.1 is private: it counts (and is limited) only with
     // CountPrivateBandwidth, as in C tor.
     opts.extra_torrc = "RelayBandwidthRate 2 MBytes\nCountPrivateBandwidth 1\n".into();
-    let oxit = OxitProcess::start(&opts).expect("start oxit");
-    let middle = middle
-        .join()
-        .expect("middle thread")
-        .expect("start C tor middle");
-    let hops = [
-        middle.hop(client::Handshake::Ntor).expect("middle hop"),
-        oxit.hop(client::Handshake::NtorV3).unwrap(),
-    ];
+    let path = ExitPath::start(&opts).expect("start C tor middle and oxit");
+    let port = path.port();
+    let hops = path.hops.clone();
+    let oxit = path.oxit;
     let tunnel = tokio::time::timeout(STEP, client::build_circuit(&hops))
         .await
         .expect("circuit in time")
@@ -112,23 +102,15 @@ async fn accounting_hibernates_at_the_soft_limit_and_wakes_on_reload() {
     // Written bytes count ("out"): 93 MiB of data is ~96 MiB of cells,
     // past the 95 MiB soft limit of a 100 MiB budget and short of it.
     const DOWNLOAD: usize = 93 << 20;
-    let http = HttpServer::start().expect("start HTTP server");
-    let port = http.addr().port();
-    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
     // io_uring: its listeners are shut down and listened on again
     // (tests/interop/tests/lifecycle.rs closes epoll's).
     let mut opts = OxitOptions::new(IoBackend::Uring);
     let budget = "AccountingMax 100 MBytes\nAccountingRule out\nAccountingStart day 00:00\n";
     opts.extra_torrc = format!("CountPrivateBandwidth 1\n{budget}");
-    let oxit = OxitProcess::start(&opts).expect("start oxit");
-    let middle = middle
-        .join()
-        .expect("middle thread")
-        .expect("start C tor middle");
-    let hops = [
-        middle.hop(client::Handshake::Ntor).expect("middle hop"),
-        oxit.hop(client::Handshake::NtorV3).unwrap(),
-    ];
+    let path = ExitPath::start(&opts).expect("start C tor middle and oxit");
+    let port = path.port();
+    let hops = path.hops.clone();
+    let oxit = path.oxit;
     let build = || async {
         tokio::time::timeout(STEP, client::build_circuit(&hops))
             .await

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use oxit_interop::client::{self, Tunnel};
 use oxit_interop::harness::{
-    HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for, sha256_hex,
+    ExitPath, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for, sha256_hex,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,6 +36,41 @@ async fn step<T>(
     }
 }
 
+/// A GET of [`BODY`] bytes read only up to its first MiB (headers
+/// included): flow control then holds the rest at the server until the
+/// client reads again, so the download stays open across what the test
+/// does meanwhile.
+async fn start_download(
+    tunnel: &Tunnel,
+    port: u16,
+) -> (tor_proto::client::stream::DataStream, Vec<u8>) {
+    let mut s = tokio::time::timeout(STEP, tunnel.begin_stream("127.0.0.1", port, None))
+        .await
+        .expect("BEGIN in time")
+        .expect("BEGIN for the download");
+    let req = format!("GET /bytes/{BODY} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send the request");
+    s.flush().await.expect("send the request");
+    let mut head = vec![0u8; 1 << 20];
+    tokio::time::timeout(STEP, s.read_exact(&mut head))
+        .await
+        .expect("the first MiB in time")
+        .expect("the first MiB");
+    (s, head)
+}
+
+/// Read the rest of a [`start_download`] and check it byte for byte.
+async fn finish_download(s: &mut tor_proto::client::stream::DataStream, head: Vec<u8>) {
+    let mut reply = head;
+    tokio::time::timeout(STEP, s.read_to_end(&mut reply))
+        .await
+        .expect("the download in time")
+        .expect("the download completes");
+    let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
+    assert_eq!(body.len(), BODY);
+    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+}
+
 async fn refused_by_policy(tunnel: &Tunnel, port: u16, oxit: &OxitProcess, what: &str) {
     let err = tokio::time::timeout(
         STEP,
@@ -54,36 +89,15 @@ async fn refused_by_policy(tunnel: &Tunnel, port: u16, oxit: &OxitProcess, what:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
-    let http = HttpServer::start().expect("start HTTP server");
-    let port = http.addr().port();
-    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
-    let oxit = OxitProcess::start(&OxitOptions::new(IoBackend::Uring)).expect("start oxit");
-    let middle = middle
-        .join()
-        .expect("middle thread")
-        .expect("start C tor middle");
-    let hops = [
-        middle.hop(client::Handshake::Ntor).expect("middle hop"),
-        oxit.hop(client::Handshake::NtorV3).unwrap(),
-    ];
+    let path =
+        ExitPath::start(&OxitOptions::new(IoBackend::Uring)).expect("start C tor middle and oxit");
+    let port = path.port();
+    let hops = path.hops.clone();
+    let oxit = path.oxit;
     let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
 
     // A download under way, and the port reachable before the reload.
-    let mut old = tokio::time::timeout(STEP, tunnel.begin_stream("127.0.0.1", port, None))
-        .await
-        .expect("BEGIN in time")
-        .expect("BEGIN for the old download");
-    let req = format!("GET /bytes/{BODY} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    old.write_all(req.as_bytes())
-        .await
-        .expect("send the request");
-    old.flush().await.expect("send the request");
-    // Only the first MiB (headers included) before the reloads.
-    let mut head = vec![0u8; 1 << 20];
-    tokio::time::timeout(STEP, old.read_exact(&mut head))
-        .await
-        .expect("the first MiB in time")
-        .expect("the first MiB");
+    let (mut old, head) = start_download(&tunnel, port).await;
     let small = step(
         "GET before the reload",
         &oxit,
@@ -124,16 +138,7 @@ async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
     refused_by_policy(&tunnel, port, &oxit, "a new stream after a broken reload").await;
 
     // The download that began before both reloads completes byte-exact.
-    let mut rest = Vec::new();
-    tokio::time::timeout(STEP, old.read_to_end(&mut rest))
-        .await
-        .expect("the old download in time")
-        .expect("the old download completes");
-    let mut reply = head;
-    reply.extend_from_slice(&rest);
-    let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
-    assert_eq!(body.len(), BODY);
-    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+    finish_download(&mut old, head).await;
 
     // Back to the original torrc: the port is open again on the same
     // circuit.
@@ -168,35 +173,14 @@ async fn sigint_drains_open_circuits_then_exits() {
     const WAIT_SECS: u64 = 60;
     const SIGINT: i32 = 2;
     const END_HIBERNATING: u8 = 9;
-    let http = HttpServer::start().expect("start HTTP server");
-    let port = http.addr().port();
-    let middle = std::thread::spawn(|| TorProcess::start(TorRole::Middle));
     let mut opts = OxitOptions::new(IoBackend::Epoll);
     opts.extra_torrc = format!("ShutdownWaitLength {WAIT_SECS} seconds\n");
-    let mut oxit = OxitProcess::start(&opts).expect("start oxit");
-    let middle = middle
-        .join()
-        .expect("middle thread")
-        .expect("start C tor middle");
-    let hops = [
-        middle.hop(client::Handshake::Ntor).expect("middle hop"),
-        oxit.hop(client::Handshake::NtorV3).unwrap(),
-    ];
+    let path = ExitPath::start(&opts).expect("start C tor middle and oxit");
+    let port = path.port();
+    let hops = path.hops.clone();
+    let mut oxit = path.oxit;
     let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
-    let mut old = tokio::time::timeout(STEP, tunnel.begin_stream("127.0.0.1", port, None))
-        .await
-        .expect("BEGIN in time")
-        .expect("BEGIN for the download");
-    let req = format!("GET /bytes/{BODY} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    old.write_all(req.as_bytes())
-        .await
-        .expect("send the request");
-    old.flush().await.expect("send the request");
-    let mut head = vec![0u8; 1 << 20];
-    tokio::time::timeout(STEP, old.read_exact(&mut head))
-        .await
-        .expect("the first MiB in time")
-        .expect("the first MiB");
+    let (mut old, head) = start_download(&tunnel, port).await;
 
     let began = std::time::Instant::now();
     oxit.signal(SIGINT);
@@ -235,16 +219,7 @@ async fn sigint_drains_open_circuits_then_exits() {
         oxit.log()
     );
 
-    let mut rest = Vec::new();
-    tokio::time::timeout(STEP, old.read_to_end(&mut rest))
-        .await
-        .expect("the download in time")
-        .expect("the download completes while draining");
-    let mut reply = head;
-    reply.extend_from_slice(&rest);
-    let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
-    assert_eq!(body.len(), BODY);
-    assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+    finish_download(&mut old, head).await;
 
     // The last circuit goes: oxit exits 0 without waiting out the rest.
     drop(old);

@@ -15,6 +15,7 @@ mod dnsmasq;
 mod http;
 mod netns;
 mod oxit;
+mod path;
 pub mod procinfo;
 pub mod socks;
 pub mod testnet;
@@ -27,6 +28,7 @@ pub use netns::{isolate_thread_network, set_thread_net_sysctl};
 pub use oxit::{
     DUMMY_AUTHORITY, IoBackend, OxitOptions, OxitProcess, oxit_binary, oxit_load_binary,
 };
+pub use path::ExitPath;
 pub use procinfo::{SocketInfo, cpu_ticks, open_fds, rss_kib, sockets};
 pub use testnet::{Testnet, TestnetOptions};
 pub use tor::{TorProcess, TorRole};
