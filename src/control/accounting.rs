@@ -210,6 +210,46 @@ pub enum Hibernation {
     Dormant,
 }
 
+/// Shared with the ControlPort: the control thread stores a copy each
+/// second (`None`: no accounting).
+pub type SharedAccounting = std::sync::Arc<std::sync::Mutex<Option<Accounting>>>;
+
+/// `GETINFO accounting/...` (control_getinfo.c:getinfo_helper_accounting);
+/// `None` for a key it does not know.
+pub fn getinfo(a: Option<&Accounting>, key: &str) -> Option<String> {
+    let Some(a) = a else {
+        return match key {
+            "accounting/enabled" => Some("0".into()),
+            "accounting/hibernating" => Some("awake".into()),
+            "accounting/bytes" | "accounting/bytes-left" => Some("0 0".into()),
+            _ => None,
+        };
+    };
+    let left = |used: u64| a.max.saturating_sub(used);
+    Some(match key {
+        "accounting/enabled" => "1".into(),
+        "accounting/hibernating" => match a.state {
+            Hibernation::Awake => "awake",
+            Hibernation::Soft => "soft",
+            Hibernation::Dormant => "hard",
+        }
+        .into(),
+        "accounting/bytes" => format!("{} {}", a.read, a.written),
+        "accounting/bytes-left" => match a.rule {
+            AccountingRule::Sum => {
+                let l = left(a.used());
+                format!("{l} {l}")
+            }
+            AccountingRule::In => format!("{} {}", left(a.read), a.max),
+            AccountingRule::Out => format!("{} {}", a.max, left(a.written)),
+            AccountingRule::Max => format!("{} {}", left(a.read), left(a.written)),
+        },
+        "accounting/interval-start" | "accounting/interval-wake" => format_iso(a.period.0),
+        "accounting/interval-end" => format_iso(a.period.1),
+        _ => return None,
+    })
+}
+
 /// The budget and what was used of it in the current period.
 #[derive(Clone, Debug)]
 pub struct Accounting {
@@ -352,16 +392,26 @@ impl Accounting {
 }
 
 fn kb(v: u64) -> String {
-    format!("{} kB", v / 1024)
+    super::status::bytes_to_usage(v)
 }
 
+/// time_fmt.c:format_time_interval.
 fn duration(secs: u64) -> String {
-    format!(
-        "{} days {} hours {} minutes",
+    let (day, hour, min, sec) = (
         secs / 86400,
         secs % 86400 / 3600,
-        secs % 3600 / 60
-    )
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if day > 0 {
+        format!("{day} days, {hour} hours, {min} minutes")
+    } else if hour > 0 {
+        format!("{hour} hours, {min} minutes")
+    } else if min > 0 {
+        format!("{min} minutes, {sec} seconds")
+    } else {
+        format!("{sec} seconds")
+    }
 }
 
 #[cfg(test)]
@@ -436,6 +486,22 @@ mod tests {
         let end = a.period_end();
         assert_eq!(a.note(end, 10, 10), Some(Hibernation::Awake));
         assert_eq!(a.used(), 10);
+    }
+
+    #[test]
+    fn getinfo_answers_as_c_tor() {
+        let now = 1_780_000_000;
+        let st = AccountingStart::parse("day 00:00").unwrap();
+        assert_eq!(getinfo(None, "accounting/enabled").as_deref(), Some("0"));
+        assert_eq!(getinfo(None, "accounting/nope"), None);
+        let mut a = Accounting::new(1000, AccountingRule::Max, st, now);
+        a.note(now, 960, 100);
+        let g = |k| getinfo(Some(&a), k).unwrap();
+        assert_eq!(g("accounting/enabled"), "1");
+        assert_eq!(g("accounting/hibernating"), "soft");
+        assert_eq!(g("accounting/bytes"), "960 100");
+        assert_eq!(g("accounting/bytes-left"), "40 900");
+        assert_eq!(g("accounting/interval-end"), format_iso(a.period_end()));
     }
 
     #[test]

@@ -123,6 +123,26 @@ const EMITTED_EVENTS: &str = "BW DEBUG INFO NOTICE WARN ERR";
 const INFO_NAMES: &[(&str, &str)] = &[
     ("accounting/enabled", "Is accounting currently enabled?"),
     ("accounting/hibernating", "Are we hibernating or awake?"),
+    (
+        "accounting/bytes",
+        "Number of bytes read/written so far in the accounting interval.",
+    ),
+    (
+        "accounting/bytes-left",
+        "Number of bytes left to write/read so far in the accounting interval.",
+    ),
+    (
+        "accounting/interval-start",
+        "Time when the accounting period starts.",
+    ),
+    (
+        "accounting/interval-wake",
+        "Time to wake up in this accounting period.",
+    ),
+    (
+        "accounting/interval-end",
+        "Time when the accounting period ends.",
+    ),
     ("address", "IP address of this relay."),
     ("bw-event-cache", "Cached BW events for a short interval."),
     (
@@ -439,6 +459,8 @@ pub struct ControlContext {
     /// The relay's traffic totals (read, written), summed on request.
     pub traffic: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     pub bw: BwSamples,
+    /// The accounting state, stored by the control thread each second.
+    pub accounting: super::accounting::SharedAccounting,
 }
 
 impl ControlContext {
@@ -480,6 +502,7 @@ impl ControlContext {
             started: crate::dir::time::unix(SystemTime::now()),
             traffic,
             bw: BwSamples::default(),
+            accounting: Default::default(),
         }
     }
 }
@@ -1181,8 +1204,13 @@ fn info(key: &str, ctx: &ControlContext) -> Answer {
         // oxit's version is not one the directory authorities recommend
         // or not; C's answer when it cannot tell.
         "status/version/current" => "unknown".to_owned(),
-        "accounting/enabled" => "0".to_owned(),
-        "accounting/hibernating" => "awake".to_owned(),
+        k if k.starts_with("accounting/") => {
+            let shared = ctx.accounting.lock().ok();
+            match super::accounting::getinfo(shared.as_ref().and_then(|g| g.as_ref()), k) {
+                Some(v) => v,
+                None => return Unknown,
+            }
+        }
         "dormant" => "0".to_owned(),
         "network-liveness" => "up".to_owned(),
         "events/names" => EMITTED_EVENTS.to_owned(),
@@ -1437,6 +1465,7 @@ pub fn start(
     addresses: &[IpAddr],
     started: u64,
     traffic: Arc<[crate::runtime::Traffic]>,
+    accounting: super::accounting::SharedAccounting,
 ) {
     let c = &config.control;
     let (cookie, cookie_file) = listeners.cookie.take().unzip();
@@ -1477,6 +1506,7 @@ pub fn start(
     ctx.config_file = listeners.config_file.clone();
     ctx.control_listeners = names.clone();
     ctx.started = started;
+    ctx.accounting = accounting;
     let ctx = Arc::new(ctx);
 
     let sampler = ctx.clone();

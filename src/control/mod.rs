@@ -13,6 +13,7 @@ mod onehop;
 pub mod relay;
 pub mod signals;
 pub mod state;
+pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -150,6 +150,7 @@ pub fn run(
         rx,
         selftest_running: false,
         hibernating: false,
+        shared_accounting: Default::default(),
         notify: super::notify::Notifier::from_env(),
         accounting: (config.accounting_max > 0).then(|| {
             crate::control::accounting::Accounting::new(
@@ -170,6 +171,9 @@ pub fn run(
     };
     c.load_cache(now);
     c.load_state(now);
+    if let Ok(mut s) = c.shared_accounting.lock() {
+        s.clone_from(&c.accounting);
+    }
     let snap = c.snapshot()?;
     let mut plane = DataPlane::start(config, snap, listeners, shutdown.clone())?;
     if let Some(l) = metrics {
@@ -191,6 +195,7 @@ pub fn run(
             &c.published,
             c.started,
             plane.traffic_shared(),
+            c.shared_accounting.clone(),
         );
     }
     c.notify.notify(&format!(
@@ -331,6 +336,8 @@ struct Control {
     notify: super::notify::Notifier,
     /// `AccountingMax` and what was used of it this period.
     accounting: Option<crate::control::accounting::Accounting>,
+    /// A copy of it for the ControlPort.
+    shared_accounting: crate::control::accounting::SharedAccounting,
     /// An address-learning connection is under way / the next may start.
     learning: bool,
     next_learn: UnixTime,
@@ -621,6 +628,9 @@ impl Control {
                 self.bw.note(now, dr, dw);
                 self.last_traffic = (r, w);
                 let change = self.accounting.as_mut().and_then(|a| a.note(now, dr, dw));
+                if let Ok(mut s) = self.shared_accounting.lock() {
+                    s.clone_from(&self.accounting);
+                }
                 if let Some(state) = change {
                     self.hibernation_changed(state, plane);
                 }
