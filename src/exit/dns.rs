@@ -47,7 +47,9 @@ use hickory_proto::rr::RecordType;
 
 pub use address::{AddressError, Purpose, Target, classify_address};
 pub use conf::{ConfNote, ConfigError, ResolverConfig};
-pub use resolver::{DNS_RESULT_NAMES, Resolver, ResolverStats, Transmit};
+pub use resolver::{
+    DNS_RESULT_NAMES, Resolver, ResolverStats, SERVER_ERROR_NAMES, ServerStats, Transmit,
+};
 
 /// Lowest TTL reported to clients (connection_edge.h `MIN_DNS_TTL`).
 pub const MIN_DNS_TTL: u32 = 5 * 60;

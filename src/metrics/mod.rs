@@ -70,6 +70,8 @@ pub struct Page {
 pub enum Kind {
     Counter,
     Gauge,
+    /// oxit's own families only (C tor writes none).
+    Histogram,
 }
 
 impl Page {
@@ -78,6 +80,7 @@ impl Page {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         self.out
             .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -138,8 +141,92 @@ const FLAG_TYPES: [(&str, Option<Flags>); 9] = [
     ("Guard", Some(Flags::GUARD)),
 ];
 
-/// The whole page.
+/// C tor's connection types, in its order (connection.h CONN_TYPE_* 3 to
+/// 20, type 10 unused; connection.c:conn_type_to_string): its
+/// `tor_relay_connections{,_total}` write every one of them.
+const CONN_TYPES: [&str; 17] = [
+    "OR listener",
+    "OR",
+    "Exit",
+    "Socks listener",
+    "Socks",
+    "Directory listener",
+    "Directory",
+    "Control listener",
+    "Control",
+    "Transparent pf/netfilter listener",
+    "Transparent natd listener",
+    "DNS listener",
+    "Extended OR",
+    "Extended OR listener",
+    "HTTP tunnel listener",
+    "Metrics listener",
+    "Metrics",
+];
+
+/// The MetricsPort's own connections, which C tor counts as "Metrics
+/// listener" and "Metrics" connections: known only to the thread that
+/// serves them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OwnConns {
+    /// The family of the MetricsPort listener (0 IPv4, 1 IPv6); `None`
+    /// when there is none (tests).
+    pub listener: Option<usize>,
+    /// Requests' connections accepted so far, by family, the one being
+    /// answered included.
+    pub accepted: [u64; 2],
+    /// The family of the connection being answered.
+    pub current: Option<usize>,
+}
+
+/// The samples of `tor_relay_connections_total` (`gauge` false) or
+/// `tor_relay_connections` for one connection type, by family: C's rows
+/// (relay_metrics.c: fill_conn_counter_values, fill_conn_gauge_values),
+/// with C's quirk that a rejected connection is "received" whatever its
+/// type.
+struct ConnRow {
+    initiated: [u64; 2],
+    received: [u64; 2],
+    rejected: [u64; 2],
+}
+
+fn conn_rows(p: &mut Page, name: &str, gauge: bool, row: impl Fn(&str) -> ConnRow) {
+    const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
+    let state = if gauge { "opened" } else { "created" };
+    for ty in CONN_TYPES {
+        let r = row(ty);
+        let mut rows = vec![
+            ("initiated", state, r.initiated),
+            ("received", state, r.received),
+        ];
+        if !gauge {
+            rows.push(("received", "rejected", r.rejected));
+        }
+        for (direction, state, v) in rows {
+            for (family, v) in FAMILIES.iter().zip(v) {
+                p.sample(
+                    name,
+                    &[
+                        ("type", ty),
+                        ("direction", direction),
+                        ("state", state),
+                        ("family", family),
+                    ],
+                    v,
+                );
+            }
+        }
+    }
+}
+
+/// The whole page (as the MetricsPort thread serves it, `own` being its
+/// own connections).
 pub fn render(src: &Sources) -> String {
+    render_with(src, &OwnConns::default())
+}
+
+/// [`render`], with the MetricsPort's own connections.
+pub fn render_with(src: &Sources, own: &OwnConns) -> String {
     let mut p = Page::default();
     let workers = &src.traffic;
     let sum = |f: &dyn Fn(&Traffic) -> u64| workers.iter().map(f).sum::<u64>();
@@ -246,6 +333,70 @@ pub fn render(src: &Sources) -> String {
         &[("type", "RESOLVE")],
         sum(&|t| t.streams.get(1).map_or(0, ld)),
     );
+
+    let mut conns = crate::runtime::ConnCounts::default();
+    for t in workers.iter() {
+        conns.add(&crate::runtime::ConnCounts::from_array(
+            std::array::from_fn(|i| t.conns.get(i).map_or(0, ld)),
+        ));
+    }
+    let one = |f: Option<usize>| std::array::from_fn(|i| u64::from(f == Some(i)));
+    let none = [0u64; 2];
+    let name = "tor_relay_connections_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of created/rejected connections",
+    );
+    conn_rows(&mut p, name, false, |ty| match ty {
+        "OR listener" => ConnRow {
+            initiated: conns.listeners_created,
+            received: none,
+            rejected: none,
+        },
+        "OR" => ConnRow {
+            initiated: conns.or_initiated,
+            received: conns.or_received,
+            rejected: conns.or_rejected,
+        },
+        "Exit" => ConnRow {
+            initiated: conns.exit_initiated,
+            received: none,
+            rejected: conns.exit_rejected,
+        },
+        "Metrics listener" => ConnRow {
+            initiated: one(own.listener),
+            received: none,
+            rejected: none,
+        },
+        "Metrics" => ConnRow {
+            initiated: none,
+            received: own.accepted,
+            rejected: none,
+        },
+        _ => ConnRow {
+            initiated: none,
+            received: none,
+            rejected: none,
+        },
+    });
+    let name = "tor_relay_connections";
+    p.family(name, Kind::Gauge, "Total number of opened connections");
+    conn_rows(&mut p, name, true, |ty| {
+        let (initiated, received) = match ty {
+            "OR listener" => (conns.listeners, none),
+            "OR" => (conns.or_open_initiated, conns.or_open_received),
+            "Exit" => (conns.exit_open, none),
+            "Metrics listener" => (one(own.listener), none),
+            "Metrics" => (none, one(own.current)),
+            _ => (none, none),
+        };
+        ConnRow {
+            initiated,
+            received,
+            rejected: none,
+        }
+    });
 
     let name = "tor_relay_load_socket_total";
     p.family(name, Kind::Gauge, "Total number of sockets");
@@ -375,6 +526,122 @@ pub fn render(src: &Sources) -> String {
          free queues (tor_relay_load_oom_bytes_total)",
     );
     p.sample(name, &[], src.max_mem_in_queues);
+
+    let name = "oxit_worker_cells_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Cells received and sent on links, per worker thread (one per core)",
+    );
+    for (i, t) in workers.iter().enumerate() {
+        let w = i.to_string();
+        for (dir, slot) in [("received", &t.cells[0]), ("sent", &t.cells[1])] {
+            p.sample(name, &[("worker", &w), ("direction", dir)], ld(slot));
+        }
+    }
+    let name = "oxit_worker_tls_bytes_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "TLS bytes read and written on links (every link, private addresses included), \
+         per worker thread",
+    );
+    for (i, t) in workers.iter().enumerate() {
+        let w = i.to_string();
+        for (dir, slot) in [("read", &t.tls[0]), ("written", &t.tls[1])] {
+            p.sample(name, &[("worker", &w), ("direction", dir)], ld(slot));
+        }
+    }
+
+    let name = "oxit_circuits_closed_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Circuits closed, by the DESTROY reason they were closed with (DESTROYED: by a peer)",
+    );
+    let slots = crate::proto::circuit::CLOSE_REASON_SLOTS;
+    for i in 0..slots {
+        let n = sum(&|t| t.closed.get(i).map_or(0, ld));
+        let reason = u8::try_from(i)
+            .ok()
+            .and_then(|c| crate::proto::cell::DestroyReason::new(c).name())
+            .unwrap_or("unknown");
+        p.sample(name, &[("reason", reason)], n);
+    }
+
+    // Per nameserver, summed over the workers (each asks the same list).
+    let mut servers: Vec<(
+        std::net::SocketAddr,
+        [u64; crate::runtime::NAMESERVER_FIELDS],
+    )> = Vec::new();
+    for t in workers.iter() {
+        for (addr, slots) in t.nameservers.iter() {
+            let i = match servers.iter().position(|(a, _)| a == addr) {
+                Some(i) => i,
+                None => {
+                    servers.push((*addr, [0; crate::runtime::NAMESERVER_FIELDS]));
+                    servers.len() - 1
+                }
+            };
+            if let Some((_, sum)) = servers.get_mut(i) {
+                for (x, slot) in sum.iter_mut().zip(slots.iter()) {
+                    *x += ld(slot);
+                }
+            }
+        }
+    }
+    let name = "oxit_dns_queries_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "DNS queries sent to each nameserver, retries included",
+    );
+    for (addr, c) in &servers {
+        p.sample(name, &[("resolver", &addr.to_string())], c[0]);
+    }
+    let name = "oxit_dns_errors_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "DNS queries each nameserver failed, by response code or tor_timeout (no answer in time), \
+         retried or not",
+    );
+    for (addr, c) in &servers {
+        let resolver = addr.to_string();
+        for (reason, v) in crate::exit::dns::SERVER_ERROR_NAMES
+            .iter()
+            .zip(c.iter().skip(1))
+        {
+            p.sample(name, &[("resolver", &resolver), ("reason", reason)], *v);
+        }
+    }
+
+    let mut hist = crate::runtime::ConnectHistogram::default();
+    for t in workers.iter() {
+        hist.add(&crate::runtime::ConnectHistogram::from_array(
+            std::array::from_fn(|i| t.connect.get(i).map_or(0, ld)),
+        ));
+    }
+    let name = "oxit_exit_connect_seconds";
+    p.family(
+        name,
+        Kind::Histogram,
+        "Time from an exit stream's TCP connect to its connection, in seconds (connects that \
+         failed are not counted)",
+    );
+    let bucket = format!("{name}_bucket");
+    let mut below = 0u64;
+    for (le, n) in crate::runtime::CONNECT_BUCKETS.iter().zip(hist.counts) {
+        below += n;
+        p.sample(&bucket, &[("le", &le.to_string())], below);
+    }
+    p.sample(&bucket, &[("le", "+Inf")], hist.count());
+    p.sample_f64(
+        &format!("{name}_sum"),
+        &[],
+        hist.sum_us as f64 / 1_000_000.0,
+    );
+    p.sample(&format!("{name}_count"), &[], hist.count());
     p.into_string()
 }
 
@@ -498,20 +765,35 @@ fn status(code: u16, text: &str) -> Vec<u8> {
 /// The policy is shared with the control thread, which swaps it on a
 /// reload (SIGHUP).
 pub fn serve(listener: TcpListener, policy: Arc<std::sync::RwLock<MetricsPolicy>>, src: Sources) {
+    let mut own = OwnConns {
+        listener: listener
+            .local_addr()
+            .ok()
+            .map(|a| crate::runtime::family_index(a.ip())),
+        ..OwnConns::default()
+    };
     for conn in listener.incoming() {
         let Ok(mut s) = conn else { continue };
         let Ok(peer) = s.peer_addr() else { continue };
+        // C counts a metrics connection when accepted, before its policy
+        // check (metrics.c checks the policy on the request).
+        let family = crate::runtime::family_index(peer.ip());
+        if let Some(n) = own.accepted.get_mut(family) {
+            *n += 1;
+        }
         if !policy.read().is_ok_and(|p| p.permits(peer.ip())) {
             tracing::debug!("MetricsPort: refused {} (MetricsPortPolicy)", peer.ip());
             continue;
         }
-        if let Err(e) = exchange(&mut s, &src) {
+        own.current = Some(family);
+        if let Err(e) = exchange(&mut s, &src, &own) {
             tracing::debug!("MetricsPort: {}: {e}", peer.ip());
         }
+        own.current = None;
     }
 }
 
-fn exchange(s: &mut TcpStream, src: &Sources) -> std::io::Result<()> {
+fn exchange(s: &mut TcpStream, src: &Sources, own: &OwnConns) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::new();
@@ -522,7 +804,7 @@ fn exchange(s: &mut TcpStream, src: &Sources) -> std::io::Result<()> {
             return Ok(());
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if let Answer::Reply(r) = answer(&buf, || render(src)) {
+        if let Answer::Reply(r) = answer(&buf, || render_with(src, own)) {
             return s.write_all(&r);
         }
     }

@@ -161,3 +161,179 @@ fn cpu_seconds_from_proc() {
         "{page}"
     );
 }
+
+/// C tor's connection families: every type, direction, state and family
+/// it writes (17 types × 6 counter rows, × 4 gauge rows), with oxit's
+/// figures in the OR, Exit and MetricsPort rows and zero elsewhere.
+#[test]
+fn connections_as_c_tor_writes_them() {
+    use crate::runtime::ConnCounts;
+    let traffic: Arc<[Traffic]> = (0..2).map(|_| Traffic::default()).collect();
+    let c0 = ConnCounts {
+        or_initiated: [2, 1],
+        or_received: [10, 0],
+        or_rejected: [3, 0],
+        or_open_received: [4, 0],
+        exit_initiated: [7, 2],
+        exit_rejected: [1, 1],
+        exit_open: [5, 0],
+        listeners: [1, 1],
+        listeners_created: [1, 1],
+        ..ConnCounts::default()
+    };
+    let c1 = ConnCounts {
+        or_received: [5, 0],
+        or_open_initiated: [1, 0],
+        listeners: [1, 1],
+        listeners_created: [1, 1],
+        ..ConnCounts::default()
+    };
+    crate::runtime::plane_store(&traffic[0].conns, &c0.to_array());
+    crate::runtime::plane_store(&traffic[1].conns, &c1.to_array());
+    let src = Sources {
+        traffic,
+        flags: Arc::default(),
+        signing_cert_expiry: Arc::default(),
+        offline_master_key: false,
+        max_mem_in_queues: 0,
+    };
+    let own = OwnConns {
+        listener: Some(0),
+        accepted: [6, 0],
+        current: Some(0),
+    };
+    let page = render_with(&src, &own);
+    let series = |name: &str, ty: &str, dir: &str, state: &str, fam: &str| {
+        format!("{name}{{type=\"{ty}\",direction=\"{dir}\",state=\"{state}\",family=\"{fam}\"}}")
+    };
+    let total = "tor_relay_connections_total";
+    let gauge = "tor_relay_connections";
+    for (s, v) in [
+        (series(total, "OR", "initiated", "created", "ipv4"), 2),
+        (series(total, "OR", "initiated", "created", "ipv6"), 1),
+        (series(total, "OR", "received", "created", "ipv4"), 15),
+        (series(total, "OR", "received", "rejected", "ipv4"), 3),
+        (series(total, "Exit", "initiated", "created", "ipv6"), 2),
+        // C's quirk: rejected rows say "received", for exits too.
+        (series(total, "Exit", "received", "rejected", "ipv4"), 1),
+        (
+            series(total, "OR listener", "initiated", "created", "ipv6"),
+            2,
+        ),
+        (series(total, "Metrics", "received", "created", "ipv4"), 6),
+        (
+            series(total, "Metrics listener", "initiated", "created", "ipv4"),
+            1,
+        ),
+        (series(total, "Socks", "received", "rejected", "ipv6"), 0),
+        (series(gauge, "OR", "received", "opened", "ipv4"), 4),
+        (series(gauge, "OR", "initiated", "opened", "ipv4"), 1),
+        (series(gauge, "Exit", "initiated", "opened", "ipv4"), 5),
+        (
+            series(gauge, "OR listener", "initiated", "opened", "ipv4"),
+            2,
+        ),
+        (series(gauge, "Metrics", "received", "opened", "ipv4"), 1),
+        (
+            series(gauge, "Control listener", "initiated", "opened", "ipv6"),
+            0,
+        ),
+    ] {
+        let line = format!("{s} {v}");
+        assert!(page.lines().any(|l| l == line), "{line}\n{page}");
+    }
+    assert!(page.contains("# TYPE tor_relay_connections_total counter\n"));
+    assert!(page.contains("# TYPE tor_relay_connections gauge\n"));
+    let count = |prefix: &str| page.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("tor_relay_connections_total{"), 17 * 6);
+    assert_eq!(count("tor_relay_connections{"), 17 * 4);
+    // No gauge row is "rejected", as in C.
+    assert!(
+        !page
+            .lines()
+            .any(|l| l.starts_with("tor_relay_connections{") && l.contains("rejected"))
+    );
+}
+
+/// oxit's own families beside them: cells and TLS bytes per worker,
+/// circuit close reasons, DNS per nameserver and the connect latency
+/// histogram, each summed over the workers where it has no worker label.
+#[test]
+fn oxit_families_cells_closes_dns_and_connect_latency() {
+    use crate::runtime::{CONNECT_BUCKETS, ConnectHistogram};
+    use std::time::Duration;
+    let ns: Vec<std::net::SocketAddr> = vec![
+        "192.0.2.53:53".parse().unwrap(),
+        "[2001:db8::53]:53".parse().unwrap(),
+    ];
+    let traffic: Arc<[Traffic]> = (0..2).map(|_| Traffic::new(&ns)).collect();
+    traffic[0].cells[0].store(1000, Ordering::Relaxed);
+    traffic[1].cells[1].store(42, Ordering::Relaxed);
+    traffic[1].tls[0].store(514_000, Ordering::Relaxed);
+    // 2 CHANNEL_CLOSED (8) on one worker, 1 on the other; a code no name
+    // covers.
+    traffic[0].closed[8].store(2, Ordering::Relaxed);
+    traffic[1].closed[8].store(1, Ordering::Relaxed);
+    traffic[1].closed[13].store(4, Ordering::Relaxed);
+    // Queries: 10 + 5 to the first nameserver; 3 timeouts (the last
+    // error slot) at the second.
+    traffic[0].nameservers[0].1[0].store(10, Ordering::Relaxed);
+    traffic[1].nameservers[0].1[0].store(5, Ordering::Relaxed);
+    traffic[1].nameservers[1].1[8].store(3, Ordering::Relaxed);
+    let mut h0 = ConnectHistogram::default();
+    h0.observe(Duration::from_millis(3));
+    h0.observe(Duration::from_millis(40));
+    let mut h1 = ConnectHistogram::default();
+    h1.observe(Duration::from_secs(30));
+    crate::runtime::plane_store(&traffic[0].connect, &h0.to_array());
+    crate::runtime::plane_store(&traffic[1].connect, &h1.to_array());
+    let src = Sources {
+        traffic,
+        flags: Arc::default(),
+        signing_cert_expiry: Arc::default(),
+        offline_master_key: false,
+        max_mem_in_queues: 0,
+    };
+    let page = render(&src);
+    for line in [
+        "# TYPE oxit_worker_cells_total counter",
+        "oxit_worker_cells_total{worker=\"0\",direction=\"received\"} 1000",
+        "oxit_worker_cells_total{worker=\"1\",direction=\"sent\"} 42",
+        "# TYPE oxit_worker_tls_bytes_total counter",
+        "oxit_worker_tls_bytes_total{worker=\"1\",direction=\"read\"} 514000",
+        "oxit_worker_tls_bytes_total{worker=\"0\",direction=\"written\"} 0",
+        "# TYPE oxit_circuits_closed_total counter",
+        "oxit_circuits_closed_total{reason=\"CHANNEL_CLOSED\"} 3",
+        "oxit_circuits_closed_total{reason=\"NONE\"} 0",
+        "oxit_circuits_closed_total{reason=\"NOSUCHSERVICE\"} 0",
+        "oxit_circuits_closed_total{reason=\"unknown\"} 4",
+        "# TYPE oxit_dns_queries_total counter",
+        "oxit_dns_queries_total{resolver=\"192.0.2.53:53\"} 15",
+        "oxit_dns_queries_total{resolver=\"[2001:db8::53]:53\"} 0",
+        "# TYPE oxit_dns_errors_total counter",
+        "oxit_dns_errors_total{resolver=\"[2001:db8::53]:53\",reason=\"tor_timeout\"} 3",
+        "oxit_dns_errors_total{resolver=\"192.0.2.53:53\",reason=\"serverfailed\"} 0",
+        "# TYPE oxit_exit_connect_seconds histogram",
+        "oxit_exit_connect_seconds_bucket{le=\"0.005\"} 1",
+        "oxit_exit_connect_seconds_bucket{le=\"0.025\"} 1",
+        "oxit_exit_connect_seconds_bucket{le=\"0.05\"} 2",
+        "oxit_exit_connect_seconds_bucket{le=\"10\"} 2",
+        "oxit_exit_connect_seconds_bucket{le=\"+Inf\"} 3",
+        "oxit_exit_connect_seconds_sum 30.043",
+        "oxit_exit_connect_seconds_count 3",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line}\n{page}");
+    }
+    assert_eq!(
+        page.lines()
+            .filter(|l| l.starts_with("oxit_exit_connect_seconds_bucket"))
+            .count(),
+        CONNECT_BUCKETS.len() + 1
+    );
+    assert_eq!(
+        page.lines()
+            .filter(|l| l.starts_with("oxit_circuits_closed_total{"))
+            .count(),
+        crate::proto::circuit::CLOSE_REASON_SLOTS
+    );
+}

@@ -200,7 +200,16 @@ pub struct ExitStreamCounts {
     /// answer when the ephemeral range towards a destination is used up,
     /// and EADDRINUSE, C tor's (connection.c counts it on bind).
     pub tcp_exhaustion: u64,
+    /// BEGINs refused by the exit policy or the re-entry rule, by the
+    /// address family of the destination (IPv4, IPv6): C tor's
+    /// `tor_relay_connections_total{type="Exit",state="rejected"}`
+    /// (connection_edge.c:connection_exit_connect).
+    pub rejected: [u64; 2],
 }
+
+/// Slots of [`CircuitTable::close_counts`]: one per DESTROY reason code
+/// [`DestroyReason::name`] knows (0..=12), then one for any other code.
+pub const CLOSE_REASON_SLOTS: usize = 14;
 
 /// Bytes a channel's link may still take this turn, and who waits for it.
 #[derive(Debug, Default)]
@@ -252,6 +261,9 @@ pub struct CircuitTable {
     pub(crate) dos: crate::proto::dos::Verdicts,
     /// Exit streams seen, for the metrics.
     pub(crate) exit_streams: ExitStreamCounts,
+    /// Circuits closed, by the reason they were closed with (see
+    /// [`CircuitTable::close_counts`]).
+    closed: [u64; CLOSE_REASON_SLOTS],
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Where sets live when there are several workers.
@@ -292,6 +304,7 @@ impl CircuitTable {
             dos: crate::proto::dos::Verdicts::default(),
             conflux: Default::default(),
             exit_streams: ExitStreamCounts::default(),
+            closed: [0; CLOSE_REASON_SLOTS],
             homes: None,
             moved: HashMap::new(),
             onion: {
@@ -612,6 +625,18 @@ impl CircuitTable {
         self.exit_streams
     }
 
+    /// Circuits this table closed, by reason: slot `i` counts DESTROY
+    /// reason code `i` (0..=12), the last slot any other code. The reason
+    /// is the one the circuit was closed with, as C tor marks it
+    /// (circuit_mark_for_close): what we sent toward its previous hop, or
+    /// toward the next one when the previous hop was already gone. A
+    /// circuit a peer destroyed counts as DESTROYED, whatever reason the
+    /// peer gave (command.c:command_process_destroy_cell does not keep it
+    /// either).
+    pub fn close_counts(&self) -> [u64; CLOSE_REASON_SLOTS] {
+        self.closed
+    }
+
     /// Circuits on this worker.
     pub fn circuit_total(&self) -> usize {
         self.circs.len()
@@ -876,6 +901,12 @@ impl CircuitTable {
         let Some(mut c) = self.circs.remove(&idx) else {
             return;
         };
+        // Once per circuit, a plain add: never on the cell path.
+        let why = to_prev.or(to_next).unwrap_or(DestroyReason::NONE);
+        let slot = usize::from(why.get()).min(CLOSE_REASON_SLOTS - 1);
+        if let Some(n) = self.closed.get_mut(slot) {
+            *n += 1;
+        }
         let set_ends = if c.conflux {
             self.conflux_leg_closing(idx, &mut c)
         } else {

@@ -17,8 +17,18 @@ pub mod tls;
 pub mod uring;
 mod worker;
 
-pub use plane::{DNS_FIELDS, DataPlane, Listeners, PlaneEvent, Snapshot, Traffic, build_snapshot};
+pub use plane::{
+    CONNECT_BUCKETS, ConnCounts, ConnectHistogram, DNS_FIELDS, DataPlane, Listeners,
+    NAMESERVER_FIELDS, PlaneEvent, Snapshot, Traffic, build_snapshot, family_index,
+};
 pub use relay::RunError;
+
+/// Store values in a worker's published slots, as the worker does (for
+/// the MetricsPort's tests).
+#[cfg(test)]
+pub(crate) fn plane_store(slots: &[std::sync::atomic::AtomicU64], values: &[u64]) {
+    plane::store_all(slots, values);
+}
 
 #[cfg(test)]
 mod tests;

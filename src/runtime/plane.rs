@@ -88,10 +88,183 @@ pub struct Traffic {
     /// Bytes the out-of-memory handler freed: cell and stream queues,
     /// then the DNS cache (added when it runs, which is rare).
     pub oom: [AtomicU64; 2],
+    /// The worker's connections ([`ConnCounts::to_array`]): counts stored
+    /// when they change, open ones as last surveyed (a few times a
+    /// second).
+    pub conns: [AtomicU64; ConnCounts::FIELDS],
+    /// Cells received and sent on the worker's links, counted per batch
+    /// (a link's input, a link's flush); stored when they change.
+    pub cells: [AtomicU64; 2],
+    /// TLS bytes read and written on the worker's links, all of them
+    /// (private addresses too, unlike `read`/`written`); stored when they
+    /// change.
+    pub tls: [AtomicU64; 2],
+    /// Circuits the worker's table closed, by reason
+    /// ([`crate::proto::circuit::CircuitTable::close_counts`]).
+    pub closed: [AtomicU64; crate::proto::circuit::CLOSE_REASON_SLOTS],
+    /// Exit connect latency ([`ConnectHistogram::to_array`]).
+    pub connect: [AtomicU64; ConnectHistogram::FIELDS],
+    /// The worker's resolver, per nameserver (the same list, in the same
+    /// order, in every worker): queries, then errors by
+    /// [`crate::exit::dns::SERVER_ERROR_NAMES`].
+    pub nameservers: Box<[(std::net::SocketAddr, [AtomicU64; NAMESERVER_FIELDS])]>,
 }
 
 /// Length of [`Traffic::dns`].
 pub const DNS_FIELDS: usize = 2 + crate::exit::dns::DNS_RESULT_NAMES.len();
+
+/// Length of each of [`Traffic::nameservers`]' counters.
+pub const NAMESERVER_FIELDS: usize = 1 + crate::exit::dns::SERVER_ERROR_NAMES.len();
+
+impl Traffic {
+    /// A worker's slots, with one set per nameserver its resolver asks.
+    pub fn new(nameservers: &[std::net::SocketAddr]) -> Traffic {
+        Traffic {
+            nameservers: nameservers
+                .iter()
+                .map(|a| (*a, std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            ..Traffic::default()
+        }
+    }
+}
+
+/// Index of an address family in [`ConnCounts`]: IPv4 0, IPv6 1.
+pub fn family_index(ip: IpAddr) -> usize {
+    usize::from(ip.to_canonical().is_ipv6())
+}
+
+/// A worker's connections as C tor's `tor_relay_connections{,_total}`
+/// count them (rephist.c: rep_hist_note_conn_*), for the two connection
+/// types a worker has: "OR" (links, both ways) and "Exit" (exit streams'
+/// TCP connections, always initiated). Each `[_; 2]` is by address
+/// family ([`family_index`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    /// Links we opened (connect started), and links we accepted.
+    pub or_initiated: [u64; 2],
+    pub or_received: [u64; 2],
+    /// Inbound connections refused before anything else (DoS
+    /// defenses, too many unfinished handshakes from one address).
+    pub or_rejected: [u64; 2],
+    /// Open now, initiated and received (a gauge).
+    pub or_open_initiated: [u64; 2],
+    pub or_open_received: [u64; 2],
+    /// Exit connects started.
+    pub exit_initiated: [u64; 2],
+    /// Exit streams refused by the exit policy or the re-entry rule.
+    pub exit_rejected: [u64; 2],
+    /// Exit connections open now, connecting ones included (a gauge).
+    pub exit_open: [u64; 2],
+    /// This worker's ORPort listeners open now (C tor's "OR listener",
+    /// counted as initiated connections; a gauge), and opened so far
+    /// (hibernation closes and reopens them).
+    pub listeners: [u64; 2],
+    pub listeners_created: [u64; 2],
+}
+
+impl ConnCounts {
+    pub const FIELDS: usize = 20;
+
+    pub fn to_array(&self) -> [u64; Self::FIELDS] {
+        let parts = [
+            self.or_initiated,
+            self.or_received,
+            self.or_rejected,
+            self.or_open_initiated,
+            self.or_open_received,
+            self.exit_initiated,
+            self.exit_rejected,
+            self.exit_open,
+            self.listeners,
+            self.listeners_created,
+        ];
+        std::array::from_fn(|i| parts[i / 2][i % 2])
+    }
+
+    pub fn from_array(a: [u64; Self::FIELDS]) -> ConnCounts {
+        let f = |i: usize| [a[2 * i], a[2 * i + 1]];
+        ConnCounts {
+            or_initiated: f(0),
+            or_received: f(1),
+            or_rejected: f(2),
+            or_open_initiated: f(3),
+            or_open_received: f(4),
+            exit_initiated: f(5),
+            exit_rejected: f(6),
+            exit_open: f(7),
+            listeners: f(8),
+            listeners_created: f(9),
+        }
+    }
+
+    pub fn add(&mut self, o: &ConnCounts) {
+        let mut a = self.to_array();
+        for (x, y) in a.iter_mut().zip(o.to_array()) {
+            *x += y;
+        }
+        *self = ConnCounts::from_array(a);
+    }
+}
+
+/// Time from an exit connect's start to its connection, as a Prometheus
+/// histogram with fixed buckets: plain counts in the worker, one
+/// observation per connected stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectHistogram {
+    /// Per bucket of [`CONNECT_BUCKETS`] (not cumulative), then the
+    /// connects slower than the last bound.
+    pub counts: [u64; CONNECT_BUCKETS.len() + 1],
+    /// Sum of every observation, in microseconds.
+    pub sum_us: u64,
+}
+
+/// Upper bounds of the connect-latency buckets, in seconds: from a
+/// destination in the same data centre to one across the world on a
+/// lossy path (a lost SYN costs a second), up to the stream setup
+/// timeout's range.
+pub const CONNECT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl ConnectHistogram {
+    pub const FIELDS: usize = CONNECT_BUCKETS.len() + 2;
+
+    pub fn observe(&mut self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = CONNECT_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(CONNECT_BUCKETS.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn to_array(&self) -> [u64; Self::FIELDS] {
+        std::array::from_fn(|i| self.counts.get(i).copied().unwrap_or(self.sum_us))
+    }
+
+    pub fn from_array(a: [u64; Self::FIELDS]) -> ConnectHistogram {
+        ConnectHistogram {
+            counts: std::array::from_fn(|i| a[i]),
+            sum_us: a[Self::FIELDS - 1],
+        }
+    }
+
+    pub fn add(&mut self, o: &ConnectHistogram) {
+        for (x, y) in self.counts.iter_mut().zip(o.counts) {
+            *x += y;
+        }
+        self.sum_us = self.sum_us.saturating_add(o.sum_us);
+    }
+}
 
 /// The running workers, as the control plane sees them.
 pub struct DataPlane {
@@ -106,7 +279,9 @@ pub struct DataPlane {
 /// The ORPort sockets, one `SO_REUSEPORT` listener per port for each
 /// worker, bound before anything else so that a busy port is reported at
 /// once and so that `User` can give up root before any peer is heard.
-pub struct Listeners(Vec<Vec<OwnedFd>>);
+/// The second field: how many of each worker's listeners are IPv4 and
+/// IPv6 (for `tor_relay_connections{type="OR listener"}`).
+pub struct Listeners(Vec<Vec<OwnedFd>>, [u64; 2]);
 
 impl Listeners {
     pub fn bind(config: &Config) -> Result<Listeners, RunError> {
@@ -123,7 +298,11 @@ impl Listeners {
             }
             per_worker.push(fds);
         }
-        Ok(Listeners(per_worker))
+        let mut families = [0u64; 2];
+        for p in config.or_ports.iter().filter(|p| !p.no_listen) {
+            families[family_index(p.addr.ip())] += 1;
+        }
+        Ok(Listeners(per_worker, families))
     }
 }
 
@@ -144,7 +323,9 @@ impl DataPlane {
         let mut handles = Vec::new();
         let mut feeds: Vec<(Sender<Arc<Snapshot>>, Arc<Waker>)> = Vec::new();
         let (event_tx, events) = crossbeam_channel::unbounded();
-        let traffic: Arc<[Traffic]> = (0..n).map(|_| Traffic::default()).collect();
+        let traffic: Arc<[Traffic]> = (0..n)
+            .map(|_| Traffic::new(&resolver_cfg.nameservers))
+            .collect();
         let limit = Arc::new(super::ratelimit::RateLimit::default());
         if let Some((rate, burst)) = config.rate_limit() {
             limit.set(rate, burst, std::time::Instant::now());
@@ -163,6 +344,7 @@ impl DataPlane {
         let peers: Arc<[Peer]> = peers.into();
         let in_flight: Arc<[AtomicIsize]> = (0..n * n).map(|_| AtomicIsize::new(0)).collect();
         let set_hasher = std::hash::RandomState::new();
+        let listener_families = listeners.1;
         let mut listeners = listeners.0.into_iter();
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listeners = listeners.next().unwrap_or_default();
@@ -189,6 +371,7 @@ impl DataPlane {
                 events: event_tx.clone(),
                 traffic: traffic.clone(),
                 limit: limit.clone(),
+                listeners: listener_families,
             };
             let h = std::thread::Builder::new()
                 .name(format!("oxit-worker-{index}"))
@@ -280,6 +463,21 @@ impl DataPlane {
         self.limit.set(rate, burst, std::time::Instant::now());
     }
 
+    /// Every worker's connection counts, summed (the heartbeat's
+    /// connection figures).
+    pub fn conn_counts(&self) -> ConnCounts {
+        let sum = self
+            .traffic
+            .iter()
+            .fold([0u64; ConnCounts::FIELDS], |mut acc, t| {
+                for (a, v) in acc.iter_mut().zip(load_all(&t.conns)) {
+                    *a += v;
+                }
+                acc
+            });
+        ConnCounts::from_array(sum)
+    }
+
     /// Open circuits over every worker, as last published.
     pub fn circuits(&self) -> u64 {
         self.traffic
@@ -341,6 +539,8 @@ pub(super) struct Outbox {
     pub(super) events: Sender<PlaneEvent>,
     pub(super) traffic: Arc<[Traffic]>,
     pub(super) limit: Arc<super::ratelimit::RateLimit>,
+    /// The worker's ORPort listeners by family (see [`Listeners`]).
+    pub(super) listeners: [u64; 2],
 }
 
 /// A worker's published counters, read.
@@ -353,5 +553,16 @@ fn load_all<const N: usize>(slots: &[AtomicU64; N]) -> [u64; N] {
 pub(super) fn store_all(slots: &[AtomicU64], values: &[u64]) {
     for (slot, v) in slots.iter().zip(values) {
         slot.store(*v, Ordering::Relaxed);
+    }
+}
+
+/// [`store_all`] for counters that mostly stay the same from one turn to
+/// the next: a slot is written only when its value changed, so that the
+/// cache line the metrics thread reads is left alone otherwise.
+pub(super) fn store_changed(slots: &[AtomicU64], values: &[u64]) {
+    for (slot, v) in slots.iter().zip(values) {
+        if slot.load(Ordering::Relaxed) != *v {
+            slot.store(*v, Ordering::Relaxed);
+        }
     }
 }

@@ -189,6 +189,8 @@ struct ExitConn {
     key: StreamKey,
     addr: SocketAddr,
     counted: bool,
+    /// When the connect started (for `oxit_exit_connect_seconds`).
+    started: Instant,
     /// Bytes read from the destination that the circuit could not take yet.
     held: Vec<u8>,
     /// How much of `held` the circuit already took.
@@ -276,6 +278,15 @@ pub(super) struct Worker {
     reach_reported: bool,
     /// `CountPrivateBandwidth`.
     count_private: bool,
+    /// Connections made, refused and open, for the MetricsPort (plain
+    /// counts, published by `publish_stats`).
+    conn_counts: super::plane::ConnCounts,
+    /// Cells received and sent on links, then TLS bytes read and written
+    /// on links: added once per link input or flush, never per cell.
+    cells_io: [u64; 2],
+    tls_io: [u64; 2],
+    /// Exit connect latency, one observation per connected stream.
+    connect_hist: super::plane::ConnectHistogram,
 }
 
 impl Worker {
@@ -288,12 +299,20 @@ impl Worker {
         mail: Mail,
         out: Outbox,
     ) -> Self {
+        let listeners_created = out.listeners;
         Worker {
             out,
             turn_read: 0,
             turn_written: 0,
             reach_reported: false,
             count_private: snap.circuits.count_private_bandwidth,
+            conn_counts: super::plane::ConnCounts {
+                listeners_created,
+                ..Default::default()
+            },
+            cells_io: [0; 2],
+            tls_io: [0; 2],
+            connect_hist: super::plane::ConnectHistogram::default(),
             index,
             circuits: {
                 let mut t = CircuitTable::new(snap.circuits.clone());
@@ -369,6 +388,10 @@ impl Worker {
                     d.close_listeners();
                 } else {
                     d.reopen_listeners();
+                    let c = &mut self.conn_counts;
+                    for (n, l) in c.listeners_created.iter_mut().zip(self.out.listeners) {
+                        *n += l;
+                    }
                 }
                 self.listeners_closed = self.snap.circuits.hibernating;
             }
@@ -489,6 +512,7 @@ impl Worker {
         if or.counted {
             self.turn_read += data.len() as u64;
         }
+        self.tls_io[0] += data.len() as u64;
         self.plain.clear();
         if let Err(e) = or.tls.feed(data, &mut self.plain) {
             let msg = format!("TLS error: {e}");
@@ -588,6 +612,8 @@ impl Worker {
             }
         }
         if !self.cells.is_empty() {
+            // The whole batch of this input at once, hosted cells too.
+            self.cells_io[0] += self.cells.len() as u64;
             if or.reach_witness && !self.reach_reported {
                 let creates = self.cells.iter().any(|c| {
                     matches!(
@@ -791,6 +817,8 @@ impl Worker {
                 let chan_id = self.new_chan_id();
                 self.chans.insert(chan_id, t);
                 self.pending_links.insert(rsa, t);
+                // C counts a connect once started (connection_connect).
+                self.conn_counts.or_initiated[super::plane::family_index(addr.ip())] += 1;
                 self.conns.insert(
                     t,
                     Conn::Or(Box::new(OrConn {
@@ -883,12 +911,15 @@ impl Worker {
                             ops.pace_recv(t);
                             self.streams.insert(key, t);
                             let counted = self.counts(addr.ip());
+                            self.conn_counts.exit_initiated
+                                [super::plane::family_index(addr.ip())] += 1;
                             self.conns.insert(
                                 t,
                                 Conn::Exit(ExitConn {
                                     key,
                                     addr,
                                     counted,
+                                    started: now,
                                     held: Vec::new(),
                                     held_off: 0,
                                     out_since: None,
@@ -1132,6 +1163,28 @@ impl Worker {
         }
         let s = self.circuits.exit_stream_counts();
         super::plane::store_all(&t.streams, &[s.begin, s.resolve, s.tcp_exhaustion]);
+        // The MetricsPort's counts: each slot written only when it
+        // changed (a few dozen plain loads per turn, nothing per cell).
+        self.conn_counts.exit_rejected = s.rejected;
+        self.conn_counts.listeners = if self.listeners_closed {
+            [0; 2]
+        } else {
+            self.out.listeners
+        };
+        use super::plane::store_changed;
+        store_changed(&t.conns, &self.conn_counts.to_array());
+        store_changed(&t.cells, &self.cells_io);
+        store_changed(&t.tls, &self.tls_io);
+        store_changed(&t.closed, &self.circuits.close_counts());
+        store_changed(&t.connect, &self.connect_hist.to_array());
+        for ((_, slots), s) in t.nameservers.iter().zip(self.resolver.server_stats()) {
+            let mut a = [0u64; super::plane::NAMESERVER_FIELDS];
+            a[0] = s.queries;
+            for (x, e) in a.iter_mut().skip(1).zip(s.errors) {
+                *x = e;
+            }
+            store_changed(slots, &a);
+        }
         let dns = self.resolver.stats();
         if dns != self.dns_published {
             self.dns_published = dns;
@@ -1142,6 +1195,27 @@ impl Worker {
                 *x = r;
             }
             super::plane::store_all(&t.dns, &a);
+        }
+    }
+
+    /// Count the open connections (the gauges of
+    /// `tor_relay_connections`): one pass over them a few times a second,
+    /// rather than bookkeeping at each of the many places one closes.
+    fn survey_conns(&mut self) {
+        use super::plane::family_index;
+        let c = &mut self.conn_counts;
+        c.or_open_initiated = [0; 2];
+        c.or_open_received = [0; 2];
+        c.exit_open = [0; 2];
+        for conn in self.conns.values() {
+            match conn {
+                Conn::Or(or) if or.outbound.is_some() => {
+                    c.or_open_initiated[family_index(or.peer.ip())] += 1;
+                }
+                Conn::Or(or) => c.or_open_received[family_index(or.peer.ip())] += 1,
+                Conn::Exit(x) => c.exit_open[family_index(x.addr.ip())] += 1,
+                Conn::Dns(_) => {}
+            }
         }
     }
 
@@ -1318,12 +1392,19 @@ impl Worker {
                 && ch.has_output()
             {
                 ch.take_output(&mut self.plain);
+                // An open channel writes fixed-size cells only (padding
+                // aside): this flush's cells, counted at once.
+                if ch.is_open() {
+                    self.cells_io[1] += (self.plain.len() / WIRE_CELL_LEN) as u64;
+                }
             }
             if let Some(out) = ops.out_buf(t) {
                 let before = out.len();
                 or.tls.encrypt_into(&self.plain, out);
+                let tls = (out.len() - before) as u64;
+                self.tls_io[1] += tls;
                 if or.counted {
-                    self.turn_written += (out.len() - before) as u64;
+                    self.turn_written += tls;
                 }
             } else if !self.plain.is_empty() {
                 or.tls.write_plain(&self.plain);
@@ -1558,6 +1639,7 @@ impl Worker {
         }
         self.next_tick = now + CHANNEL_TICK;
         self.check_memory(ops);
+        self.survey_conns();
         for t in self.dns_socks.due(now) {
             self.conns.remove(&t);
             ops.close(t, false);
@@ -1610,12 +1692,17 @@ impl Handler for Worker {
                 // closed at once and counts for nothing
                 // (connection.c:connection_handle_listener_read).
                 let now = Instant::now();
+                let family = super::plane::family_index(peer.ip());
                 if self.circuits.dos_refuse_connection(peer.ip(), now) {
+                    self.conn_counts.or_rejected[family] += 1;
                     drop(fd);
                     return;
                 }
                 if self.handshaking.get(&peer.ip()).copied().unwrap_or(0) >= MAX_HANDSHAKES_PER_ADDR
                 {
+                    // Refused at accept as the DoS defense refuses: a
+                    // rejected OR connection too.
+                    self.conn_counts.or_rejected[family] += 1;
                     tracing::debug!(
                         "refusing a connection from {}: {MAX_HANDSHAKES_PER_ADDR} handshakes \
                          from it are unfinished",
@@ -1632,6 +1719,7 @@ impl Handler for Worker {
                     }
                 };
                 let Ok(t) = ops.add_conn(fd) else { return };
+                self.conn_counts.or_received[family] += 1;
                 // Counted only once the connection exists, so that every
                 // count is undone when it closes.
                 *self.handshaking.entry(peer.ip()).or_insert(0) += 1;
@@ -1700,13 +1788,16 @@ impl Handler for Worker {
                 Some(Conn::Exit(x)) => {
                     let key = x.key;
                     let res = res.map(|()| x.addr);
+                    let now = Instant::now();
                     if res.is_err() {
                         self.streams.remove(&key);
                         self.conns.remove(&t);
                         ops.close(t, false);
+                    } else {
+                        self.connect_hist
+                            .observe(now.saturating_duration_since(x.started));
                     }
-                    self.circuits
-                        .handle_connected(key, res, Instant::now(), &mut self.rng);
+                    self.circuits.handle_connected(key, res, now, &mut self.rng);
                 }
                 Some(Conn::Or(or)) => match res {
                     Ok(()) => {

@@ -90,6 +90,54 @@ pub const DNS_RESULT_NAMES: [&str; 12] = [
     "nodata",
 ];
 
+/// One nameserver's counts (`oxit_dns_queries_total{resolver}`,
+/// `oxit_dns_errors_total{resolver,reason}`): per attempt, so that a
+/// retry that another nameserver answers still shows the one that failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Queries sent to it, retries included.
+    pub queries: u64,
+    /// Attempts it failed, by [`SERVER_ERROR_NAMES`].
+    pub errors: [u64; SERVER_ERROR_NAMES.len()],
+}
+
+/// How one attempt at one nameserver can fail: C tor's `reason` names
+/// ([`DNS_RESULT_NAMES`]) for the response codes, a truncated answer,
+/// and `tor_timeout` for no answer in time.
+pub const SERVER_ERROR_NAMES: [&str; 8] = [
+    "format",
+    "serverfailed",
+    "notexist",
+    "notimpl",
+    "refused",
+    "truncated",
+    "unknown",
+    "tor_timeout",
+];
+
+impl ServerStats {
+    fn note(&mut self, name: &str) {
+        if let Some(i) = SERVER_ERROR_NAMES.iter().position(|n| *n == name)
+            && let Some(c) = self.errors.get_mut(i)
+        {
+            *c += 1;
+        }
+    }
+}
+
+/// The error name of a response code (libevent's DNS_ERR_* as C tor
+/// names them).
+fn rcode_name(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::FormErr => "format",
+        ResponseCode::ServFail => "serverfailed",
+        ResponseCode::NXDomain => "notexist",
+        ResponseCode::NotImp => "notimpl",
+        ResponseCode::Refused => "refused",
+        _ => "unknown",
+    }
+}
+
 impl ResolverStats {
     fn note(&mut self, name: &str) {
         if let Some(i) = DNS_RESULT_NAMES.iter().position(|n| *n == name)
@@ -151,6 +199,8 @@ pub struct Resolver<R> {
     events: VecDeque<(u64, Result_)>,
     next_lookup: u64,
     stats: ResolverStats,
+    /// Per nameserver, in `config.nameservers` order.
+    servers: Vec<ServerStats>,
 }
 
 impl<R: rand::CryptoRng> Resolver<R> {
@@ -159,7 +209,6 @@ impl<R: rand::CryptoRng> Resolver<R> {
     pub fn new(config: ResolverConfig, rng: R) -> Resolver<R> {
         Resolver {
             cache: Cache::new(config.cache_capacity),
-            config,
             rng,
             lookups: HashMap::new(),
             by_key: HashMap::new(),
@@ -171,6 +220,8 @@ impl<R: rand::CryptoRng> Resolver<R> {
             events: VecDeque::new(),
             next_lookup: 0,
             stats: ResolverStats::default(),
+            servers: vec![ServerStats::default(); config.nameservers.len()],
+            config,
         }
     }
 
@@ -314,7 +365,8 @@ impl<R: rand::CryptoRng> Resolver<R> {
                 continue;
             };
             let servers = &self.config.nameservers;
-            let Some(&dst) = servers.get(lookup.server % servers.len().max(1)) else {
+            let server = lookup.server % servers.len().max(1);
+            let Some(&dst) = servers.get(server) else {
                 // No nameserver at all: fail now instead of waiting.
                 let name = lookup.key.0.clone();
                 let attempts = lookup.attempts;
@@ -342,6 +394,9 @@ impl<R: rand::CryptoRng> Resolver<R> {
             }
             self.timers.insert((deadline, id));
             self.stats.queries_sent += 1;
+            if let Some(s) = self.servers.get_mut(server) {
+                s.queries += 1;
+            }
             if lookup.attempts == 1 {
                 self.stats.lookups += 1;
             }
@@ -368,6 +423,12 @@ impl<R: rand::CryptoRng> Resolver<R> {
                 continue;
             };
             lookup.deadline = None;
+            // The attempt that timed out went to the nameserver the lookup
+            // still points at (a retry moves it on).
+            let servers = self.config.nameservers.len().max(1);
+            if let Some(s) = self.servers.get_mut(lookup.server % servers) {
+                s.note("tor_timeout");
+            }
             tracing::debug!(name = %lookup.key.0, attempt = lookup.attempts, "DNS attempt timed out");
             self.retry_or_fail(id, None);
         }
@@ -426,6 +487,20 @@ impl<R: rand::CryptoRng> Resolver<R> {
             Outcome::Truncated => self.stats.note("truncated"),
             Outcome::Rcode(_) => {}
         }
+        // Per nameserver, every answer that is not data counts against
+        // the one that gave it, retried or not.
+        let failed = match &outcome {
+            Outcome::NxDomain { .. } => Some("notexist"),
+            Outcome::Truncated => Some("truncated"),
+            Outcome::Rcode(rcode) => Some(rcode_name(*rcode)),
+            Outcome::Records { .. } | Outcome::NoData { .. } => None,
+        };
+        if let Some(name) = failed
+            && let Some(i) = self.config.nameservers.iter().position(|a| *a == from)
+            && let Some(s) = self.servers.get_mut(i)
+        {
+            s.note(name);
+        }
         let key = lookup.key.clone();
         let name = key.0.clone();
         match outcome {
@@ -463,6 +538,17 @@ impl<R: rand::CryptoRng> Resolver<R> {
     /// Counters since creation.
     pub fn stats(&self) -> ResolverStats {
         self.stats
+    }
+
+    /// Per-nameserver counters since creation, in the order of
+    /// [`Resolver::nameservers`].
+    pub fn server_stats(&self) -> &[ServerStats] {
+        &self.servers
+    }
+
+    /// The nameservers asked, in the configuration's order.
+    pub fn nameservers(&self) -> &[SocketAddr] {
+        &self.config.nameservers
     }
 
     /// Questions in flight (sent and not yet answered).

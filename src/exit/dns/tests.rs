@@ -201,6 +201,15 @@ fn timeouts_retry_rotating_nameservers_then_fail() {
         (1, 3, 1),
         "one tor_timeout for the lookup, after its 3 sends"
     );
+    // Per nameserver: each attempt counts against the one it went to.
+    let timeout = SERVER_ERROR_NAMES.iter().position(|n| *n == "tor_timeout");
+    let per: Vec<(u64, u64)> =
+        h.r.server_stats()
+            .iter()
+            .map(|s| (s.queries, timeout.map_or(0, |i| s.errors[i])))
+            .collect();
+    assert_eq!(per, vec![(2, 2), (1, 1)]);
+    assert_eq!(h.r.nameservers(), &[sa(NS0), sa(NS1)]);
     // Transient failures are not cached.
     assert_eq!(h.resolve("slow.example", QueryKind::A, 2), None);
 }
@@ -261,6 +270,21 @@ fn servfail_retries_at_once_then_is_transient() {
         }
     ));
     assert_eq!(err.resolved_type(), 0xF1);
+    // Per nameserver, by response code: one SERVFAIL and one REFUSED
+    // each, and no timeout.
+    let count = |s: &ServerStats, name: &str| {
+        SERVER_ERROR_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| s.errors[i])
+    };
+    for s in h.r.server_stats() {
+        assert_eq!(s.queries, 2);
+        assert_eq!(count(s, "serverfailed"), 1);
+        assert_eq!(count(s, "refused"), 1);
+        assert_eq!(count(s, "tor_timeout"), 0);
+        assert_eq!(s.errors.iter().sum::<u64>(), 2);
+    }
 }
 
 #[test]

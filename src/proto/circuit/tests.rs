@@ -665,6 +665,10 @@ fn destroy_propagates_as_destroyed() {
     );
     assert_eq!(th.a.t.circuit_count(CLIENT_CHAN), 0);
     assert_eq!(th.a.t.circuit_count(A_TO_B), 0);
+    // Counted once, as DESTROYED, whatever reason the client gave (9).
+    let mut closed = [0u64; crate::proto::circuit::CLOSE_REASON_SLOTS];
+    closed[usize::from(DestroyReason::DESTROYED.get())] = 1;
+    assert_eq!(th.a.t.close_counts(), closed);
 
     // From ahead: DESTROYED toward the client.
     let mut th = two_hop(&mut rng);
@@ -682,6 +686,9 @@ fn destroy_propagates_as_destroyed() {
     let mut got = destroy_reasons(&drain(&mut th.a.t));
     got.sort();
     assert_eq!(got, vec![(CLIENT_CHAN, th.cl.id, 1), (A_TO_B, th.ab_id, 1)]);
+    let protocol = usize::from(DestroyReason::PROTOCOL.get());
+    assert_eq!(th.a.t.close_counts()[protocol], 1);
+    assert_eq!(th.a.t.close_counts().iter().sum::<u64>(), 1);
 
     // Channel closed: CHANNEL_CLOSED to the other side.
     let mut th = two_hop(&mut rng);
@@ -690,6 +697,11 @@ fn destroy_propagates_as_destroyed() {
         destroy_reasons(&drain(&mut th.a.t)),
         vec![(CLIENT_CHAN, th.cl.id, 8)]
     );
+    let closed = th.a.t.close_counts();
+    assert_eq!(closed[usize::from(DestroyReason::CHANNEL_CLOSED.get())], 1);
+    // Closing again (nothing left) counts nothing.
+    th.a.t.channel_closed(A_TO_B);
+    assert_eq!(th.a.t.close_counts(), closed);
 }
 
 #[test]

@@ -339,7 +339,13 @@ impl CircuitTable {
         };
         let port = s.port;
         let v6_refused = ip.is_ipv6() && !self.cfg.ipv6_exit;
+        // C counts both refusals below as rejected Exit connections
+        // (connection_exit_connect → rep_hist_note_conn_rejected); by the
+        // destination's family here, where C's not yet connected stream
+        // still says AF_INET for an IPv6 one.
+        let family = usize::from(ip.to_canonical().is_ipv6());
         if v6_refused || !self.cfg.exit_policy.allows(ip, port) || ip.is_unspecified() {
+            self.exit_streams.rejected[family] += 1;
             self.end_stream(key, &End::exit_policy(ip, ttl), false, rng);
             return;
         }
@@ -347,6 +353,7 @@ impl CircuitTable {
         // authority's ports) unless the consensus allows re-entry.
         if !self.cfg.allow_network_reentry && self.cfg.reentry.contains(&SocketAddr::new(ip, port))
         {
+            self.exit_streams.rejected[family] += 1;
             self.end_stream(key, &End::new(EndReason::CONNECTREFUSED), false, rng);
             return;
         }

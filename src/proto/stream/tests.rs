@@ -226,6 +226,10 @@ fn end_reasons() {
             Some(300)
         )
     );
+    // Both refusals are rejected IPv4 Exit connections for the metrics,
+    // and neither a BEGIN that went to connect.
+    let counted = r.t.exit_stream_counts();
+    assert_eq!((counted.rejected, counted.begin), ([2, 0], 0));
     // RESOLVEFAILED.
     send(
         &mut r,
@@ -647,6 +651,7 @@ fn network_reentry_is_refused_unless_allowed() {
         only_end(&mut r, &mut cl).reason(),
         EndReason::CONNECTREFUSED
     );
+    assert_eq!(r.t.exit_stream_counts().rejected, [2, 0]);
     // The consensus allows re-entry: the next snapshot lets it through.
     let mut cfg = (*r.cfg).clone();
     cfg.allow_network_reentry = true;

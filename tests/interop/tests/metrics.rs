@@ -126,6 +126,26 @@ fn metrics_like_c_tor(backend: IoBackend) {
         "{page}"
     );
     assert!(value(&page, "oxit_process_resident_memory_bytes").unwrap_or(0) > 1 << 20);
+    // Our link is a received OR connection, and this scrape the open
+    // Metrics one, as C tor counts them.
+    let conn = |name: &str, ty: &str, dir: &str, state: &str| {
+        let s = format!(
+            "{name}{{type=\"{ty}\",direction=\"{dir}\",state=\"{state}\",family=\"ipv4\"}}"
+        );
+        value(&page, &s).unwrap_or_else(|| panic!("no {s}:\n{page}"))
+    };
+    assert!(conn("tor_relay_connections_total", "OR", "received", "created") >= 1);
+    assert_eq!(
+        conn("tor_relay_connections", "Metrics", "received", "opened"),
+        1
+    );
+    assert!(
+        value(
+            &page,
+            "oxit_worker_cells_total{worker=\"0\",direction=\"received\"}"
+        )
+        .is_some()
+    );
 
     let c_page = scrape(c_addr);
     let (ours, theirs) = (families(&page), families(&c_page));
