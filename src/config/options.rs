@@ -151,8 +151,7 @@ fn apply_lines(
             .find(|(alias, _)| alias.eq_ignore_ascii_case(key))
             .map_or(key, |(_, name)| *name);
         let at = |kind| ConfigError::at(&l.origin, l.raw.line, kind);
-        let Some(name) = implemented().find(|o| o.eq_ignore_ascii_case(key))
-        else {
+        let Some(name) = implemented().find(|o| o.eq_ignore_ascii_case(key)) else {
             if let Some(name) = known::lookup(key) {
                 if !warnings.iter().any(|w| w.option == name) {
                     warnings.push(ConfigWarning {

@@ -603,7 +603,25 @@ impl Control {
             }
             if !heartbeat.is_zero() && Instant::now() >= next_heartbeat {
                 next_heartbeat = Instant::now() + heartbeat;
-                // C's order (status.c:log_heartbeat): handshakes, then DoS.
+                // C's order (status.c:log_heartbeat): the status line,
+                // accounting, handshakes, then DoS.
+                let (read, written) = plane.traffic();
+                let conns = plane.conn_counts();
+                let add = |a: [u64; 2], b: [u64; 2]| [a[0] + b[0], a[1] + b[1]];
+                let line = super::status::Heartbeat {
+                    uptime_secs: now.saturating_sub(self.started),
+                    circuits: plane.circuits(),
+                    sent: written,
+                    received: read,
+                    incoming: conns.or_received,
+                    outgoing: add(conns.or_initiated, conns.exit_initiated),
+                    hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
+                }
+                .line();
+                tracing::info!("{line}");
+                if let Some(a) = &self.accounting {
+                    tracing::info!("{}", a.heartbeat_line(now));
+                }
                 let onion = plane.onion_stats();
                 tracing::info!(
                     "{}",
@@ -616,9 +634,6 @@ impl Control {
                     self.config.dos.refuse_single_hop_client_rendezvous == Some(true),
                 );
                 tracing::info!("{line}");
-                if let Some(a) = &self.accounting {
-                    tracing::info!("{}", a.heartbeat_line(now));
-                }
             }
             if now > self.last_sample {
                 let (r, w) = plane.traffic();

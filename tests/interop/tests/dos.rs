@@ -193,6 +193,21 @@ fn dos(backend: IoBackend) {
             && l.ends_with(" NTor (v3).")),
         "no handshake heartbeat line\n--- oxit log ---\n{log}"
     );
+    // And first, C's status line, counting the flood's connections.
+    let full = std::fs::read_to_string(oxit.log_path()).unwrap_or_default();
+    let status = full
+        .lines()
+        .rev()
+        .find(|l| l.contains("[notice] Heartbeat: Tor's uptime is "))
+        .unwrap_or_else(|| panic!("no heartbeat status line\n--- oxit log ---\n{log}"));
+    let received: u64 = status
+        .split("I've received ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no received count in {status:?}"));
+    assert!(received > 0, "{status}");
+    assert!(status.contains(" circuits open. I've sent "), "{status}");
     assert!(
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"
