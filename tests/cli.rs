@@ -267,7 +267,7 @@ fn check_config_reports_file_and_line() {
     let d = TempDir::new("check");
     let good = write_torrc(
         d.path(),
-        "# comment\nORPort 127.0.0.1:19999\nNickname Good\nAccountingMax 1 GB\n",
+        "# comment\nORPort 127.0.0.1:19999\nNickname Good\nAvoidDiskWrites 1\n",
     );
     let o = oxit_with(&["check-config", "-f", s(&good)]);
     assert!(o.status.success(), "{}", o.stderr);
@@ -283,7 +283,7 @@ fn check_config_reports_file_and_line() {
         o.stdout
     );
     // A known C tor option oxit ignores: one warning naming file and line.
-    let warn = format!("{}:4: AccountingMax", good.display());
+    let warn = format!("{}:4: AvoidDiskWrites", good.display());
     assert_eq!(o.stderr.matches(&warn).count(), 1, "{}", o.stderr);
 
     for (body, line, what) in [
