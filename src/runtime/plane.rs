@@ -62,7 +62,11 @@ pub enum PlaneEvent {
 
 /// Bytes a worker read from and wrote to the network, published once per
 /// turn (one relaxed add each, never per cell) for the bandwidth history.
+///
+/// Each worker's block starts on its own cache-line pair, so that one
+/// worker's per-turn stores never share a line with its neighbour's.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Traffic {
     pub read: AtomicU64,
     pub written: AtomicU64,
