@@ -511,7 +511,14 @@ fn bandwidth_history_is_saved(net: &mut Testnet) {
     BwHistory::from_state(|k| state.get(k), now).expect("oxit reads its own state file");
 
     let relay = &mut net.relays[0];
-    assert!(relay.stop(), "the C relay exits 0 on SIGTERM");
+    let stopped = relay.stop();
+    let log = relay.log();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    assert!(
+        stopped,
+        "the C relay exits 0 on SIGTERM; its log, newest first:\n{}",
+        tail.join("\n")
+    );
     let theirs = std::fs::read_to_string(relay.dir.join("state")).expect("the C relay's state");
     let state = StateFile::parse(&theirs);
     assert!(state.get("BWHistoryReadValues").is_some(), "{theirs}");

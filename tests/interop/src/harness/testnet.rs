@@ -753,9 +753,13 @@ fn stop_child(child: &mut Option<Child>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(st)) = child.try_wait() {
+            if !st.success() {
+                eprintln!("stopping with SIGTERM: the process ended with {st}");
+            }
             return st.success();
         }
         if Instant::now() > deadline {
+            eprintln!("stopping with SIGTERM: still running after 30 s; killed");
             kill_child(&mut child);
             return false;
         }
