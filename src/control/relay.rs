@@ -515,7 +515,7 @@ impl Control {
             dos: crate::proto::dos::DosParams::resolve(&cfg.dos, &param),
             onion: crate::proto::circuit::OnionParams::resolve(cfg.max_onion_queue_delay, &param),
             max_mem_in_queues: max_mem,
-            hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
+            hibernating: self.is_hibernating(),
             dormant: self.acct_state() == Hibernation::Dormant,
             outbound: cfg.outbound_bind.clone(),
         }
@@ -615,7 +615,7 @@ impl Control {
                     received: read,
                     incoming: conns.or_received,
                     outgoing: add(conns.or_initiated, conns.exit_initiated),
-                    hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
+                    hibernating: self.is_hibernating(),
                 }
                 .line();
                 tracing::info!("{line}");
@@ -790,6 +790,11 @@ impl Control {
         if republish {
             self.dir.mark_dirty("config change");
         }
+    }
+
+    /// C's we_are_hibernating: draining for a shutdown, or accounting.
+    fn is_hibernating(&self) -> bool {
+        self.hibernating || self.acct_state() != Hibernation::Awake
     }
 
     fn acct_state(&self) -> Hibernation {
@@ -1214,7 +1219,7 @@ impl Control {
                 extra_info: Some(digest),
                 family: &family,
                 family_keys: &self.family_keys,
-                hibernating: self.hibernating || self.acct_state() != Hibernation::Awake,
+                hibernating: self.is_hibernating(),
                 contact: cfg.contact_info.as_deref(),
                 exit_policy: &policy,
                 ipv6_exit: cfg.ipv6_exit,

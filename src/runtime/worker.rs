@@ -1162,7 +1162,7 @@ impl Worker {
             t.circuits.store(circs, Ordering::Relaxed);
         }
         let s = self.circuits.exit_stream_counts();
-        super::plane::store_all(&t.streams, &[s.begin, s.resolve, s.tcp_exhaustion]);
+        super::plane::store_changed(&t.streams, &[s.begin, s.resolve, s.tcp_exhaustion]);
         // The MetricsPort's counts: each slot written only when it
         // changed (a few dozen plain loads per turn, nothing per cell).
         self.conn_counts.exit_rejected = s.rejected;
