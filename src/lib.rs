@@ -10,6 +10,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bug;
 pub mod config;
 pub mod control;
 pub mod copy;

@@ -132,6 +132,7 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    oxit::bug::count_panics();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(c) = c_style(&args) {
         let res = match c {

@@ -436,23 +436,54 @@ impl BwSamples {
     }
 }
 
-/// Everything a session answers from: fixed at start, plus the live
-/// traffic figures.
-pub struct ControlContext {
-    pub fingerprint: String,
-    pub config_file: Option<PathBuf>,
+/// What a reload or a new address changes ([`ControlContext::refresh`]).
+#[derive(Debug, Default)]
+pub struct LiveConf {
     /// The effective configuration in torrc form (`GETINFO config-text`).
     pub config_text: String,
     /// `GETCONF` answers: canonical option name and value, one entry per
     /// value, in `config_text`'s order.
     pub conf: Vec<(String, String)>,
-    /// `net/listeners/or`, `net/listeners/control`, as C tor writes them.
-    pub or_listeners: Vec<String>,
-    pub control_listeners: Vec<String>,
     /// `GETINFO address`.
     pub address: Option<IpAddr>,
     /// `GETINFO exit-policy/full`: one rule per line.
     pub exit_policy: String,
+}
+
+impl LiveConf {
+    fn new(
+        config: &Config,
+        exit_policy: &crate::exit::policy::ExitPolicy,
+        addresses: &[IpAddr],
+    ) -> LiveConf {
+        let (config_text, conf) = conf_from_describe(&config.describe());
+        LiveConf {
+            config_text,
+            conf,
+            address: addresses
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addresses.first())
+                .copied(),
+            exit_policy: exit_policy
+                .rules()
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// Everything a session answers from: fixed at start, what a reload
+/// changes, and the live traffic figures.
+pub struct ControlContext {
+    pub fingerprint: String,
+    pub config_file: Option<PathBuf>,
+    /// `net/listeners/or`, `net/listeners/control`, as C tor writes them.
+    pub or_listeners: Vec<String>,
+    pub control_listeners: Vec<String>,
+    live: std::sync::RwLock<LiveConf>,
     pub auth: AuthConfig,
     /// When the relay started (unix seconds).
     pub started: u64,
@@ -474,12 +505,10 @@ impl ControlContext {
         auth: AuthConfig,
         traffic: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
     ) -> ControlContext {
-        let (config_text, conf) = conf_from_describe(&config.describe());
         ControlContext {
             fingerprint,
             config_file: None,
-            config_text,
-            conf,
+            live: std::sync::RwLock::new(LiveConf::new(config, exit_policy, addresses)),
             or_listeners: config
                 .or_ports
                 .iter()
@@ -487,23 +516,28 @@ impl ControlContext {
                 .map(|p| p.addr.to_string())
                 .collect(),
             control_listeners: Vec::new(),
-            address: addresses
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or(addresses.first())
-                .copied(),
-            exit_policy: exit_policy
-                .rules()
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
             auth,
             started: crate::dir::time::unix(SystemTime::now()),
             traffic,
             bw: BwSamples::default(),
             accounting: Default::default(),
         }
+    }
+
+    /// After a reload or an address change: what GETINFO and GETCONF
+    /// answer from now on.
+    pub fn refresh(
+        &self,
+        config: &Config,
+        exit_policy: &crate::exit::policy::ExitPolicy,
+        addresses: &[IpAddr],
+    ) {
+        let live = LiveConf::new(config, exit_policy, addresses);
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
+    }
+
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, LiveConf> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -1182,9 +1216,9 @@ fn info(key: &str, ctx: &ControlContext) -> Answer {
             .config_file
             .as_ref()
             .map_or_else(String::new, |p| p.display().to_string()),
-        "config-text" => ctx.config_text.clone(),
+        "config-text" => ctx.live().config_text.clone(),
         "fingerprint" => ctx.fingerprint.clone(),
-        "address" => match ctx.address {
+        "address" => match ctx.live().address {
             Some(a) => a.to_string(),
             None => return Failed("Address unknown".into()),
         },
@@ -1221,7 +1255,7 @@ fn info(key: &str, ctx: &ControlContext) -> Answer {
             .iter()
             .map(|(k, d)| format!("{k} -- {d}\n"))
             .collect(),
-        "exit-policy/full" => ctx.exit_policy.clone(),
+        "exit-policy/full" => ctx.live().exit_policy.clone(),
         // oxit builds no circuits of its own for clients.
         "circuit-status" => String::new(),
         "net/listeners/or" => quoted_list(&ctx.or_listeners),
@@ -1260,7 +1294,8 @@ fn process_user() -> String {
 fn config_names(ctx: &ControlContext) -> String {
     let mut seen: Vec<&str> = Vec::new();
     let mut s = String::new();
-    for (k, v) in &ctx.conf {
+    let live = ctx.live();
+    for (k, v) in &live.conf {
         if seen.contains(&k.as_str()) {
             continue;
         }
@@ -1324,7 +1359,8 @@ fn getconf(args: &str, ctx: &ControlContext) -> Output {
     let mut answers: Vec<(String, Option<String>)> = Vec::new();
     let mut unknown = Vec::new();
     for q in args.split_ascii_whitespace() {
-        let values: Vec<&(String, String)> = ctx
+        let live = ctx.live();
+        let values: Vec<&(String, String)> = live
             .conf
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(q))
@@ -1454,19 +1490,37 @@ pub fn write_cookie(
     Ok(cookie)
 }
 
+/// What the ControlPort is given by the control thread.
+pub struct Shared {
+    /// Our RSA identity, and the addresses we publish: what GETINFO
+    /// reports.
+    pub fingerprint: String,
+    pub addresses: Vec<IpAddr>,
+    /// When the relay started (unix seconds).
+    pub started: u64,
+    /// The workers' published counters.
+    pub traffic: Arc<[crate::runtime::Traffic]>,
+    pub accounting: super::accounting::SharedAccounting,
+    /// The MetricsPort's count of our listeners and connections.
+    pub conns: Arc<crate::metrics::ControlConns>,
+}
+
 /// Serve the ControlPort from threads of its own: start the
-/// once-a-second traffic sampler and accept on every listener.
-/// `fingerprint`, `addresses` and `started` (unix seconds) are what
-/// GETINFO reports; `traffic` is the workers' published counters.
+/// once-a-second traffic sampler and accept on every listener. The
+/// context is returned so that a reload can refresh it.
 pub fn start(
     config: &Config,
     mut listeners: ControlListeners,
-    fingerprint: String,
-    addresses: &[IpAddr],
-    started: u64,
-    traffic: Arc<[crate::runtime::Traffic]>,
-    accounting: super::accounting::SharedAccounting,
-) {
+    shared: Shared,
+) -> Option<Arc<ControlContext>> {
+    let Shared {
+        fingerprint,
+        addresses,
+        started,
+        traffic,
+        accounting,
+        conns,
+    } = shared;
     let c = &config.control;
     let (cookie, cookie_file) = listeners.cookie.take().unzip();
     let auth = AuthConfig {
@@ -1483,7 +1537,7 @@ pub fn start(
         tracing::error!(
             "ControlPort not opened: CookieAuthentication is set but no cookie was written"
         );
-        return;
+        return None;
     }
     let names = listeners.names();
     if !c.cookie_authentication && auth.passwords.is_empty() {
@@ -1502,7 +1556,14 @@ pub fn start(
             )
         })
     };
-    let mut ctx = ControlContext::new(config, &policy, fingerprint, addresses, auth, Box::new(sum));
+    let mut ctx = ControlContext::new(
+        config,
+        &policy,
+        fingerprint,
+        &addresses,
+        auth,
+        Box::new(sum),
+    );
     ctx.config_file = listeners.config_file.clone();
     ctx.control_listeners = names.clone();
     ctx.started = started;
@@ -1513,7 +1574,13 @@ pub fn start(
     spawn("oxit-control-bw", move || sample_traffic(&sampler));
     let active = Arc::new(AtomicUsize::new(0));
     for l in listeners.tcp {
-        let (ctx, active) = (ctx.clone(), active.clone());
+        let (ctx, active, conns) = (ctx.clone(), active.clone(), conns.clone());
+        let family = l.local_addr().map(|a| crate::runtime::family_index(a.ip()));
+        if let Ok(f) = family
+            && let Some(n) = conns.listeners.get(f)
+        {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         spawn("oxit-control", move || {
             for s in l.incoming() {
                 match s {
@@ -1521,8 +1588,12 @@ pub fn start(
                         let _ = s.set_nodelay(true);
                         let ok = s.set_read_timeout(Some(POLL)).is_ok()
                             && s.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
+                        let f = s
+                            .peer_addr()
+                            .map(|a| crate::runtime::family_index(a.ip()))
+                            .ok();
                         if ok {
-                            accept(s, &ctx, &active);
+                            accept(s, &ctx, &active, f.map(|f| (f, conns.clone())));
                         }
                     }
                     Err(e) => accept_failed(&e),
@@ -1539,7 +1610,7 @@ pub fn start(
                         let ok = s.set_read_timeout(Some(POLL)).is_ok()
                             && s.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
                         if ok {
-                            accept(s, &ctx, &active);
+                            accept(s, &ctx, &active, None);
                         }
                     }
                     Err(e) => accept_failed(&e),
@@ -1548,6 +1619,7 @@ pub fn start(
         });
     }
     tracing::info!("Opened Control listener on {}", names.join(", "));
+    Some(ctx)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
@@ -1562,11 +1634,40 @@ fn accept_failed(e: &io::Error) {
     std::thread::sleep(POLL);
 }
 
-/// Hand a new connection to a thread of its own, unless too many are open.
+/// A TCP control connection as the MetricsPort counts it: accepted and
+/// open from `new`, open no more once dropped.
+struct OpenConn {
+    family: usize,
+    conns: Arc<crate::metrics::ControlConns>,
+}
+
+impl OpenConn {
+    fn new(family: usize, conns: Arc<crate::metrics::ControlConns>) -> OpenConn {
+        for counts in [&conns.accepted, &conns.open] {
+            if let Some(n) = counts.get(family) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        OpenConn { family, conns }
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        if let Some(n) = self.conns.open.get(self.family) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Hand a new connection to a thread of its own, unless too many are
+/// open. A TCP connection is counted for the MetricsPort under its
+/// address family (`counted`).
 fn accept<S: Read + Write + Send + 'static>(
     s: S,
     ctx: &Arc<ControlContext>,
     active: &Arc<AtomicUsize>,
+    counted: Option<(usize, Arc<crate::metrics::ControlConns>)>,
 ) {
     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
         active.fetch_sub(1, Ordering::AcqRel);
@@ -1574,10 +1675,12 @@ fn accept<S: Read + Write + Send + 'static>(
         return;
     }
     let (ctx, active) = (ctx.clone(), active.clone());
+    let open = counted.map(|(family, conns)| OpenConn::new(family, conns));
     let spawned = std::thread::Builder::new()
         .name("oxit-control-conn".into())
         .spawn(move || {
             serve(s, &ctx);
+            drop(open);
             active.fetch_sub(1, Ordering::AcqRel);
         });
     if let Err(e) = spawned {

@@ -123,6 +123,7 @@ pub fn run(
     let mut c = Control {
         config: config.clone(),
         reload,
+        control_port: None,
         metrics_policy: Arc::new(std::sync::RwLock::new(crate::metrics::MetricsPolicy(
             config.metrics_port_policy.clone(),
         ))),
@@ -176,27 +177,35 @@ pub fn run(
     }
     let snap = c.snapshot()?;
     let mut plane = DataPlane::start(config, snap, listeners, shutdown.clone())?;
+    let control_conns = Arc::new(crate::metrics::ControlConns::default());
     if let Some(l) = metrics {
         start_metrics(
             config,
             c.metrics_policy.clone(),
             l,
             &plane,
-            c.flags.clone(),
-            c.signing_expiry.clone(),
-            !c.keys.has_master_secret(),
+            MetricsExtras {
+                flags: c.flags.clone(),
+                signing_cert_expiry: c.signing_expiry.clone(),
+                offline_master_key: !c.keys.has_master_secret(),
+                control: control_conns.clone(),
+            },
         );
     }
     if let Some(l) = control {
-        super::controlport::start(
+        c.control_port = super::controlport::start(
             config,
             l,
-            c.keys.rsa_identity().hex_upper(),
-            &c.published,
-            c.started,
-            plane.traffic_shared(),
-            c.shared_accounting.clone(),
+            super::controlport::Shared {
+                fingerprint: c.keys.rsa_identity().hex_upper(),
+                addresses: c.published.clone(),
+                started: c.started,
+                traffic: plane.traffic_shared(),
+                accounting: c.shared_accounting.clone(),
+                conns: control_conns,
+            },
         );
+        c.refresh_control_port();
     }
     c.notify.notify(&format!(
         "READY=1\nSTATUS=relaying on {} worker(s)",
@@ -212,15 +221,27 @@ pub fn run(
 
 /// Serve the MetricsPort from its own thread: a scrape reads what the
 /// workers published and never waits for them.
+/// What the MetricsPort reads besides the data plane.
+struct MetricsExtras {
+    flags: Arc<std::sync::atomic::AtomicU32>,
+    signing_cert_expiry: Arc<std::sync::atomic::AtomicU64>,
+    offline_master_key: bool,
+    control: Arc<crate::metrics::ControlConns>,
+}
+
 fn start_metrics(
     config: &Config,
     policy: Arc<std::sync::RwLock<crate::metrics::MetricsPolicy>>,
     listener: std::net::TcpListener,
     plane: &DataPlane,
-    flags: Arc<std::sync::atomic::AtomicU32>,
-    signing_cert_expiry: Arc<std::sync::atomic::AtomicU64>,
-    offline_master_key: bool,
+    extras: MetricsExtras,
 ) {
+    let MetricsExtras {
+        flags,
+        signing_cert_expiry,
+        offline_master_key,
+        control,
+    } = extras;
     let addr = listener.local_addr().ok();
     if config.metrics_port_policy.is_empty() {
         tracing::warn!(
@@ -240,6 +261,8 @@ fn start_metrics(
             crate::os::total_ram(),
             config.testing_tor_network,
         ),
+        rate_limit: plane.rate_limit_shared(),
+        control,
     };
     let spawned = std::thread::Builder::new()
         .name("oxit-metrics".into())
@@ -298,6 +321,9 @@ struct Control {
     /// The running configuration (a reload replaces it).
     config: Config,
     reload: Reloader,
+    /// The ControlPort's context, refreshed when the configuration or
+    /// our address changes.
+    control_port: Option<Arc<super::controlport::ControlContext>>,
     /// `MetricsPortPolicy`, shared with the MetricsPort thread.
     metrics_policy: Arc<std::sync::RwLock<crate::metrics::MetricsPolicy>>,
     /// Our flags in the current consensus, for the MetricsPort.
@@ -780,6 +806,7 @@ impl Control {
             }
         };
         self.config = new;
+        self.refresh_control_port();
         if let Some(state) = acct_change {
             self.hibernation_changed(state, plane);
         }
@@ -789,6 +816,15 @@ impl Control {
         );
         if republish {
             self.dir.mark_dirty("config change");
+        }
+    }
+
+    /// What the ControlPort answers for the configuration, exit policy
+    /// and address: the running ones (the policy the workers enforce,
+    /// with our published addresses rejected).
+    fn refresh_control_port(&self) {
+        if let Some(ctx) = &self.control_port {
+            ctx.refresh(&self.config, &self.exit_policy(), &self.published);
         }
     }
 
@@ -1026,6 +1062,7 @@ impl Control {
         let now_published = published_addrs(&mut self.finder, &self.interfaces);
         if now_published != self.published {
             self.published = now_published;
+            self.refresh_control_port();
             self.dir.reset_reachability(unix(SystemTime::now()));
             self.dir.mark_dirty("IP address changed");
             plane.set_keys(

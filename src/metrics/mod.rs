@@ -56,6 +56,179 @@ pub struct Sources {
     /// The effective `MaxMemInQueues` (bytes) the workers' queues are held
     /// to, all workers together.
     pub max_mem_in_queues: u64,
+    /// The relay's bandwidth buckets (how often they ran empty).
+    pub rate_limit: Arc<crate::runtime::ratelimit::RateLimit>,
+    /// The ControlPort's connections.
+    pub control: Arc<ControlConns>,
+}
+
+/// The ControlPort's TCP listeners and connections, by address family
+/// (0 IPv4, 1 IPv6), for `tor_relay_connections{,_total}`'s "Control
+/// listener" and "Control" rows. Written by the ControlPort's threads,
+/// once per connection. Unix sockets are not counted: C tor's rows have
+/// only the two IP families.
+#[derive(Debug, Default)]
+pub struct ControlConns {
+    pub listeners: [AtomicU64; 2],
+    pub accepted: [AtomicU64; 2],
+    pub open: [AtomicU64; 2],
+}
+
+impl ControlConns {
+    fn load(a: &[AtomicU64; 2]) -> [u64; 2] {
+        std::array::from_fn(|i| a.get(i).map_or(0, |x| x.load(Ordering::Relaxed)))
+    }
+}
+
+/// C tor's circuit-level families: congestion control, the onion-service
+/// cells, DESTROY and DROP cells and protocol violations
+/// (relay_metrics.c), from every worker's circuit table.
+fn circuit_families(p: &mut Page, workers: &[Traffic]) {
+    use crate::proto::cc::CcStats;
+    use crate::proto::circuit::CircCounter;
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut cc = CcStats::default();
+    let mut circ = [0u64; CircCounter::SLOTS];
+    for t in workers {
+        let a: [u64; CcStats::FIELDS] = std::array::from_fn(|i| t.cc.get(i).map_or(0, ld));
+        cc.add(&CcStats::from_array(&a));
+        for (sum, v) in circ.iter_mut().zip(t.circ.iter()) {
+            *sum = sum.saturating_add(ld(v));
+        }
+    }
+    let n = |what: CircCounter| circ.get(what as usize).copied().unwrap_or(0);
+
+    let name = "tor_relay_congestion_control_total";
+    p.family(name, Kind::Counter, "Congestion control related counters");
+    let rows = [
+        ("starvation", "rtt_reset", cc.rtt_reset),
+        ("clock_stalls", "rtt_skipped", cc.clock_stalls),
+        ("flow_control", "xoff_num_sent", cc.xoff_sent),
+        ("flow_control", "xon_num_sent", cc.xon_sent),
+        ("cc_limits", "above_delta", cc.above_delta),
+        ("cc_limits", "above_ss_cwnd_max", cc.above_ss_cwnd_max),
+        ("cc_limits", "below_ss_inc_floor", cc.below_ss_inc_floor),
+        ("cc_circuits", "circs_created", cc.circs_created),
+        ("cc_circuits", "circs_closed", cc.circs_closed),
+        ("cc_circuits", "circs_exited_ss", cc.exited_ss),
+    ];
+    for (state, action, v) in rows {
+        p.sample(name, &[("state", state), ("action", action)], v);
+    }
+    let name = "tor_relay_congestion_control";
+    p.family(name, Kind::Gauge, "Congestion control related gauges");
+    let rows = [
+        ("slow_start_exit", "cwnd", cc.exit_ss_cwnd),
+        ("slow_start_exit", "bdp", cc.exit_ss_bdp),
+        ("slow_start_exit", "inc", cc.exit_ss_inc),
+        ("on_circ_close", "cwnd", cc.close_cwnd),
+        ("on_circ_close", "ss_cwnd", cc.close_ss_cwnd),
+        ("buffers", "xon_outbuf", cc.xon_outbuf),
+        ("buffers", "xoff_outbuf", cc.xoff_outbuf),
+        ("cc_backoff", "chan_blocked_pct", cc.csig_blocked),
+        ("cc_backoff", "gamma_drop", cc.gamma_drop),
+        ("cc_backoff", "delta_drop", cc.delta_drop),
+        ("cc_backoff", "ss_chan_blocked_pct", cc.ss_csig_blocked),
+        ("cc_cwnd_update", "alpha_pct", cc.csig_alpha),
+        ("cc_cwnd_update", "beta_pct", cc.csig_beta),
+        ("cc_cwnd_update", "delta_pct", cc.csig_delta),
+        ("cc_estimates", "ss_queue", cc.ss_queue),
+        ("cc_estimates", "queue", cc.queue),
+        ("cc_estimates", "bdp", cc.bdp),
+    ];
+    for (state, action, v) in rows {
+        // C writes tor_llround of its average: an integer.
+        let rounded = if v.avg.is_finite() && v.avg > 0.0 {
+            v.avg.round() as u64
+        } else {
+            0
+        };
+        p.sample(name, &[("state", state), ("action", action)], rounded);
+    }
+
+    // Onion-service cells: oxit serves no introduction or rendezvous
+    // point, so every one it receives is counted under the action C tor
+    // takes when it cannot serve it (the rest stay 0, so dashboards find
+    // C's series).
+    let families: [(&str, &str, &[&str], &str, CircCounter); 4] = [
+        (
+            "tor_relay_est_rend_total",
+            "Total number of EST_REND cells we received",
+            &[
+                "success",
+                "unsuitable_circuit",
+                "single_hop",
+                "malformed",
+                "duplicate_cookie",
+                "circuit_dead",
+            ],
+            "unsuitable_circuit",
+            CircCounter::EstRend,
+        ),
+        (
+            "tor_relay_est_intro_total",
+            "Total number of EST_INTRO cells we received",
+            &["success", "malformed", "unsuitable_circuit", "circuit_dead"],
+            "unsuitable_circuit",
+            CircCounter::EstIntro,
+        ),
+        (
+            "tor_relay_intro1_total",
+            "Total number of INTRO1 cells we received",
+            &[
+                "success",
+                "circuit_dead",
+                "malformed",
+                "unknown_service",
+                "rate_limited",
+                "circuit_reused",
+                "single_hop",
+            ],
+            "unknown_service",
+            CircCounter::Intro1,
+        ),
+        (
+            "tor_relay_rend1_total",
+            "Total number of REND1 cells we received",
+            &[
+                "success",
+                "unsuitable_circuit",
+                "malformed",
+                "unknown_cookie",
+                "circuit_dead",
+            ],
+            "unknown_cookie",
+            CircCounter::Rend1,
+        ),
+    ];
+    for (name, help, actions, ours, what) in families {
+        p.family(name, Kind::Counter, help);
+        for action in actions {
+            let v = if *action == ours { n(what) } else { 0 };
+            p.sample(name, &[("action", action)], v);
+        }
+    }
+
+    let name = "tor_relay_destroy_cell_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of DESTROY cell we received",
+    );
+    p.sample(name, &[], n(CircCounter::DestroyReceived));
+    let name = "tor_relay_circ_proto_violation_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of circuit protocol violation",
+    );
+    p.sample(name, &[], n(CircCounter::ProtoViolation));
+    // C 0.4.9 counts here the DROP cells its padding machines send
+    // (rephist.c: rep_hist_padding_count_write); oxit runs no padding
+    // machine and counts what the name and help say.
+    let name = "tor_relay_drop_cell_total";
+    p.family(name, Kind::Counter, "Total number of DROP cell we received");
+    p.sample(name, &[], n(CircCounter::DropReceived));
 }
 
 /// Prometheus text exposition, written as C tor writes it
@@ -374,6 +547,16 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
             received: own.accepted,
             rejected: none,
         },
+        "Control listener" => ConnRow {
+            initiated: ControlConns::load(&src.control.listeners),
+            received: none,
+            rejected: none,
+        },
+        "Control" => ConnRow {
+            initiated: none,
+            received: ControlConns::load(&src.control.accepted),
+            rejected: none,
+        },
         _ => ConnRow {
             initiated: none,
             received: none,
@@ -389,6 +572,8 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
             "Exit" => (conns.exit_open, none),
             "Metrics listener" => (one(own.listener), none),
             "Metrics" => (none, one(own.current)),
+            "Control listener" => (ControlConns::load(&src.control.listeners), none),
+            "Control" => (none, ControlConns::load(&src.control.open)),
             _ => (none, none),
         };
         ConnRow {
@@ -454,6 +639,26 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
          can renew the signing certificate before tor_relay_signing_cert_expiry_timestamp",
     );
     p.sample(name, &[], u64::from(src.offline_master_key));
+
+    let name = "tor_relay_load_global_rate_limit_reached_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of global connection bucket limit reached",
+    );
+    let [read, write] = src.rate_limit.reached();
+    p.sample(name, &[("side", "read")], read);
+    p.sample(name, &[("side", "write")], write);
+
+    circuit_families(&mut p, workers);
+
+    let name = "tor_bug_reached_count";
+    p.family(
+        name,
+        Kind::Counter,
+        "Total number of BUG() and similar assertion reached",
+    );
+    p.sample(name, &[], crate::bug::count());
 
     // oxit's own: per core, what C tor cannot have.
     let name = "oxit_worker_traffic_bytes";

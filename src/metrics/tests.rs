@@ -54,6 +54,8 @@ fn page_has_c_tors_families() {
     traffic[1].oom[1].store(512, Ordering::Relaxed);
     let flags = Flags::RUNNING.bits() | Flags::EXIT.bits();
     let src = Sources {
+        rate_limit: Default::default(),
+        control: Default::default(),
         traffic,
         flags: Arc::new(AtomicU32::new(u32::from(flags))),
         signing_cert_expiry: Arc::new(AtomicU64::new(1_900_000_000)),
@@ -97,6 +99,107 @@ fn page_has_c_tors_families() {
     );
 }
 
+/// The circuit-level families (congestion control, onion-service cells,
+/// DESTROY/DROP, violations), the bucket and bug counts and the
+/// ControlPort's connection rows: C's label values, the workers' sums.
+#[test]
+fn circuit_and_control_families() {
+    use crate::proto::cc::{CcStats, RunningAvg};
+    use crate::proto::circuit::CircCounter;
+    let traffic: Arc<[Traffic]> = (0..2).map(|_| Traffic::new(&[])).collect();
+    let w0 = CcStats {
+        circs_created: 5,
+        xon_sent: 2,
+        exit_ss_cwnd: RunningAvg { avg: 100.4, n: 1 },
+        ..CcStats::default()
+    };
+    let w1 = CcStats {
+        circs_created: 1,
+        exit_ss_cwnd: RunningAvg { avg: 200.0, n: 3 },
+        ..CcStats::default()
+    };
+    for (t, st) in traffic.iter().zip([w0, w1]) {
+        for (slot, v) in t.cc.iter().zip(st.to_array()) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+    traffic[0].circ[CircCounter::Rend1 as usize].store(4, Ordering::Relaxed);
+    traffic[1].circ[CircCounter::DestroyReceived as usize].store(9, Ordering::Relaxed);
+    traffic[0].circ[CircCounter::ProtoViolation as usize].store(2, Ordering::Relaxed);
+    let control = Arc::new(ControlConns::default());
+    control.listeners[0].store(1, Ordering::Relaxed);
+    control.accepted[0].store(3, Ordering::Relaxed);
+    control.open[0].store(1, Ordering::Relaxed);
+    let src = Sources {
+        rate_limit: Default::default(),
+        control,
+        traffic,
+        flags: Arc::default(),
+        signing_cert_expiry: Arc::default(),
+        offline_master_key: false,
+        max_mem_in_queues: 0,
+    };
+    let page = render(&src);
+    let conn = |name: &str, ty: &str, dir: &str, state: &str| {
+        format!(r#"{name}{{type="{ty}",direction="{dir}",state="{state}",family="ipv4"}}"#)
+    };
+    for line in [
+        "# TYPE tor_relay_congestion_control_total counter".to_owned(),
+        r#"tor_relay_congestion_control_total{state="cc_circuits",action="circs_created"} 6"#
+            .into(),
+        r#"tor_relay_congestion_control_total{state="flow_control",action="xon_num_sent"} 2"#
+            .into(),
+        "# TYPE tor_relay_congestion_control gauge".into(),
+        // (100.4·1 + 200·3) / 4 = 175.1, written rounded as C does.
+        r#"tor_relay_congestion_control{state="slow_start_exit",action="cwnd"} 175"#.into(),
+        r#"tor_relay_congestion_control{state="cc_estimates",action="bdp"} 0"#.into(),
+        r#"tor_relay_rend1_total{action="unknown_cookie"} 4"#.into(),
+        r#"tor_relay_rend1_total{action="success"} 0"#.into(),
+        r#"tor_relay_est_intro_total{action="unsuitable_circuit"} 0"#.into(),
+        r#"tor_relay_intro1_total{action="single_hop"} 0"#.into(),
+        r#"tor_relay_est_rend_total{action="duplicate_cookie"} 0"#.into(),
+        "tor_relay_destroy_cell_total 9".into(),
+        "tor_relay_circ_proto_violation_total 2".into(),
+        "tor_relay_drop_cell_total 0".into(),
+        r#"tor_relay_load_global_rate_limit_reached_total{side="read"} 0"#.into(),
+        r#"tor_relay_load_global_rate_limit_reached_total{side="write"} 0"#.into(),
+        "# TYPE tor_bug_reached_count counter".into(),
+        format!(
+            "{} 1",
+            conn(
+                "tor_relay_connections_total",
+                "Control listener",
+                "initiated",
+                "created"
+            )
+        ),
+        format!(
+            "{} 3",
+            conn(
+                "tor_relay_connections_total",
+                "Control",
+                "received",
+                "created"
+            )
+        ),
+        format!(
+            "{} 1",
+            conn("tor_relay_connections", "Control", "received", "opened")
+        ),
+        format!(
+            "{} 1",
+            conn(
+                "tor_relay_connections",
+                "Control listener",
+                "initiated",
+                "opened"
+            )
+        ),
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line}\n{page}");
+    }
+}
+
 /// CPU time comes from /proc: the process's, and each worker thread's,
 /// found by the name the data plane gives it.
 #[test]
@@ -112,6 +215,8 @@ fn cpu_seconds_from_proc() {
     // This test's own process has CPU time, and a thread named as a
     // worker is found and given its own.
     let src = Sources {
+        rate_limit: Default::default(),
+        control: Default::default(),
         traffic: (0..2).map(|_| Traffic::default()).collect(),
         flags: Arc::default(),
         signing_cert_expiry: Arc::default(),
@@ -191,6 +296,8 @@ fn connections_as_c_tor_writes_them() {
     crate::runtime::plane_store(&traffic[0].conns, &c0.to_array());
     crate::runtime::plane_store(&traffic[1].conns, &c1.to_array());
     let src = Sources {
+        rate_limit: Default::default(),
+        control: Default::default(),
         traffic,
         flags: Arc::default(),
         signing_cert_expiry: Arc::default(),
@@ -288,6 +395,8 @@ fn oxit_families_cells_closes_dns_and_connect_latency() {
     crate::runtime::plane_store(&traffic[0].connect, &h0.to_array());
     crate::runtime::plane_store(&traffic[1].connect, &h1.to_array());
     let src = Sources {
+        rate_limit: Default::default(),
+        control: Default::default(),
         traffic,
         flags: Arc::default(),
         signing_cert_expiry: Arc::default(),

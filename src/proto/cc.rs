@@ -150,6 +150,201 @@ impl ClockHealth {
     }
 }
 
+/// A running average as C tor keeps its congestion-control statistics
+/// (lib/math/stats.h: `stats_update_running_avg`, an N-count EWMA with
+/// N = 100), and how many values went into it so that the workers'
+/// averages can be merged.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunningAvg {
+    pub avg: f64,
+    pub n: u64,
+}
+
+impl RunningAvg {
+    const N: f64 = 100.0;
+
+    /// n_count_ewma_double with N = 100: the first value (or any after an
+    /// average of about 0) is taken as it is.
+    pub fn update(&mut self, value: u64) {
+        let v = value as f64;
+        self.avg = if self.avg < 0.000_000_2 {
+            v
+        } else {
+            (2.0 * v + (Self::N - 1.0) * self.avg) / (Self::N + 1.0)
+        };
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+/// What C tor's MetricsPort reports of congestion control
+/// (`tor_relay_congestion_control{,_total}`; relay_metrics.c
+/// fill_cc_counters_values, fill_cc_gauges_values), for one worker's
+/// circuits. C keeps these as process globals; each oxit worker keeps its
+/// own and the MetricsPort merges them ([`CcStats::add`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CcStats {
+    /// A min RTT raised at cwnd_min (`num_rtt_reset`).
+    pub rtt_reset: u64,
+    /// RTT samples dropped as clock stalls or jumps (`num_clock_stalls`).
+    pub clock_stalls: u64,
+    /// Stream XOFF and XON cells sent (`cc_stats_flow_num_x{off,on}_sent`).
+    pub xoff_sent: u64,
+    pub xon_sent: u64,
+    /// Steady-state updates with the queue above delta.
+    pub above_delta: u64,
+    /// Slow starts ended at `cc_ss_max`.
+    pub above_ss_cwnd_max: u64,
+    /// Slow starts ended because their step fell below steady state's.
+    pub below_ss_inc_floor: u64,
+    /// Circuits with congestion control created and closed, and slow
+    /// starts ended.
+    pub circs_created: u64,
+    pub circs_closed: u64,
+    pub exited_ss: u64,
+    /// At the end of slow start: cwnd, BDP, and the slow-start step.
+    pub exit_ss_cwnd: RunningAvg,
+    pub exit_ss_bdp: RunningAvg,
+    pub exit_ss_inc: RunningAvg,
+    /// cwnd of circuits closed after slow start, and in it (those with
+    /// enough RTT samples to mean something).
+    pub close_cwnd: RunningAvg,
+    pub close_ss_cwnd: RunningAvg,
+    /// Bytes buffered toward the destination when an XON or XOFF was
+    /// decided.
+    pub xon_outbuf: RunningAvg,
+    pub xoff_outbuf: RunningAvg,
+    /// Percent of steady-state (and slow-start) congestion signals that
+    /// were a blocked link rather than RTT.
+    pub csig_blocked: RunningAvg,
+    pub ss_csig_blocked: RunningAvg,
+    /// cwnd cut at the gamma (slow start) and delta thresholds.
+    pub gamma_drop: RunningAvg,
+    pub delta_drop: RunningAvg,
+    /// Percent of steady-state updates that grew (alpha), shrank (beta)
+    /// or cut (delta) cwnd.
+    pub csig_alpha: RunningAvg,
+    pub csig_beta: RunningAvg,
+    pub csig_delta: RunningAvg,
+    /// Queue use in slow start and after, and the BDP after.
+    pub ss_queue: RunningAvg,
+    pub queue: RunningAvg,
+    pub bdp: RunningAvg,
+}
+
+impl CcStats {
+    /// Counters in [`Self::to_array`].
+    pub const COUNTERS: usize = 10;
+    /// Averages in [`Self::to_array`], two slots each (bits of the f64,
+    /// then the count).
+    pub const AVERAGES: usize = 17;
+    /// Length of [`Self::to_array`].
+    pub const FIELDS: usize = Self::COUNTERS + 2 * Self::AVERAGES;
+
+    fn counters(&mut self) -> [&mut u64; Self::COUNTERS] {
+        [
+            &mut self.rtt_reset,
+            &mut self.clock_stalls,
+            &mut self.xoff_sent,
+            &mut self.xon_sent,
+            &mut self.above_delta,
+            &mut self.above_ss_cwnd_max,
+            &mut self.below_ss_inc_floor,
+            &mut self.circs_created,
+            &mut self.circs_closed,
+            &mut self.exited_ss,
+        ]
+    }
+
+    fn averages(&mut self) -> [&mut RunningAvg; Self::AVERAGES] {
+        [
+            &mut self.exit_ss_cwnd,
+            &mut self.exit_ss_bdp,
+            &mut self.exit_ss_inc,
+            &mut self.close_cwnd,
+            &mut self.close_ss_cwnd,
+            &mut self.xon_outbuf,
+            &mut self.xoff_outbuf,
+            &mut self.csig_blocked,
+            &mut self.gamma_drop,
+            &mut self.delta_drop,
+            &mut self.ss_csig_blocked,
+            &mut self.csig_alpha,
+            &mut self.csig_beta,
+            &mut self.csig_delta,
+            &mut self.ss_queue,
+            &mut self.queue,
+            &mut self.bdp,
+        ]
+    }
+
+    /// The statistics as one array, for a worker to publish through
+    /// atomics: the counters, then each average's f64 bits and count.
+    pub fn to_array(&self) -> [u64; Self::FIELDS] {
+        let mut me = *self;
+        let mut a = [0u64; Self::FIELDS];
+        for (slot, c) in a.iter_mut().zip(me.counters()) {
+            *slot = *c;
+        }
+        for (pair, r) in a[Self::COUNTERS..].chunks_exact_mut(2).zip(me.averages()) {
+            if let [bits, n] = pair {
+                *bits = r.avg.to_bits();
+                *n = r.n;
+            }
+        }
+        a
+    }
+
+    pub fn from_array(a: &[u64; Self::FIELDS]) -> CcStats {
+        let mut s = CcStats::default();
+        for (c, v) in s.counters().into_iter().zip(a.iter()) {
+            *c = *v;
+        }
+        for (r, pair) in s
+            .averages()
+            .into_iter()
+            .zip(a[Self::COUNTERS..].chunks_exact(2))
+        {
+            if let [bits, n] = pair {
+                *r = RunningAvg {
+                    avg: f64::from_bits(*bits),
+                    n: *n,
+                };
+            }
+        }
+        s
+    }
+
+    /// Merge another worker's: counters add up, averages are weighted by
+    /// how many values each worker put in.
+    pub fn add(&mut self, other: &CcStats) {
+        let mut other = *other;
+        for (c, o) in self.counters().into_iter().zip(other.counters()) {
+            *c = c.saturating_add(*o);
+        }
+        for (r, o) in self.averages().into_iter().zip(other.averages()) {
+            let n = r.n.saturating_add(o.n);
+            if n > 0 {
+                r.avg = (r.avg * r.n as f64 + o.avg * o.n as f64) / n as f64;
+            }
+            r.n = n;
+        }
+    }
+
+    /// A circuit with congestion control closed (circuitlist.c:
+    /// circuit_about_to_free's statistics).
+    pub fn note_closed(&mut self, v: &Vegas) {
+        if v.in_slow_start {
+            // Only circuits that carried enough to have an RTT range.
+            if v.max_rtt_usec != v.min_rtt_usec {
+                self.close_ss_cwnd.update(v.cwnd);
+            }
+        } else {
+            self.close_cwnd.update(v.cwnd);
+        }
+        self.circs_closed += 1;
+    }
+}
+
 /// A sample this many times the EWMA (or a 5000th of it) is a clock jump,
 /// not a real RTT (`DELTA_DISCREPENCY_RATIO_MAX`).
 const DELTA_DISCREPANCY_RATIO_MAX: u64 = 5000;
@@ -239,9 +434,15 @@ impl Vegas {
     /// A valid circuit SENDME (its tag already checked) arrived at
     /// `now_usec` (congestion_control_vegas_process_sendme, then the
     /// dispatcher's cwnd_max clamp).
-    pub fn on_sendme(&mut self, now_usec: u64, link: LinkState, clock: &mut ClockHealth) {
+    pub fn on_sendme(
+        &mut self,
+        now_usec: u64,
+        link: LinkState,
+        clock: &mut ClockHealth,
+        stats: &mut CcStats,
+    ) {
         let was_slow = self.in_slow_start;
-        self.process_sendme(now_usec, link, clock);
+        self.process_sendme(now_usec, link, clock, stats);
         self.cwnd = self.cwnd.min(self.p.cwnd_max);
         if was_slow && !self.in_slow_start {
             tracing::debug!(
@@ -255,10 +456,16 @@ impl Vegas {
         }
     }
 
-    fn process_sendme(&mut self, now_usec: u64, link: LinkState, clock: &mut ClockHealth) {
+    fn process_sendme(
+        &mut self,
+        now_usec: u64,
+        link: LinkState,
+        clock: &mut ClockHealth,
+        stats: &mut CcStats,
+    ) {
         self.next_cc_event = self.next_cc_event.saturating_sub(1);
         self.next_cwnd_event = self.next_cwnd_event.saturating_sub(1);
-        if !self.update_estimates(now_usec, link, clock) {
+        if !self.update_estimates(now_usec, link, clock, stats) {
             self.inflight = self.inflight.wrapping_sub(self.sendme_inc);
             return;
         }
@@ -281,31 +488,60 @@ impl Vegas {
                     if inc.wrapping_mul(self.sendme_per_cwnd())
                         <= self.p.cwnd_inc.wrapping_mul(self.p.cwnd_inc_rate)
                     {
-                        self.in_slow_start = false;
+                        self.exit_slow_start(stats);
+                        stats.below_ss_inc_floor += 1;
+                        stats.ss_csig_blocked.update(0);
                     }
                 }
             } else {
                 // A queue (or a blocked link) ends slow start, and may
                 // raise cwnd: no cwnd_min clamp here, as in C.
+                let old = self.cwnd;
                 self.cwnd = self.bdp.wrapping_add(self.p.gamma);
-                self.in_slow_start = false;
+                if self.blocked_chan {
+                    stats.ss_csig_blocked.update(100);
+                } else {
+                    stats.ss_csig_blocked.update(0);
+                    stats.gamma_drop.update(old.saturating_sub(self.cwnd));
+                }
+                self.exit_slow_start(stats);
             }
             if self.cwnd >= self.p.ss_cwnd_max {
                 self.cwnd = self.p.ss_cwnd_max;
-                self.in_slow_start = false;
+                self.exit_slow_start(stats);
+                stats.above_ss_cwnd_max += 1;
             }
+            stats.ss_queue.update(queue_use);
         } else if self.next_cc_event == 0 {
-            if queue_use > self.p.delta {
+            // Which signal this update acted on, in percent: alpha (grow),
+            // beta (shrink), delta (cut); none of them is 0, 0, 0.
+            let (alpha, beta, delta) = if queue_use > self.p.delta {
+                let old = self.cwnd;
                 self.cwnd = self
                     .bdp
                     .wrapping_add(self.p.delta)
                     .wrapping_sub(self.p.cwnd_inc);
+                stats.delta_drop.update(old.saturating_sub(self.cwnd));
+                stats.above_delta += 1;
+                (0, 0, 100)
             } else if queue_use > self.p.beta || self.blocked_chan {
                 self.cwnd = self.cwnd.wrapping_sub(self.p.cwnd_inc);
+                stats
+                    .csig_blocked
+                    .update(if self.blocked_chan { 100 } else { 0 });
+                (0, 100, 0)
             } else if self.cwnd_full && queue_use < self.p.alpha {
                 self.cwnd = self.cwnd.wrapping_add(self.p.cwnd_inc);
-            }
+                (100, 0, 0)
+            } else {
+                (0, 0, 0)
+            };
+            stats.csig_alpha.update(alpha);
+            stats.csig_beta.update(beta);
+            stats.csig_delta.update(delta);
             self.cwnd = self.cwnd.max(self.p.cwnd_min);
+            stats.queue.update(queue_use);
+            stats.bdp.update(self.bdp);
         }
         if self.next_cwnd_event == 0 {
             self.next_cwnd_event = self.sendme_per_cwnd();
@@ -324,6 +560,16 @@ impl Vegas {
         self.inflight = self.inflight.wrapping_sub(self.sendme_inc);
     }
 
+    /// congestion_control_vegas_exit_slow_start, with its statistics
+    /// (taken after the step that ended it, as C does).
+    fn exit_slow_start(&mut self, stats: &mut CcStats) {
+        self.in_slow_start = false;
+        stats.exit_ss_cwnd.update(self.cwnd);
+        stats.exit_ss_bdp.update(self.bdp);
+        stats.exit_ss_inc.update(self.slow_start_inc());
+        stats.exited_ss += 1;
+    }
+
     /// RTT then BDP (congestion_control_update_circuit_estimates); false
     /// when there is nothing to act on.
     fn update_estimates(
@@ -331,19 +577,22 @@ impl Vegas {
         now_usec: u64,
         link: LinkState,
         clock: &mut ClockHealth,
+        stats: &mut CcStats,
     ) -> bool {
-        let rtt = self.update_rtt(now_usec, clock);
+        let rtt = self.update_rtt(now_usec, clock, stats);
         self.update_bdp(rtt, link)
     }
 
-    fn update_rtt(&mut self, now_usec: u64, clock: &mut ClockHealth) -> u64 {
+    fn update_rtt(&mut self, now_usec: u64, clock: &mut ClockHealth, stats: &mut CcStats) -> u64 {
         // An empty queue would be a SENDME nobody asked for; the circuit
         // rejects those before they get here (C: a BUG() and 0).
         let Some(sent) = self.sent_at.pop_front() else {
+            crate::bug::reached("congestion control: a SENDME with no sent cell to time");
             return 0;
         };
         let rtt = now_usec.wrapping_sub(sent);
         if self.stalled_or_jumped(self.ewma_rtt_usec, rtt, clock) {
+            stats.clock_stalls += 1;
             return 0;
         }
         let n = self.ewma_count();
@@ -360,6 +609,7 @@ impl Vegas {
             );
             let pct = self.p.rtt_reset_pct.min(100);
             self.min_rtt_usec = pct.wrapping_mul(hi) / 100 + (100 - pct).wrapping_mul(lo) / 100;
+            stats.rtt_reset += 1;
         } else if self.ewma_rtt_usec < self.min_rtt_usec {
             self.min_rtt_usec = self.ewma_rtt_usec;
         }

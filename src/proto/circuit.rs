@@ -44,7 +44,7 @@ use rand::CryptoRng;
 
 use crate::crypto::tor1::SendmeTag;
 use crate::proto::cell::{CELL_BODY_LEN, ChanCmd, CircId, Create2, Destroy, DestroyReason};
-use crate::proto::relay_msg::{RelayBody, SendmeDigest, StreamId};
+use crate::proto::relay_msg::{RelayBody, RelayCmd, SendmeDigest, StreamId};
 use crate::proto::stream::{Stream, StreamState};
 use hop::HopCrypto;
 
@@ -207,6 +207,47 @@ pub struct ExitStreamCounts {
     pub rejected: [u64; 2],
 }
 
+/// Events C tor's MetricsPort counts one family each for
+/// (relay_metrics.c), as a slot of [`CircuitTable::counters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircCounter {
+    /// DESTROY cells received, for a known circuit or not
+    /// (`tor_relay_destroy_cell_total`; command.c counts them all).
+    DestroyReceived,
+    /// DROP cells received at our hop (`tor_relay_drop_cell_total`).
+    DropReceived,
+    /// Circuits closed, or creates refused, for a protocol violation
+    /// (`tor_relay_circ_proto_violation_total`; circuitlist.c counts
+    /// every mark for close with TORPROTOCOL, and command.c's refused
+    /// creates are circuits it marks so).
+    ProtoViolation,
+    /// Onion-service cells at our hop: ESTABLISH_INTRO,
+    /// ESTABLISH_RENDEZVOUS, INTRODUCE1, RENDEZVOUS1. oxit is neither an
+    /// introduction nor a rendezvous point (its descriptor offers no
+    /// HSIntro or HSRend), so it drops them; the MetricsPort counts each
+    /// under the action C tor takes when it cannot serve one.
+    EstIntro,
+    EstRend,
+    Intro1,
+    Rend1,
+}
+
+impl CircCounter {
+    /// Length of [`CircuitTable::counters`].
+    pub const SLOTS: usize = 7;
+
+    /// The counter for an onion-service cell, if `cmd` is one.
+    pub(crate) fn onion_service(cmd: RelayCmd) -> Option<CircCounter> {
+        Some(match cmd {
+            RelayCmd::ESTABLISH_INTRO => CircCounter::EstIntro,
+            RelayCmd::ESTABLISH_RENDEZVOUS => CircCounter::EstRend,
+            RelayCmd::INTRODUCE1 => CircCounter::Intro1,
+            RelayCmd::RENDEZVOUS1 => CircCounter::Rend1,
+            _ => return None,
+        })
+    }
+}
+
 /// Slots of [`CircuitTable::close_counts`]: one per DESTROY reason code
 /// [`DestroyReason::name`] knows (0..=12), then one for any other code.
 pub const CLOSE_REASON_SLOTS: usize = 14;
@@ -264,6 +305,8 @@ pub struct CircuitTable {
     /// Circuits closed, by the reason they were closed with (see
     /// [`CircuitTable::close_counts`]).
     closed: [u64; CLOSE_REASON_SLOTS],
+    /// See [`CircCounter`].
+    counters: [u64; CircCounter::SLOTS],
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Where sets live when there are several workers.
@@ -280,6 +323,8 @@ pub struct CircuitTable {
     /// Whether RTT samples say the clock is sane (C tor keeps one per
     /// process; one per worker here).
     pub(crate) cc_clock: crate::proto::cc::ClockHealth,
+    /// Congestion control's statistics over this table's circuits.
+    pub(crate) cc_stats: crate::proto::cc::CcStats,
 }
 
 impl CircuitTable {
@@ -305,6 +350,7 @@ impl CircuitTable {
             conflux: Default::default(),
             exit_streams: ExitStreamCounts::default(),
             closed: [0; CLOSE_REASON_SLOTS],
+            counters: [0; CircCounter::SLOTS],
             homes: None,
             moved: HashMap::new(),
             onion: {
@@ -315,6 +361,7 @@ impl CircuitTable {
             clock: Instant::now,
             cc_epoch: None,
             cc_clock: Default::default(),
+            cc_stats: Default::default(),
             cfg,
         }
     }
@@ -637,6 +684,24 @@ impl CircuitTable {
         self.closed
     }
 
+    /// The [`CircCounter`] events so far, by `CircCounter as usize`.
+    pub fn counters(&self) -> [u64; CircCounter::SLOTS] {
+        self.counters
+    }
+
+    /// Congestion control's statistics so far.
+    pub fn cc_stats(&self) -> crate::proto::cc::CcStats {
+        self.cc_stats
+    }
+
+    /// One more `what` (a plain add, once per event, never per cell of
+    /// a flow).
+    pub(crate) fn count(&mut self, what: CircCounter) {
+        if let Some(n) = self.counters.get_mut(what as usize) {
+            *n += 1;
+        }
+    }
+
     /// Circuits on this worker.
     pub fn circuit_total(&self) -> usize {
         self.circs.len()
@@ -907,6 +972,12 @@ impl CircuitTable {
         if let Some(n) = self.closed.get_mut(slot) {
             *n += 1;
         }
+        if why == DestroyReason::PROTOCOL {
+            self.count(CircCounter::ProtoViolation);
+        }
+        if let Some(v) = &c.windows.cc {
+            self.cc_stats.note_closed(v);
+        }
         let set_ends = if c.conflux {
             self.conflux_leg_closing(idx, &mut c)
         } else {
@@ -940,6 +1011,16 @@ impl CircuitTable {
             let r = Some(DestroyReason::FINISHED);
             self.close_circuit(leg, r, r);
         }
+    }
+
+    /// DESTROY a create we will not answer, before it became a circuit;
+    /// counted as a violation when it is one (C marks the circuit it
+    /// made for the cell: command.c, cpuworker.c).
+    pub(crate) fn refuse_create(&mut self, chan: ChanId, circ_id: CircId, reason: DestroyReason) {
+        if reason == DestroyReason::PROTOCOL {
+            self.count(CircCounter::ProtoViolation);
+        }
+        self.send_destroy(chan, circ_id, reason);
     }
 
     /// Close for a protocol violation at our hop: PROTOCOL both ways

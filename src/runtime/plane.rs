@@ -108,6 +108,13 @@ pub struct Traffic {
     pub closed: [AtomicU64; crate::proto::circuit::CLOSE_REASON_SLOTS],
     /// Exit connect latency ([`ConnectHistogram::to_array`]).
     pub connect: [AtomicU64; ConnectHistogram::FIELDS],
+    /// The circuit table's event counts
+    /// ([`crate::proto::circuit::CircuitTable::counters`]).
+    pub circ: [AtomicU64; crate::proto::circuit::CircCounter::SLOTS],
+    /// Congestion control's statistics
+    /// ([`crate::proto::cc::CcStats::to_array`], all its fields; made by
+    /// [`Traffic::new`]), stored when they change.
+    pub cc: Box<[AtomicU64]>,
     /// The worker's resolver, per nameserver (the same list, in the same
     /// order, in every worker): queries, then errors by
     /// [`crate::exit::dns::SERVER_ERROR_NAMES`].
@@ -127,6 +134,9 @@ impl Traffic {
             nameservers: nameservers
                 .iter()
                 .map(|a| (*a, std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+            cc: (0..crate::proto::cc::CcStats::FIELDS)
+                .map(|_| AtomicU64::new(0))
                 .collect(),
             ..Traffic::default()
         }
@@ -493,6 +503,11 @@ impl DataPlane {
     /// The workers' published counters, for the MetricsPort.
     pub fn traffic_shared(&self) -> Arc<[Traffic]> {
         self.traffic.clone()
+    }
+
+    /// The relay's bandwidth buckets, for the MetricsPort.
+    pub fn rate_limit_shared(&self) -> Arc<super::ratelimit::RateLimit> {
+        self.limit.clone()
     }
 
     /// Every worker's DoS counters, summed.

@@ -32,6 +32,9 @@ pub struct RateLimit {
     write: AtomicI64,
     /// Milliseconds since `epoch` of the last refill.
     refilled_ms: AtomicU64,
+    /// Times the read and the write bucket ran empty
+    /// (`tor_relay_load_global_rate_limit_reached_total`).
+    reached: [AtomicU64; 2],
 }
 
 impl Default for RateLimit {
@@ -43,6 +46,7 @@ impl Default for RateLimit {
             read: AtomicI64::new(0),
             write: AtomicI64::new(0),
             refilled_ms: AtomicU64::new(0),
+            reached: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 }
@@ -118,9 +122,32 @@ impl RateLimit {
             return false;
         }
         self.refill(now);
-        let r = self.read.fetch_sub(to_i64(read), Ordering::Relaxed) - to_i64(read);
-        let w = self.write.fetch_sub(to_i64(written), Ordering::Relaxed) - to_i64(written);
-        r <= 0 || w <= 0
+        let mut over = false;
+        for (i, (bucket, n)) in [(&self.read, read), (&self.write, written)]
+            .into_iter()
+            .enumerate()
+        {
+            let before = bucket.fetch_sub(to_i64(n), Ordering::Relaxed);
+            let after = before.saturating_sub(to_i64(n));
+            // Counted once per emptying, by the worker whose charge
+            // emptied it: no more atomics than the charge itself.
+            if before > 0
+                && after <= 0
+                && let Some(c) = self.reached.get(i)
+            {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            over |= after <= 0;
+        }
+        over
+    }
+
+    /// How many times the read and the write bucket ran empty. C tor
+    /// counts every connection that found a bucket empty
+    /// (connection.c:connection_bucket_read_limit), many per emptying;
+    /// oxit counts each emptying once.
+    pub fn reached(&self) -> [u64; 2] {
+        std::array::from_fn(|i| self.reached.get(i).map_or(0, |c| c.load(Ordering::Relaxed)))
     }
 
     /// Whether the relay is still over its budget, after refilling.
@@ -155,6 +182,7 @@ mod tests {
         assert!(!l.charge(1500, 100, t0));
         assert!(l.charge(600, 0, t0), "2100 read of a 2000 burst");
         assert!(l.over(t0));
+        assert_eq!(l.reached(), [1, 0]);
         // 100 ms bring 100 bytes: still 0 → over; 1 ms more → positive.
         assert!(l.over(t0 + Duration::from_millis(100)));
         assert!(!l.over(t0 + Duration::from_millis(101)));
@@ -164,12 +192,28 @@ mod tests {
     }
 
     #[test]
+    fn an_emptying_counts_once() {
+        let l = RateLimit::default();
+        let t0 = l.epoch;
+        l.set(1000, 1000, t0);
+        for _ in 0..3 {
+            assert!(l.charge(1000, 0, t0));
+        }
+        assert_eq!(l.reached(), [1, 0]);
+        // Refilled, then emptied again: a second time.
+        assert!(!l.over(t0 + Duration::from_secs(4)));
+        assert!(l.charge(1000, 0, t0 + Duration::from_secs(4)));
+        assert_eq!(l.reached(), [2, 0]);
+    }
+
+    #[test]
     fn writes_count_on_their_own_bucket() {
         let l = RateLimit::default();
         let t0 = l.epoch;
         l.set(1000, 1000, t0);
         assert!(!l.charge(10, 900, t0));
         assert!(l.charge(10, 200, t0));
+        assert_eq!(l.reached(), [0, 1]);
     }
 
     #[test]

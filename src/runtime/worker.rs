@@ -234,6 +234,7 @@ pub(super) struct Worker {
     /// The DoS counters last stored for the control plane.
     dos_published: crate::proto::dos::DosStats,
     onion_published: crate::proto::circuit::OnionStats,
+    cc_published: crate::proto::cc::CcStats,
     dns_published: crate::exit::dns::ResolverStats,
     next_dos_purge: Instant,
     next_collect: Instant,
@@ -328,6 +329,7 @@ impl Worker {
             queue_kills: 0,
             dos_published: crate::proto::dos::DosStats::default(),
             onion_published: crate::proto::circuit::OnionStats::default(),
+            cc_published: crate::proto::cc::CcStats::default(),
             dns_published: Default::default(),
             next_dos_purge: Instant::now() + DOS_PURGE_EVERY,
             next_collect: Instant::now() + COLLECT_EVERY,
@@ -1177,6 +1179,12 @@ impl Worker {
         store_changed(&t.tls, &self.tls_io);
         store_changed(&t.closed, &self.circuits.close_counts());
         store_changed(&t.connect, &self.connect_hist.to_array());
+        store_changed(&t.circ, &self.circuits.counters());
+        let cc = self.circuits.cc_stats();
+        if cc != self.cc_published {
+            self.cc_published = cc;
+            super::plane::store_all(&t.cc, &cc.to_array());
+        }
         for ((_, slots), s) in t.nameservers.iter().zip(self.resolver.server_stats()) {
             let mut a = [0u64; super::plane::NAMESERVER_FIELDS];
             a[0] = s.queries;

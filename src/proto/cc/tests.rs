@@ -19,9 +19,10 @@ struct Step {
     blocked_chan: bool,
 }
 
-fn run(name: &str, steps: &[Step]) {
+fn run(name: &str, steps: &[Step]) -> CcStats {
     let mut v = Vegas::new(&CcParams::default());
     let mut clock = ClockHealth::default();
+    let mut stats = CcStats::default();
     v.sent_at = steps.iter().map(|s| s.sent).collect();
     for (i, s) in steps.iter().enumerate() {
         v.inflight = s.inflight;
@@ -29,7 +30,7 @@ fn run(name: &str, steps: &[Step]) {
             blocked: s.blocked,
             queued_cells: 0,
         };
-        v.on_sendme(s.got, link, &mut clock);
+        v.on_sendme(s.got, link, &mut clock, &mut stats);
         let got = (
             v.ewma_rtt_usec,
             v.min_rtt_usec,
@@ -45,6 +46,13 @@ fn run(name: &str, steps: &[Step]) {
         );
         assert_eq!(v.inflight, s.inflight - 31, "{name} step {i}: inflight");
     }
+    // Every steady-state update feeds the three signal percentages and
+    // the queue and BDP averages once (congestion_control_vegas.c).
+    let n = stats.csig_alpha.n;
+    for r in [stats.csig_beta, stats.csig_delta, stats.queue, stats.bdp] {
+        assert_eq!(r.n, n, "{name}: steady-state averages move together");
+    }
+    stats
 }
 
 #[rustfmt::skip]
@@ -127,13 +135,61 @@ const VECT4: &[Step] = &[
 /// then delta, beta and alpha in the steady state.
 #[test]
 fn vegas_vector_1() {
-    run("vect1", VECT1);
+    let st = run("vect1", VECT1);
+    // Slow start ends once, at the gamma threshold: cwnd 664 → 584, by
+    // RTT (not a blocked link).
+    assert_eq!(st.exited_ss, 1);
+    assert_eq!((st.gamma_drop.n, st.gamma_drop.avg), (1, 80.0));
+    assert_eq!((st.ss_csig_blocked.n, st.ss_csig_blocked.avg), (1, 0.0));
+    assert_eq!((st.exit_ss_cwnd.n, st.exit_ss_cwnd.avg), (1, 584.0));
+    assert_eq!(st.above_ss_cwnd_max + st.below_ss_inc_floor, 0);
 }
 
 /// Slow start ended by a blocked link.
 #[test]
 fn vegas_vector_2() {
-    run("vect2", VECT2);
+    let st = run("vect2", VECT2);
+    assert_eq!(st.exited_ss, 1);
+    // Ended by the blocked link: 100 % blocked, no gamma cut recorded.
+    assert_eq!((st.ss_csig_blocked.n, st.ss_csig_blocked.avg), (1, 100.0));
+    assert_eq!(st.gamma_drop.n, 0);
+}
+
+/// C's running average, and the workers' statistics merged for the
+/// MetricsPort.
+#[test]
+fn statistics_average_and_merge() {
+    let mut r = RunningAvg::default();
+    for v in [100, 0, 0] {
+        r.update(v);
+    }
+    // 100, then (2·0 + 99·100)/101, then (2·0 + 99·that)/101.
+    let want = 99.0 * (99.0 * 100.0 / 101.0) / 101.0;
+    assert!((r.avg - want).abs() < 1e-9, "{}", r.avg);
+    // C's quirk: an average of 0 takes the next value as it is.
+    let mut z = RunningAvg::default();
+    z.update(0);
+    z.update(40);
+    assert_eq!((z.avg, z.n), (40.0, 2));
+
+    let mut a = CcStats {
+        xoff_sent: 3,
+        queue: RunningAvg { avg: 10.0, n: 1 },
+        ..CcStats::default()
+    };
+    let b = CcStats {
+        xoff_sent: 4,
+        queue: RunningAvg { avg: 40.0, n: 3 },
+        bdp: RunningAvg { avg: 7.0, n: 2 },
+        ..CcStats::default()
+    };
+    assert_eq!(CcStats::from_array(&b.to_array()), b);
+    a.add(&b);
+    assert_eq!(a.xoff_sent, 7);
+    // Weighted by how many values each side averaged.
+    assert_eq!((a.queue.avg, a.queue.n), (32.5, 4));
+    assert_eq!((a.bdp.avg, a.bdp.n), (7.0, 2));
+    assert_eq!(a.exit_ss_cwnd, RunningAvg::default());
 }
 
 /// Real upload traces.
@@ -164,7 +220,7 @@ fn rtt_and_ewma() {
     for (i, r) in rows.iter().enumerate() {
         v.cwnd = r.2;
         v.in_slow_start = r.3;
-        let rtt = v.update_rtt(r.1, &mut clock);
+        let rtt = v.update_rtt(r.1, &mut clock, &mut CcStats::default());
         assert_eq!(
             (rtt, v.ewma_rtt_usec, v.min_rtt_usec),
             (r.4, r.5, r.6),
@@ -214,7 +270,12 @@ fn sendme_pacing_and_window() {
     assert!(!v.can_send());
     assert_eq!(v.package_window(), 0);
     let mut clock = ClockHealth::default();
-    v.on_sendme(100_000, LinkState::default(), &mut clock);
+    v.on_sendme(
+        100_000,
+        LinkState::default(),
+        &mut clock,
+        &mut CcStats::default(),
+    );
     assert_eq!(v.inflight(), 93);
     assert_eq!(v.ewma_rtt_usec(), 100_000 - 310);
     assert!(v.package_window() > 0);

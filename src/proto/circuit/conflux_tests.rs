@@ -10,7 +10,7 @@ use super::tests::{
     Client, PREV_RELAY, RELAY_CHAN, Relay, client_cell, client_msg, client_recv, create_ntor_v3,
     destroy_codes, drain, now, relay, sent_cells,
 };
-use super::{Action, ChanId, PeerKind, StreamKey};
+use super::{Action, ChanId, CircCounter, PeerKind, StreamKey};
 use crate::exit::dns::Answer;
 use crate::proto::cell::ChanCmd;
 use crate::proto::relay_msg::{
@@ -273,6 +273,12 @@ fn closing_legs_as_c_tor_does() {
             .any(|x| matches!(x, Action::CloseStream { key: k } if *k == key))
     );
     assert_eq!(r.t.circuit_total(), 0);
+    // Three circuits with congestion control came and went, all still in
+    // slow start with no RTT range: none is averaged at close (C's rule).
+    let st = r.t.cc_stats();
+    assert_eq!((st.circs_created, st.circs_closed), (3, 3));
+    assert_eq!(st.close_ss_cwnd.n + st.close_cwnd.n, 0);
+    assert_eq!(r.t.counters()[CircCounter::DestroyReceived as usize], 2);
 }
 
 /// Every refusal C tor's exit makes, with the DESTROY reason it sends.

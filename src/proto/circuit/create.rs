@@ -15,8 +15,8 @@ use rand::CryptoRng;
 use super::hop::{HopCrypto, HopKeys};
 use super::onion::{HandshakeStat, OnionStats, SkinKind};
 use super::{
-    Action, ChanId, ChanInfo, CircWindows, Circuit, CircuitTable, IncomingCell, MAX_RELAY_EARLY,
-    Next, PeerKind, Side,
+    Action, ChanId, ChanInfo, CircCounter, CircWindows, Circuit, CircuitTable, IncomingCell,
+    MAX_RELAY_EARLY, Next, PeerKind, Side,
 };
 use crate::crypto::ntor_v3::{NTOR3_CIRC_VERIFICATION, negotiate};
 use crate::crypto::{fast, ntor, ntor_v3};
@@ -71,7 +71,10 @@ impl CircuitTable {
             ChanCmd::CREATED2 | ChanCmd::CREATED_FAST | ChanCmd::CREATED => {
                 self.handle_created(chan, cell, rng)
             }
-            ChanCmd::DESTROY => self.handle_destroy(chan, cell),
+            ChanCmd::DESTROY => {
+                self.count(CircCounter::DestroyReceived);
+                self.handle_destroy(chan, cell)
+            }
             // PADDING and the rest belong to the link layer or are dropped.
             _ => {}
         }
@@ -121,7 +124,7 @@ impl CircuitTable {
         // queue, as command.c parses the cell before the cpuworker sees it.
         if let Err(e) = self.check_create(chan, cell) {
             tracing::debug!(?chan, circ_id = %cell.circ_id, "refusing create: {e}");
-            self.send_destroy(chan, cell.circ_id, e.destroy_reason());
+            self.refuse_create(chan, cell.circ_id, e.destroy_reason());
             return;
         }
         let from_relay = self
@@ -234,7 +237,11 @@ impl CircuitTable {
                     crypto: HopCrypto::new(&keys),
                     early_left: MAX_RELAY_EARLY,
                     windows: match (&self.cfg.cc, cc) {
-                        (Some(p), true) => CircWindows::vegas(p),
+                        (Some(p), true) => {
+                            self.cc_stats.circs_created =
+                                self.cc_stats.circs_created.saturating_add(1);
+                            CircWindows::vegas(p)
+                        }
                         _ => CircWindows::fixed(i32::from(self.cfg.circwindow)),
                     },
                     streams: HashMap::new(),
@@ -252,7 +259,7 @@ impl CircuitTable {
             }
             Err(e) => {
                 tracing::debug!(?chan, %circ_id, "refusing create: {e}");
-                self.send_destroy(chan, circ_id, e.destroy_reason());
+                self.refuse_create(chan, circ_id, e.destroy_reason());
             }
         }
     }

@@ -13,8 +13,8 @@ use rand::CryptoRng;
 use super::conflux::Leftover;
 use super::hop::HopCrypto;
 use super::{
-    CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId, ChanInfo, CircIdx,
-    CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind, Side,
+    CIRCWINDOW_INCREMENT, CIRCWINDOW_START, CIRCWINDOW_START_MAX, ChanId, ChanInfo, CircCounter,
+    CircIdx, CircuitTable, ExtendFailure, ExtendKey, IncomingCell, Next, PeerKind, Side,
 };
 use crate::crypto::tor1::CellBody;
 use crate::exit::dns::address::is_internal;
@@ -149,7 +149,7 @@ impl CircuitTable {
             // A relay cell before CREATED: "circuit in create_wait. Closing."
             // (command.c:command_process_relay_cell). Otherwise unknown: drop.
             if self.onion.cancel(chan, first.circ_id) {
-                self.send_destroy(chan, first.circ_id, DestroyReason::PROTOCOL);
+                self.refuse_create(chan, first.circ_id, DestroyReason::PROTOCOL);
             }
             return;
         };
@@ -281,7 +281,12 @@ impl CircuitTable {
                 tracing::debug!("bad circuit-level relay message: {e}");
                 self.close_protocol(idx);
             }
-            Ok(None) | Ok(Some(CircuitMsg::Drop(_))) => {}
+            Ok(Some(CircuitMsg::Drop(_))) => self.count(CircCounter::DropReceived),
+            Ok(None) => {
+                if let Some(what) = CircCounter::onion_service(cmd) {
+                    self.count(what);
+                }
+            }
             Ok(Some(CircuitMsg::Sendme(s))) => self.circuit_sendme(idx, &s, now),
             Ok(Some(CircuitMsg::Extend(_))) => self.close_protocol(idx),
             Ok(Some(CircuitMsg::Extend2(e))) => {
@@ -383,7 +388,7 @@ impl CircuitTable {
                     .is_some_and(|r| r.room <= 0),
                 queued_cells: c.queued as u64,
             };
-            v.on_sendme(now_usec, link, &mut self.cc_clock);
+            v.on_sendme(now_usec, link, &mut self.cc_clock, &mut self.cc_stats);
             if c.conflux {
                 // conflux.c:conflux_update_rtt, from the leg's EWMA.
                 self.conflux.note_rtt(idx, v.ewma_rtt_usec());

@@ -174,6 +174,7 @@ impl CircuitTable {
                 // Closing seals first, so this is a bug; still, never let
                 // a plaintext cell out.
                 debug_assert!(false, "unsealed cells of a closed circuit");
+                crate::bug::reached("unsealed cells of a closed circuit");
                 for &(_, k) in run {
                     if let Some(Some(b)) = slots.get_mut(k) {
                         b.fill(0);

@@ -279,6 +279,27 @@ fn create2_ntor_then_drop_cell() {
     r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
     assert!(drain(&mut r.t).is_empty());
     assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+    // Onion-service cells are dropped too: oxit serves no intro or
+    // rendezvous point. Each is counted for the MetricsPort.
+    for cmd in [
+        RelayCmd::ESTABLISH_INTRO,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        RelayCmd::INTRODUCE1,
+        RelayCmd::RENDEZVOUS1,
+        RelayCmd::RENDEZVOUS1,
+    ] {
+        let mut c = [client_cell(&mut cl, &mut rng, 0, cmd, 0, &[7; 20], false)];
+        r.t.handle_cells(CLIENT_CHAN, &mut c, now(), &mut rng);
+    }
+    assert!(drain(&mut r.t).is_empty());
+    assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+    let mut counts = [0u64; CircCounter::SLOTS];
+    counts[CircCounter::DropReceived as usize] = 1;
+    counts[CircCounter::EstIntro as usize] = 1;
+    counts[CircCounter::EstRend as usize] = 1;
+    counts[CircCounter::Intro1 as usize] = 1;
+    counts[CircCounter::Rend1 as usize] = 2;
+    assert_eq!(r.t.counters(), counts);
 }
 
 #[test]
@@ -452,6 +473,9 @@ fn create_refusals() {
     );
     assert!(drain(&mut r.t).is_empty());
     assert_eq!(r.t.circuit_count(CLIENT_CHAN), 1);
+    // The four PROTOCOL refusals are protocol violations, as C counts
+    // the circuits it marks for them; the dropped ones are not.
+    assert_eq!(r.t.counters()[CircCounter::ProtoViolation as usize], 4);
 }
 
 #[test]
@@ -669,6 +693,12 @@ fn destroy_propagates_as_destroyed() {
     let mut closed = [0u64; crate::proto::circuit::CLOSE_REASON_SLOTS];
     closed[usize::from(DestroyReason::DESTROYED.get())] = 1;
     assert_eq!(th.a.t.close_counts(), closed);
+    // Every DESTROY cell counts, for a circuit we know or not (command.c).
+    let mut d = [cell(th.cl.id, ChanCmd::DESTROY, body_of(&[9]))];
+    th.a.t.handle_cells(CLIENT_CHAN, &mut d, now(), &mut rng);
+    let destroys = th.a.t.counters()[CircCounter::DestroyReceived as usize];
+    assert_eq!(destroys, 2);
+    assert_eq!(th.a.t.counters()[CircCounter::ProtoViolation as usize], 0);
 
     // From ahead: DESTROYED toward the client.
     let mut th = two_hop(&mut rng);
@@ -689,6 +719,7 @@ fn destroy_propagates_as_destroyed() {
     let protocol = usize::from(DestroyReason::PROTOCOL.get());
     assert_eq!(th.a.t.close_counts()[protocol], 1);
     assert_eq!(th.a.t.close_counts().iter().sum::<u64>(), 1);
+    assert_eq!(th.a.t.counters()[CircCounter::ProtoViolation as usize], 1);
 
     // Channel closed: CHANNEL_CLOSED to the other side.
     let mut th = two_hop(&mut rng);

@@ -662,9 +662,15 @@ impl CircuitTable {
             let now_usec = self.usec(now);
             let reliable = self.cc_clock.is_reliable();
             if let Some(s) = self.streams.get_mut(&key)
+                && let answers_xoff = s.flow.xoff_sent
                 && let Some(xon) = flow_drained(&mut s.flow, now_usec, reliable)
             {
                 let sid = s.id;
+                if !answers_xoff {
+                    // A rate-change XON: C averages what is still
+                    // buffered; oxit decides it once the socket drained.
+                    self.cc_stats.xon_outbuf.update(0);
+                }
                 let mut body = [0u8; 5];
                 body[1..].copy_from_slice(&xon.to_be_bytes());
                 self.send_flow_cell(circ, sid, RelayCmd::XON, &body, rng);
@@ -706,6 +712,7 @@ impl CircuitTable {
         }
         if flow_decide_xoff(&mut s.flow, buffered as u64, now_usec) {
             let sid = s.id;
+            self.cc_stats.xoff_outbuf.update(buffered as u64);
             self.send_flow_cell(circ, sid, RelayCmd::XOFF, &[0], rng);
         }
     }
@@ -719,6 +726,11 @@ impl CircuitTable {
         body: &[u8],
         rng: &mut impl CryptoRng,
     ) {
+        if cmd == RelayCmd::XOFF {
+            self.cc_stats.xoff_sent += 1;
+        } else {
+            self.cc_stats.xon_sent += 1;
+        }
         self.originate(circ, cmd, rng, |format, cell, rng| {
             format.encode_data(cmd, sid, body, rng, cell).is_ok()
         });

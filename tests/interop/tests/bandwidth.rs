@@ -4,10 +4,13 @@
 //! each core's: the one stream lives on one worker and still gets all of
 //! it.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use oxit_interop::client;
-use oxit_interop::harness::{ExitPath, IoBackend, OxitOptions, body_for, sha256_hex};
+use oxit_interop::harness::{
+    ExitPath, IoBackend, OxitOptions, body_for, free_tcp_port, metrics, sha256_hex,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STEP: Duration = Duration::from_secs(90);
@@ -22,7 +25,11 @@ async fn relay_bandwidth_rate_holds_a_download_to_the_rate() {
     let mut opts = OxitOptions::new(IoBackend::Uring);
     // 127.0.0.1 is private: it counts (and is limited) only with
     // CountPrivateBandwidth, as in C tor.
-    opts.extra_torrc = "RelayBandwidthRate 2 MBytes\nCountPrivateBandwidth 1\n".into();
+    let metrics_port = free_tcp_port().expect("a free port");
+    opts.extra_torrc = format!(
+        "RelayBandwidthRate 2 MBytes\nCountPrivateBandwidth 1\n{}",
+        metrics::torrc_lines(metrics_port)
+    );
     let path = ExitPath::start(&opts).expect("start C tor middle and oxit");
     let port = path.port();
     let hops = path.hops.clone();
@@ -83,6 +90,16 @@ async fn relay_bandwidth_rate_holds_a_download_to_the_rate() {
     let body = client::parse_http_reply("/bytes/", reply).expect("an HTTP reply");
     assert_eq!(body.len(), BODY);
     assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
+    // The buckets ran empty again and again: C tor's overload counter.
+    let page = metrics::scrape(SocketAddr::from(([127, 0, 0, 1], metrics_port)))
+        .expect("scrape the MetricsPort");
+    let reached = |side: &str| {
+        let s = format!("tor_relay_load_global_rate_limit_reached_total{{side=\"{side}\"}}");
+        metrics::sample(&page, &s).unwrap_or_else(|| panic!("no {s}:\n{page}"))
+    };
+    let (read, write) = (reached("read"), reached("write"));
+    println!("global rate limit reached: read {read}, write {write}");
+    assert!(read + write >= 10.0, "{page}");
     assert!(
         oxit.stop().expect("stop oxit"),
         "oxit must exit 0 on SIGTERM"

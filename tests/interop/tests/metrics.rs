@@ -2,7 +2,8 @@
 //! backends) and a C tor relay each serve `GET /metrics` under
 //! `MetricsPortPolicy accept 127.0.0.1`. Every `tor_*` family oxit writes
 //! must be one C tor writes too, with the same type and the same label
-//! keys, so that dashboards and alert rules made for C tor read oxit's.
+//! keys, and every series C tor writes oxit writes too (same label
+//! values), so that dashboards and alert rules made for C tor read oxit's.
 //! A peer the policy refuses gets no reply, and other requests get C
 //! tor's status codes.
 
@@ -83,6 +84,15 @@ fn families(page: &str) -> Families {
         f.entry(name.to_owned()).or_default().1.insert(keys);
     }
     f
+}
+
+/// Every sample's series (name and labels, as written), of `tor_*`
+/// families only.
+fn series(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter(|l| l.starts_with("tor_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+        .collect()
 }
 
 fn value(page: &str, series: &str) -> Option<u64> {
@@ -177,6 +187,22 @@ fn metrics_like_c_tor(backend: IoBackend) {
     }
     eprintln!("[{backend:?}] {compared} families named, typed and labelled as C tor's");
     assert!(compared >= 6);
+    // And the other way: every series C tor writes, oxit writes too, with
+    // the same label values, so that no panel or rule made for C tor
+    // finds nothing.
+    let ours = series(&page);
+    let missing: Vec<String> = series(&c_page)
+        .into_iter()
+        .filter(|s| !ours.contains(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "C tor's series oxit lacks: {missing:#?}\n{page}"
+    );
+    eprintln!(
+        "[{backend:?}] all {} of C tor's series are in oxit's page",
+        series(&c_page).len()
+    );
 
     // As C tor: refused peers get nothing; other requests get a status.
     let refused = request(

@@ -11,12 +11,13 @@
 //! no longer than through the C tor exit on the same path with the same
 //! client (within the run-to-run noise of a shared machine).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use oxit_interop::client::{self, Handshake, HopSpec};
 use oxit_interop::harness::{
     DelayLine, Dnsmasq, HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole,
-    body_for, sha256_hex,
+    body_for, free_tcp_port, metrics, sha256_hex,
 };
 
 /// One-way delay of each link: a circuit's round trip (two links each
@@ -75,9 +76,11 @@ fn cc_on_a_slow_path(backend: IoBackend) {
     let http = HttpServer::start().expect("start HTTP server");
     let middle = TorProcess::start(TorRole::Middle).expect("start C tor middle");
     let cexit = TorProcess::start(TorRole::Exit { dns: dns.addr() }).expect("start C tor exit");
+    let metrics_port = free_tcp_port().expect("a free port");
     let oxit = OxitProcess::start(&OxitOptions {
         dns: Some(dns.addr()),
         debug_log: true,
+        extra_torrc: metrics::torrc_lines(metrics_port),
         ..OxitOptions::new(backend)
     })
     .expect("start oxit");
@@ -156,6 +159,25 @@ fn cc_on_a_slow_path(backend: IoBackend) {
         "oxit negotiated CC + CGO on {cgo} circuits:\n{}",
         oxit.log()
     );
+    // The MetricsPort's congestion-control families (C tor's names) saw
+    // those circuits: created, slow start left with a window.
+    let page = metrics::scrape(SocketAddr::from(([127, 0, 0, 1], metrics_port)))
+        .expect("scrape the MetricsPort");
+    let cc_metric = |kind: &str, state: &str, action: &str| {
+        metrics::sample(
+            &page,
+            &format!("tor_relay_congestion_control{kind}{{state=\"{state}\",action=\"{action}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {state}/{action}:\n{page}"))
+    };
+    let created = cc_metric("_total", "cc_circuits", "circs_created");
+    let exited = cc_metric("_total", "cc_circuits", "circs_exited_ss");
+    let ss_cwnd = cc_metric("", "slow_start_exit", "cwnd");
+    eprintln!(
+        "[{backend:?}] MetricsPort: {created} CC circuits, {exited} slow-start exits at cwnd {ss_cwnd}"
+    );
+    assert!(created >= cgo as f64, "{page}");
+    assert!(exited >= 1.0 && ss_cwnd > 0.0, "{page}");
     eprintln!(
         "[{DELAY_MS} ms per link, {backend:?}] {} MiB: fixed windows {:.2} s, CC {:.2} s ({:.1}x), C tor exit with CC {:.2} s; the client sent oxit {xoffs} XOFF",
         BYTES >> 20,

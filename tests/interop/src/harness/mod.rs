@@ -13,6 +13,7 @@ mod delay;
 pub mod dest;
 mod dnsmasq;
 mod http;
+pub mod metrics;
 mod netns;
 mod oxit;
 mod path;
