@@ -2106,6 +2106,31 @@ mod tests {
         assert!(r.starts_with("512 "), "{r}");
     }
 
+    /// After a reload (or a new address) GETINFO and GETCONF answer from
+    /// the running configuration, not the one oxit started with.
+    #[test]
+    fn refresh_follows_a_reload() {
+        let c = ctx(true, false);
+        let mut s = authed(&c);
+        let (config, _) = Config::parse_str(
+            "Nickname oxittest\nORPort 127.0.0.1:9001\nControlPort 9051\nExitPolicy reject *:443\n\
+             BandwidthRate 3 MBytes\nCookieAuthentication 1\n",
+            "t",
+        )
+        .unwrap();
+        c.refresh(
+            &config,
+            &config.build_exit_policy(&[]),
+            &["198.51.100.9".parse().unwrap()],
+        );
+        let (r, _) = send(&mut s, &c, "GETINFO exit-policy/full address");
+        assert!(r.contains("\r\nreject *4:443\r\n"), "{r}");
+        assert!(!r.contains("*4:80\r\n"), "{r}");
+        assert!(r.contains("250-address=198.51.100.9\r\n"), "{r}");
+        let (r, _) = send(&mut s, &c, "GETCONF BandwidthRate");
+        assert_eq!(r, "250 BandwidthRate=3145728\r\n");
+    }
+
     #[test]
     fn getconf_answers() {
         let c = ctx(true, false);

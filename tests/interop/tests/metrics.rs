@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use oxit_interop::harness::{
-    IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, free_tcp_port,
+    IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, free_tcp_port, metrics,
 };
 use oxit_interop::rawclient::{RawClient, tcp_connect};
 
@@ -96,8 +96,7 @@ fn series(page: &str) -> BTreeSet<String> {
 }
 
 fn value(page: &str, series: &str) -> Option<u64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    metrics::sample(page, series).map(|v| v as u64)
 }
 
 fn metrics_like_c_tor(backend: IoBackend) {

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use oxit_interop::harness::{IoBackend, OxitOptions, OxitProcess, free_tcp_port, require_program};
+use oxit_interop::harness::{
+    IoBackend, OxitOptions, OxitProcess, free_tcp_port, metrics, require_program,
+};
 use oxit_interop::rawclient::RawClient;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -311,8 +313,11 @@ fn nyx_shows_oxit() {
     require_program(TMUX, "tmux").expect("tmux");
     let port = free_tcp_port().unwrap();
     let mut opts = OxitOptions::new(IoBackend::Epoll);
-    opts.extra_torrc =
-        format!("ControlPort {port}\nCookieAuthentication 1\nCountPrivateBandwidth 1\n");
+    let metrics_port = free_tcp_port().unwrap();
+    opts.extra_torrc = format!(
+        "ControlPort {port}\nCookieAuthentication 1\nCountPrivateBandwidth 1\n{}",
+        metrics::torrc_lines(metrics_port)
+    );
     let oxit = OxitProcess::start(&opts).expect("start oxit");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let cookie_path: PathBuf = oxit.data_dir().join("control_auth_cookie");
@@ -454,6 +459,34 @@ fn nyx_shows_oxit() {
     assert!(
         screen.contains("[NOTICE]"),
         "oxit's log lines in the events panel"
+    );
+    // The MetricsPort counts the control connections as C tor does: nyx's
+    // and ours open now, on the one listener.
+    let page = metrics::scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port)))
+        .expect("scrape the MetricsPort");
+    let conn = |name: &str, ty: &str, dir: &str, state: &str| {
+        let series = format!(
+            "{name}{{type=\"{ty}\",direction=\"{dir}\",state=\"{state}\",family=\"ipv4\"}}"
+        );
+        metrics::sample(&page, &series).unwrap_or_else(|| panic!("no {series}:\n{page}"))
+    };
+    assert_eq!(
+        conn(
+            "tor_relay_connections",
+            "Control listener",
+            "initiated",
+            "opened"
+        ),
+        1.0
+    );
+    assert!(conn("tor_relay_connections", "Control", "received", "opened") >= 2.0);
+    assert!(
+        conn(
+            "tor_relay_connections_total",
+            "Control",
+            "received",
+            "created"
+        ) >= 3.0
     );
     drop(tmux);
     drop(traffic);
