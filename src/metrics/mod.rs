@@ -758,6 +758,22 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
         }
     }
 
+    let name = "oxit_worker_relay_crypto_bytes_total";
+    p.family(
+        name,
+        Kind::Counter,
+        "Relay cell bodies through the relay crypto layer, per worker thread: forward \
+         (decrypted, from clients' side) and backward (encrypted, toward them)",
+    );
+    let body = crate::proto::cell::CELL_BODY_LEN as u64;
+    for (i, t) in workers.iter().enumerate() {
+        let w = i.to_string();
+        for (dir, slot) in [("forward", &t.crypto[0]), ("backward", &t.crypto[1])] {
+            let bytes = ld(slot).saturating_mul(body);
+            p.sample(name, &[("worker", &w), ("direction", dir)], bytes);
+        }
+    }
+
     let name = "oxit_circuits_closed_total";
     p.family(
         name,

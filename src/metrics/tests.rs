@@ -126,6 +126,7 @@ fn circuit_and_control_families() {
     traffic[0].circ[CircCounter::Rend1 as usize].store(4, Ordering::Relaxed);
     traffic[1].circ[CircCounter::DestroyReceived as usize].store(9, Ordering::Relaxed);
     traffic[0].circ[CircCounter::ProtoViolation as usize].store(2, Ordering::Relaxed);
+    traffic[1].crypto[1].store(10, Ordering::Relaxed);
     let control = Arc::new(ControlConns::default());
     control.listeners[0].store(1, Ordering::Relaxed);
     control.accepted[0].store(3, Ordering::Relaxed);
@@ -164,6 +165,8 @@ fn circuit_and_control_families() {
         r#"tor_relay_load_global_rate_limit_reached_total{side="read"} 0"#.into(),
         r#"tor_relay_load_global_rate_limit_reached_total{side="write"} 0"#.into(),
         "# TYPE tor_bug_reached_count counter".into(),
+        r#"oxit_worker_relay_crypto_bytes_total{worker="1",direction="backward"} 5090"#.into(),
+        r#"oxit_worker_relay_crypto_bytes_total{worker="0",direction="forward"} 0"#.into(),
         format!(
             "{} 1",
             conn(

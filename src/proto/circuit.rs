@@ -307,6 +307,9 @@ pub struct CircuitTable {
     closed: [u64; CLOSE_REASON_SLOTS],
     /// See [`CircCounter`].
     counters: [u64; CircCounter::SLOTS],
+    /// Cells through our relay crypto layer: decrypted from previous
+    /// hops (forward), encrypted toward them (backward, relayed or ours).
+    pub(crate) crypto_cells: [u64; 2],
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Where sets live when there are several workers.
@@ -351,6 +354,7 @@ impl CircuitTable {
             exit_streams: ExitStreamCounts::default(),
             closed: [0; CLOSE_REASON_SLOTS],
             counters: [0; CircCounter::SLOTS],
+            crypto_cells: [0; 2],
             homes: None,
             moved: HashMap::new(),
             onion: {
@@ -687,6 +691,12 @@ impl CircuitTable {
     /// The [`CircCounter`] events so far, by `CircCounter as usize`.
     pub fn counters(&self) -> [u64; CircCounter::SLOTS] {
         self.counters
+    }
+
+    /// Cells through our relay crypto layer so far: forward (decrypted),
+    /// backward (encrypted).
+    pub fn crypto_cells(&self) -> [u64; 2] {
+        self.crypto_cells
     }
 
     /// Congestion control's statistics so far.

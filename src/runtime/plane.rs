@@ -108,6 +108,9 @@ pub struct Traffic {
     pub closed: [AtomicU64; crate::proto::circuit::CLOSE_REASON_SLOTS],
     /// Exit connect latency ([`ConnectHistogram::to_array`]).
     pub connect: [AtomicU64; ConnectHistogram::FIELDS],
+    /// Cells through the worker's relay crypto, forward and backward
+    /// ([`crate::proto::circuit::CircuitTable::crypto_cells`]).
+    pub crypto: [AtomicU64; 2],
     /// The circuit table's event counts
     /// ([`crate::proto::circuit::CircuitTable::counters`]).
     pub circ: [AtomicU64; crate::proto::circuit::CircCounter::SLOTS],

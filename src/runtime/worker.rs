@@ -1180,6 +1180,7 @@ impl Worker {
         store_changed(&t.closed, &self.circuits.close_counts());
         store_changed(&t.connect, &self.connect_hist.to_array());
         store_changed(&t.circ, &self.circuits.counters());
+        store_changed(&t.crypto, &self.circuits.crypto_cells());
         let cc = self.circuits.cc_stats();
         if cc != self.cc_published {
             self.cc_published = cc;

@@ -118,6 +118,8 @@ impl CircuitTable {
                 }
             }
         }
+        // One add per batch: the MetricsPort's relay crypto volume.
+        self.crypto_cells[0] = self.crypto_cells[0].wrapping_add(order.len() as u64);
         let mut rec = std::mem::take(&mut self.tag_scratch);
         rec.clear();
         rec.resize(cells.len(), None);
@@ -169,6 +171,7 @@ impl CircuitTable {
                     return;
                 }
                 c.crypto.relay_backward(group);
+                self.crypto_cells[1] = self.crypto_cells[1].wrapping_add(group.len() as u64);
                 let (pc, pid) = (c.prev_chan, c.prev_id);
                 for g in group.iter() {
                     self.push_cell(Some(idx), pc, pid, ChanCmd::RELAY, g.body);
@@ -187,6 +190,7 @@ impl CircuitTable {
                     tags.extend(pre.iter().map(|p| p.and_then(|(_, t)| t)));
                 } else {
                     c.crypto.decrypt_forward(group, &mut tags);
+                    self.crypto_cells[0] = self.crypto_cells[0].wrapping_add(group.len() as u64);
                 }
                 for (k, (g, tag)) in group.iter().zip(tags.iter()).enumerate() {
                     let Some(c) = self.circs.get_mut(&idx) else {

@@ -110,6 +110,7 @@ impl CircuitTable {
         if self.sealer.unsealed.is_empty() {
             return;
         }
+        self.crypto_cells[1] = self.crypto_cells[1].wrapping_add(self.sealer.unsealed.len() as u64);
         let CircuitTable {
             sealer,
             actions,

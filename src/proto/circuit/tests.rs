@@ -300,6 +300,8 @@ fn create2_ntor_then_drop_cell() {
     counts[CircCounter::Intro1 as usize] = 1;
     counts[CircCounter::Rend1 as usize] = 2;
     assert_eq!(r.t.counters(), counts);
+    // Six cells decrypted at our hop, nothing sent back.
+    assert_eq!(r.t.crypto_cells(), [6, 0]);
 }
 
 #[test]
