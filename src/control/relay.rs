@@ -242,10 +242,12 @@ fn start_metrics(
         offline_master_key,
         control,
     } = extras;
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "(unknown address)".to_owned(), |a| a.to_string());
     if config.metrics_port_policy.is_empty() {
         tracing::warn!(
-            "MetricsPort {addr:?}: MetricsPortPolicy is not set, so every request is refused \
+            "MetricsPort {addr}: MetricsPortPolicy is not set, so every request is refused \
              (add e.g. \"MetricsPortPolicy accept 127.0.0.1\")"
         );
     }
@@ -268,7 +270,7 @@ fn start_metrics(
         .name("oxit-metrics".into())
         .spawn(move || crate::metrics::serve(listener, policy, src));
     match spawned {
-        Ok(_) => tracing::info!("MetricsPort listening on {addr:?}"),
+        Ok(_) => tracing::info!("MetricsPort listening on {addr}"),
         Err(e) => tracing::warn!("cannot start the MetricsPort thread: {e}"),
     }
 }
