@@ -1,6 +1,19 @@
 use super::*;
 use crate::exit::policy::parse_policy_list;
 
+/// Sources with `traffic` and nothing else set.
+fn sources(traffic: Arc<[Traffic]>) -> Sources {
+    Sources {
+        rate_limit: Default::default(),
+        control: Default::default(),
+        traffic,
+        flags: Arc::default(),
+        signing_cert_expiry: Arc::default(),
+        offline_master_key: false,
+        max_mem_in_queues: 0,
+    }
+}
+
 fn reply(req: &[u8]) -> String {
     match answer(req, || "tor_x 1\n".into()) {
         Answer::Reply(r) => String::from_utf8(r).unwrap(),
@@ -119,9 +132,7 @@ fn circuit_and_control_families() {
         ..CcStats::default()
     };
     for (t, st) in traffic.iter().zip([w0, w1]) {
-        for (slot, v) in t.cc.iter().zip(st.to_array()) {
-            slot.store(v, Ordering::Relaxed);
-        }
+        crate::runtime::plane_store(&t.cc, &st.to_array());
     }
     traffic[0].circ[CircCounter::Rend1 as usize].store(4, Ordering::Relaxed);
     traffic[1].circ[CircCounter::DestroyReceived as usize].store(9, Ordering::Relaxed);
@@ -132,13 +143,8 @@ fn circuit_and_control_families() {
     control.accepted[0].store(3, Ordering::Relaxed);
     control.open[0].store(1, Ordering::Relaxed);
     let src = Sources {
-        rate_limit: Default::default(),
         control,
-        traffic,
-        flags: Arc::default(),
-        signing_cert_expiry: Arc::default(),
-        offline_master_key: false,
-        max_mem_in_queues: 0,
+        ..sources(traffic)
     };
     let page = render(&src);
     let conn = |name: &str, ty: &str, dir: &str, state: &str| {
@@ -217,15 +223,7 @@ fn cpu_seconds_from_proc() {
 
     // This test's own process has CPU time, and a thread named as a
     // worker is found and given its own.
-    let src = Sources {
-        rate_limit: Default::default(),
-        control: Default::default(),
-        traffic: (0..2).map(|_| Traffic::default()).collect(),
-        flags: Arc::default(),
-        signing_cert_expiry: Arc::default(),
-        offline_master_key: false,
-        max_mem_in_queues: 0,
-    };
+    let src = sources((0..2).map(|_| Traffic::default()).collect());
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
     let busy = std::thread::Builder::new()
@@ -298,15 +296,7 @@ fn connections_as_c_tor_writes_them() {
     };
     crate::runtime::plane_store(&traffic[0].conns, &c0.to_array());
     crate::runtime::plane_store(&traffic[1].conns, &c1.to_array());
-    let src = Sources {
-        rate_limit: Default::default(),
-        control: Default::default(),
-        traffic,
-        flags: Arc::default(),
-        signing_cert_expiry: Arc::default(),
-        offline_master_key: false,
-        max_mem_in_queues: 0,
-    };
+    let src = sources(traffic);
     let own = OwnConns {
         listener: Some(0),
         accepted: [6, 0],
@@ -397,15 +387,7 @@ fn oxit_families_cells_closes_dns_and_connect_latency() {
     h1.observe(Duration::from_secs(30));
     crate::runtime::plane_store(&traffic[0].connect, &h0.to_array());
     crate::runtime::plane_store(&traffic[1].connect, &h1.to_array());
-    let src = Sources {
-        rate_limit: Default::default(),
-        control: Default::default(),
-        traffic,
-        flags: Arc::default(),
-        signing_cert_expiry: Arc::default(),
-        offline_master_key: false,
-        max_mem_in_queues: 0,
-    };
+    let src = sources(traffic);
     let page = render(&src);
     for line in [
         "# TYPE oxit_worker_cells_total counter",
