@@ -1039,7 +1039,12 @@ fn parse_interval(v: &str) -> Option<Duration> {
         "week" | "weeks" => 7 * 86400,
         _ => return None,
     };
-    n.checked_mul(mult).map(Duration::from_secs)
+    // C keeps intervals in an int and refuses larger ones
+    // (confmgt/unitparse.c: "Interval ... is too large"); a larger one
+    // would also overflow the deadlines made from it.
+    n.checked_mul(mult)
+        .filter(|&secs| secs <= i32::MAX as u64)
+        .map(Duration::from_secs)
 }
 
 /// C tor's MSEC_INTERVAL (confmgt/unitparse.c, time_msec_units): a whole
@@ -1050,7 +1055,9 @@ fn parse_msec_interval(v: &str) -> Option<Duration> {
     let n: u64 = v.get(..split)?.parse().ok()?;
     let unit = v.get(split..)?.trim().to_ascii_lowercase();
     match unit.as_str() {
-        "" | "msec" | "millisecond" | "milliseconds" => Some(Duration::from_millis(n)),
+        "" | "msec" | "millisecond" | "milliseconds" => {
+            (n <= i32::MAX as u64).then(|| Duration::from_millis(n))
+        }
         _ => parse_interval(v),
     }
 }
@@ -1071,6 +1078,16 @@ pub(super) mod value_tests {
         assert_eq!(parse_interval("1 hour"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_interval("1 fortnight"), None);
         assert_eq!(parse_interval("minutes"), None);
+        // C's int limit: past it, an error rather than a deadline that
+        // overflows (ShutdownWaitLength, HeartbeatPeriod).
+        assert_eq!(
+            parse_interval("2147483647"),
+            Some(Duration::from_secs(2147483647))
+        );
+        assert_eq!(parse_interval("2147483648"), None);
+        assert_eq!(parse_interval("10000000000000000000 seconds"), None);
+        assert_eq!(parse_interval("100000 weeks"), None);
+        assert_eq!(parse_msec_interval("2147483648"), None);
         assert_eq!(
             parse_msec_interval("1750"),
             Some(Duration::from_millis(1750))

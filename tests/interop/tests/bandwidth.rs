@@ -13,7 +13,9 @@ use oxit_interop::harness::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const STEP: Duration = Duration::from_secs(90);
+mod common;
+use common::{STEP, circuit_refused, step, stream_refused, until_orport_closed};
+
 /// C tor's "MBytes" are MiB.
 const RATE: f64 = 2.0 * 1024.0 * 1024.0;
 const BODY: usize = 40 << 20;
@@ -34,10 +36,7 @@ async fn relay_bandwidth_rate_holds_a_download_to_the_rate() {
     let port = path.port();
     let hops = path.hops.clone();
     let oxit = path.oxit;
-    let tunnel = tokio::time::timeout(STEP, client::build_circuit(&hops))
-        .await
-        .expect("circuit in time")
-        .unwrap_or_else(|e| panic!("build C relay → oxit: {e}\n{}", oxit.log()));
+    let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
     assert_eq!(
         oxit.log_count("Bandwidth limit: 2097152 bytes/s"),
         1,
@@ -128,52 +127,22 @@ async fn accounting_hibernates_at_the_soft_limit_and_wakes_on_reload() {
     let port = path.port();
     let hops = path.hops.clone();
     let oxit = path.oxit;
-    let build = || async {
-        tokio::time::timeout(STEP, client::build_circuit(&hops))
-            .await
-            .expect("an answer to the circuit")
-    };
-    let tunnel = build()
-        .await
-        .unwrap_or_else(|e| panic!("build C relay → oxit: {e}\n{}", oxit.log()));
-    let body = tokio::time::timeout(
-        STEP,
+    let tunnel = step("build C relay → oxit", &oxit, client::build_circuit(&hops)).await;
+    let body = step(
+        "download under the budget",
+        &oxit,
         client::http_get(&tunnel, "127.0.0.1", port, &format!("/bytes/{DOWNLOAD}")),
     )
-    .await
-    .expect("the download in time")
-    .unwrap_or_else(|e| panic!("download under the budget: {e}\n{}", oxit.log()));
+    .await;
     assert_eq!(sha256_hex(&body), sha256_hex(&body_for(DOWNLOAD)));
     assert!(
         oxit.wait_log("Bandwidth soft limit reached", STEP),
         "no soft hibernation\n{}",
         oxit.log()
     );
-    let err = tokio::time::timeout(
-        STEP,
-        client::http_get(&tunnel, "127.0.0.1", port, "/bytes/10"),
-    )
-    .await
-    .expect("an answer to BEGIN")
-    .expect_err("a new stream while hibernating must be refused");
-    assert_eq!(
-        err.end_reason(),
-        Some(END_HIBERNATING),
-        "{err}\n{}",
-        oxit.log()
-    );
-    assert!(
-        build().await.is_err(),
-        "a new circuit while hibernating must fail"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect_timeout(&oxit.or_addr(), Duration::from_secs(1)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the ORPort accepts while hibernating"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stream_refused("hibernating", &oxit, &tunnel, port, END_HIBERNATING).await;
+    circuit_refused("hibernating", &hops).await;
+    until_orport_closed("hibernating", &oxit).await;
 
     // A lower budget than what was used: dormant, every link closed.
     let torrc = std::fs::read_to_string(oxit.torrc_path()).expect("read torrc");
@@ -206,16 +175,18 @@ async fn accounting_hibernates_at_the_soft_limit_and_wakes_on_reload() {
         "no wake-up\n{}",
         oxit.log()
     );
-    let tunnel = build()
-        .await
-        .unwrap_or_else(|e| panic!("a circuit after waking: {e}\n{}", oxit.log()));
-    let body = tokio::time::timeout(
-        STEP,
+    let tunnel = step(
+        "a circuit after waking",
+        &oxit,
+        client::build_circuit(&hops),
+    )
+    .await;
+    let body = step(
+        "a download after waking",
+        &oxit,
         client::http_get(&tunnel, "127.0.0.1", port, "/bytes/100000"),
     )
-    .await
-    .expect("a download after waking in time")
-    .unwrap_or_else(|e| panic!("a download after waking: {e}\n{}", oxit.log()));
+    .await;
     assert_eq!(body, body_for(100_000));
     assert!(
         oxit.stop().expect("stop oxit"),

@@ -16,25 +16,12 @@ use oxit_interop::harness::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const STEP: Duration = Duration::from_secs(90);
+mod common;
+use common::{STEP, circuit_refused, step, stream_refused, until_orport_closed};
+
 const END_EXITPOLICY: u8 = 4;
 const BODY: usize = 24 << 20;
 const SIGHUP: i32 = 1;
-
-async fn step<T>(
-    what: &str,
-    oxit: &OxitProcess,
-    f: impl Future<Output = Result<T, client::Error>>,
-) -> T {
-    match tokio::time::timeout(STEP, f).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what}: {e}\n--- oxit log ---\n{}", oxit.log()),
-        Err(_) => panic!(
-            "{what}: no answer within {STEP:?}\n--- oxit log ---\n{}",
-            oxit.log()
-        ),
-    }
-}
 
 /// A GET of [`BODY`] bytes read only up to its first MiB (headers
 /// included): flow control then holds the rest at the server until the
@@ -71,22 +58,6 @@ async fn finish_download(s: &mut tor_proto::client::stream::DataStream, head: Ve
     assert_eq!(sha256_hex(&body), sha256_hex(&body_for(BODY)));
 }
 
-async fn refused_by_policy(tunnel: &Tunnel, port: u16, oxit: &OxitProcess, what: &str) {
-    let err = tokio::time::timeout(
-        STEP,
-        client::http_get(tunnel, "127.0.0.1", port, "/bytes/10"),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{what}: no answer to BEGIN\n{}", oxit.log()))
-    .expect_err("the new policy rejects this port");
-    assert_eq!(
-        err.end_reason(),
-        Some(END_EXITPOLICY),
-        "{what}: END EXITPOLICY expected, got {err}\n{}",
-        oxit.log()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
     let path =
@@ -121,7 +92,14 @@ async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
         "no reload logged\n{}",
         oxit.log()
     );
-    refused_by_policy(&tunnel, port, &oxit, "a new stream after the reload").await;
+    stream_refused(
+        "a new stream after the reload",
+        &oxit,
+        &tunnel,
+        port,
+        END_EXITPOLICY,
+    )
+    .await;
 
     // A broken torrc: oxit says why, keeps running and keeps the policy.
     std::fs::write(
@@ -135,7 +113,14 @@ async fn sighup_reloads_the_exit_policy_and_survives_a_broken_torrc() {
         "no failed reload logged\n{}",
         oxit.log()
     );
-    refused_by_policy(&tunnel, port, &oxit, "a new stream after a broken reload").await;
+    stream_refused(
+        "a new stream after a broken reload",
+        &oxit,
+        &tunnel,
+        port,
+        END_EXITPOLICY,
+    )
+    .await;
 
     // The download that began before both reloads completes byte-exact.
     finish_download(&mut old, head).await;
@@ -189,35 +174,11 @@ async fn sigint_drains_open_circuits_then_exits() {
         "no drain logged\n{}",
         oxit.log()
     );
-    // Every worker closes its listener on its next turn.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect_timeout(&oxit.or_addr(), Duration::from_secs(1)).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ORPort still accepts while draining\n{}",
-            oxit.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_orport_closed("draining", &oxit).await;
     // The middle's channel to oxit is open: a new circuit over it is
     // refused, and so is a new stream on the open circuit.
-    let refused = tokio::time::timeout(STEP, client::build_circuit(&hops))
-        .await
-        .expect("an answer to the new circuit");
-    assert!(refused.is_err(), "a new circuit while draining must fail");
-    let err = tokio::time::timeout(
-        STEP,
-        client::http_get(&tunnel, "127.0.0.1", port, "/bytes/10"),
-    )
-    .await
-    .expect("an answer to BEGIN")
-    .expect_err("a new stream while draining must be refused");
-    assert_eq!(
-        err.end_reason(),
-        Some(END_HIBERNATING),
-        "{err}\n{}",
-        oxit.log()
-    );
+    circuit_refused("draining", &hops).await;
+    stream_refused("draining", &oxit, &tunnel, port, END_HIBERNATING).await;
 
     finish_download(&mut old, head).await;
 

@@ -7,8 +7,6 @@
 //! Each scenario builds one small network and checks several things on it,
 //! so the suite stays short.
 
-use std::time::Duration;
-
 use oxit_interop::client::{self, Handshake};
 use oxit_interop::harness::{
     Dnsmasq, HttpServer, IoBackend, OxitOptions, OxitProcess, TorProcess, TorRole, body_for,
@@ -16,8 +14,10 @@ use oxit_interop::harness::{
 };
 
 /// Bound on every network step; generous for a loaded 2-core debug run.
-const STEP: Duration = Duration::from_secs(90);
 /// A port oxit's exit policy rejects in these tests.
+mod common;
+use common::{STEP, step};
+
 const REJECTED_PORT: u16 = 9;
 /// Relay END reasons (tor-spec §6.3).
 const END_EXITPOLICY: u8 = 4;
@@ -30,21 +30,6 @@ const OPENED_FOR_EXTEND: &str = "opening a channel for EXTEND2";
 /// Client channels tried until one lands on the other worker: each does
 /// with probability 1/2.
 const SPLICE_TRIES: usize = 24;
-
-async fn step<T>(
-    what: &str,
-    oxit: &OxitProcess,
-    f: impl Future<Output = Result<T, client::Error>>,
-) -> T {
-    match tokio::time::timeout(STEP, f).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what}: {e}\n--- oxit log ---\n{}", oxit.log()),
-        Err(_) => panic!(
-            "{what}: no answer within {STEP:?}\n--- oxit log ---\n{}",
-            oxit.log()
-        ),
-    }
-}
 
 async fn get_checked(
     tunnel: &client::Tunnel,
