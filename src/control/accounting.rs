@@ -344,14 +344,21 @@ impl Accounting {
     /// The period's counts from the state file, if they are this period's
     /// (C's `AccountingIntervalStart`, `AccountingBytesReadInInterval`,
     /// `AccountingBytesWrittenInInterval`).
-    pub fn restore(&mut self, get: impl Fn(&str) -> Option<String>) {
-        let start = get("AccountingIntervalStart").and_then(|s| parse_iso(&s));
-        if start != Some(self.period.0) {
-            return;
+    /// Then the state those counts put the relay in at `now`, when it
+    /// is not awake: a relay restarted past its soft limit starts
+    /// hibernating, not accepting for a second.
+    pub fn restore<'a>(
+        &mut self,
+        now: UnixTime,
+        get: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<Hibernation> {
+        let start = get("AccountingIntervalStart").and_then(parse_iso);
+        if start == Some(self.period.0) {
+            let n = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            self.read = n("AccountingBytesReadInInterval");
+            self.written = n("AccountingBytesWrittenInInterval");
         }
-        let n = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        self.read = n("AccountingBytesReadInInterval");
-        self.written = n("AccountingBytesWrittenInInterval");
+        self.note(now, 0, 0)
     }
 
     /// The lines the state file keeps.
@@ -531,11 +538,16 @@ mod tests {
         a.note(now, 5, 7);
         let lines: std::collections::HashMap<String, String> =
             a.state_entries().into_iter().collect();
+        let get = |k: &str| lines.get(k).map(String::as_str);
         let mut b = Accounting::new(1 << 30, AccountingRule::Sum, st, now + 10);
-        b.restore(|k| lines.get(k).cloned());
+        assert_eq!(b.restore(now + 10, get), None);
         assert_eq!(b.used(), 12);
-        let mut c = Accounting::new(1 << 30, AccountingRule::Sum, st, a.period_end() + 1);
-        c.restore(|k| lines.get(k).cloned());
+        let later = a.period_end() + 1;
+        let mut c = Accounting::new(1 << 30, AccountingRule::Sum, st, later);
+        assert_eq!(c.restore(later, get), None);
         assert_eq!(c.used(), 0);
+        // Restarted past the soft limit: hibernating from the start.
+        let mut d = Accounting::new(12, AccountingRule::Sum, st, now + 10);
+        assert_eq!(d.restore(now + 10, get), Some(Hibernation::Dormant));
     }
 }

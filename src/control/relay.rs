@@ -406,8 +406,12 @@ impl Control {
             Ok(bw) => self.bw = bw,
             Err(e) => tracing::warn!("{e}; starting the bandwidth history afresh"),
         }
-        if let Some(a) = &mut self.accounting {
-            a.restore(|k| self.state.get(k).map(str::to_owned));
+        if let Some(a) = &mut self.accounting
+            && let Some(state) = a.restore(now, |k| self.state.get(k))
+        {
+            // The snapshot the workers start from carries it: listeners
+            // closed before the first connection.
+            tracing::info!("Accounting: this period's budget is spent already ({state:?}).");
         }
     }
 
@@ -800,8 +804,7 @@ impl Control {
                         new.accounting_start,
                         now,
                     );
-                    a.restore(|k| self.state.get(k).map(str::to_owned));
-                    let change = a.note(now, 0, 0);
+                    let change = a.restore(now, |k| self.state.get(k));
                     self.accounting = Some(a);
                     change
                 }
