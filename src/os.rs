@@ -64,6 +64,16 @@ impl FdLimit {
     }
 }
 
+/// `secs` (since the epoch) in local time, as C's tor_localtime_r.
+pub fn local_tm(secs: u64) -> Option<libc::tm> {
+    let t = libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX);
+    // SAFETY: tm is plain data; localtime_r only writes into it and is
+    // the thread-safe form; both pointers are valid for the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
+    ok.then_some(tm)
+}
+
 /// The machine's physical memory in bytes, if the kernel says
 /// (for C tor's default `MaxMemInQueues`).
 pub fn total_ram() -> Option<u64> {

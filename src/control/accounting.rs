@@ -15,6 +15,7 @@
 //! relays whose budget lasts only part of a period over it; set
 //! `BandwidthRate` to stretch a budget instead).
 
+use crate::control::status::bytes_to_usage;
 use crate::dir::time::{UnixTime, format_iso, parse_iso};
 
 /// What counts against `AccountingMax` (C: get_accounting_bytes).
@@ -149,13 +150,9 @@ impl AccountingStart {
     /// The start of the period containing `now` (`end`: of the next one),
     /// in local time as C does (edge_of_accounting_period_containing).
     pub fn edge(&self, now: UnixTime, end: bool) -> UnixTime {
-        let t = libc::time_t::try_from(now).unwrap_or(libc::time_t::MAX);
-        // SAFETY: tm is plain data; localtime_r writes it, mktime reads and
-        // normalises it; both pointers are valid for the calls.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        let Some(mut tm) = crate::os::local_tm(now) else {
             return now;
-        }
+        };
         let (h, m) = (i32::from(self.hour), i32::from(self.min));
         let before = tm.tm_hour < h || (tm.tm_hour == h && tm.tm_min < m);
         let day = i32::from(self.day);
@@ -194,7 +191,8 @@ impl AccountingStart {
         tm.tm_min = m;
         tm.tm_sec = 0;
         tm.tm_isdst = -1;
-        // SAFETY: as above.
+        // SAFETY: tm is plain data mktime reads and normalises; the
+        // pointer is valid for the call.
         let out = unsafe { libc::mktime(&mut tm) };
         UnixTime::try_from(out).unwrap_or(now)
     }
@@ -382,10 +380,10 @@ impl Accounting {
         format!(
             "Heartbeat: Accounting enabled. Sent: {}, Received: {}, Used: {} / {}, Rule: {}. \
              The current accounting interval ends on {}, in {}.",
-            kb(self.written),
-            kb(self.read),
-            kb(self.used()),
-            kb(self.max),
+            bytes_to_usage(self.written),
+            bytes_to_usage(self.read),
+            bytes_to_usage(self.used()),
+            bytes_to_usage(self.max),
             self.rule.name(),
             format_iso(self.period.1),
             duration(left)
@@ -396,10 +394,6 @@ impl Accounting {
     pub fn period_end(&self) -> UnixTime {
         self.period.1
     }
-}
-
-fn kb(v: u64) -> String {
-    super::status::bytes_to_usage(v)
 }
 
 /// time_fmt.c:format_time_interval.

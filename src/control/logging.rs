@@ -375,16 +375,8 @@ struct LocalTime {
 impl LocalTime {
     fn of(t: SystemTime) -> LocalTime {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
-        // SAFETY: tm is plain data; localtime_r only writes into it and is
-        // the thread-safe form.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid for the call.
-        let ok = !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null();
-        if !ok {
-            // SAFETY: as above.
-            tm = unsafe { std::mem::zeroed() };
-        }
+        // SAFETY: tm is plain data; all zeroes is a valid (if odd) time.
+        let tm = crate::os::local_tm(d.as_secs()).unwrap_or(unsafe { std::mem::zeroed() });
         LocalTime {
             month: usize::try_from(tm.tm_mon).unwrap_or(0),
             day: tm.tm_mday,
