@@ -188,6 +188,11 @@ pub fn lookup_user(name: &str) -> Result<UserIds, ProcessError> {
 
 /// A uid's name, for messages.
 fn user_name(uid: u32) -> String {
+    user_name_of(uid).unwrap_or_else(|| "<unknown>".to_owned())
+}
+
+/// The name of user `uid`, if the user database has one.
+pub(crate) fn user_name_of(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: as in lookup_user.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -196,12 +201,11 @@ fn user_name(uid: u32) -> String {
     let rc =
         unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if rc != 0 || out.is_null() || pw.pw_name.is_null() {
-        return "<unknown>".to_owned();
+        return None;
     }
     // SAFETY: pw_name is a NUL-terminated string inside `buf`.
-    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned()
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// switch_id: supplementary groups, gid and uid of `user`, for every

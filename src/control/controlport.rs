@@ -37,7 +37,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -76,6 +76,10 @@ const MAX_CONNECTIONS: usize = 64;
 const POLL: Duration = Duration::from_millis(100);
 /// A controller that reads nothing for this long while we write is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not authenticated by then is closed, so that
+/// silent connections cannot hold every slot ([`MAX_CONNECTIONS`]) and
+/// keep the operator's controller out.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Log events queued for one controller before lines are dropped.
 const LOG_QUEUE: usize = 4096;
 
@@ -397,41 +401,47 @@ impl AuthConfig {
 /// `GETINFO bw-event-cache`.
 #[derive(Default)]
 pub struct BwSamples {
-    /// (read, written) per second, oldest first.
-    samples: Mutex<VecDeque<(u64, u64)>>,
-    /// How many samples were ever taken.
-    seq: AtomicU64,
+    /// (read, written) per second, oldest first, and how many samples
+    /// were ever taken: under one lock, so that a reader never sees a
+    /// count that does not match the samples.
+    samples: Mutex<(VecDeque<(u64, u64)>, u64)>,
 }
 
 impl BwSamples {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<(u64, u64)>, u64)> {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Record one second's traffic.
     pub fn push(&self, read: u64, written: u64) {
-        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
+        let (s, seq) = &mut *g;
         if s.len() == BW_CACHE {
             s.pop_front();
         }
         s.push_back((read, written));
-        self.seq.fetch_add(1, Ordering::Release);
+        *seq = seq.wrapping_add(1);
     }
 
     fn seq(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+        self.lock().1
     }
 
-    /// The samples after number `since` (at most the cache).
-    fn since(&self, since: u64) -> Vec<(u64, u64)> {
-        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = self.seq();
+    /// The samples after number `since` (at most the cache), and the
+    /// number of the last.
+    fn since(&self, since: u64) -> (Vec<(u64, u64)>, u64) {
+        let g = self.lock();
+        let (s, seq) = &*g;
         let n = usize::try_from(seq.saturating_sub(since))
             .unwrap_or(usize::MAX)
             .min(s.len());
-        s.iter().skip(s.len() - n).copied().collect()
+        (s.iter().skip(s.len() - n).copied().collect(), *seq)
     }
 
     /// C's get_bw_samples: `read,written` pairs, oldest first.
     fn cache_text(&self) -> String {
-        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let v: Vec<String> = s.iter().map(|(r, w)| format!("{r},{w}")).collect();
+        let g = self.lock();
+        let v: Vec<String> = g.0.iter().map(|(r, w)| format!("{r},{w}")).collect();
         v.join(" ")
     }
 }
@@ -1171,7 +1181,15 @@ enum Answer {
 
 fn getinfo(args: &str, ctx: &ControlContext) -> Output {
     let mut out = Output::default();
-    let keys: Vec<&str> = args.split_ascii_whitespace().collect();
+    let mut keys: Vec<&str> = Vec::new();
+    for k in args.split_ascii_whitespace() {
+        // A key asked twice is answered once: a line of one large key
+        // repeated would otherwise build a reply thousands of times its
+        // size.
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
     if keys.is_empty() {
         out.end(512, "Bad arguments to GETINFO: Need at least 1 argument(s)");
         return out;
@@ -1228,7 +1246,11 @@ fn info(key: &str, ctx: &ControlContext) -> Answer {
         "process/pid" => std::process::id().to_string(),
         // SAFETY: getuid cannot fail.
         "process/uid" => unsafe { libc::getuid() }.to_string(),
-        "process/user" => process_user(),
+        "process/user" => {
+            // SAFETY: geteuid cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            crate::os::user_name_of(uid).unwrap_or_default()
+        }
         "process/descriptor-limit" => {
             crate::os::nofile_limit().map_or_else(|| "-1".to_owned(), |n| n.to_string())
         }
@@ -1266,27 +1288,6 @@ fn info(key: &str, ctx: &ControlContext) -> Answer {
         },
     };
     Value(v)
-}
-
-/// The user oxit runs as (empty if it has no name, as C's answer).
-fn process_user() -> String {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: passwd is plain data; getpwuid_r fills it with pointers into
-    // `buf`, which outlives every use below.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf.len() is its size.
-    let rc =
-        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut res) };
-    if rc != 0 || res.is_null() || pw.pw_name.is_null() {
-        return String::new();
-    }
-    // SAFETY: pw_name points to a NUL-terminated string inside `buf`.
-    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// C tor's `config/names`: `Name Type` per line (C's type names, which
@@ -1496,6 +1497,8 @@ pub struct Shared {
     /// reports.
     pub fingerprint: String,
     pub addresses: Vec<IpAddr>,
+    /// The exit policy the workers enforce (`GETINFO exit-policy/full`).
+    pub exit_policy: crate::exit::policy::ExitPolicy,
     /// When the relay started (unix seconds).
     pub started: u64,
     /// The workers' published counters.
@@ -1516,6 +1519,7 @@ pub fn start(
     let Shared {
         fingerprint,
         addresses,
+        exit_policy,
         started,
         traffic,
         accounting,
@@ -1547,7 +1551,6 @@ pub fn start(
              signals. Set CookieAuthentication 1 or HashedControlPassword."
         );
     }
-    let policy = config.build_exit_policy(&crate::runtime::relay::local_interface_addrs());
     let sum = move || {
         traffic.iter().fold((0u64, 0u64), |(r, w), t| {
             (
@@ -1558,7 +1561,7 @@ pub fn start(
     };
     let mut ctx = ControlContext::new(
         config,
-        &policy,
+        &exit_policy,
         fingerprint,
         &addresses,
         auth,
@@ -1634,6 +1637,15 @@ fn accept_failed(e: &io::Error) {
     std::thread::sleep(POLL);
 }
 
+/// One of the [`MAX_CONNECTIONS`] slots, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A TCP control connection as the MetricsPort counts it: accepted and
 /// open from `new`, open no more once dropped.
 struct OpenConn {
@@ -1674,14 +1686,16 @@ fn accept<S: Read + Write + Send + 'static>(
         tracing::info!("Refused a control connection: {MAX_CONNECTIONS} are open already");
         return;
     }
-    let (ctx, active) = (ctx.clone(), active.clone());
+    let ctx = ctx.clone();
+    // Both given back when the closure is dropped: after serving, or at
+    // once if the thread cannot be started.
+    let slot = Slot(active.clone());
     let open = counted.map(|(family, conns)| OpenConn::new(family, conns));
     let spawned = std::thread::Builder::new()
         .name("oxit-control-conn".into())
         .spawn(move || {
             serve(s, &ctx);
-            drop(open);
-            active.fetch_sub(1, Ordering::AcqRel);
+            drop((open, slot));
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start a control connection thread: {e}");
@@ -1730,7 +1744,12 @@ fn serve<S: Read + Write>(mut s: S, ctx: &ControlContext) {
     let mut log_mask = 0u8;
     let mut bw_seen = ctx.bw.seq();
     let mut bw_on = false;
+    let opened = Instant::now();
     loop {
+        if !session.is_authenticated() && opened.elapsed() > AUTH_TIMEOUT {
+            tracing::info!("Closing a control connection that did not authenticate in time");
+            return;
+        }
         match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => lines.push(&buf[..n]),
@@ -1782,9 +1801,9 @@ fn serve<S: Read + Write>(mut s: S, ctx: &ControlContext) {
         }
         let mut pending = Vec::new();
         if bw_on {
-            let seq = ctx.bw.seq();
+            let (new, seq) = ctx.bw.since(bw_seen);
             if seq != bw_seen {
-                for (r, w) in ctx.bw.since(bw_seen) {
+                for (r, w) in new {
                     pending.extend_from_slice(&bw_event(r, w));
                 }
                 bw_seen = seq;
@@ -2229,7 +2248,7 @@ mod tests {
         c.bw.push(3, 4);
         let (r, _) = send(&mut s, &c, "GETINFO bw-event-cache");
         assert_eq!(r, "250-bw-event-cache=1,2 3,4\r\n250 OK\r\n");
-        assert_eq!(c.bw.since(1), vec![(3, 4)]);
+        assert_eq!(c.bw.since(1), (vec![(3, 4)], 2));
     }
 
     #[test]

@@ -199,13 +199,13 @@ pub fn run(
             super::controlport::Shared {
                 fingerprint: c.keys.rsa_identity().hex_upper(),
                 addresses: c.published.clone(),
+                exit_policy: c.exit_policy(),
                 started: c.started,
                 traffic: plane.traffic_shared(),
                 accounting: c.shared_accounting.clone(),
                 conns: control_conns,
             },
         );
-        c.refresh_control_port();
     }
     c.notify.notify(&format!(
         "READY=1\nSTATUS=relaying on {} worker(s)",
@@ -219,8 +219,6 @@ pub fn run(
     res.and(joined)
 }
 
-/// Serve the MetricsPort from its own thread: a scrape reads what the
-/// workers published and never waits for them.
 /// What the MetricsPort reads besides the data plane.
 struct MetricsExtras {
     flags: Arc<std::sync::atomic::AtomicU32>,
@@ -229,6 +227,8 @@ struct MetricsExtras {
     control: Arc<crate::metrics::ControlConns>,
 }
 
+/// Serve the MetricsPort from its own thread: a scrape reads what the
+/// workers published and never waits for them.
 fn start_metrics(
     config: &Config,
     policy: Arc<std::sync::RwLock<crate::metrics::MetricsPolicy>>,

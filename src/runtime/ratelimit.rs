@@ -57,8 +57,8 @@ fn to_i64(v: u64) -> i64 {
 
 impl RateLimit {
     /// Set the rate and burst (bytes); `rate == 0` lifts the limit. A
-    /// new or raised limit starts with full buckets, a lowered one
-    /// clips them (C: connection_bucket_adjust).
+    /// new limit starts with full buckets; a changed one keeps what its
+    /// buckets hold, clipped to the new burst (C: token_bucket_rw_adjust).
     pub fn set(&self, rate: u64, burst: u64, now: Instant) {
         let was = self.rate.swap(rate, Ordering::Relaxed);
         let burst = burst.max(rate);
@@ -79,11 +79,6 @@ impl RateLimit {
     /// when there is none).
     pub fn is_limited(&self) -> bool {
         self.rate.load(Ordering::Relaxed) != 0
-    }
-
-    /// The configured rate in bytes per second (0: none).
-    pub fn rate(&self) -> u64 {
-        self.rate.load(Ordering::Relaxed)
     }
 
     fn ms(&self, now: Instant) -> u64 {
