@@ -269,7 +269,7 @@ pub(super) struct Worker {
     dormant: bool,
     /// The relay is over its bandwidth limit: the sockets this worker
     /// stopped reading, to resume once the buckets refill.
-    rate_paused: Option<Vec<Token>>,
+    rate_paused: Option<std::collections::HashSet<Token>>,
     out: Outbox,
     /// Bytes read and written this turn (added to `out.traffic` at its end).
     turn_read: u64,
@@ -689,11 +689,11 @@ impl Worker {
         };
         match (over, self.rate_paused.take()) {
             (true, None) => {
-                let mut paused = Vec::new();
+                let mut paused = std::collections::HashSet::new();
                 for (&t, c) in &self.conns {
                     if matches!(c, Conn::Or(_) | Conn::Exit(_)) {
                         ops.set_recv(t, false);
-                        paused.push(t);
+                        paused.insert(t);
                     }
                 }
                 self.rate_paused = Some(paused);
@@ -710,6 +710,26 @@ impl Worker {
                 }
             }
             (_, keep) => self.rate_paused = keep,
+        }
+    }
+
+    /// Read from `t` again, unless the relay's buckets are in debt: then
+    /// it resumes with the others.
+    fn resume_recv(&mut self, t: Token, ops: &mut dyn Ops) {
+        match &mut self.rate_paused {
+            Some(paused) => {
+                paused.insert(t);
+            }
+            None => ops.set_recv(t, true),
+        }
+    }
+
+    /// A link or exit socket opened while the buckets are in debt waits
+    /// with the others.
+    fn hold_if_rate_paused(&mut self, t: Token, ops: &mut dyn Ops) {
+        if let Some(paused) = &mut self.rate_paused {
+            ops.set_recv(t, false);
+            paused.insert(t);
         }
     }
 
@@ -740,7 +760,7 @@ impl Worker {
                 .handle_stream_eof(key, err, now, &mut self.rng);
             return;
         }
-        ops.set_recv(t, true);
+        self.resume_recv(t, ops);
     }
 
     fn open_channel(
@@ -844,6 +864,7 @@ impl Worker {
                         blocked: false,
                     })),
                 );
+                self.hold_if_rate_paused(t, ops);
             }
             Err(e) => {
                 tracing::debug!("extend: connect to {addr} failed: {e}");
@@ -929,6 +950,7 @@ impl Worker {
                                     held_eof: None,
                                 }),
                             );
+                            self.hold_if_rate_paused(t, ops);
                         }
                         Err(e) => self
                             .circuits
@@ -1762,6 +1784,7 @@ impl Handler for Worker {
                         blocked: false,
                     })),
                 );
+                self.hold_if_rate_paused(t, ops);
             }
             Event::Recv(t, data) => match self.conns.get(&t) {
                 Some(Conn::Or(_)) => self.on_or_recv(t, data, ops),
