@@ -115,13 +115,30 @@ pub struct Traffic {
     /// ([`crate::proto::circuit::CircuitTable::counters`]).
     pub circ: [AtomicU64; crate::proto::circuit::CircCounter::SLOTS],
     /// Congestion control's statistics
-    /// ([`crate::proto::cc::CcStats::to_array`], all its fields; made by
-    /// [`Traffic::new`]), stored when they change.
-    pub cc: Box<[AtomicU64]>,
+    /// ([`crate::proto::cc::CcStats::to_array`]), stored when they change.
+    /// Inline, like every slot: in the worker's own cache lines.
+    pub cc: Slots<{ crate::proto::cc::CcStats::FIELDS }>,
     /// The worker's resolver, per nameserver (the same list, in the same
     /// order, in every worker): queries, then errors by
     /// [`crate::exit::dns::SERVER_ERROR_NAMES`].
     pub nameservers: Box<[(std::net::SocketAddr, [AtomicU64; NAMESERVER_FIELDS])]>,
+}
+
+/// `N` counters, for arrays longer than `Default` is derived for.
+#[derive(Debug)]
+pub struct Slots<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Slots<N> {
+    fn default() -> Self {
+        Slots(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Slots<N> {
+    type Target = [AtomicU64];
+    fn deref(&self) -> &[AtomicU64] {
+        &self.0
+    }
 }
 
 /// Length of [`Traffic::dns`].
@@ -137,9 +154,6 @@ impl Traffic {
             nameservers: nameservers
                 .iter()
                 .map(|a| (*a, std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            cc: (0..crate::proto::cc::CcStats::FIELDS)
-                .map(|_| AtomicU64::new(0))
                 .collect(),
             ..Traffic::default()
         }
