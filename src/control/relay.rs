@@ -128,6 +128,7 @@ pub fn run(
             config.metrics_port_policy.clone(),
         ))),
         flags: Arc::default(),
+        max_mem: Arc::default(),
         signing_expiry: Arc::new(std::sync::atomic::AtomicU64::new(unix(
             keys.signing_cert().expires_at(),
         ))),
@@ -187,6 +188,7 @@ pub fn run(
             MetricsExtras {
                 flags: c.flags.clone(),
                 signing_cert_expiry: c.signing_expiry.clone(),
+                max_mem_in_queues: c.max_mem.clone(),
                 offline_master_key: !c.keys.has_master_secret(),
                 control: control_conns.clone(),
             },
@@ -223,6 +225,7 @@ pub fn run(
 struct MetricsExtras {
     flags: Arc<std::sync::atomic::AtomicU32>,
     signing_cert_expiry: Arc<std::sync::atomic::AtomicU64>,
+    max_mem_in_queues: Arc<std::sync::atomic::AtomicU64>,
     offline_master_key: bool,
     control: Arc<crate::metrics::ControlConns>,
 }
@@ -239,6 +242,7 @@ fn start_metrics(
     let MetricsExtras {
         flags,
         signing_cert_expiry,
+        max_mem_in_queues,
         offline_master_key,
         control,
     } = extras;
@@ -256,13 +260,7 @@ fn start_metrics(
         flags,
         signing_cert_expiry,
         offline_master_key,
-        // The limit the workers' OOM handler compares the sum of their
-        // queues with (the figure log_mem_limit reports).
-        max_mem_in_queues: crate::proto::oom::effective_limit(
-            config.max_mem_in_queues,
-            crate::os::total_ram(),
-            config.testing_tor_network,
-        ),
+        max_mem_in_queues,
         rate_limit: plane.rate_limit_shared(),
         control,
     };
@@ -333,6 +331,9 @@ struct Control {
     /// When our Ed25519 signing certificate expires (unix seconds), for
     /// the MetricsPort; stored again whenever the key is renewed.
     signing_expiry: Arc<std::sync::atomic::AtomicU64>,
+    /// The effective MaxMemInQueues the workers were last given, for the
+    /// MetricsPort.
+    max_mem: Arc<std::sync::atomic::AtomicU64>,
     keys: RelayKeys,
     dir: DirClient,
     servers: DirServers,
@@ -507,6 +508,8 @@ impl Control {
             crate::os::total_ram(),
             cfg.testing_tor_network,
         );
+        self.max_mem
+            .store(max_mem, std::sync::atomic::Ordering::Relaxed);
         let u16_param = |n, d, lo, hi| u16::try_from(param(n, d, lo, hi)).unwrap_or(1000);
         CircuitConfig {
             onion_keys: NtorOnionKeys {

@@ -54,8 +54,9 @@ pub struct Sources {
     /// `OfflineMasterKey`): nothing renews the signing certificate.
     pub offline_master_key: bool,
     /// The effective `MaxMemInQueues` (bytes) the workers' queues are held
-    /// to, all workers together.
-    pub max_mem_in_queues: u64,
+    /// to, all workers together (the figure log_mem_limit reports), as
+    /// the control thread last gave it to them.
+    pub max_mem_in_queues: Arc<AtomicU64>,
     /// The relay's bandwidth buckets (how often they ran empty).
     pub rate_limit: Arc<crate::runtime::ratelimit::RateLimit>,
     /// The ControlPort's connections.
@@ -730,7 +731,7 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
         "The effective MaxMemInQueues: past this sum of oxit_worker_queued_bytes the workers \
          free queues (tor_relay_load_oom_bytes_total)",
     );
-    p.sample(name, &[], src.max_mem_in_queues);
+    p.sample(name, &[], src.max_mem_in_queues.load(Ordering::Relaxed));
 
     let name = "oxit_worker_cells_total";
     p.family(

@@ -10,7 +10,7 @@ fn sources(traffic: Arc<[Traffic]>) -> Sources {
         flags: Arc::default(),
         signing_cert_expiry: Arc::default(),
         offline_master_key: false,
-        max_mem_in_queues: 0,
+        max_mem_in_queues: Arc::default(),
     }
 }
 
@@ -73,7 +73,7 @@ fn page_has_c_tors_families() {
         flags: Arc::new(AtomicU32::new(u32::from(flags))),
         signing_cert_expiry: Arc::new(AtomicU64::new(1_900_000_000)),
         offline_master_key: true,
-        max_mem_in_queues: 256 << 20,
+        max_mem_in_queues: Arc::new(AtomicU64::new(256 << 20)),
     };
     let page = render(&src);
     for line in [
