@@ -41,7 +41,7 @@ impl Config {
             publish_server_descriptor => "PublishServerDescriptor",
             assume_reachable => "AssumeReachable",
             family_key_directory => "FamilyKeyDirectory",
-            control => "ControlPort",
+            control => "ControlPort/ControlSocket and their authentication options",
         );
         kept
     }

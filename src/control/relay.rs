@@ -754,7 +754,7 @@ impl Control {
         }
         for name in new.keep_restart_only(&self.config) {
             tracing::warn!(
-                "{name} changed, but oxit cannot change it while running: restart oxit to \
+                "{name} changed, but oxit cannot apply that while running: restart oxit to \
                  apply it. Keeping the old value."
             );
         }
