@@ -755,7 +755,7 @@ impl Control {
         for name in new.keep_restart_only(&self.config) {
             tracing::warn!(
                 "{name} changed, but oxit cannot apply that while running: restart oxit to \
-                 apply it. Keeping the old value."
+                 make it take effect. Keeping the old value."
             );
         }
         if let Err(e) = crate::control::logging::reconfigure(&new.logs) {
