@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::dir::consensus::Flags;
 use crate::exit::policy::{Action, PolicyRule};
-use crate::runtime::Traffic;
+use crate::runtime::{Traffic, load_slots};
 
 /// Who may read the metrics: `MetricsPortPolicy`, exit-policy syntax with
 /// the ports ignored; the first rule whose address matches decides, and
@@ -77,8 +77,22 @@ pub struct ControlConns {
 
 impl ControlConns {
     fn load(a: &[AtomicU64; 2]) -> [u64; 2] {
-        std::array::from_fn(|i| a.get(i).map_or(0, |x| x.load(Ordering::Relaxed)))
+        load_slots(a)
     }
+}
+
+/// Every worker's slots `pick`, added up.
+fn sum_slots<const N: usize>(
+    workers: &[Traffic],
+    pick: impl Fn(&Traffic) -> &[AtomicU64],
+) -> [u64; N] {
+    let mut total = [0u64; N];
+    for t in workers {
+        for (sum, v) in total.iter_mut().zip(load_slots::<N>(pick(t))) {
+            *sum = sum.saturating_add(v);
+        }
+    }
+    total
 }
 
 /// C tor's circuit-level families: congestion control, the onion-service
@@ -87,16 +101,11 @@ impl ControlConns {
 fn circuit_families(p: &mut Page, workers: &[Traffic]) {
     use crate::proto::cc::CcStats;
     use crate::proto::circuit::CircCounter;
-    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut cc = CcStats::default();
-    let mut circ = [0u64; CircCounter::SLOTS];
     for t in workers {
-        let a: [u64; CcStats::FIELDS] = std::array::from_fn(|i| t.cc.get(i).map_or(0, ld));
-        cc.add(&CcStats::from_array(&a));
-        for (sum, v) in circ.iter_mut().zip(t.circ.iter()) {
-            *sum = sum.saturating_add(ld(v));
-        }
+        cc.add(&CcStats::from_array(load_slots(&t.cc)));
     }
+    let circ: [u64; CircCounter::SLOTS] = sum_slots(workers, |t| &t.circ);
     let n = |what: CircCounter| circ.get(what as usize).copied().unwrap_or(0);
 
     let name = "tor_relay_congestion_control_total";
@@ -427,12 +436,10 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
     let mut onion = crate::proto::circuit::OnionStats::default();
     let mut dos = crate::proto::dos::DosStats::default();
     for t in workers.iter() {
-        let o: [u64; crate::proto::circuit::OnionStats::FIELDS] =
-            std::array::from_fn(|i| t.onion.get(i).map_or(0, ld));
-        onion.add(&crate::proto::circuit::OnionStats::from_array(o));
-        dos.add(&crate::proto::dos::DosStats::from_array(
-            std::array::from_fn(|i| t.dos.get(i).map_or(0, ld)),
-        ));
+        onion.add(&crate::proto::circuit::OnionStats::from_array(load_slots(
+            &t.onion,
+        )));
+        dos.add(&crate::proto::dos::DosStats::from_array(load_slots(&t.dos)));
     }
     let name = "tor_relay_load_onionskins_total";
     p.family(name, Kind::Counter, "Total number of onionskins handled");
@@ -472,8 +479,7 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
         p.sample(name, &[("type", ty)], v);
     }
 
-    let dns: [u64; crate::runtime::DNS_FIELDS] =
-        std::array::from_fn(|i| sum(&|t| t.dns.get(i).map_or(0, ld)));
+    let dns: [u64; crate::runtime::DNS_FIELDS] = sum_slots(workers, |t| &t.dns);
     let name = "tor_relay_exit_dns_query_total";
     p.family(
         name,
@@ -510,9 +516,9 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
 
     let mut conns = crate::runtime::ConnCounts::default();
     for t in workers.iter() {
-        conns.add(&crate::runtime::ConnCounts::from_array(
-            std::array::from_fn(|i| t.conns.get(i).map_or(0, ld)),
-        ));
+        conns.add(&crate::runtime::ConnCounts::from_array(load_slots(
+            &t.conns,
+        )));
     }
     let one = |f: Option<usize>| std::array::from_fn(|i| u64::from(f == Some(i)));
     let none = [0u64; 2];
@@ -840,9 +846,9 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
 
     let mut hist = crate::runtime::ConnectHistogram::default();
     for t in workers.iter() {
-        hist.add(&crate::runtime::ConnectHistogram::from_array(
-            std::array::from_fn(|i| t.connect.get(i).map_or(0, ld)),
-        ));
+        hist.add(&crate::runtime::ConnectHistogram::from_array(load_slots(
+            &t.connect,
+        )));
     }
     let name = "oxit_exit_connect_seconds";
     p.family(

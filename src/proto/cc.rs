@@ -294,7 +294,7 @@ impl CcStats {
         a
     }
 
-    pub fn from_array(a: &[u64; Self::FIELDS]) -> CcStats {
+    pub fn from_array(a: [u64; Self::FIELDS]) -> CcStats {
         let mut s = CcStats::default();
         for (c, v) in s.counters().into_iter().zip(a.iter()) {
             *c = *v;

@@ -19,7 +19,7 @@ mod worker;
 
 pub use plane::{
     CONNECT_BUCKETS, ConnCounts, ConnectHistogram, DNS_FIELDS, DataPlane, Listeners,
-    NAMESERVER_FIELDS, PlaneEvent, Snapshot, Traffic, build_snapshot, family_index,
+    NAMESERVER_FIELDS, PlaneEvent, Snapshot, Traffic, build_snapshot, family_index, load_slots,
 };
 pub use relay::RunError;
 

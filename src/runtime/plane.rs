@@ -497,16 +497,11 @@ impl DataPlane {
     /// Every worker's connection counts, summed (the heartbeat's
     /// connection figures).
     pub fn conn_counts(&self) -> ConnCounts {
-        let sum = self
-            .traffic
-            .iter()
-            .fold([0u64; ConnCounts::FIELDS], |mut acc, t| {
-                for (a, v) in acc.iter_mut().zip(load_all(&t.conns)) {
-                    *a += v;
-                }
-                acc
-            });
-        ConnCounts::from_array(sum)
+        let mut total = ConnCounts::default();
+        for t in self.traffic.iter() {
+            total.add(&ConnCounts::from_array(load_slots(&t.conns)));
+        }
+        total
     }
 
     /// Open circuits over every worker, as last published.
@@ -531,7 +526,7 @@ impl DataPlane {
     pub fn dos_stats(&self) -> crate::proto::dos::DosStats {
         let mut total = crate::proto::dos::DosStats::default();
         for t in self.traffic.iter() {
-            total.add(&crate::proto::dos::DosStats::from_array(load_all(&t.dos)));
+            total.add(&crate::proto::dos::DosStats::from_array(load_slots(&t.dos)));
         }
         total
     }
@@ -540,7 +535,7 @@ impl DataPlane {
     pub fn onion_stats(&self) -> crate::proto::circuit::OnionStats {
         let mut total = crate::proto::circuit::OnionStats::default();
         for t in self.traffic.iter() {
-            total.add(&crate::proto::circuit::OnionStats::from_array(load_all(
+            total.add(&crate::proto::circuit::OnionStats::from_array(load_slots(
                 &t.onion,
             )));
         }
@@ -579,9 +574,9 @@ pub(super) struct Outbox {
     pub(super) listeners: [u64; 2],
 }
 
-/// A worker's published counters, read.
-fn load_all<const N: usize>(slots: &[AtomicU64; N]) -> [u64; N] {
-    std::array::from_fn(|i| slots[i].load(Ordering::Relaxed))
+/// A worker's published slots, read as numbers (past the end: 0).
+pub fn load_slots<const N: usize>(slots: &[AtomicU64]) -> [u64; N] {
+    std::array::from_fn(|i| slots.get(i).map_or(0, |s| s.load(Ordering::Relaxed)))
 }
 
 /// Publish a worker's counters (its own slots; relaxed, as readers only

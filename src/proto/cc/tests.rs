@@ -183,7 +183,7 @@ fn statistics_average_and_merge() {
         bdp: RunningAvg { avg: 7.0, n: 2 },
         ..CcStats::default()
     };
-    assert_eq!(CcStats::from_array(&b.to_array()), b);
+    assert_eq!(CcStats::from_array(b.to_array()), b);
     a.add(&b);
     assert_eq!(a.xoff_sent, 7);
     // Weighted by how many values each side averaged.
