@@ -34,8 +34,6 @@ pub struct Shutdown {
     /// SIGINT asked for a draining shutdown (`ShutdownWaitLength`); it
     /// stays set while the relay drains.
     drain: AtomicBool,
-    /// The control thread has taken the drain request.
-    drain_taken: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
@@ -77,11 +75,6 @@ impl Shutdown {
     /// Whether a draining shutdown was asked for.
     pub fn is_draining(&self) -> bool {
         self.drain.load(Ordering::Relaxed)
-    }
-
-    /// The drain request, once (for the control thread).
-    pub fn take_drain_request(&self) -> bool {
-        self.is_draining() && !self.drain_taken.swap(true, Ordering::Relaxed)
     }
 
     /// Ask the control thread to reload the configuration (SIGHUP).

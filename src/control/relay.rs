@@ -151,7 +151,7 @@ pub fn run(
         tx,
         rx,
         selftest_running: false,
-        hibernating: false,
+        drain_until: None,
         shared_accounting: Default::default(),
         notify: super::notify::Notifier::from_env(),
         accounting: (config.accounting_max > 0).then(|| {
@@ -359,8 +359,9 @@ struct Control {
     tx: Sender<Done>,
     rx: Receiver<Done>,
     selftest_running: bool,
-    /// Draining for a shutdown: refuse new circuits and streams.
-    hibernating: bool,
+    /// Draining for a shutdown (SIGINT) until then: refuse new circuits
+    /// and streams meanwhile.
+    drain_until: Option<Instant>,
     /// systemd's notification socket (a no-op outside systemd).
     notify: super::notify::Notifier,
     /// `AccountingMax` and what was used of it this period.
@@ -568,11 +569,10 @@ impl Control {
         let mut next_renew = Instant::now() + RENEW_EVERY;
         let mut next_heartbeat = Instant::now() + self.config.heartbeat_period;
         let mut next_dir: UnixTime = 0;
-        let mut drain_until: Option<Instant> = None;
         let mut next_watchdog = Instant::now();
         while !shutdown.is_triggered() && !plane.any_finished() {
             let now = unix(SystemTime::now());
-            if shutdown.take_drain_request() {
+            if shutdown.is_draining() && self.drain_until.is_none() {
                 let wait = self.config.shutdown_wait_length;
                 if wait.is_zero() {
                     tracing::info!(
@@ -586,16 +586,15 @@ impl Control {
                      exit now.",
                     wait.as_secs()
                 );
-                self.hibernating = true;
+                self.drain_until = Some(Instant::now() + wait);
                 plane.set_circuits(Arc::new(self.circuit_config()));
-                drain_until = Some(Instant::now() + wait);
                 // systemd's stop timeout must cover the wait (C adds 30 s).
                 self.notify.notify(&format!(
                     "STOPPING=1\nEXTEND_TIMEOUT_USEC={}",
                     (wait + Duration::from_secs(30)).as_micros()
                 ));
             }
-            if let Some(until) = drain_until {
+            if let Some(until) = self.drain_until {
                 if Instant::now() >= until {
                     tracing::info!("Clean shutdown finished. Exiting.");
                     break;
@@ -838,7 +837,7 @@ impl Control {
 
     /// C's we_are_hibernating: draining for a shutdown, or accounting.
     fn is_hibernating(&self) -> bool {
-        self.hibernating || self.acct_state() != Hibernation::Awake
+        self.drain_until.is_some() || self.acct_state() != Hibernation::Awake
     }
 
     fn acct_state(&self) -> Hibernation {
