@@ -141,12 +141,7 @@ pub(super) fn apply(
     reset: bool,
     first: bool,
 ) -> Result<(), String> {
-    let flag = |default: bool| match value {
-        "" => Ok(default),
-        "0" => Ok(false),
-        "1" => Ok(true),
-        _ => Err("0 or 1".to_owned()),
-    };
+    let flag = |default: bool| super::options::boolean(value, default).ok_or("0 or 1".to_owned());
     match name {
         "ControlPort" => {
             // `ControlPort unix:PATH` lines join the ControlSocket list;

@@ -827,7 +827,7 @@ fn dos_option(
     Ok(())
 }
 
-fn boolean(v: &str, default: bool) -> Option<bool> {
+pub(super) fn boolean(v: &str, default: bool) -> Option<bool> {
     match v {
         "" => Some(default),
         "0" => Some(false),

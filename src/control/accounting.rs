@@ -87,13 +87,10 @@ impl AccountingStart {
     /// Parse C tor's syntax; the error is C's message.
     pub fn parse(v: &str) -> Result<Self, String> {
         let items: Vec<&str> = v.split_ascii_whitespace().collect();
-        let Some(unit) = items.first() else {
+        let (Some(name), true) = (items.first().copied(), items.len() >= 2) else {
             return Err("Too few arguments to AccountingStart".into());
         };
-        if items.len() < 2 {
-            return Err("Too few arguments to AccountingStart".into());
-        }
-        let unit = match unit.to_ascii_lowercase().as_str() {
+        let unit = match name.to_ascii_lowercase().as_str() {
             "month" => Unit::Month,
             "week" => Unit::Week,
             "day" => Unit::Day,
@@ -120,8 +117,7 @@ impl AccountingStart {
         let idx = if unit == Unit::Day { 1 } else { 2 };
         if items.len() != idx + 1 {
             return Err(format!(
-                "Accounting unit '{}' requires {idx} argument{}.",
-                items.first().copied().unwrap_or_default(),
+                "Accounting unit '{name}' requires {idx} argument{}.",
                 if idx > 1 { "s" } else { "" }
             ));
         }
@@ -391,7 +387,8 @@ impl Accounting {
     }
 
     /// When the period ends.
-    pub fn period_end(&self) -> UnixTime {
+    #[cfg(test)]
+    fn period_end(&self) -> UnixTime {
         self.period.1
     }
 }
