@@ -309,6 +309,7 @@ impl Worker {
             count_private: snap.circuits.count_private_bandwidth,
             conn_counts: super::plane::ConnCounts {
                 listeners_created,
+                listeners: listeners_created,
                 ..Default::default()
             },
             cells_io: [0; 2],
@@ -386,11 +387,13 @@ impl Worker {
                 // Shutting down or hibernating: no new connections (C:
                 // connection_mark_all_noncontrol_listeners); awake again:
                 // accept again.
+                let c = &mut self.conn_counts;
                 if self.snap.circuits.hibernating {
                     d.close_listeners();
+                    c.listeners = [0; 2];
                 } else {
                     d.reopen_listeners();
-                    let c = &mut self.conn_counts;
+                    c.listeners = self.out.listeners;
                     for (n, l) in c.listeners_created.iter_mut().zip(self.out.listeners) {
                         *n += l;
                     }
@@ -1190,11 +1193,6 @@ impl Worker {
         // The MetricsPort's counts: each slot written only when it
         // changed (a few dozen plain loads per turn, nothing per cell).
         self.conn_counts.exit_rejected = s.rejected;
-        self.conn_counts.listeners = if self.listeners_closed {
-            [0; 2]
-        } else {
-            self.out.listeners
-        };
         use super::plane::store_changed;
         store_changed(&t.conns, &self.conn_counts.to_array());
         store_changed(&t.cells, &self.cells_io);
