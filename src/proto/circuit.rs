@@ -309,7 +309,7 @@ pub struct CircuitTable {
     counters: [u64; CircCounter::SLOTS],
     /// Cells through our relay crypto layer: decrypted from previous
     /// hops (forward), encrypted toward them (backward, relayed or ours).
-    pub(crate) crypto_cells: [u64; 2],
+    crypto_cells: [u64; 2],
     /// Conflux sets whose legs are circuits of this table.
     pub(crate) conflux: crate::proto::conflux::ConfluxSets,
     /// Where sets live when there are several workers.
@@ -700,8 +700,8 @@ impl CircuitTable {
     }
 
     /// Congestion control's statistics so far.
-    pub fn cc_stats(&self) -> crate::proto::cc::CcStats {
-        self.cc_stats
+    pub fn cc_stats(&self) -> &crate::proto::cc::CcStats {
+        &self.cc_stats
     }
 
     /// One more `what` (a plain add, once per event, never per cell of

@@ -1202,8 +1202,8 @@ impl Worker {
         store_changed(&t.circ, &self.circuits.counters());
         store_changed(&t.crypto, &self.circuits.crypto_cells());
         let cc = self.circuits.cc_stats();
-        if cc != self.cc_published {
-            self.cc_published = cc;
+        if *cc != self.cc_published {
+            self.cc_published = *cc;
             super::plane::store_all(&t.cc, &cc.to_array());
         }
         for ((_, slots), s) in t.nameservers.iter().zip(self.resolver.server_stats()) {
