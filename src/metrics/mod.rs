@@ -81,6 +81,25 @@ impl ControlConns {
     }
 }
 
+/// A counter family of two directions per worker (`worker`,
+/// `direction` labels), `values` giving each worker's two.
+fn per_worker_pair(
+    p: &mut Page,
+    workers: &[Traffic],
+    name: &str,
+    help: &str,
+    directions: [&str; 2],
+    values: impl Fn(&Traffic) -> [u64; 2],
+) {
+    p.family(name, Kind::Counter, help);
+    for (i, t) in workers.iter().enumerate() {
+        let w = i.to_string();
+        for (dir, v) in directions.into_iter().zip(values(t)) {
+            p.sample(name, &[("worker", &w), ("direction", dir)], v);
+        }
+    }
+}
+
 /// Every worker's slots `pick`, added up.
 fn sum_slots<const N: usize>(
     workers: &[Traffic],
@@ -668,21 +687,14 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
     p.sample(name, &[], crate::bug::count());
 
     // oxit's own: per core, what C tor cannot have.
-    let name = "oxit_worker_traffic_bytes";
-    p.family(
-        name,
-        Kind::Counter,
+    per_worker_pair(
+        &mut p,
+        workers,
+        "oxit_worker_traffic_bytes",
         "Bytes read and written on links and exit connections, per worker thread (one per core)",
+        ["read", "written"],
+        |t| [ld(&t.read), ld(&t.written)],
     );
-    for (i, t) in workers.iter().enumerate() {
-        let w = i.to_string();
-        p.sample(name, &[("worker", &w), ("direction", "read")], ld(&t.read));
-        p.sample(
-            name,
-            &[("worker", &w), ("direction", "written")],
-            ld(&t.written),
-        );
-    }
     let name = "oxit_worker_circuits";
     p.family(name, Kind::Gauge, "Circuits per worker thread");
     for (i, t) in workers.iter().enumerate() {
@@ -739,47 +751,33 @@ pub fn render_with(src: &Sources, own: &OwnConns) -> String {
     );
     p.sample(name, &[], src.max_mem_in_queues.load(Ordering::Relaxed));
 
-    let name = "oxit_worker_cells_total";
-    p.family(
-        name,
-        Kind::Counter,
+    per_worker_pair(
+        &mut p,
+        workers,
+        "oxit_worker_cells_total",
         "Cells received and sent on links, per worker thread (one per core)",
+        ["received", "sent"],
+        |t| [ld(&t.cells[0]), ld(&t.cells[1])],
     );
-    for (i, t) in workers.iter().enumerate() {
-        let w = i.to_string();
-        for (dir, slot) in [("received", &t.cells[0]), ("sent", &t.cells[1])] {
-            p.sample(name, &[("worker", &w), ("direction", dir)], ld(slot));
-        }
-    }
-    let name = "oxit_worker_tls_bytes_total";
-    p.family(
-        name,
-        Kind::Counter,
+    per_worker_pair(
+        &mut p,
+        workers,
+        "oxit_worker_tls_bytes_total",
         "TLS bytes read and written on links (every link, private addresses included), \
          per worker thread",
-    );
-    for (i, t) in workers.iter().enumerate() {
-        let w = i.to_string();
-        for (dir, slot) in [("read", &t.tls[0]), ("written", &t.tls[1])] {
-            p.sample(name, &[("worker", &w), ("direction", dir)], ld(slot));
-        }
-    }
-
-    let name = "oxit_worker_relay_crypto_bytes_total";
-    p.family(
-        name,
-        Kind::Counter,
-        "Relay cell bodies through the relay crypto layer, per worker thread: forward \
-         (decrypted, from clients' side) and backward (encrypted, toward them)",
+        ["read", "written"],
+        |t| [ld(&t.tls[0]), ld(&t.tls[1])],
     );
     let body = crate::proto::cell::CELL_BODY_LEN as u64;
-    for (i, t) in workers.iter().enumerate() {
-        let w = i.to_string();
-        for (dir, slot) in [("forward", &t.crypto[0]), ("backward", &t.crypto[1])] {
-            let bytes = ld(slot).saturating_mul(body);
-            p.sample(name, &[("worker", &w), ("direction", dir)], bytes);
-        }
-    }
+    per_worker_pair(
+        &mut p,
+        workers,
+        "oxit_worker_relay_crypto_bytes_total",
+        "Relay cell bodies through the relay crypto layer, per worker thread: forward \
+         (decrypted, from clients' side) and backward (encrypted, toward them)",
+        ["forward", "backward"],
+        |t| load_slots::<2>(&t.crypto).map(|n| n.saturating_mul(body)),
+    );
 
     let name = "oxit_circuits_closed_total";
     p.family(
